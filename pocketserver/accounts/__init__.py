@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, devices and access tokens."""

@@ -1,0 +1,244 @@
+"""The account service: register users, log in and out, resolve access tokens."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from pocketserver.accounts import passwords, tokens
+from pocketserver.cache import LruCache, MemoryBudget
+from pocketserver.config.model import Config
+from pocketserver.core.identifiers import is_valid_localpart, is_valid_user_id
+from pocketserver.errors import MatrixError, forbidden, unknown_token
+from pocketserver.storage import devices as device_store
+from pocketserver.storage import users as user_store
+from pocketserver.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+MAX_DEVICE_ID_LENGTH = 255
+MAX_DISPLAY_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who is making an authenticated request."""
+
+    user_id: str
+    device_id: str
+    is_guest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AccountService:
+    """Users, passwords, devices and access tokens.
+
+    bcrypt runs in worker threads, at most ``hash_threads`` at once, so a burst of
+    logins queues instead of starving the event loop or the CPU.
+    """
+
+    def __init__(self, db: Database, config: Config, budget: MemoryBudget, hash_threads: int = 2):
+        self._db = db
+        self._config = config
+        self.server_name = config.server_name
+        self._hash_limiter = trio.CapacityLimiter(hash_threads)
+        # token hash -> Requester; dropped on logout.
+        self._token_cache: LruCache[bytes, Requester] = budget.cache("access_tokens", 0.02)
+
+    # --- identifiers -----------------------------------------------------------------
+
+    def user_id_for(self, localpart_or_mxid: str) -> str:
+        """The full user ID for a localpart or an MXID of this server.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_USERNAME`` if it isn't a valid local user ID.
+        """
+        if localpart_or_mxid.startswith("@"):
+            user_id = localpart_or_mxid
+            if not is_valid_user_id(user_id) or user_id.split(":", 1)[1] != self.server_name:
+                raise MatrixError(400, "M_INVALID_USERNAME", "not a user ID of this server")
+            return user_id
+        return f"@{localpart_or_mxid}:{self.server_name}"
+
+    def check_new_localpart(self, localpart: str) -> str:
+        """Validate a localpart for a new account and return the user ID.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_USERNAME``.
+        """
+        if not is_valid_localpart(localpart, strict=True):
+            raise MatrixError(
+                400,
+                "M_INVALID_USERNAME",
+                "user ID localparts may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
+            )
+        user_id = f"@{localpart}:{self.server_name}"
+        if len(user_id.encode("utf-8")) > 255:
+            raise MatrixError(400, "M_INVALID_USERNAME", "user ID is longer than 255 bytes")
+        return user_id
+
+    # --- passwords ---------------------------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        return await trio.to_thread.run_sync(
+            lambda: passwords.hash_password(
+                password, pepper=self._config.password_pepper, rounds=self._config.bcrypt_rounds
+            ),
+            limiter=self._hash_limiter,
+        )
+
+    async def _check_password(self, password: str, password_hash: str | None) -> bool:
+        return await trio.to_thread.run_sync(
+            lambda: passwords.check_password(
+                password, password_hash, pepper=self._config.password_pepper
+            ),
+            limiter=self._hash_limiter,
+        )
+
+    # --- registration -----------------------------------------------------------------
+
+    async def register(
+        self,
+        localpart: str,
+        password: str | None,
+        *,
+        admin: bool = False,
+        user_type: str | None = None,
+    ) -> str:
+        """Create an account and return its user ID.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``.
+        """
+        user_id = self.check_new_localpart(localpart)
+        if await self._db.read(user_store.find_user_case_insensitive, user_id):
+            raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
+        password_hash = await self.hash_password(password) if password else None
+        created = await self._db.write(
+            partial(user_store.insert_user, admin=admin, user_type=user_type),
+            user_id,
+            password_hash,
+            int(time.time()),
+        )
+        if not created:
+            raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
+        log.info("registered %s%s", user_id, " (admin)" if admin else "")
+        return user_id
+
+    # --- sessions ----------------------------------------------------------------------
+
+    async def login_password(self, user: str, password: str) -> str:
+        """Check a password login and return the canonical user ID.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` for a wrong user or password,
+                403 ``M_USER_DEACTIVATED`` for a deactivated account.
+        """
+        if not self._config.password_enabled:
+            raise forbidden("password login is disabled on this server")
+        try:
+            user_id = self.user_id_for(user)
+        except MatrixError:
+            raise forbidden("invalid username or password") from None
+        found = await self._db.read(user_store.get_user, user_id)
+        if found is None:
+            matches = await self._db.read(user_store.find_user_case_insensitive, user_id)
+            found = matches[0] if len(matches) == 1 else None
+        if found is None or not await self._check_password(password, found.password_hash):
+            raise forbidden("invalid username or password")
+        if found.deactivated:
+            raise MatrixError(403, "M_USER_DEACTIVATED", "this account has been deactivated")
+        return found.user_id
+
+    async def create_session(
+        self, user_id: str, device_id: str | None, display_name: str | None
+    ) -> Session:
+        """Create (or take over) a device and issue a new access token for it.
+
+        Logging in with an existing device ID invalidates that device's old tokens
+        (client-server API, "Login": ``device_id``).
+        """
+        if device_id is not None and not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
+            raise MatrixError(400, "M_INVALID_PARAM", "device_id must be 1 to 255 characters")
+        if display_name is not None and len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+            raise MatrixError(400, "M_INVALID_PARAM", "device display name is too long")
+        token = tokens.new_access_token()
+        token_hash = tokens.hash_token(token)
+        chosen = device_id or tokens.new_device_id()
+        old = await self._db.write(self._store_session, user_id, chosen, display_name, token_hash)
+        for h in old:
+            self._token_cache.pop(h)
+        return Session(user_id=user_id, device_id=chosen, access_token=token)
+
+    @staticmethod
+    def _store_session(
+        conn: sqlite3.Connection,
+        user_id: str,
+        device_id: str,
+        display_name: str | None,
+        token_hash: bytes,
+    ) -> list[bytes]:
+        now = _now_ms()
+        old: list[bytes] = []
+        if not device_store.ensure_device(conn, user_id, device_id, display_name, now):
+            old = device_store.token_hashes_for_device(conn, user_id, device_id)
+            device_store.delete_device_tokens(conn, user_id, device_id)
+        device_store.insert_token(conn, token_hash, user_id, device_id, now)
+        return old
+
+    async def authenticate(self, token: str) -> Requester:
+        """Resolve an access token.
+
+        Raises:
+            MatrixError: 401 ``M_UNKNOWN_TOKEN``.
+        """
+        token_hash = tokens.hash_token(token)
+        cached = self._token_cache.get(token_hash)
+        if cached is not None:
+            return cached
+        owner = await self._db.read(device_store.get_token_owner, token_hash)
+        if owner is None or (owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms()):
+            raise unknown_token()
+        requester = Requester(user_id=owner.user_id, device_id=owner.device_id)
+        if owner.valid_until_ms is None:
+            self._token_cache.set(token_hash, requester)
+        return requester
+
+    async def logout(self, requester: Requester) -> None:
+        """Delete the requester's device and its tokens."""
+        hashes = await self._db.write(self._delete_device, requester.user_id, requester.device_id)
+        for h in hashes:
+            self._token_cache.pop(h)
+
+    @staticmethod
+    def _delete_device(conn: sqlite3.Connection, user_id: str, device_id: str) -> list[bytes]:
+        hashes = device_store.token_hashes_for_device(conn, user_id, device_id)
+        device_store.delete_device(conn, user_id, device_id)
+        return hashes
+
+    async def logout_all(self, user_id: str) -> None:
+        """Delete every device and token of ``user_id``."""
+        hashes = await self._db.write(self._delete_all, user_id)
+        for h in hashes:
+            self._token_cache.pop(h)
+
+    @staticmethod
+    def _delete_all(conn: sqlite3.Connection, user_id: str) -> list[bytes]:
+        hashes = device_store.token_hashes_for_user(conn, user_id)
+        device_store.delete_all_devices(conn, user_id)
+        return hashes

@@ -1,0 +1,1 @@
+"""HTTP routes: parse the request, call a service, answer JSON."""

@@ -1,0 +1,108 @@
+"""Helpers every route uses: services, JSON bodies, authentication, client address."""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+from quart import current_app, g, request
+
+from pocketserver.accounts.service import Requester
+from pocketserver.errors import MatrixError
+from pocketserver.services import Services
+
+
+def services() -> Services:
+    return cast(Services, current_app.config["POCKET_SERVICES"])
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON in Matrix")
+
+
+async def json_body(*, allow_empty: bool = False) -> dict[str, object]:
+    """The request body as a JSON object.
+
+    Raises:
+        MatrixError: 400 ``M_NOT_JSON`` if it isn't JSON, 400 ``M_BAD_JSON`` if it
+            isn't an object, 413 ``M_TOO_LARGE`` past the configured size.
+    """
+    raw = cast(bytes, await request.get_data(cache=True, as_text=False))
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise MatrixError(400, "M_NOT_JSON", "request body is empty; expected a JSON object")
+    try:
+        parsed = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MatrixError(400, "M_NOT_JSON", "request body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
+    return parsed
+
+
+def access_token() -> str | None:
+    """The token from ``Authorization: Bearer``; query-string tokens are not accepted."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def require_auth() -> Requester:
+    """The authenticated requester.
+
+    Raises:
+        MatrixError: 401 ``M_MISSING_TOKEN`` or ``M_UNKNOWN_TOKEN``.
+    """
+    token = access_token()
+    if token is None:
+        raise MatrixError(401, "M_MISSING_TOKEN", "missing access token")
+    requester = await services().accounts.authenticate(token)
+    g.user_id = requester.user_id
+    return requester
+
+
+def client_address() -> str:
+    """The client's IP, from X-Forwarded-For when the listener trusts a proxy."""
+    if current_app.config.get("POCKET_X_FORWARDED"):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote_addr or "unknown"
+
+
+def optional_str(body: dict[str, object], key: str) -> str | None:
+    """A string field of a JSON body, or None if absent or null.
+
+    Raises:
+        MatrixError: 400 ``M_BAD_JSON`` if present but not a string.
+    """
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MatrixError(400, "M_BAD_JSON", f"{key} must be a string")
+    return value
+
+
+def require_str(body: dict[str, object], key: str) -> str:
+    """A required string field of a JSON body.
+
+    Raises:
+        MatrixError: 400 ``M_MISSING_PARAM`` if absent, ``M_BAD_JSON`` if not a string.
+    """
+    value = optional_str(body, key)
+    if value is None:
+        raise MatrixError(400, "M_MISSING_PARAM", f"missing parameter: {key}")
+    return value
+
+
+def get_bool(body: dict[str, object], key: str, default: bool = False) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise MatrixError(400, "M_BAD_JSON", f"{key} must be true or false")
+    return value

@@ -1,0 +1,97 @@
+"""Login, logout and whoami (client-server-api/_index.md "Login", "Logout", "whoami")."""
+
+from __future__ import annotations
+
+import trio
+from quart import Blueprint
+
+from pocketserver.api.http import (
+    client_address,
+    json_body,
+    optional_str,
+    require_auth,
+    require_str,
+    services,
+)
+from pocketserver.api.routes import client_route
+from pocketserver.errors import MatrixError
+
+bp = Blueprint("login", __name__)
+
+
+@client_route(bp, "/login", methods=["GET"])
+async def login_flows() -> dict[str, object]:
+    flows = [{"type": "m.login.password"}] if services().config.password_enabled else []
+    return {"flows": flows}
+
+
+def _login_user(body: dict[str, object]) -> str:
+    """The user named by ``identifier`` (``m.id.user``) or the deprecated ``user``."""
+    identifier = body.get("identifier")
+    if identifier is None:
+        user = optional_str(body, "user")
+        if user is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: identifier")
+        return user
+    if not isinstance(identifier, dict):
+        raise MatrixError(400, "M_BAD_JSON", "identifier must be an object")
+    kind = identifier.get("type")
+    if kind != "m.id.user":
+        raise MatrixError(400, "M_UNKNOWN", f"unsupported identifier type: {kind!r}")
+    return require_str(identifier, "user")
+
+
+@client_route(bp, "/login", methods=["POST"])
+async def login() -> dict[str, object]:
+    s = services()
+    body = await json_body()
+    login_type = require_str(body, "type")
+    if login_type != "m.login.password" or not s.config.password_enabled:
+        raise MatrixError(400, "M_UNKNOWN", f"unsupported login type: {login_type!r}")
+    user = _login_user(body)
+    password = require_str(body, "password")
+    device_id = optional_str(body, "device_id")
+    display_name = optional_str(body, "initial_device_display_name")
+    now = trio.current_time()
+    s.ratelimits.login_address.check(client_address(), now)
+    account_key = user.lower()
+    s.ratelimits.login_account.check(account_key, now)
+    if not s.ratelimits.login_failures.would_allow(account_key, now):
+        s.ratelimits.login_failures.check(account_key, now)
+    try:
+        user_id = await s.accounts.login_password(user, password)
+    except MatrixError:
+        s.ratelimits.login_failures.record(account_key, now)
+        raise
+    session = await s.accounts.create_session(user_id, device_id, display_name)
+    return {
+        "user_id": session.user_id,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+        "home_server": s.config.server_name,
+        "well_known": {"m.homeserver": {"base_url": s.config.public_baseurl}},
+    }
+
+
+@client_route(bp, "/logout", methods=["POST"])
+async def logout() -> dict[str, object]:
+    requester = await require_auth()
+    await services().accounts.logout(requester)
+    return {}
+
+
+@client_route(bp, "/logout/all", methods=["POST"])
+async def logout_all() -> dict[str, object]:
+    requester = await require_auth()
+    await services().accounts.logout_all(requester.user_id)
+    return {}
+
+
+@client_route(bp, "/account/whoami", methods=["GET"])
+async def whoami() -> dict[str, object]:
+    requester = await require_auth()
+    return {
+        "user_id": requester.user_id,
+        "device_id": requester.device_id,
+        "is_guest": requester.is_guest,
+    }

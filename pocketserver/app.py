@@ -1,0 +1,129 @@
+"""The Quart-trio application: routes for one listener's resources, and the error shape.
+
+Every error leaves as Matrix JSON: unknown path 404 ``M_UNRECOGNIZED``, wrong method
+405 ``M_UNRECOGNIZED``, oversized body 413 ``M_TOO_LARGE``, a :class:`MatrixError`
+as its status and errcode, and anything unexpected 500 ``M_UNKNOWN`` with the
+request id in the log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from pocketserver.api import admin_register, keys, login, meta
+from pocketserver.errors import MatrixError
+from pocketserver.services import Services
+
+log = logging.getLogger("pocketserver.access")
+error_log = logging.getLogger("pocketserver.app")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
+}
+
+_HTTP_ERRCODES = {
+    404: ("M_UNRECOGNIZED", "Unrecognized request"),
+    405: ("M_UNRECOGNIZED", "Unrecognized request method for this endpoint"),
+    413: ("M_TOO_LARGE", "Request body too large"),
+}
+
+_request_ids = itertools.count(1)
+
+
+def _json_error(status: int, body: dict[str, object]) -> Response:
+    response = Response(_dumps(body), status=status, content_type="application/json")
+    return response
+
+
+def _dumps(body: dict[str, object]) -> str:
+    import json
+
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def create_app(
+    services: Services,
+    resources: Iterable[str] = ("client", "federation"),
+    *,
+    x_forwarded: bool = False,
+) -> QuartTrio:
+    """Build the app for one listener, with the routes of its ``resources``."""
+    app = QuartTrio("pocketserver")
+    app.config["POCKET_SERVICES"] = services
+    app.config["POCKET_X_FORWARDED"] = x_forwarded
+    app.config["MAX_CONTENT_LENGTH"] = services.config.max_request_body_size
+    app.config["BODY_TIMEOUT"] = 60
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    wanted = set(resources)
+    if "client" in wanted:
+        for bp in (meta.bp, login.bp, admin_register.bp):
+            app.register_blueprint(bp)
+    if wanted & {"client", "health"} and "client" not in wanted:
+        app.add_url_rule("/health", view_func=meta.health)
+    if wanted & {"federation", "keys"}:
+        app.register_blueprint(keys.bp)
+    if "federation" in wanted:
+        app.register_blueprint(meta.federation_bp)
+    _install_hooks(app)
+    return app
+
+
+def _install_hooks(app: QuartTrio) -> None:
+    @app.before_request
+    async def start_request() -> Response | None:
+        g.request_id = f"req-{next(_request_ids)}"
+        g.start = time.perf_counter()
+        g.user_id = None
+        if request.method == "OPTIONS":
+            return Response("", status=200)
+        return None
+
+    @app.after_request
+    async def finish_request(response: Response) -> Response:
+        response.headers.update(CORS_HEADERS)
+        started = g.get("start")
+        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        # request.path never includes the query string, where secrets could be.
+        log.info(
+            "%s %s %s %s %.1fms %s",
+            g.get("request_id", "-"),
+            request.method,
+            request.path,
+            response.status_code,
+            duration_ms,
+            g.get("user_id") or "-",
+        )
+        return response
+
+    @app.errorhandler(MatrixError)
+    async def matrix_error(e: MatrixError) -> Response:
+        return _json_error(e.status, e.to_json())
+
+    @app.errorhandler(HTTPException)
+    async def http_error(e: HTTPException) -> Response:
+        status = e.code or 500
+        errcode, message = _HTTP_ERRCODES.get(status, ("M_UNKNOWN", e.description or e.name))
+        if status >= 500:
+            error_log.error("%s: HTTP %s: %s", g.get("request_id", "-"), status, e)
+        return _json_error(status, {"errcode": errcode, "error": message})
+
+    @app.errorhandler(Exception)
+    async def unexpected(e: Exception) -> Response:
+        request_id = g.get("request_id", "-")
+        error_log.exception(
+            "%s: unhandled error in %s %s", request_id, request.method, request.path
+        )
+        return _json_error(
+            500, {"errcode": "M_UNKNOWN", "error": f"Internal server error ({request_id})"}
+        )

@@ -1,0 +1,373 @@
+"""Load homeserver.yaml into :class:`Config`, naming the key of every bad value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from pocketserver.config.model import (
+    KNOWN_RESOURCES,
+    Config,
+    DatabaseConfig,
+    ListenerConfig,
+    LoginRateLimits,
+    RateLimit,
+)
+from pocketserver.config.units import parse_duration_ms, parse_size
+from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Synapse keys that people copy over and that have no meaning here; they are
+# accepted silently instead of warned about.
+_IGNORED_SYNAPSE_KEYS = frozenset(
+    {"pid_file", "log_config", "macaroon_secret_key", "form_secret", "trusted_key_servers"}
+)
+
+
+class ConfigError(Exception):
+    """A value in the config is missing, of the wrong type or out of range."""
+
+
+class _Section:
+    """Reads typed values out of one mapping and remembers which keys were used."""
+
+    def __init__(self, data: object, path: str, warnings: list[str]) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(data)}")
+        self._data: Mapping[object, object] = data
+        self._path = path
+        self._used: set[str] = set()
+        self._warnings = warnings
+
+    def _key(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def raw(self, key: str, default: object = None) -> object:
+        self._used.add(key)
+        return self._data.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def get(self, key: str, conv: Callable[[object], T], default: object) -> T:
+        """Return ``conv(value)``; ``conv`` raises ValueError with what it expected."""
+        value = self.raw(key, default)
+        try:
+            return conv(value)
+        except ValueError as e:
+            raise ConfigError(f"{self._key(key)}: {e} (got {value!r})") from None
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.raw(key), self._key(key), self._warnings)
+
+    def finish(self, ignored: frozenset[str] = frozenset()) -> None:
+        for key in self._data:
+            if key not in self._used and key not in ignored:
+                self._warnings.append(f"unknown config key {self._key(str(key))!r} (ignored)")
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a string or null")
+    return value
+
+
+def _any_str(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("yes", "no"):
+        return value == "yes"
+    raise ValueError("expected true or false")
+
+
+def _int_range(lo: int, hi: int) -> Callable[[object], int]:
+    def conv(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
+        return value
+
+    return conv
+
+
+def _positive_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("expected a positive number")
+    return float(value)
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def conv(value: object) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value.lower()
+
+    return conv
+
+
+def _server_name(value: object) -> str:
+    from pocketserver.core.identifiers import is_valid_server_name
+
+    if not isinstance(value, str) or not is_valid_server_name(value):
+        raise ValueError("expected a server name such as example.com or example.com:8448")
+    return value
+
+
+def _base_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a URL such as https://matrix.example.com/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected a URL such as https://matrix.example.com/")
+    return value if value.endswith("/") else value + "/"
+
+
+def _rate_limit(sec: _Section, default: RateLimit) -> RateLimit:
+    limit = RateLimit(
+        per_second=sec.get("per_second", _positive_float, default.per_second),
+        burst_count=sec.get("burst_count", _int_range(1, 1_000_000), default.burst_count),
+    )
+    sec.finish()
+    return limit
+
+
+def _listener(sec: _Section, index: int) -> ListenerConfig:
+    kind = sec.get("type", _choice("http"), "http")
+    port = sec.get("port", _int_range(0, 65535), None)
+    binds = sec.get("bind_addresses", _str_list, None)
+    if not binds:
+        bind = sec.get("bind_address", _opt_str, None)
+        binds = (bind,) if bind else ("127.0.0.1",)
+    resources: set[str] = set()
+    raw_resources = sec.raw("resources", [])
+    if not isinstance(raw_resources, list) or not raw_resources:
+        raise ConfigError(f"listeners[{index}].resources: expected a non-empty list")
+    for j, entry in enumerate(raw_resources):
+        rsec = _Section(entry, f"listeners[{index}].resources[{j}]", sec._warnings)
+        names = rsec.get("names", _str_list, None)
+        rsec.raw("compress")
+        rsec.finish()
+        unknown = set(names) - KNOWN_RESOURCES
+        if unknown:
+            raise ConfigError(
+                f"listeners[{index}].resources[{j}].names: unknown resource(s) "
+                f"{sorted(unknown)}; known: {sorted(KNOWN_RESOURCES)}"
+            )
+        resources.update(names)
+    listener = ListenerConfig(
+        port=port,
+        bind_addresses=binds,
+        type=kind,
+        tls=sec.get("tls", _bool, False),
+        x_forwarded=sec.get("x_forwarded", _bool, False),
+        resources=frozenset(resources),
+    )
+    sec.finish()
+    return listener
+
+
+def _listeners(root: _Section) -> tuple[ListenerConfig, ...]:
+    raw = root.raw("listeners")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("listeners: expected a non-empty list of listeners")
+    return tuple(
+        _listener(_Section(item, f"listeners[{i}]", root._warnings), i)
+        for i, item in enumerate(raw)
+    )
+
+
+def _path(base: Path) -> Callable[[object], Path]:
+    def conv(value: object) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    return conv
+
+
+def _database(root: _Section, base: Path) -> DatabaseConfig:
+    sec = root.section("database")
+    sec.get("name", _choice("sqlite3", "sqlite"), "sqlite3")
+    args = sec.section("args")
+    path = args.get("database", _path(base), "homeserver.db")
+    args.finish(frozenset({"cp_min", "cp_max"}))
+    synchronous = sec.get("synchronous", _choice("full", "normal"), "full")
+    sec.finish(frozenset({"allow_unsafe_locale", "txn_limit"}))
+    return DatabaseConfig(path=path, synchronous=synchronous)
+
+
+def parse_config(data: object, base_dir: Path, config_path: Path | None = None) -> Config:
+    """Validate a parsed YAML document and return the frozen :class:`Config`.
+
+    Args:
+        data: The YAML document (a mapping).
+        base_dir: The folder that relative paths are relative to.
+        config_path: Where the document came from, if a file.
+
+    Raises:
+        ConfigError: a value is missing or invalid; the message names the key.
+    """
+    warnings: list[str] = []
+    root = _Section(data, "", warnings)
+    server_name = root.get("server_name", _server_name, None)
+    listeners = _listeners(root)
+    tls_cert = root.get(
+        "tls_certificate_path", lambda v: None if v is None else _path(base_dir)(v), None
+    )
+    tls_key = root.get(
+        "tls_private_key_path", lambda v: None if v is None else _path(base_dir)(v), None
+    )
+    if any(lst.tls for lst in listeners) and not (tls_cert and tls_key):
+        raise ConfigError(
+            "listeners: tls is true, so tls_certificate_path and tls_private_key_path "
+            "must both be set"
+        )
+    public_baseurl = root.get("public_baseurl", _base_url, f"https://{server_name}/")
+    password = root.section("password_config")
+    pw_enabled = password.get("enabled", _bool, True)
+    pepper = password.get("pepper", _any_str, "")
+    password.finish(frozenset({"policy", "localdb_enabled"}))
+    login = root.section("rc_login")
+    slow = RateLimit(0.003, 5)
+    rc_login = LoginRateLimits(
+        address=_rate_limit(login.section("address"), slow),
+        account=_rate_limit(login.section("account"), slow),
+        failed_attempts=_rate_limit(login.section("failed_attempts"), RateLimit(0.17, 3)),
+    )
+    login.finish()
+    presence = root.section("presence")
+    presence_enabled = presence.get("enabled", _bool, True)
+    presence.finish()
+    url_preview_enabled = root.get("url_preview_enabled", _bool, False)
+    blacklist = root.get("url_preview_ip_range_blacklist", _str_list, None)
+    if url_preview_enabled and not blacklist:
+        raise ConfigError(
+            "url_preview_enabled: true requires url_preview_ip_range_blacklist, so that "
+            "previews cannot reach addresses on your own network"
+        )
+    default_rv = root.get("default_room_version", lambda v: str(v) if v is not None else "", "12")
+    if default_rv not in KNOWN_ROOM_VERSIONS:
+        raise ConfigError(
+            f"default_room_version: expected one of {', '.join(KNOWN_ROOM_VERSIONS)} "
+            f"(got {default_rv!r})"
+        )
+    config = Config(
+        server_name=server_name,
+        public_baseurl=public_baseurl,
+        serve_server_wellknown=root.get("serve_server_wellknown", _bool, False),
+        listeners=listeners,
+        tls_certificate_path=tls_cert,
+        tls_private_key_path=tls_key,
+        memory_budget=root.get("memory_budget", _budget, "128M"),
+        database=_database(root, base_dir),
+        signing_key_path=root.get(
+            "signing_key_path", _path(base_dir), f"{server_name}.signing.key"
+        ),
+        key_refresh_interval_ms=root.get("key_refresh_interval", parse_duration_ms, "1d"),
+        registration_shared_secret=root.get("registration_shared_secret", _opt_str, None),
+        enable_registration=root.get("enable_registration", _bool, False),
+        registration_requires_token=root.get("registration_requires_token", _bool, False),
+        bcrypt_rounds=root.get("bcrypt_rounds", _int_range(4, 31), 12),
+        password_enabled=pw_enabled,
+        password_pepper=pepper,
+        max_upload_size=root.get("max_upload_size", parse_size, "50M"),
+        max_request_body_size=root.get("max_request_body_size", _body_size, "1M"),
+        rc_message=_rate_limit(root.section("rc_message"), RateLimit(0.2, 10)),
+        rc_registration=_rate_limit(root.section("rc_registration"), RateLimit(0.17, 3)),
+        rc_login=rc_login,
+        default_room_version=default_rv,
+        presence_enabled=presence_enabled,
+        url_preview_enabled=url_preview_enabled,
+        url_preview_ip_range_blacklist=blacklist or (),
+        url_preview_ip_range_whitelist=root.get("url_preview_ip_range_whitelist", _str_list, None),
+        turn_uris=root.get("turn_uris", _str_list, None),
+        turn_shared_secret=root.get("turn_shared_secret", _opt_str, None),
+        turn_user_lifetime_ms=root.get("turn_user_lifetime", parse_duration_ms, "1h"),
+        media_store_path=root.get("media_store_path", _path(base_dir), "media_store"),
+        log_level=root.get("log_level", _log_level, "INFO"),
+        report_stats=root.get("report_stats", _bool, False),
+        config_path=config_path,
+        warnings=(),
+    )
+    root.finish(_IGNORED_SYNAPSE_KEYS)
+    return _with_warnings(config, warnings)
+
+
+def _with_warnings(config: Config, warnings: list[str]) -> Config:
+    from dataclasses import replace
+
+    return replace(config, warnings=tuple(warnings))
+
+
+def _budget(value: object) -> int:
+    size = parse_size(value)
+    if size < 16 * 1024 * 1024:
+        raise ValueError("memory_budget must be at least 16M")
+    return size
+
+
+def _body_size(value: object) -> int:
+    size = parse_size(value)
+    if size < 64 * 1024:
+        raise ValueError("must be at least 64K (one Matrix event is up to 64K)")
+    return size
+
+
+def _log_level(value: object) -> str:
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or a value is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return parse_config(data, path.resolve().parent, path.resolve())

@@ -1,0 +1,92 @@
+"""The typed, frozen configuration that the rest of pocketserver reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KNOWN_RESOURCES = frozenset({"client", "federation", "keys", "media", "health", "openid"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    port: int
+    bind_addresses: tuple[str, ...]
+    type: str
+    tls: bool
+    x_forwarded: bool
+    resources: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    path: Path
+    synchronous: str  # "full" or "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_second: float
+    burst_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRateLimits:
+    address: RateLimit
+    account: RateLimit
+    failed_attempts: RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the server reads from homeserver.yaml, validated."""
+
+    server_name: str
+    public_baseurl: str
+    serve_server_wellknown: bool
+    listeners: tuple[ListenerConfig, ...]
+    tls_certificate_path: Path | None
+    tls_private_key_path: Path | None
+    memory_budget: int
+    database: DatabaseConfig
+    signing_key_path: Path
+    key_refresh_interval_ms: int
+    registration_shared_secret: str | None
+    enable_registration: bool
+    registration_requires_token: bool
+    bcrypt_rounds: int
+    password_enabled: bool
+    password_pepper: str
+    max_upload_size: int
+    max_request_body_size: int
+    rc_message: RateLimit
+    rc_registration: RateLimit
+    rc_login: LoginRateLimits
+    default_room_version: str
+    presence_enabled: bool
+    url_preview_enabled: bool
+    url_preview_ip_range_blacklist: tuple[str, ...]
+    url_preview_ip_range_whitelist: tuple[str, ...]
+    turn_uris: tuple[str, ...]
+    turn_shared_secret: str | None
+    turn_user_lifetime_ms: int
+    media_store_path: Path
+    log_level: str
+    report_stats: bool
+    config_path: Path | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def client_base_url(self) -> str:
+        """The base URL of the first client listener, for tools on this host."""
+        for listener in self.listeners:
+            if "client" in listener.resources:
+                host = listener.bind_addresses[0] if listener.bind_addresses else "127.0.0.1"
+                if host in ("0.0.0.0", ""):
+                    host = "127.0.0.1"
+                elif host == "::":
+                    host = "::1"
+                if ":" in host:
+                    host = f"[{host}]"
+                scheme = "https" if listener.tls else "http"
+                return f"{scheme}://{host}:{listener.port}"
+        raise ValueError("no listener serves the client resource")

@@ -1,0 +1,46 @@
+"""Matrix errors: an ``errcode``, a message and the spec's HTTP status.
+
+Services raise :class:`MatrixError`; the web layer turns it into
+``{"errcode": ..., "error": ...}`` with the status. Anything else that escapes is
+a bug, logged with the request id and answered ``M_UNKNOWN`` 500.
+"""
+
+from __future__ import annotations
+
+
+class MatrixError(Exception):
+    """A failure the client should see, as the spec's errcode and status."""
+
+    def __init__(self, status: int, errcode: str, error: str, **extra: object) -> None:
+        super().__init__(f"{status} {errcode}: {error}")
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+        self.extra = extra
+
+    def to_json(self) -> dict[str, object]:
+        return {"errcode": self.errcode, "error": self.error, **self.extra}
+
+
+def bad_json(error: str) -> MatrixError:
+    return MatrixError(400, "M_BAD_JSON", error)
+
+
+def missing_param(name: str) -> MatrixError:
+    return MatrixError(400, "M_MISSING_PARAM", f"missing parameter: {name}")
+
+
+def invalid_param(error: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", error)
+
+
+def forbidden(error: str) -> MatrixError:
+    return MatrixError(403, "M_FORBIDDEN", error)
+
+
+def not_found(error: str = "not found") -> MatrixError:
+    return MatrixError(404, "M_NOT_FOUND", error)
+
+
+def unknown_token(error: str = "unknown or expired access token") -> MatrixError:
+    return MatrixError(401, "M_UNKNOWN_TOKEN", error, soft_logout=False)

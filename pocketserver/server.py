@@ -1,0 +1,173 @@
+"""The running server: owns the trio nursery, the database, the services and hypercorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from pocketserver.accounts.service import AccountService
+from pocketserver.accounts.shared_secret import NonceStore
+from pocketserver.app import create_app
+from pocketserver.cache import MemoryBudget
+from pocketserver.config.model import Config, ListenerConfig
+from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.services import RateLimiters, Services
+from pocketserver.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_TIMEOUT_S = 10.0
+
+
+class StartupError(Exception):
+    """The server cannot start (bad key file, database too new, port taken)."""
+
+
+def _bind(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _hypercorn_config(config: Config, listener: ListenerConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [_bind(addr, listener.port) for addr in listener.bind_addresses]
+    hc.graceful_timeout = GRACEFUL_TIMEOUT_S
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.include_server_header = False
+    if listener.tls:
+        hc.certfile = str(config.tls_certificate_path)
+        hc.keyfile = str(config.tls_private_key_path)
+    return hc
+
+
+def _load_signing_key(config: Config) -> object:
+    try:
+        text = config.signing_key_path.read_text(encoding="utf-8")
+        keys = read_signing_keys(text)
+    except OSError as e:
+        raise StartupError(
+            f"cannot read signing key {config.signing_key_path}: {e.strerror}"
+        ) from None
+    except ValueError as e:
+        raise StartupError(f"signing key {config.signing_key_path} is not valid: {e}") from None
+    if not keys:
+        raise StartupError(f"signing key file {config.signing_key_path} holds no key")
+    return keys[0]
+
+
+async def build_services(config: Config) -> Services:
+    """Open the database (migrating it) and build every service. Blocking work runs in threads."""
+    from pocketserver.storage.migrations import SchemaTooNewError
+
+    budget = MemoryBudget(config.memory_budget)
+    signing_key = await trio.to_thread.run_sync(_load_signing_key, config)
+    try:
+        db = await trio.to_thread.run_sync(
+            partial(
+                Database,
+                config.database.path,
+                memory_bytes=budget.sqlite_bytes,
+                synchronous=config.database.synchronous,
+            )
+        )
+    except SchemaTooNewError as e:
+        raise StartupError(str(e)) from None
+    except OSError as e:
+        raise StartupError(f"cannot open database {config.database.path}: {e}") from None
+    import nacl.signing
+
+    assert isinstance(signing_key, nacl.signing.SigningKey)
+    return Services(
+        config=config,
+        db=db,
+        budget=budget,
+        signing_key=signing_key,
+        accounts=AccountService(db, config, budget),
+        registration_nonces=NonceStore(),
+        ratelimits=RateLimiters.from_config(config),
+    )
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until ``shutdown`` is set (or the task is cancelled).
+
+    Start it with ``nursery.start(serve, config)`` to learn the bound addresses
+    (``http://127.0.0.1:PORT``); a listener port of 0 binds a free port.
+    Shutdown stops accepting, lets in-flight requests finish (at most
+    ``GRACEFUL_TIMEOUT_S``), checkpoints the WAL and closes the database.
+    """
+    if shutdown is None:
+        shutdown = trio.Event()
+    services = await build_services(config)
+    log.info("signing key %s, database %s", key_id(services.signing_key), config.database.path)
+    try:
+        async with trio.open_nursery() as nursery:
+            bound: list[str] = []
+            for listener in config.listeners:
+                app = create_app(services, listener.resources, x_forwarded=listener.x_forwarded)
+                try:
+                    addrs = await nursery.start(
+                        partial(
+                            hypercorn_serve,
+                            app,
+                            _hypercorn_config(config, listener),
+                            shutdown_trigger=shutdown.wait,
+                        )
+                    )
+                except OSError as e:
+                    raise StartupError(
+                        f"cannot listen on {listener.bind_addresses}:{listener.port}: {e}"
+                    ) from None
+                bound.extend(addrs)
+                log.info(
+                    "listening on %s for %s", " ".join(addrs), ", ".join(sorted(listener.resources))
+                )
+            log.info("pocketserver for %s is ready", config.server_name)
+            task_status.started(bound)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(services.db.close)
+        log.info("database closed")
+
+
+def _first_startup_error(group: BaseExceptionGroup[BaseException]) -> StartupError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StartupError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_startup_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_until_signalled(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    Raises:
+        StartupError: the server could not start (unwrapped from trio's exception group).
+    """
+    shutdown = trio.Event()
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(serve, config, shutdown=shutdown))
+                async for signum in signals:
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                    shutdown.set()
+                    break
+    except BaseExceptionGroup as group:
+        startup_error = _first_startup_error(group)
+        if startup_error is not None:
+            raise startup_error from None
+        raise

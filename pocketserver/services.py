@@ -1,0 +1,45 @@
+"""The services of one running server, built once by ``server.py``.
+
+Handed to ``create_app(services)``: no globals, no service locator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nacl.signing
+
+from pocketserver.accounts.service import AccountService
+from pocketserver.accounts.shared_secret import NonceStore
+from pocketserver.cache import MemoryBudget
+from pocketserver.config.model import Config
+from pocketserver.ratelimit import RateLimiter
+from pocketserver.storage.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiters:
+    login_address: RateLimiter
+    login_account: RateLimiter
+    login_failures: RateLimiter
+    registration: RateLimiter
+
+    @classmethod
+    def from_config(cls, config: Config) -> RateLimiters:
+        return cls(
+            login_address=RateLimiter(config.rc_login.address),
+            login_account=RateLimiter(config.rc_login.account),
+            login_failures=RateLimiter(config.rc_login.failed_attempts),
+            registration=RateLimiter(config.rc_registration),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: Config
+    db: Database
+    budget: MemoryBudget
+    signing_key: nacl.signing.SigningKey
+    accounts: AccountService
+    registration_nonces: NonceStore
+    ratelimits: RateLimiters

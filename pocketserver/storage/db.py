@@ -1,0 +1,185 @@
+"""The SQLite database: one write connection, a small pool of read connections.
+
+No SQLite call ever runs on the event loop's thread. Writes are serialised by a
+trio lock and run in a worker thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT``;
+the caller's function owns the whole transaction and never commits itself.
+Reads take a connection from a fixed pool and run in a worker thread too.
+
+Durability: WAL mode. With ``synchronous=FULL`` (the default) every commit is
+fsynced before ``write`` returns, so anything acknowledged to a client survives a
+crash of the process and a power cut. With ``synchronous=NORMAL`` a commit is in
+the WAL file (the OS page cache) when ``write`` returns: it survives ``kill -9``
+of pocketserver, but a power cut can lose the last transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from pocketserver.storage.migrations import apply_migrations
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READ_CONNECTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStatistics:
+    writes: int
+    reads: int
+    write_wait_ms_total: float
+    read_connections: int
+    readers_busy: int
+
+
+def _connect(
+    path: Path, *, cache_kib: int, mmap_bytes: int, synchronous: str
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # handed between worker threads, one at a time
+        timeout=30.0,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute(f"PRAGMA cache_size = -{max(cache_kib, 64)}")
+    conn.execute(f"PRAGMA mmap_size = {max(mmap_bytes, 0)}")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+class Database:
+    """The one SQLite file: serialised writes, pooled reads, all off the event loop."""
+
+    def __init__(self, path: Path, *, memory_bytes: int, synchronous: str = "full") -> None:
+        """Open (creating if needed) and migrate the database. Call from a thread or at start.
+
+        Args:
+            path: The database file.
+            memory_bytes: What SQLite may use for page cache and mmap, in total.
+            synchronous: ``"full"`` or ``"normal"`` (see the module docstring).
+
+        Raises:
+            storage.migrations.SchemaTooNewError: the file was written by newer code.
+        """
+        self.path = path
+        conns = READ_CONNECTIONS + 1
+        # Half of SQLite's share is page cache split across connections, half mmap
+        # (shared by all connections through the OS page cache).
+        cache_kib = memory_bytes // 2 // conns // 1024
+        mmap_bytes = memory_bytes // 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(
+            path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous
+        )
+        mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"could not put {path} into WAL mode (got {mode})")
+        apply_migrations(self._writer)
+        self._readers = [
+            _connect(path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous)
+            for _ in range(READ_CONNECTIONS)
+        ]
+        self._free_readers = list(self._readers)
+        self._reader_lock = threading.Lock()
+        self._write_lock = trio.Lock()
+        self._read_slots = trio.Semaphore(READ_CONNECTIONS)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
+        self._writes = 0
+        self._reads = 0
+        self._write_wait = 0.0
+        self._closed = False
+
+    async def write(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(conn, *args)`` in one write transaction and return its result.
+
+        The transaction commits when ``fn`` returns and rolls back if it raises (the
+        exception is re-raised). Once started, a write finishes even if the calling
+        task is cancelled, so a commit is never half-observed.
+        """
+        start = trio.current_time()
+        async with self._write_lock:
+            self._write_wait += trio.current_time() - start
+            self._writes += 1
+            return await trio.to_thread.run_sync(
+                self._run_write, fn, args, limiter=self._write_limiter
+            )
+
+    def _run_write(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(conn, *args)`` on a read connection in a worker thread.
+
+        Each call sees one consistent snapshot (it runs inside a read transaction).
+        """
+        async with self._read_slots:
+            self._reads += 1
+            return await trio.to_thread.run_sync(
+                self._run_read, fn, args, limiter=self._read_limiter, abandon_on_cancel=False
+            )
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        with self._reader_lock:
+            conn = self._free_readers.pop()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            with self._reader_lock:
+                self._free_readers.append(conn)
+
+    def read_sync(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a read on the calling thread; only for CLI tools and start-up, never in the loop."""
+        return self._run_read(fn, args)
+
+    def write_sync(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a write on the calling thread; only for CLI tools and start-up, never in the loop."""
+        return self._run_write(fn, args)
+
+    def statistics(self) -> DatabaseStatistics:
+        return DatabaseStatistics(
+            writes=self._writes,
+            reads=self._reads,
+            write_wait_ms_total=self._write_wait * 1000,
+            read_connections=READ_CONNECTIONS,
+            readers_busy=READ_CONNECTIONS - len(self._free_readers),
+        )
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._readers:
+            conn.close()
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:  # pragma: no cover - best effort at shutdown
+            log.warning("WAL checkpoint at shutdown failed: %s", e)
+        self._writer.close()

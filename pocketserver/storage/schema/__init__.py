@@ -1,0 +1,1 @@
+"""SQL migration files (NNN_name.sql), loaded with importlib.resources."""
