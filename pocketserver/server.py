@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from functools import partial
+from typing import TypeVar
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -124,9 +125,13 @@ async def serve(
                             shutdown_trigger=shutdown.wait,
                         )
                     )
-                except OSError as e:
+                except (OSError, BaseExceptionGroup) as e:
+                    os_error = _find_in(e, OSError)
+                    if os_error is None:
+                        raise
                     raise StartupError(
-                        f"cannot listen on {listener.bind_addresses}:{listener.port}: {e}"
+                        f"cannot listen on {', '.join(listener.bind_addresses)} port "
+                        f"{listener.port}: {os_error.strerror or os_error}"
                     ) from None
                 bound.extend(addrs)
                 log.info(
@@ -140,12 +145,16 @@ async def serve(
         log.info("database closed")
 
 
-def _first_startup_error(group: BaseExceptionGroup[BaseException]) -> StartupError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, StartupError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_startup_error(exc)
+E = TypeVar("E", bound=BaseException)
+
+
+def _find_in(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` itself or the first ``kind`` inside (nested) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_in(inner, kind)
             if found is not None:
                 return found
     return None
@@ -167,7 +176,7 @@ async def run_until_signalled(config: Config) -> None:
                     shutdown.set()
                     break
     except BaseExceptionGroup as group:
-        startup_error = _first_startup_error(group)
+        startup_error = _find_in(group, StartupError)
         if startup_error is not None:
             raise startup_error from None
         raise
