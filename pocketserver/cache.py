@@ -157,6 +157,8 @@ class MemoryBudget:
         """
         if name in self._caches:
             raise ValueError(f"cache {name!r} exists already")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"cache {name!r}: a share of the memory budget must be in (0, 1]")
         size = int(self._cache_bytes * fraction)
         if self._allocated + size > self._cache_bytes:
             raise ValueError(f"cache {name!r} does not fit in the memory budget")

@@ -16,7 +16,9 @@ _BCRYPT_MAX = 72
 
 
 def _prepare(password: str, pepper: str) -> bytes:
-    return (unicodedata.normalize("NFKC", password) + pepper).encode("utf-8")[:_BCRYPT_MAX]
+    # surrogatepass: a lone surrogate (possible in JSON) hashes instead of crashing.
+    text = unicodedata.normalize("NFKC", password) + pepper
+    return text.encode("utf-8", "surrogatepass")[:_BCRYPT_MAX]
 
 
 def hash_password(password: str, *, pepper: str = "", rounds: int = 12) -> str:

@@ -41,6 +41,14 @@ class Session:
     access_token: str
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -59,6 +67,9 @@ class AccountService:
         self._hash_limiter = trio.CapacityLimiter(hash_threads)
         # token hash -> Requester; dropped on logout.
         self._token_cache: LruCache[bytes, Requester] = budget.cache("access_tokens", 0.02)
+        # Bumped by every change that invalidates tokens. A lookup that started before
+        # such a change does not cache what it read (it may be a token just removed).
+        self._token_generation = 0
 
     # --- identifiers -----------------------------------------------------------------
 
@@ -126,6 +137,8 @@ class AccountService:
             MatrixError: 400 ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``.
         """
         user_id = self.check_new_localpart(localpart)
+        if password is not None and not _is_text(password):
+            raise MatrixError(400, "M_INVALID_PARAM", "the password is not valid Unicode text")
         if await self._db.read(user_store.find_user_case_insensitive, user_id):
             raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
         password_hash = await self.hash_password(password) if password else None
@@ -181,8 +194,7 @@ class AccountService:
         token_hash = tokens.hash_token(token)
         chosen = device_id or tokens.new_device_id()
         old = await self._db.write(self._store_session, user_id, chosen, display_name, token_hash)
-        for h in old:
-            self._token_cache.pop(h)
+        self._forget_tokens(old)
         return Session(user_id=user_id, device_id=chosen, access_token=token)
 
     @staticmethod
@@ -201,6 +213,11 @@ class AccountService:
         device_store.insert_token(conn, token_hash, user_id, device_id, now)
         return old
 
+    def _forget_tokens(self, hashes: list[bytes]) -> None:
+        self._token_generation += 1
+        for h in hashes:
+            self._token_cache.pop(h)
+
     async def authenticate(self, token: str) -> Requester:
         """Resolve an access token.
 
@@ -211,19 +228,19 @@ class AccountService:
         cached = self._token_cache.get(token_hash)
         if cached is not None:
             return cached
+        generation = self._token_generation
         owner = await self._db.read(device_store.get_token_owner, token_hash)
         if owner is None or (owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms()):
             raise unknown_token()
         requester = Requester(user_id=owner.user_id, device_id=owner.device_id)
-        if owner.valid_until_ms is None:
+        if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)
         return requester
 
     async def logout(self, requester: Requester) -> None:
         """Delete the requester's device and its tokens."""
         hashes = await self._db.write(self._delete_device, requester.user_id, requester.device_id)
-        for h in hashes:
-            self._token_cache.pop(h)
+        self._forget_tokens(hashes)
 
     @staticmethod
     def _delete_device(conn: sqlite3.Connection, user_id: str, device_id: str) -> list[bytes]:
@@ -234,8 +251,7 @@ class AccountService:
     async def logout_all(self, user_id: str) -> None:
         """Delete every device and token of ``user_id``."""
         hashes = await self._db.write(self._delete_all, user_id)
-        for h in hashes:
-            self._token_cache.pop(h)
+        self._forget_tokens(hashes)
 
     @staticmethod
     def _delete_all(conn: sqlite3.Connection, user_id: str) -> list[bytes]:

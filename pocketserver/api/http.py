@@ -38,6 +38,12 @@ async def json_body(*, allow_empty: bool = False) -> dict[str, object]:
         raise MatrixError(400, "M_NOT_JSON", "request body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise MatrixError(400, "M_BAD_JSON", "request body must be a JSON object")
+    if b"\\u" in raw:
+        # \uD800-style escapes can decode to lone surrogates, which are not text.
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MatrixError(400, "M_BAD_JSON", "strings must be valid Unicode") from None
     return parsed
 
 

@@ -132,6 +132,18 @@ def _str_list(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _ip_ranges(value: object) -> tuple[str, ...]:
+    import netaddr
+
+    ranges = _str_list(value)
+    for entry in ranges:
+        try:
+            netaddr.IPNetwork(entry)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+    return ranges
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def conv(value: object) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
@@ -276,7 +288,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
     presence_enabled = presence.get("enabled", _bool, True)
     presence.finish()
     url_preview_enabled = root.get("url_preview_enabled", _bool, False)
-    blacklist = root.get("url_preview_ip_range_blacklist", _str_list, None)
+    blacklist = root.get("url_preview_ip_range_blacklist", _ip_ranges, None)
     if url_preview_enabled and not blacklist:
         raise ConfigError(
             "url_preview_enabled: true requires url_preview_ip_range_blacklist, so that "
@@ -316,7 +328,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         presence_enabled=presence_enabled,
         url_preview_enabled=url_preview_enabled,
         url_preview_ip_range_blacklist=blacklist or (),
-        url_preview_ip_range_whitelist=root.get("url_preview_ip_range_whitelist", _str_list, None),
+        url_preview_ip_range_whitelist=root.get("url_preview_ip_range_whitelist", _ip_ranges, None),
         turn_uris=root.get("turn_uris", _str_list, None),
         turn_shared_secret=root.get("turn_shared_secret", _opt_str, None),
         turn_user_lifetime_ms=root.get("turn_user_lifetime", parse_duration_ms, "1h"),
@@ -366,6 +378,8 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -85,10 +85,14 @@ class Database:
         self._writer = _connect(
             path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous
         )
-        mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise RuntimeError(f"could not put {path} into WAL mode (got {mode})")
-        apply_migrations(self._writer)
+        try:
+            mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise RuntimeError(f"could not put {path} into WAL mode (got {mode})")
+            apply_migrations(self._writer)
+        except BaseException:
+            self._writer.close()
+            raise
         self._readers = [
             _connect(path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous)
             for _ in range(READ_CONNECTIONS)

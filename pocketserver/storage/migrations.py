@@ -45,8 +45,9 @@ def available_migrations() -> list[Migration]:
 def split_statements(sql: str) -> list[str]:
     """Split a SQL script into statements (``executescript`` would commit implicitly)."""
     statements, current = [], ""
-    for line in sql.splitlines(keepends=True):
-        current += line
+    pieces = sql.split(";")
+    for i, piece in enumerate(pieces):
+        current += piece + (";" if i < len(pieces) - 1 else "")
         if sqlite3.complete_statement(current):
             if current.strip():
                 statements.append(current.strip())
