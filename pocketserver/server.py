@@ -17,8 +17,12 @@ from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
 from pocketserver.storage.db import Database
+from pocketserver.storage.events import max_stream_ordering
+from pocketserver.sync.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,8 @@ async def build_services(config: Config) -> Services:
     import nacl.signing
 
     assert isinstance(signing_key, nacl.signing.SigningKey)
+    notifier = Notifier(await db.read(max_stream_ordering))
+    room_store = RoomStore(db, budget)
     return Services(
         config=config,
         db=db,
@@ -91,6 +97,9 @@ async def build_services(config: Config) -> Services:
         accounts=AccountService(db, config, budget),
         registration_nonces=NonceStore(),
         ratelimits=RateLimiters.from_config(config),
+        notifier=notifier,
+        room_store=room_store,
+        rooms=RoomWriter(room_store, config.server_name, signing_key, notifier),
     )
 
 

@@ -14,7 +14,10 @@ from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
+from pocketserver.sync.notifier import Notifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +46,6 @@ class Services:
     accounts: AccountService
     registration_nonces: NonceStore
     ratelimits: RateLimiters
+    notifier: Notifier
+    room_store: RoomStore
+    rooms: RoomWriter

@@ -73,6 +73,7 @@ def get_room_version(conn: sqlite3.Connection, room_id: str) -> str | None:
 def insert_event(
     conn: sqlite3.Connection,
     event_id: str,
+    room_id: str,
     pdu: dict[str, object],
     *,
     depth: int,
@@ -85,7 +86,10 @@ def insert_event(
     state_before: int | None = None,
     state_after: int | None = None,
 ) -> int:
-    """Insert an event with its edges; return its stream ordering."""
+    """Insert an event with its edges; return its stream ordering.
+
+    ``room_id`` is separate from the PDU: a v12 create event carries none.
+    """
     state_key = pdu.get("state_key")
     cur = conn.execute(
         "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
@@ -93,7 +97,7 @@ def insert_event(
         " state_before, state_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             event_id,
-            pdu["room_id"],
+            room_id,
             pdu["type"],
             state_key if isinstance(state_key, str) else None,
             pdu["sender"],

@@ -1,0 +1,106 @@
+"""Cached reads of the room DAG: events, state groups, room versions.
+
+Caches are byte-bounded LRUs from the memory budget. Events and state groups never
+change once written (a redaction is applied on read, a censored event is evicted),
+so cached values are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pocketserver.cache import LruCache, MemoryBudget
+from pocketserver.storage import events as event_store
+from pocketserver.storage import state as state_store
+from pocketserver.storage.db import Database
+from pocketserver.storage.events import StoredEvent
+
+StateKey = tuple[str, str]
+
+# A state entry costs about this much in a cached dict (tuple key, two strings, slot).
+_STATE_ENTRY_BYTES = 260
+
+
+def _event_size(ev: StoredEvent) -> int:
+    # JSON text size is a fair proxy; the parsed dict is roughly 3-4x its text.
+    return 400 + 4 * len(str(ev.pdu))
+
+
+def _state_size(state: dict[StateKey, str]) -> int:
+    return 200 + _STATE_ENTRY_BYTES * len(state)
+
+
+class RoomStore:
+    """Read access to events and state for the room writer and everything above it."""
+
+    def __init__(self, db: Database, budget: MemoryBudget) -> None:
+        self.db = db
+        self._events: LruCache[str, StoredEvent] = budget.cache("events", 0.30, _event_size)
+        self._groups: LruCache[int, dict[StateKey, str]] = budget.cache(
+            "state_groups", 0.30, _state_size
+        )
+        self._versions: LruCache[str, str] = budget.cache("room_versions", 0.01)
+
+    async def room_version(self, room_id: str) -> str | None:
+        cached = self._versions.get(room_id)
+        if cached is not None:
+            return cached
+        version = await self.db.read(event_store.get_room_version, room_id)
+        if version is not None:
+            self._versions.set(room_id, version)
+        return version
+
+    def remember_room_version(self, room_id: str, version: str) -> None:
+        self._versions.set(room_id, version)
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        cached = self._events.get(event_id)
+        if cached is not None:
+            return cached
+        ev = await self.db.read(event_store.get_event, event_id)
+        if ev is not None:
+            self._events.set(event_id, ev)
+        return ev
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """The known events among ``event_ids``."""
+        found: dict[str, StoredEvent] = {}
+        missing: list[str] = []
+        for event_id in event_ids:
+            cached = self._events.get(event_id)
+            if cached is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = cached
+        if missing:
+            loaded = await self.db.read(event_store.get_events, missing)
+            for event_id, ev in loaded.items():
+                self._events.set(event_id, ev)
+            found.update(loaded)
+        return found
+
+    def remember_event(self, ev: StoredEvent) -> None:
+        self._events.set(ev.event_id, ev)
+
+    def forget_event(self, event_id: str) -> None:
+        self._events.pop(event_id)
+
+    async def group_state(self, group_id: int | None) -> dict[StateKey, str]:
+        """The full state of a group (empty for None). Callers must not mutate it."""
+        if group_id is None:
+            return {}
+        cached = self._groups.get(group_id)
+        if cached is not None:
+            return cached
+        state = await self.db.read(state_store.get_group_state, group_id)
+        self._groups.set(group_id, state)
+        return state
+
+    def remember_group(self, group_id: int, state: dict[StateKey, str]) -> None:
+        self._groups.set(group_id, state)
+
+    async def auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
+        return await self.db.read(event_store.get_auth_chain_ids, list(event_ids))
+
+    async def current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        return await self.db.read(state_store.get_current_state_ids, room_id)

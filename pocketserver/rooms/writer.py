@@ -1,0 +1,665 @@
+"""The room writer: the only code that appends events to rooms.
+
+Every event that enters a room, local or from federation, goes through here: it is
+authorised, the state at it is computed, and event, state, extremities and current
+state are persisted in one transaction; then waiters are woken with the new stream
+position. Work is serialised per room (a lock per room); different rooms proceed
+concurrently and meet only at the database's single write connection.
+
+Remote PDUs follow server-server-api.md "Checks performed on receipt of a PDU":
+format, signatures, content hash (a mismatch redacts the event), auth against its
+auth events, auth against the state before it (else rejected), auth against the
+current state (else soft-failed). Outliers are events known without state at them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nacl.signing import SigningKey, VerifyKey
+
+from pocketserver.core.auth_rules import (
+    AuthError,
+    auth_types_for_event,
+    check_auth,
+    check_auth_against_state,
+)
+from pocketserver.core.crypto import check_content_hash
+from pocketserver.core.event_signing import verify_event_signatures
+from pocketserver.core.events import (
+    EventFormatError,
+    auth_event_ids,
+    compute_event_id,
+    prev_event_ids,
+    validate_pdu,
+)
+from pocketserver.core.redaction import redact
+from pocketserver.core.room_versions import get_room_version
+from pocketserver.core.state_res import resolve_state
+from pocketserver.errors import MatrixError
+from pocketserver.rooms import building
+from pocketserver.rooms.locks import KeyedLocks
+from pocketserver.rooms.store import RoomStore, StateKey
+from pocketserver.storage import events as event_store
+from pocketserver.storage import state as state_store
+from pocketserver.storage.events import StoredEvent
+from pocketserver.sync.notifier import Notifier
+
+log = logging.getLogger(__name__)
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+
+
+class MissingEventsError(Exception):
+    """A remote PDU names events this server doesn't have; fetch them and retry."""
+
+    def __init__(self, event_ids: Sequence[str], what: str) -> None:
+        super().__init__(f"missing {what} events: {', '.join(event_ids[:5])}")
+        self.event_ids = list(event_ids)
+        self.what = what
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedEvent:
+    """What the writer decided and stored."""
+
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    pdu: dict[str, object]
+    rejected: str | None = None
+    soft_failed: bool = False
+    outlier: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejected is None and not self.soft_failed
+
+
+@dataclass
+class _Prepared:
+    room_id: str
+    room_version: str
+    event_id: str
+    pdu: dict[str, object]
+    depth: int
+    prev_ids: list[str]
+    auth_ids: list[str]
+    state_before: dict[StateKey, str]
+    state_before_group: int | None
+    base_group: int | None = None  # a group state_before may be stored as a delta on
+    base_state: dict[StateKey, str] = field(default_factory=dict)
+    outlier: bool = False
+    rejected: str | None = None
+    soft_failed: bool = False
+    new_room_creator: str | None = None
+    existing_outlier: bool = False
+
+    @property
+    def state_key(self) -> StateKey | None:
+        sk = self.pdu.get("state_key")
+        return (str(self.pdu["type"]), sk) if isinstance(sk, str) else None
+
+
+def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
+    content = pdu.get("content")
+    return content if isinstance(content, Mapping) else {}
+
+
+class RoomWriter:
+    """Appends events to rooms; see the module docstring."""
+
+    def __init__(
+        self,
+        store: RoomStore,
+        server_name: str,
+        signing_key: SigningKey,
+        notifier: Notifier,
+    ) -> None:
+        self.store = store
+        self.server_name = server_name
+        self._signing_key = signing_key
+        self._notifier = notifier
+        self._locks = KeyedLocks()
+
+    # --- local events ---------------------------------------------------------------
+
+    async def create_room(
+        self,
+        room_version: str,
+        creator: str,
+        extra_content: Mapping[str, object] | None = None,
+    ) -> PersistedEvent:
+        """Create a room by persisting its ``m.room.create`` event; return that event.
+
+        Raises:
+            MatrixError: 400 ``M_UNSUPPORTED_ROOM_VERSION``; 400 ``M_BAD_JSON`` for a
+                create event the version's format or auth rules refuse.
+        """
+        try:
+            version = get_room_version(room_version)
+        except ValueError:
+            raise MatrixError(
+                400, "M_UNSUPPORTED_ROOM_VERSION", f"unsupported room version {room_version!r}"
+            ) from None
+        content: dict[str, object] = {**(extra_content or {}), "room_version": room_version}
+        if not version.implicit_room_creator:
+            content["creator"] = creator
+        pdu: dict[str, object] = {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": creator,
+            "content": content,
+            "origin_server_ts": int(time.time() * 1000),
+            "depth": 1,
+            "prev_events": [],
+            "auth_events": [],
+        }
+        if not version.hydra:
+            pdu["room_id"] = building.new_room_id(self.server_name)
+        if version.event_ids_in_pdu:
+            pdu["origin"] = self.server_name
+        event_id, signed = building.finish_pdu(
+            pdu, room_version, self.server_name, self._signing_key
+        )
+        room_id = (
+            building.create_event_room_id(signed, room_version, self.server_name)
+            if version.hydra
+            else str(pdu["room_id"])
+        )
+        self._check_format(signed, room_version)
+        try:
+            check_auth(room_version, signed, {})
+        except AuthError as e:
+            raise MatrixError(400, "M_BAD_JSON", f"invalid create event: {e}") from None
+        prepared = _Prepared(
+            room_id=room_id,
+            room_version=room_version,
+            event_id=event_id,
+            pdu=signed,
+            depth=1,
+            prev_ids=[],
+            auth_ids=[],
+            state_before={},
+            state_before_group=None,
+            new_room_creator=creator,
+        )
+        async with self._locks(room_id):
+            return await self._persist(prepared)
+
+    async def send_event(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, object],
+        state_key: str | None = None,
+        *,
+        redacts: str | None = None,
+    ) -> PersistedEvent:
+        """Build, sign, authorise and persist a local event.
+
+        Raises:
+            MatrixError: 404 ``M_NOT_FOUND`` (unknown room), 403 ``M_FORBIDDEN`` (auth
+                rules), 400 ``M_BAD_JSON`` or 413 ``M_TOO_LARGE`` (event format).
+        """
+        async with self._locks(room_id):
+            room_version = await self._room_version(room_id)
+            prepared = await self._build_local(
+                room_id, room_version, sender, event_type, content, state_key, redacts
+            )
+            return await self._persist(prepared)
+
+    async def _room_version(self, room_id: str) -> str:
+        version = await self.store.room_version(room_id)
+        if version is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"unknown room {room_id}")
+        return version
+
+    async def _build_local(
+        self,
+        room_id: str,
+        room_version: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, object],
+        state_key: str | None,
+        redacts: str | None,
+    ) -> _Prepared:
+        version = get_room_version(room_version)
+        extremities = await self.store.db.read(event_store.get_forward_extremities, room_id)
+        if not extremities:
+            raise MatrixError(404, "M_NOT_FOUND", f"unknown room {room_id}")
+        chosen = extremities[: building.MAX_PREV_EVENTS]
+        prev_ids = [eid for eid, _ in chosen]
+        depth = min(max(d for _, d in chosen) + 1, building.MAX_DEPTH)
+        prev_events = await self.store.get_events(prev_ids)
+        p = _Prepared(
+            room_id=room_id,
+            room_version=room_version,
+            event_id="",
+            pdu={},
+            depth=depth,
+            prev_ids=prev_ids,
+            auth_ids=[],
+            state_before={},
+            state_before_group=None,
+        )
+        await self._state_after_all(p, prev_events)
+        state_before = p.state_before
+        body: dict[str, object] = dict(content)
+        pdu: dict[str, object] = {
+            "type": event_type,
+            "room_id": room_id,
+            "sender": sender,
+            "content": body,
+            "origin_server_ts": int(time.time() * 1000),
+            "depth": depth,
+        }
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        if redacts is not None:
+            if version.redacts_in_content:
+                body["redacts"] = redacts
+            else:
+                pdu["redacts"] = redacts
+        if version.event_ids_in_pdu:
+            pdu["origin"] = self.server_name
+        auth_ids = [
+            state_before[key]
+            for key in auth_types_for_event(room_version, pdu)
+            if key in state_before
+        ]
+        needed = await self.store.get_events([*auth_ids, *prev_ids])
+        pdus = {eid: ev.pdu for eid, ev in needed.items()}
+        pdu["prev_events"] = building.edges(room_version, prev_ids, pdus)
+        pdu["auth_events"] = building.edges(room_version, auth_ids, pdus)
+        event_id, signed = building.finish_pdu(
+            pdu, room_version, self.server_name, self._signing_key
+        )
+        self._check_format(signed, room_version)
+        auth_map: dict[StateKey, Mapping[str, object]] = {
+            (ev.type, ev.state_key or ""): ev.pdu for ev in (needed[a] for a in auth_ids)
+        }
+        if version.hydra:
+            await self._add_create(room_id, auth_map)
+        try:
+            check_auth(room_version, signed, auth_map)
+        except AuthError as e:
+            raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+        p.event_id, p.pdu, p.auth_ids = event_id, signed, auth_ids
+        return p
+
+    @staticmethod
+    def _check_format(pdu: dict[str, object], room_version: str) -> None:
+        try:
+            validate_pdu(pdu, room_version)
+        except EventFormatError as e:
+            if "65536" in str(e) or "too large" in str(e).lower():
+                raise MatrixError(413, "M_TOO_LARGE", f"event too large: {e}") from None
+            raise MatrixError(400, "M_BAD_JSON", f"invalid event: {e}") from None
+
+    async def _add_create(
+        self, room_id: str, auth_map: dict[StateKey, Mapping[str, object]]
+    ) -> None:
+        create = await self.store.get_event(building.create_event_id_for_room(room_id))
+        if create is not None:
+            auth_map[CREATE_KEY] = create.pdu
+
+    # --- state -----------------------------------------------------------------------
+
+    async def _state_after_all(self, p: _Prepared, prev_events: Mapping[str, StoredEvent]) -> None:
+        """Set ``p.state_before`` to the state after ``prev_events`` resolved together.
+
+        With one prev state its group is reused; otherwise the resolved state will be
+        stored as a delta on one of the prev groups (``p.base_group``).
+        """
+        groups = sorted({ev.state_after for ev in prev_events.values() if ev.state_after})
+        if len(groups) == 1:
+            p.state_before_group = groups[0]
+            p.state_before = await self.store.group_state(groups[0])
+            return
+        states = [await self.store.group_state(g) for g in groups]
+        p.state_before = await self._resolve(p.room_version, states)
+        p.state_before_group = None
+        if groups:
+            p.base_group, p.base_state = groups[0], states[0]
+
+    async def _resolve(
+        self, room_version: str, states: Sequence[Mapping[StateKey, str]]
+    ) -> dict[StateKey, str]:
+        if len(states) == 1:
+            return dict(states[0])
+        ids = {eid for s in states for eid in s.values()}
+        chain = await self.store.auth_chain_ids(ids)
+        events = await self.store.get_events(ids | chain)
+        event_map = {eid: ev.pdu for eid, ev in events.items() if ev.rejected is None}
+        return resolve_state(room_version, states, event_map)
+
+    async def _state_pdus(
+        self, state: Mapping[StateKey, str], keys: Sequence[StateKey]
+    ) -> dict[StateKey, Mapping[str, object]]:
+        wanted = {k: state[k] for k in keys if k in state}
+        events = await self.store.get_events(wanted.values())
+        return {k: events[eid].pdu for k, eid in wanted.items() if eid in events}
+
+    # --- persisting --------------------------------------------------------------------
+
+    async def _persist(self, p: _Prepared) -> PersistedEvent:
+        """Compute the state after the event and the new current state, then store it
+        all in one transaction. Runs under the room's lock."""
+        state_after = p.state_before
+        if p.state_key is not None and p.rejected is None and not p.outlier:
+            state_after = {**p.state_before, p.state_key: p.event_id}
+        current_delta: dict[StateKey, str | None] = {}
+        extremities_removed: list[str] = []
+        joins_graph = p.rejected is None and not p.soft_failed and not p.outlier
+        if joins_graph:
+            old = await self.store.db.read(event_store.get_forward_extremities, p.room_id)
+            old_ids = {eid for eid, _ in old}
+            extremities_removed = sorted(old_ids & set(p.prev_ids))
+            remaining = old_ids - set(p.prev_ids)
+            old_current = await self.store.current_state_ids(p.room_id)
+            if remaining:
+                others = await self.store.get_events(remaining)
+                states = [state_after] + [
+                    await self.store.group_state(ev.state_after) for ev in others.values()
+                ]
+                new_current = await self._resolve(p.room_version, states)
+            else:
+                new_current = state_after
+            current_delta = state_store.state_delta(old_current, new_current)
+        memberships = await self._memberships(current_delta, p)
+        now_ms = int(time.time() * 1000)
+        result = await self.store.db.write(
+            _persist_txn, p, state_after, current_delta, memberships, extremities_removed, now_ms
+        )
+        stream_ordering, before_group, after_group = result
+        if after_group is not None:
+            self.store.remember_group(after_group, state_after)
+        if before_group is not None and before_group != after_group:
+            self.store.remember_group(before_group, p.state_before)
+        if p.new_room_creator is not None:
+            self.store.remember_room_version(p.room_id, p.room_version)
+        stored = StoredEvent(
+            event_id=p.event_id,
+            room_id=p.room_id,
+            stream_ordering=stream_ordering,
+            pdu=p.pdu,
+            depth=p.depth,
+            outlier=p.outlier,
+            soft_failed=p.soft_failed,
+            rejected=p.rejected,
+            state_before=before_group,
+            state_after=after_group,
+        )
+        self.store.remember_event(stored)
+        if joins_graph:
+            self._notifier.notify(stream_ordering)
+        return PersistedEvent(
+            event_id=p.event_id,
+            room_id=p.room_id,
+            stream_ordering=stream_ordering,
+            pdu=p.pdu,
+            rejected=p.rejected,
+            soft_failed=p.soft_failed,
+            outlier=p.outlier,
+        )
+
+    async def _memberships(
+        self, delta: Mapping[StateKey, str | None], p: _Prepared
+    ) -> dict[str, str]:
+        member_ids = [eid for (t, _), eid in delta.items() if t == "m.room.member" and eid]
+        events = await self.store.get_events(e for e in member_ids if e != p.event_id)
+        pdus: dict[str, Mapping[str, object]] = {eid: ev.pdu for eid, ev in events.items()}
+        pdus[p.event_id] = p.pdu
+        result: dict[str, str] = {}
+        for eid in member_ids:
+            membership = _content(pdus.get(eid, {})).get("membership")
+            if isinstance(membership, str):
+                result[eid] = membership
+        return result
+
+    # --- remote events -------------------------------------------------------------------
+
+    async def receive_pdu(
+        self,
+        pdu: dict[str, object],
+        room_version: str,
+        keys: Mapping[str, Mapping[str, VerifyKey]],
+        *,
+        state_before: Mapping[StateKey, str] | None = None,
+        outlier: bool = False,
+    ) -> PersistedEvent:
+        """Accept a PDU from another server (or one fetched for an auth chain).
+
+        Args:
+            pdu: The event as received.
+            room_version: The room's version (known from the room or the request).
+            keys: Verify keys of the servers that must have signed it.
+            state_before: The state before the event, when its prev events are not
+                known here (from ``/state_ids``); otherwise computed from prev events.
+            outlier: Store it without state (auth chain or state events of a join).
+
+        Returns:
+            What was stored: rejected events are stored (so they are not fetched
+            again) with the reason; soft-failed events are stored but not shown.
+
+        Raises:
+            EventFormatError: malformed; dropped, nothing stored.
+            SignatureError: a required signature is missing or wrong; dropped.
+            MissingEventsError: auth events (or, without ``state_before``, prev events)
+                are unknown here; fetch them and try again.
+        """
+        validate_pdu(pdu, room_version)
+        verify_event_signatures(pdu, room_version, keys)
+        event_id = compute_event_id(pdu, room_version)
+        if not check_content_hash(pdu):
+            log.info("content hash mismatch on %s: redacting it", event_id)
+            pdu = redact(pdu, room_version)
+        room_id = self._remote_room_id(pdu, room_version, event_id)
+        async with self._locks(room_id):
+            existing = await self.store.get_event(event_id)
+            if existing is not None and (outlier or not existing.outlier):
+                return _as_persisted(existing)
+            prepared = await self._check_remote(
+                pdu, room_version, room_id, event_id, state_before, outlier
+            )
+            prepared.existing_outlier = existing is not None
+            return await self._persist(prepared)
+
+    @staticmethod
+    def _remote_room_id(pdu: Mapping[str, object], room_version: str, event_id: str) -> str:
+        if pdu.get("type") == "m.room.create" and get_room_version(room_version).hydra:
+            return "!" + event_id[1:]
+        return str(pdu["room_id"])
+
+    async def _check_remote(
+        self,
+        pdu: dict[str, object],
+        room_version: str,
+        room_id: str,
+        event_id: str,
+        given_state: Mapping[StateKey, str] | None,
+        outlier: bool,
+    ) -> _Prepared:
+        version = get_room_version(room_version)
+        auth_ids = auth_event_ids(pdu, room_version)
+        prev_ids = prev_event_ids(pdu, room_version)
+        is_create = pdu.get("type") == "m.room.create"
+        known_version = await self.store.room_version(room_id)
+        if known_version is not None and known_version != room_version:
+            raise EventFormatError(f"room {room_id} is version {known_version}, not {room_version}")
+        auth_events = await self.store.get_events(auth_ids)
+        missing = [a for a in auth_ids if a not in auth_events]
+        if missing:
+            raise MissingEventsError(missing, "auth")
+        p = _Prepared(
+            room_id=room_id,
+            room_version=room_version,
+            event_id=event_id,
+            pdu=pdu,
+            depth=_int(pdu.get("depth")),
+            prev_ids=prev_ids,
+            auth_ids=auth_ids,
+            state_before={},
+            state_before_group=None,
+            outlier=outlier,
+            new_room_creator=str(pdu.get("sender"))
+            if is_create and known_version is None
+            else None,
+        )
+        if not is_create and known_version is None:
+            raise MissingEventsError([building.create_event_id_for_room(room_id)], "create")
+        auth_map: dict[StateKey, Mapping[str, object]] = {
+            (ev.type, ev.state_key or ""): ev.pdu for ev in auth_events.values()
+        }
+        if version.hydra and not is_create:
+            await self._add_create(room_id, auth_map)
+        rejected_auth = [a for a, ev in auth_events.items() if ev.rejected is not None]
+        try:
+            if rejected_auth:
+                raise AuthError(
+                    "auth_events.rejected", f"auth event {rejected_auth[0]} was rejected"
+                )
+            check_auth(room_version, pdu, auth_map)
+        except AuthError as e:
+            p.rejected = f"auth events: {e}"
+            return p
+        if outlier:
+            return p
+        await self._state_before_remote(p, given_state)
+        keys = [*auth_types_for_event(room_version, pdu), CREATE_KEY]
+        try:
+            check_auth_against_state(room_version, pdu, await self._with_create(p, keys))
+        except AuthError as e:
+            p.rejected = f"state before: {e}"
+            return p
+        current = await self.store.current_state_ids(room_id)
+        try:
+            state_pdus = await self._state_pdus(current, keys)
+            if state_pdus:
+                check_auth_against_state(room_version, pdu, state_pdus)
+        except AuthError as e:
+            log.info("soft-failing %s: %s", event_id, e)
+            p.soft_failed = True
+        return p
+
+    async def _with_create(
+        self, p: _Prepared, keys: Sequence[StateKey]
+    ) -> dict[StateKey, Mapping[str, object]]:
+        state_pdus = await self._state_pdus(p.state_before, keys)
+        if CREATE_KEY not in state_pdus and get_room_version(p.room_version).hydra:
+            await self._add_create(p.room_id, state_pdus)
+        return state_pdus
+
+    async def _state_before_remote(
+        self, p: _Prepared, given_state: Mapping[StateKey, str] | None
+    ) -> None:
+        if p.pdu.get("type") == "m.room.create":
+            return
+        prevs = await self.store.get_events(p.prev_ids)
+        usable = {eid: ev for eid, ev in prevs.items() if not ev.outlier and ev.rejected is None}
+        if len(usable) == len(p.prev_ids) and usable:
+            await self._state_after_all(p, usable)
+        elif given_state is not None:
+            known = await self.store.get_events(given_state.values())
+            gaps = [eid for eid in given_state.values() if eid not in known]
+            if gaps:
+                raise MissingEventsError(gaps, "state")
+            p.state_before = dict(given_state)
+            if usable:
+                any_prev = next(iter(usable.values()))
+                p.base_group = any_prev.state_after
+                p.base_state = await self.store.group_state(any_prev.state_after)
+        else:
+            raise MissingEventsError([e for e in p.prev_ids if e not in usable], "prev")
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _as_persisted(ev: StoredEvent) -> PersistedEvent:
+    return PersistedEvent(
+        event_id=ev.event_id,
+        room_id=ev.room_id,
+        stream_ordering=ev.stream_ordering,
+        pdu=ev.pdu,
+        rejected=ev.rejected,
+        soft_failed=ev.soft_failed,
+        outlier=ev.outlier,
+    )
+
+
+def _persist_txn(
+    conn: sqlite3.Connection,
+    p: _Prepared,
+    state_after: dict[StateKey, str],
+    current_delta: Mapping[StateKey, str | None],
+    memberships: Mapping[str, str],
+    extremities_removed: Sequence[str],
+    now_ms: int,
+) -> tuple[int, int | None, int | None]:
+    """Everything about one event, in the caller's (one) write transaction."""
+    if p.new_room_creator is not None:
+        event_store.insert_room(conn, p.room_id, p.room_version, p.new_room_creator, now_ms)
+    before_group = p.state_before_group
+    after_group: int | None = None
+    if not p.outlier:
+        if before_group is None and p.state_before:
+            base_state = p.base_state if p.base_group is not None else None
+            before_group = state_store.create_group(
+                conn, p.room_id, p.state_before, p.base_group, base_state
+            )
+        after_group = before_group
+        if state_after is not p.state_before:
+            after_group = state_store.create_group(
+                conn, p.room_id, state_after, before_group, p.state_before if before_group else None
+            )
+    if p.existing_outlier:
+        stream = event_store.de_outlier_event(
+            conn,
+            p.event_id,
+            soft_failed=p.soft_failed,
+            rejected=p.rejected,
+            state_before=before_group,
+            state_after=after_group,
+        )
+    else:
+        stream = event_store.insert_event(
+            conn,
+            p.event_id,
+            p.room_id,
+            p.pdu,
+            depth=p.depth,
+            prev_ids=p.prev_ids,
+            auth_ids=p.auth_ids,
+            received_ms=now_ms,
+            outlier=p.outlier,
+            soft_failed=p.soft_failed,
+            rejected=p.rejected,
+            state_before=before_group,
+            state_after=after_group,
+        )
+    if p.rejected is None and not p.soft_failed and not p.outlier:
+        redacts = _redacts(p.pdu, p.room_version)
+        if redacts is not None:
+            event_store.insert_redaction(conn, p.event_id, redacts, now_ms)
+        event_store.set_forward_extremities(conn, p.room_id, extremities_removed, [p.event_id])
+        state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
+    return stream, before_group, after_group
+
+
+def _redacts(pdu: Mapping[str, object], room_version: str) -> str | None:
+    if pdu.get("type") != "m.room.redaction":
+        return None
+    if get_room_version(room_version).redacts_in_content:
+        target = _content(pdu).get("redacts")
+    else:
+        target = pdu.get("redacts")
+    return target if isinstance(target, str) else None

@@ -1,0 +1,1 @@
+"""Sync: stream positions, the notifier, and (later) /sync responses."""
