@@ -17,6 +17,8 @@ from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.rooms.reading import EventReader
+from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
@@ -89,6 +91,7 @@ async def build_services(config: Config) -> Services:
     assert isinstance(signing_key, nacl.signing.SigningKey)
     notifier = Notifier(await db.read(max_stream_ordering))
     room_store = RoomStore(db, budget)
+    reader = EventReader(room_store)
     return Services(
         config=config,
         db=db,
@@ -100,6 +103,8 @@ async def build_services(config: Config) -> Services:
         notifier=notifier,
         room_store=room_store,
         rooms=RoomWriter(room_store, config.server_name, signing_key, notifier),
+        events=reader,
+        censor=RedactionCensor(reader, config.redaction_retention_period_ms),
     )
 
 
@@ -121,37 +126,47 @@ async def serve(
     services = await build_services(config)
     log.info("signing key %s, database %s", key_id(services.signing_key), config.database.path)
     try:
-        async with trio.open_nursery() as nursery:
-            bound: list[str] = []
-            for listener in config.listeners:
-                app = create_app(services, listener.resources, x_forwarded=listener.x_forwarded)
-                try:
-                    addrs = await nursery.start(
-                        partial(
-                            hypercorn_serve,
-                            app,
-                            _hypercorn_config(config, listener),
-                            shutdown_trigger=shutdown.wait,
-                        )
-                    )
-                except (OSError, BaseExceptionGroup) as e:
-                    os_error = _find_in(e, OSError)
-                    if os_error is None:
-                        raise
-                    raise StartupError(
-                        f"cannot listen on {', '.join(listener.bind_addresses)} port "
-                        f"{listener.port}: {os_error.strerror or os_error}"
-                    ) from None
-                bound.extend(addrs)
-                log.info(
-                    "listening on %s for %s", " ".join(addrs), ", ".join(sorted(listener.resources))
-                )
-            log.info("pocketserver for %s is ready", config.server_name)
-            task_status.started(bound)
+        async with trio.open_nursery() as background:
+            await background.start(services.censor.run)
+            async with trio.open_nursery() as listeners:
+                bound = await _start_listeners(listeners, config, services, shutdown)
+                log.info("pocketserver for %s is ready", config.server_name)
+                task_status.started(bound)
+            # Every listener has shut down: stop the background tasks too.
+            background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(services.db.close)
         log.info("database closed")
+
+
+async def _start_listeners(
+    nursery: trio.Nursery, config: Config, services: Services, shutdown: trio.Event
+) -> list[str]:
+    """Start one hypercorn per listener, each with the routes of its resources."""
+    bound: list[str] = []
+    for listener in config.listeners:
+        app = create_app(services, listener.resources, x_forwarded=listener.x_forwarded)
+        try:
+            addrs = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    app,
+                    _hypercorn_config(config, listener),
+                    shutdown_trigger=shutdown.wait,
+                )
+            )
+        except (OSError, BaseExceptionGroup) as e:
+            os_error = _find_in(e, OSError)
+            if os_error is None:
+                raise
+            raise StartupError(
+                f"cannot listen on {', '.join(listener.bind_addresses)} port "
+                f"{listener.port}: {os_error.strerror or os_error}"
+            ) from None
+        bound.extend(addrs)
+        log.info("listening on %s for %s", " ".join(addrs), ", ".join(sorted(listener.resources)))
+    return bound
 
 
 E = TypeVar("E", bound=BaseException)

@@ -14,6 +14,8 @@ from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.reading import EventReader
+from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
@@ -49,3 +51,5 @@ class Services:
     notifier: Notifier
     room_store: RoomStore
     rooms: RoomWriter
+    events: EventReader
+    censor: RedactionCensor

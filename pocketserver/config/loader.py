@@ -325,6 +325,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         rc_registration=_rate_limit(root.section("rc_registration"), RateLimit(0.17, 3)),
         rc_login=rc_login,
         default_room_version=default_rv,
+        redaction_retention_period_ms=root.get("redaction_retention_period", _opt_duration, "7d"),
         presence_enabled=presence_enabled,
         url_preview_enabled=url_preview_enabled,
         url_preview_ip_range_blacklist=blacklist or (),
@@ -346,6 +347,10 @@ def _with_warnings(config: Config, warnings: list[str]) -> Config:
     from dataclasses import replace
 
     return replace(config, warnings=tuple(warnings))
+
+
+def _opt_duration(value: object) -> int | None:
+    return None if value is None else parse_duration_ms(value)
 
 
 def _budget(value: object) -> int:

@@ -63,6 +63,7 @@ class Config:
     rc_registration: RateLimit
     rc_login: LoginRateLimits
     default_room_version: str
+    redaction_retention_period_ms: int | None
     presence_enabled: bool
     url_preview_enabled: bool
     url_preview_ip_range_blacklist: tuple[str, ...]

@@ -17,9 +17,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+from pocketserver.core.power_levels import (
+    InvalidPowerLevel,
+    get_named_level,
+    get_user_power_level,
+)
 from pocketserver.core.room_versions import RedactionRules, get_room_version
 
-__all__ = ["redact", "redact_content"]
+__all__ = ["redact", "redact_content", "redaction_applies"]
 
 # Top-level keys kept by v1-v10 (v1-redactions.md, v6-redactions.md, v8.md,
 # v9-redactions.md all share this list).
@@ -170,3 +175,52 @@ def redact(pdu: Mapping[str, object], room_version: str) -> dict[str, object]:
     }
     out["content"] = redact_content(pdu.get("type"), pdu.get("content"), rules)
     return out
+
+
+def redaction_applies(
+    redaction: Mapping[str, object],
+    target: Mapping[str, object],
+    room_version: str,
+    power_levels_content: Mapping[str, object] | None,
+    create_event: Mapping[str, object],
+) -> bool:
+    """Whether an accepted redaction event should be applied to ``target`` when read.
+
+    Spec: rooms/fragments/v3-handling-redactions.md (room v3+): applied if the
+    redaction's sender has at least the *redact level* (in the power levels at the
+    redaction), or its sender's domain is that of the target's sender. In v1/v2 the
+    auth rules already required this of every accepted redaction (rule 11). A
+    redaction never applies across rooms, and ``m.room.create`` is never redacted
+    in a way that matters here (its content is kept whole by every algorithm).
+
+    Args:
+        redaction: The ``m.room.redaction`` PDU (accepted by the auth rules).
+        target: The PDU it names.
+        room_version: The room's version.
+        power_levels_content: ``content`` of the power levels in force at the
+            redaction (None if the room has none).
+        create_event: The room's create PDU.
+
+    Returns:
+        True if the redaction should be applied.
+    """
+    version = get_room_version(room_version)
+    if redaction.get("room_id") != target.get("room_id"):
+        return False
+    sender, target_sender = redaction.get("sender"), target.get("sender")
+    if not isinstance(sender, str) or not isinstance(target_sender, str):
+        return False
+    if version.event_ids_in_pdu:
+        return True
+    if sender.partition(":")[2] == target_sender.partition(":")[2]:
+        return True
+    try:
+        level = get_user_power_level(
+            sender, power_levels_content, create_event, room_version=room_version
+        )
+        redact_level = get_named_level(
+            power_levels_content, "redact", 50, integer_only=version.integer_only_power_levels
+        )
+    except (InvalidPowerLevel, ValueError):
+        return False
+    return level >= redact_level

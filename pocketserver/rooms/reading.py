@@ -1,0 +1,85 @@
+"""Reading events as clients may see them: redactions applied, rejected events hidden.
+
+The stored JSON stays the original until the retention period has passed (see
+``retention.py``); until then a valid redaction is applied each time the event is
+read (rooms/fragments/v3-handling-redactions.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pocketserver.core.redaction import redact, redaction_applies
+from pocketserver.rooms.store import RoomStore
+from pocketserver.storage import events as event_store
+from pocketserver.storage.events import StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvent:
+    """An event as it may be shown: ``pdu`` is redacted if a redaction applies."""
+
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    pdu: dict[str, object]
+    redacted_because: dict[str, object] | None = None
+
+
+class EventReader:
+    def __init__(self, store: RoomStore) -> None:
+        self.store = store
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, ReadEvent]:
+        """The accepted events among ``event_ids`` (rejected and soft-failed ones are
+        left out), each with any applicable redaction applied."""
+        stored = await self.store.get_events(event_ids)
+        visible = {
+            eid: ev for eid, ev in stored.items() if ev.rejected is None and not ev.soft_failed
+        }
+        redactions = await self.store.db.read(event_store.get_redactions_of, list(visible))
+        result: dict[str, ReadEvent] = {}
+        for eid, ev in visible.items():
+            because = await self._applicable_redaction(ev, redactions.get(eid, ()))
+            pdu = ev.pdu
+            if because is not None:
+                version = await self.store.room_version(ev.room_id)
+                pdu = redact(pdu, version or "1")
+            result[eid] = ReadEvent(eid, ev.room_id, ev.stream_ordering, pdu, because)
+        return result
+
+    async def _applicable_redaction(
+        self, target: StoredEvent, redaction_ids: Iterable[str]
+    ) -> dict[str, object] | None:
+        ids = list(redaction_ids)
+        if not ids:
+            return None
+        version = await self.store.room_version(target.room_id)
+        if version is None:
+            return None
+        redactions = await self.store.get_events(ids)
+        for rid in ids:
+            red = redactions.get(rid)
+            if red is None or red.rejected is not None or red.soft_failed:
+                continue
+            state = await self.store.group_state(red.state_before)
+            pl, create = await self._state_contents(state)
+            if create is None:
+                continue
+            if redaction_applies(red.pdu, target.pdu, version, pl, create):
+                return red.pdu
+        return None
+
+    async def _state_contents(
+        self, state: Mapping[tuple[str, str], str]
+    ) -> tuple[Mapping[str, object] | None, Mapping[str, object] | None]:
+        wanted = [state.get(("m.room.power_levels", "")), state.get(("m.room.create", ""))]
+        events = await self.store.get_events(e for e in wanted if e)
+        pl_event = events.get(wanted[0] or "")
+        create_event = events.get(wanted[1] or "")
+        pl_content = pl_event.pdu.get("content") if pl_event else None
+        return (
+            pl_content if isinstance(pl_content, Mapping) else None,
+            create_event.pdu if create_event else None,
+        )
