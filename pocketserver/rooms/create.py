@@ -9,7 +9,7 @@ goes through the room writer and so through the auth rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pocketserver.core.power_levels import default_power_levels_content
@@ -75,6 +75,22 @@ async def create_room(writer: RoomWriter, creator: str, settings: RoomSettings) 
         await writer.send_event(room_id, creator, event_type, content, state_key)
 
     await state("m.room.member", {**settings.creator_profile, "membership": "join"}, creator)
+    try:
+        await _send_initial_state(state, creator, settings, trusted)
+    except MatrixError as e:
+        # create_room.yaml 400: "The initial state implied by the parameters to the
+        # request is invalid: for example, the user's power_level is set below that
+        # necessary to set the room name (M_INVALID_ROOM_STATE)".
+        if e.errcode == "M_FORBIDDEN":
+            raise MatrixError(400, "M_INVALID_ROOM_STATE", f"initial state: {e.error}") from None
+        raise
+    return room_id
+
+
+async def _send_initial_state(
+    state: Callable[..., Awaitable[None]], creator: str, settings: RoomSettings, trusted: bool
+) -> None:
+    """Steps 3-8 of the spec's createRoom order."""
     initial = {(t, sk): content for t, sk, content in settings.initial_state}
     await state("m.room.power_levels", _power_levels(creator, settings, initial, trusted))
     if settings.canonical_alias:
@@ -88,24 +104,21 @@ async def create_room(writer: RoomWriter, creator: str, settings: RoomSettings) 
     for event_type, preset_content in preset_events:
         if (event_type, "") not in initial:
             await state(event_type, preset_content)
-    try:
-        for (event_type, state_key), initial_content in initial.items():
-            if event_type != "m.room.power_levels":
-                await state(event_type, initial_content, state_key)
-    except MatrixError as e:
-        if e.errcode == "M_FORBIDDEN":
-            raise MatrixError(400, "M_INVALID_ROOM_STATE", f"initial_state: {e.error}") from None
-        raise
+    for (event_type, state_key), initial_content in initial.items():
+        if event_type != "m.room.power_levels":
+            await state(event_type, initial_content, state_key)
     if settings.name is not None:
         await state("m.room.name", {"name": settings.name})
     if settings.topic is not None:
-        await state("m.room.topic", {"topic": settings.topic})
+        # create_room.yaml: "an m.room.topic event with a text/plain mimetype"
+        # (m.room.topic.yaml: ``topic`` duplicates the text/plain ``m.topic`` entry).
+        text = [{"mimetype": "text/plain", "body": settings.topic}]
+        await state("m.room.topic", {"topic": settings.topic, "m.topic": {"m.text": text}})
     for invitee in settings.invite:
         invite: dict[str, object] = {"membership": "invite"}
         if settings.is_direct:
             invite["is_direct"] = True
         await state("m.room.member", invite, invitee)
-    return room_id
 
 
 def _power_levels(

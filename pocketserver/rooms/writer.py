@@ -28,9 +28,11 @@ from pocketserver.core.auth_rules import (
     check_auth,
     check_auth_against_state,
 )
-from pocketserver.core.crypto import check_content_hash
+from pocketserver.core.crypto import check_content_hash, encode_canonical_json
 from pocketserver.core.event_signing import verify_event_signatures
 from pocketserver.core.events import (
+    MAX_KEY_BYTES,
+    MAX_PDU_BYTES,
     EventFormatError,
     auth_event_ids,
     compute_event_id,
@@ -98,6 +100,10 @@ class _Prepared:
     soft_failed: bool = False
     new_room_creator: str | None = None
     existing_outlier: bool = False
+    # The room's forward extremities when the event was built (read under the room lock).
+    old_extremities: list[tuple[str, int]] | None = None
+    # The event already has children in the graph (it arrived after them).
+    has_children: bool = False
 
     @property
     def state_key(self) -> StateKey | None:
@@ -248,6 +254,7 @@ class RoomWriter:
             auth_ids=[],
             state_before={},
             state_before_group=None,
+            old_extremities=extremities,
         )
         await self._state_after_all(p, prev_events)
         state_before = p.state_before
@@ -296,11 +303,21 @@ class RoomWriter:
 
     @staticmethod
     def _check_format(pdu: dict[str, object], room_version: str) -> None:
+        """client-server-api "Size limits" (413 ``M_TOO_LARGE``, as Synapse answers for
+        the whole event and for the 255-byte keys), then the version's event format."""
+        try:
+            size = len(encode_canonical_json(pdu))
+        except (TypeError, ValueError) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"invalid event: {e}") from None
+        if size > MAX_PDU_BYTES:
+            raise MatrixError(413, "M_TOO_LARGE", f"event is {size} bytes (> {MAX_PDU_BYTES})")
+        for key in ("sender", "room_id", "state_key", "type", "event_id"):
+            value = pdu.get(key)
+            if isinstance(value, str) and len(value.encode("utf-8")) > MAX_KEY_BYTES:
+                raise MatrixError(413, "M_TOO_LARGE", f"{key} is longer than {MAX_KEY_BYTES} bytes")
         try:
             validate_pdu(pdu, room_version)
         except EventFormatError as e:
-            if "65536" in str(e) or "too large" in str(e).lower():
-                raise MatrixError(413, "M_TOO_LARGE", f"event too large: {e}") from None
             raise MatrixError(400, "M_BAD_JSON", f"invalid event: {e}") from None
 
     async def _add_create(
@@ -330,14 +347,27 @@ class RoomWriter:
             p.base_group, p.base_state = groups[0], states[0]
 
     async def _resolve(
-        self, room_version: str, states: Sequence[Mapping[StateKey, str]]
+        self,
+        room_version: str,
+        states: Sequence[Mapping[StateKey, str]],
+        new: _Prepared | None = None,
     ) -> dict[StateKey, str]:
+        """Resolve state sets; ``new`` is an event not stored yet that they may hold."""
         if len(states) == 1:
             return dict(states[0])
         ids = {eid for s in states for eid in s.values()}
-        chain = await self.store.auth_chain_ids(ids)
-        events = await self.store.get_events(ids | chain)
+        seeds = set(ids)
+        pending = new if new is not None and new.event_id in ids else None
+        if pending is not None:
+            # Not in the database yet: its auth edges are only in its PDU.
+            seeds.discard(pending.event_id)
+            seeds.update(pending.auth_ids)
+        chain = await self.store.auth_chain_ids(seeds) | (seeds - ids)
+        wanted = (ids | chain) - ({pending.event_id} if pending is not None else set())
+        events = await self.store.get_events(wanted)
         event_map = {eid: ev.pdu for eid, ev in events.items() if ev.rejected is None}
+        if pending is not None:
+            event_map[pending.event_id] = pending.pdu
         return resolve_state(room_version, states, event_map)
 
     async def _state_pdus(
@@ -357,26 +387,32 @@ class RoomWriter:
             state_after = {**p.state_before, p.state_key: p.event_id}
         current_delta: dict[StateKey, str | None] = {}
         extremities_removed: list[str] = []
-        joins_graph = p.rejected is None and not p.soft_failed and not p.outlier
-        if joins_graph:
-            old = await self.store.db.read(event_store.get_forward_extremities, p.room_id)
+        accepted = p.rejected is None and not p.soft_failed and not p.outlier
+        # An event whose children are already in the graph (it filled a gap) is no
+        # forward extremity; its prev events stop being extremities all the same.
+        joins_graph = accepted and not p.has_children
+        if accepted:
+            old = p.old_extremities
+            if old is None:
+                old = await self.store.db.read(event_store.get_forward_extremities, p.room_id)
             old_ids = {eid for eid, _ in old}
             extremities_removed = sorted(old_ids & set(p.prev_ids))
             remaining = old_ids - set(p.prev_ids)
-            old_current = await self.store.current_state_ids(p.room_id)
-            if remaining:
-                others = await self.store.get_events(remaining)
-                states = [state_after] + [
-                    await self.store.group_state(ev.state_after) for ev in others.values()
-                ]
-                new_current = await self._resolve(p.room_version, states)
-            else:
-                new_current = state_after
-            current_delta = state_store.state_delta(old_current, new_current)
+            if joins_graph:
+                current_delta = await self._current_delta(p, state_after, old, remaining)
+            elif extremities_removed and remaining:
+                current_delta = await self._current_delta(p, None, old, remaining)
         memberships = await self._memberships(current_delta, p)
         now_ms = int(time.time() * 1000)
         result = await self.store.db.write(
-            _persist_txn, p, state_after, current_delta, memberships, extremities_removed, now_ms
+            _persist_txn,
+            p,
+            state_after,
+            current_delta,
+            memberships,
+            extremities_removed,
+            joins_graph,
+            now_ms,
         )
         stream_ordering, before_group, after_group = result
         if after_group is not None:
@@ -398,7 +434,7 @@ class RoomWriter:
             state_after=after_group,
         )
         self.store.remember_event(stored)
-        if joins_graph:
+        if accepted:
             self._notifier.notify(stream_ordering)
         return PersistedEvent(
             event_id=p.event_id,
@@ -409,6 +445,33 @@ class RoomWriter:
             soft_failed=p.soft_failed,
             outlier=p.outlier,
         )
+
+    async def _current_delta(
+        self,
+        p: _Prepared,
+        state_after: dict[StateKey, str] | None,
+        old: Sequence[tuple[str, int]],
+        remaining: set[str],
+    ) -> dict[StateKey, str | None]:
+        """How the room's current state changes when the forward extremities become
+        ``remaining`` plus (unless ``state_after`` is None) the event ``p``."""
+        if (
+            state_after is not None
+            and not remaining
+            and len(old) == 1
+            and p.prev_ids == [old[0][0]]
+            and p.state_before_group is not None
+        ):
+            # The linear case: the current state is the state after the one extremity,
+            # which is the state before this event (the same group): only the event's
+            # own key changes. Saves reading the whole current state per event.
+            return state_store.state_delta(p.state_before, state_after)
+        old_current = await self.store.current_state_ids(p.room_id)
+        others = await self.store.get_events(remaining)
+        states = [] if state_after is None else [state_after]
+        states += [await self.store.group_state(ev.state_after) for ev in others.values()]
+        new_current = await self._resolve(p.room_version, states, p)
+        return state_store.state_delta(old_current, new_current)
 
     async def _memberships(
         self, delta: Mapping[StateKey, str | None], p: _Prepared
@@ -509,12 +572,29 @@ class RoomWriter:
             state_before={},
             state_before_group=None,
             outlier=outlier,
-            new_room_creator=str(pdu.get("sender"))
-            if is_create and known_version is None
-            else None,
         )
         if not is_create and known_version is None:
-            raise MissingEventsError([building.create_event_id_for_room(room_id)], "create")
+            if version.hydra:
+                raise MissingEventsError([building.create_event_id_for_room(room_id)], "create")
+            # v1-v11: an accepted create event among its (all known) auth events would
+            # have made the room known, so it cites none (rule 2.4) or a rejected one.
+            p.rejected = "auth events: no accepted m.room.create event"
+            return p
+        if not is_create and not prev_ids:
+            p.rejected = "format: an event other than m.room.create has no prev_events"
+            return p
+        if not outlier:
+            # The state before the event comes first, so that a rejected event still
+            # gets a state (its prev state; server-server-api.md "Rejection": later
+            # events may cite it and their state is "calculated as normal").
+            await self._state_before_remote(p, given_state)
+            p.has_children = await self.store.db.read(event_store.has_children, event_id)
+        if is_create:
+            try:
+                await self._check_one_create(p, known_version)
+            except AuthError as e:
+                p.rejected = f"create: {e}"
+                return p
         auth_map: dict[StateKey, Mapping[str, object]] = {
             (ev.type, ev.state_key or ""): ev.pdu for ev in auth_events.values()
         }
@@ -530,9 +610,10 @@ class RoomWriter:
         except AuthError as e:
             p.rejected = f"auth events: {e}"
             return p
+        if is_create and known_version is None:
+            p.new_room_creator = str(pdu.get("sender"))
         if outlier:
             return p
-        await self._state_before_remote(p, given_state)
         keys = [*auth_types_for_event(room_version, pdu), CREATE_KEY]
         try:
             check_auth_against_state(room_version, pdu, await self._with_create(p, keys))
@@ -549,6 +630,15 @@ class RoomWriter:
             p.soft_failed = True
         return p
 
+    async def _check_one_create(self, p: _Prepared, known_version: str | None) -> None:
+        """A room has one create event: refuse another one for a room we know (v1-v11
+        room IDs are not derived from the create event, so another could claim one)."""
+        if known_version is None:
+            return
+        existing = await self.store.db.read(event_store.get_create_event_id, p.room_id)
+        if existing is not None and existing != p.event_id:
+            raise AuthError("create.duplicate", f"the room already has create event {existing}")
+
     async def _with_create(
         self, p: _Prepared, keys: Sequence[StateKey]
     ) -> dict[StateKey, Mapping[str, object]]:
@@ -563,7 +653,11 @@ class RoomWriter:
         if p.pdu.get("type") == "m.room.create":
             return
         prevs = await self.store.get_events(p.prev_ids)
-        usable = {eid: ev for eid, ev in prevs.items() if not ev.outlier and ev.rejected is None}
+        # Rejected prev events count: their state is the state before them (it was not
+        # updated with them; server-server-api.md "Rejection").
+        usable = {
+            eid: ev for eid, ev in prevs.items() if not ev.outlier and ev.state_after is not None
+        }
         if len(usable) == len(p.prev_ids) and usable:
             await self._state_after_all(p, usable)
         elif given_state is not None:
@@ -603,6 +697,7 @@ def _persist_txn(
     current_delta: Mapping[StateKey, str | None],
     memberships: Mapping[str, str],
     extremities_removed: Sequence[str],
+    joins_graph: bool,
     now_ms: int,
 ) -> tuple[int, int | None, int | None]:
     """Everything about one event, in the caller's (one) write transaction."""
@@ -650,8 +745,9 @@ def _persist_txn(
         redacts = _redacts(p.pdu, p.room_version)
         if redacts is not None:
             event_store.insert_redaction(conn, p.event_id, redacts, now_ms)
-        event_store.set_forward_extremities(conn, p.room_id, extremities_removed, [p.event_id])
-        state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
+    added = [p.event_id] if joins_graph else []
+    event_store.set_forward_extremities(conn, p.room_id, extremities_removed, added)
+    state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
     return stream, before_group, after_group
 
 

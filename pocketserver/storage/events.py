@@ -139,7 +139,8 @@ def de_outlier_event(
     cur = conn.execute(
         "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
         " origin_server_ts, received_ts, json, outlier, soft_failed, rejected,"
-        " state_before, state_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+        " state_before, state_after, censored)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         (
             row["event_id"],
             row["room_id"],
@@ -154,6 +155,7 @@ def de_outlier_event(
             rejected,
             state_before,
             state_after,
+            row["censored"],
         ),
     )
     return int(cur.lastrowid or 0)
@@ -177,6 +179,16 @@ def get_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, 
             ev = _row(row)
             found[ev.event_id] = ev
     return found
+
+
+def get_create_event_id(conn: sqlite3.Connection, room_id: str) -> str | None:
+    """The accepted ``m.room.create`` event of a room, if known (as an outlier or not)."""
+    row = conn.execute(
+        "SELECT event_id FROM events WHERE room_id = ? AND type = 'm.room.create'"
+        " AND state_key = '' AND rejected IS NULL ORDER BY stream_ordering LIMIT 1",
+        (room_id,),
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def get_forward_extremities(conn: sqlite3.Connection, room_id: str) -> list[tuple[str, int]]:
