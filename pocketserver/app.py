@@ -17,7 +17,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from pocketserver.api import admin_register, keys, login, meta
+from pocketserver.api import admin_register, directory, keys, login, meta, profile, rooms, sync
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
 
@@ -67,7 +67,15 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
     wanted = set(resources)
     if "client" in wanted:
-        for bp in (meta.bp, login.bp, admin_register.bp):
+        for bp in (
+            meta.bp,
+            login.bp,
+            admin_register.bp,
+            rooms.bp,
+            sync.bp,
+            directory.bp,
+            profile.bp,
+        ):
             app.register_blueprint(bp)
     if wanted & {"client", "health"} and "client" not in wanted:
         app.add_url_rule("/health", view_func=meta.health)

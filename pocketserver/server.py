@@ -11,12 +11,15 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
@@ -24,6 +27,7 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
+from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,9 @@ async def build_services(config: Config) -> Services:
     notifier = Notifier(await db.read(max_stream_ordering))
     room_store = RoomStore(db, budget)
     reader = EventReader(room_store)
+    ratelimits = RateLimiters.from_config(config)
+    writer = RoomWriter(room_store, config.server_name, signing_key, notifier)
+    room_client = RoomClient(writer, reader, ratelimits.message)
     return Services(
         config=config,
         db=db,
@@ -99,12 +106,16 @@ async def build_services(config: Config) -> Services:
         signing_key=signing_key,
         accounts=AccountService(db, config, budget),
         registration_nonces=NonceStore(),
-        ratelimits=RateLimiters.from_config(config),
+        ratelimits=ratelimits,
         notifier=notifier,
         room_store=room_store,
-        rooms=RoomWriter(room_store, config.server_name, signing_key, notifier),
+        rooms=writer,
         events=reader,
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
+        room_client=room_client,
+        directory=Directory(room_store, config.server_name),
+        profiles=Profiles(room_client, config.server_name),
+        sync=SyncHandler(room_store, reader, notifier),
     )
 
 

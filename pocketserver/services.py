@@ -9,16 +9,20 @@ from dataclasses import dataclass
 
 import nacl.signing
 
+from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
+from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
 
 
@@ -28,6 +32,7 @@ class RateLimiters:
     login_account: RateLimiter
     login_failures: RateLimiter
     registration: RateLimiter
+    message: RateLimiter
 
     @classmethod
     def from_config(cls, config: Config) -> RateLimiters:
@@ -36,6 +41,7 @@ class RateLimiters:
             login_account=RateLimiter(config.rc_login.account),
             login_failures=RateLimiter(config.rc_login.failed_attempts),
             registration=RateLimiter(config.rc_registration),
+            message=RateLimiter(config.rc_message),
         )
 
 
@@ -53,3 +59,7 @@ class Services:
     rooms: RoomWriter
     events: EventReader
     censor: RedactionCensor
+    room_client: RoomClient
+    directory: Directory
+    profiles: Profiles
+    sync: SyncHandler

@@ -59,6 +59,7 @@ async def register() -> dict[str, object]:
     if not mac_matches(expected, mac):
         raise MatrixError(403, "M_FORBIDDEN", "HMAC incorrect")
     user_id = await s.accounts.register(username, password, admin=admin, user_type=user_type)
+    await s.profiles.set_initial(user_id, username)
     session = await s.accounts.create_session(user_id, None, None)
     return {
         "user_id": user_id,

@@ -24,7 +24,9 @@ class ReadEvent:
     room_id: str
     stream_ordering: int
     pdu: dict[str, object]
+    room_version: str
     redacted_because: dict[str, object] | None = None
+    redacted_because_id: str | None = None
 
 
 class EventReader:
@@ -41,17 +43,26 @@ class EventReader:
         redactions = await self.store.db.read(event_store.get_redactions_of, list(visible))
         result: dict[str, ReadEvent] = {}
         for eid, ev in visible.items():
-            because = await self._applicable_redaction(ev, redactions.get(eid, ()))
-            pdu = ev.pdu
-            if because is not None:
-                version = await self.store.room_version(ev.room_id)
-                pdu = redact(pdu, version or "1")
-            result[eid] = ReadEvent(eid, ev.room_id, ev.stream_ordering, pdu, because)
+            version = await self.store.room_version(ev.room_id) or "1"
+            found = await self._applicable_redaction(ev, redactions.get(eid, ()))
+            if found is None:
+                result[eid] = ReadEvent(eid, ev.room_id, ev.stream_ordering, ev.pdu, version)
+            else:
+                because_id, because = found
+                result[eid] = ReadEvent(
+                    eid,
+                    ev.room_id,
+                    ev.stream_ordering,
+                    redact(ev.pdu, version),
+                    version,
+                    because,
+                    because_id,
+                )
         return result
 
     async def _applicable_redaction(
         self, target: StoredEvent, redaction_ids: Iterable[str]
-    ) -> dict[str, object] | None:
+    ) -> tuple[str, dict[str, object]] | None:
         ids = list(redaction_ids)
         if not ids:
             return None
@@ -68,7 +79,7 @@ class EventReader:
             if create is None:
                 continue
             if redaction_applies(red.pdu, target.pdu, version, pl, create):
-                return red.pdu
+                return rid, red.pdu
         return None
 
     async def _state_contents(

@@ -1,0 +1,69 @@
+"""Profiles of local users; changes are copied into their member events."""
+
+from __future__ import annotations
+
+import logging
+
+from pocketserver.errors import MatrixError, not_found
+from pocketserver.rooms.client import RoomClient
+from pocketserver.storage import profiles as profile_store
+from pocketserver.storage import state as state_store
+from pocketserver.storage import users as user_store
+
+log = logging.getLogger(__name__)
+
+MAX_DISPLAYNAME = 256
+MAX_AVATAR_URL = 1000
+FIELDS = ("displayname", "avatar_url")
+
+
+class Profiles:
+    def __init__(self, rooms: RoomClient, server_name: str) -> None:
+        self._rooms = rooms
+        self._db = rooms.store.db
+        self.server_name = server_name
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.split(":", 1)[-1] == self.server_name
+
+    async def get(self, user_id: str) -> dict[str, object]:
+        """Raises: MatrixError 404 ``M_NOT_FOUND`` for an unknown (or remote) user."""
+        if not self._is_local(user_id) or await self._db.read(user_store.get_user, user_id) is None:
+            raise not_found("no such user")
+        found = await self._db.read(profile_store.get_profile, user_id)
+        displayname, avatar_url = found if found else (None, None)
+        result: dict[str, object] = {}
+        if displayname is not None:
+            result["displayname"] = displayname
+        if avatar_url is not None:
+            result["avatar_url"] = avatar_url
+        return result
+
+    async def member_content(self, user_id: str) -> dict[str, object]:
+        """The profile fields a member event of this user carries."""
+        try:
+            return await self.get(user_id)
+        except MatrixError:
+            return {}
+
+    async def set_field(self, user_id: str, field: str, value: str | None) -> None:
+        """Set a field and copy it into the user's member event in every joined room.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_PARAM`` if too long.
+        """
+        limit = MAX_DISPLAYNAME if field == "displayname" else MAX_AVATAR_URL
+        if value is not None and len(value) > limit:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{field} is longer than {limit}")
+        if field == "avatar_url" and value and not value.startswith("mxc://"):
+            raise MatrixError(400, "M_INVALID_PARAM", "avatar_url must be an mxc:// URI")
+        await self._db.write(profile_store.set_profile_field, user_id, field, value)
+        content = await self.member_content(user_id)
+        for room_id in await self._db.read(state_store.rooms_for_user, user_id, "join"):
+            try:
+                await self._rooms.membership(user_id, room_id, user_id, "join", extra=content)
+            except MatrixError as e:  # e.g. the room forbids member changes now
+                log.info("profile change not copied into %s: %s", room_id, e.error)
+
+    async def set_initial(self, user_id: str, displayname: str) -> None:
+        await self._db.write(profile_store.set_profile_field, user_id, "displayname", displayname)

@@ -1,0 +1,45 @@
+"""Profiles (client-server API "Profiles")."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+from pocketserver.api.http import json_body, require_auth, services
+from pocketserver.api.routes import client_route
+from pocketserver.errors import MatrixError, forbidden, not_found
+
+bp = Blueprint("profile", __name__)
+
+FIELDS = ("displayname", "avatar_url")
+
+
+@client_route(bp, "/profile/<user_id>", methods=["GET"])
+async def get_profile(user_id: str) -> dict[str, object]:
+    return await services().profiles.get(user_id)
+
+
+@client_route(bp, "/profile/<user_id>/<field>", methods=["GET"])
+async def get_field(user_id: str, field: str) -> dict[str, object]:
+    if field not in FIELDS:
+        raise not_found(f"unknown profile field {field!r}")
+    profile = await services().profiles.get(user_id)
+    if field not in profile:
+        raise not_found(f"{field} is not set")
+    return {field: profile[field]}
+
+
+@client_route(bp, "/profile/<user_id>/<field>", methods=["PUT"])
+async def set_field(user_id: str, field: str) -> dict[str, object]:
+    requester = await require_auth()
+    if field not in FIELDS:
+        raise MatrixError(400, "M_UNRECOGNIZED", f"unknown profile field {field!r}")
+    if requester.user_id != user_id:
+        raise forbidden("you can only change your own profile")
+    body = await json_body()
+    if field not in body:
+        raise MatrixError(400, "M_MISSING_PARAM", f"missing parameter: {field}")
+    value = body[field]
+    if value is not None and not isinstance(value, str):
+        raise MatrixError(400, "M_BAD_JSON", f"{field} must be a string or null")
+    await services().profiles.set_field(user_id, field, value)
+    return {}

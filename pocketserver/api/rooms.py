@@ -1,0 +1,333 @@
+"""Room endpoints: createRoom, membership, sending, state and reads.
+
+Spec: client-server-api "Rooms" (data/api/client-server/create_room.yaml,
+joining.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml,
+room_send.yaml, room_state.yaml, redaction.yaml, rooms.yaml, list_joined_rooms.yaml).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from quart import Blueprint, request
+
+from pocketserver.api.http import get_bool, json_body, optional_str, require_auth, services
+from pocketserver.api.routes import client_route
+from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
+from pocketserver.errors import MatrixError, bad_json, not_found
+from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
+from pocketserver.sync.client_events import client_event
+
+bp = Blueprint("rooms", __name__)
+
+
+def _room_id(room_id: str) -> str:
+    if not is_valid_room_id(room_id):
+        raise MatrixError(400, "M_INVALID_PARAM", f"not a room ID: {room_id!r}")
+    return room_id
+
+
+def _user_id(value: object, what: str = "user_id") -> str:
+    if not isinstance(value, str):
+        raise MatrixError(
+            400, "M_MISSING_PARAM" if value is None else "M_BAD_JSON", f"{what} required"
+        )
+    if not is_valid_user_id(value):
+        raise MatrixError(400, "M_INVALID_PARAM", f"not a user ID: {value!r}")
+    return value
+
+
+def _object(body: Mapping[str, object], key: str) -> dict[str, object]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_json(f"{key} must be an object")
+    return value
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- createRoom --------------------------------------------------------------------------
+
+
+def _initial_state(body: Mapping[str, object]) -> list[tuple[str, str, Mapping[str, object]]]:
+    raw = body.get("initial_state") or []
+    if not isinstance(raw, list):
+        raise bad_json("initial_state must be a list")
+    result: list[tuple[str, str, Mapping[str, object]]] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise bad_json("initial_state entries need a type")
+        state_key = item.get("state_key", "")
+        content = item.get("content")
+        if not isinstance(state_key, str) or not isinstance(content, dict):
+            raise bad_json("initial_state entries need a string state_key and an object content")
+        result.append((item["type"], state_key, content))
+    return result
+
+
+@client_route(bp, "/createRoom", methods=["POST"])
+async def create() -> dict[str, object]:
+    requester = await require_auth()
+    s = services()
+    body = await json_body()
+    visibility = optional_str(body, "visibility") or "private"
+    if visibility not in ("public", "private"):
+        raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+    preset = optional_str(body, "preset") or (
+        "public_chat" if visibility == "public" else "private_chat"
+    )
+    if preset not in PRESETS:
+        raise MatrixError(400, "M_INVALID_PARAM", f"unknown preset {preset!r}")
+    invites = body.get("invite") or []
+    if not isinstance(invites, list):
+        raise bad_json("invite must be a list of user IDs")
+    invite = [_user_id(u, "invite") for u in invites]
+    if body.get("invite_3pid"):
+        raise MatrixError(
+            400, "M_INVALID_PARAM", "inviting by email or phone is not supported here"
+        )
+    alias_name = optional_str(body, "room_alias_name")
+    alias = None
+    if alias_name is not None:
+        alias = await s.directory.check_new_alias(alias_name)
+    override = body.get("power_level_content_override")
+    if override is not None and not isinstance(override, dict):
+        raise bad_json("power_level_content_override must be an object")
+    settings = RoomSettings(
+        room_version=optional_str(body, "room_version") or s.config.default_room_version,
+        preset=preset,
+        name=optional_str(body, "name"),
+        topic=optional_str(body, "topic"),
+        canonical_alias=alias,
+        invite=invite,
+        is_direct=get_bool(body, "is_direct"),
+        initial_state=_initial_state(body),
+        creation_content=_object(body, "creation_content"),
+        power_level_content_override=override,
+        creator_profile=await s.profiles.member_content(requester.user_id),
+    )
+    room_id = await create_room(s.rooms, requester.user_id, settings)
+    if alias is not None:
+        await s.directory.create_alias(alias, room_id, requester.user_id)
+    if visibility == "public":
+        await s.directory.set_visibility(room_id, public=True)
+    return {"room_id": room_id}
+
+
+# --- membership --------------------------------------------------------------------------
+
+
+async def _resolve_room(room_id_or_alias: str) -> str:
+    if room_id_or_alias.startswith("#"):
+        return await services().directory.resolve(room_id_or_alias)
+    return _room_id(room_id_or_alias)
+
+
+async def _join(room_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    body = await json_body(allow_empty=True)
+    s = services()
+    reason = optional_str(body, "reason")
+    if await s.room_store.room_version(room_id) is None:
+        raise not_found(
+            "this server does not know that room (joining over federation is not supported yet)"
+        )
+    await s.room_client.membership(
+        requester.user_id,
+        room_id,
+        requester.user_id,
+        "join",
+        reason=reason,
+        extra=await s.profiles.member_content(requester.user_id),
+    )
+    return {"room_id": room_id}
+
+
+@client_route(bp, "/join/<room_id_or_alias>", methods=["POST"])
+async def join_by_id_or_alias(room_id_or_alias: str) -> dict[str, object]:
+    return await _join(await _resolve_room(room_id_or_alias))
+
+
+@client_route(bp, "/rooms/<room_id>/join", methods=["POST"])
+async def join(room_id: str) -> dict[str, object]:
+    return await _join(_room_id(room_id))
+
+
+@client_route(bp, "/knock/<room_id_or_alias>", methods=["POST"])
+async def knock(room_id_or_alias: str) -> dict[str, object]:
+    requester = await require_auth()
+    room_id = await _resolve_room(room_id_or_alias)
+    body = await json_body(allow_empty=True)
+    await services().room_client.membership(
+        requester.user_id, room_id, requester.user_id, "knock", reason=optional_str(body, "reason")
+    )
+    return {"room_id": room_id}
+
+
+async def _target_change(room_id: str, membership: str) -> dict[str, object]:
+    requester = await require_auth()
+    body = await json_body()
+    target = _user_id(body.get("user_id"))
+    await services().room_client.membership(
+        requester.user_id,
+        _room_id(room_id),
+        target,
+        membership,
+        reason=optional_str(body, "reason"),
+    )
+    return {}
+
+
+@client_route(bp, "/rooms/<room_id>/invite", methods=["POST"])
+async def invite(room_id: str) -> dict[str, object]:
+    return await _target_change(room_id, "invite")
+
+
+@client_route(bp, "/rooms/<room_id>/kick", methods=["POST"])
+async def kick(room_id: str) -> dict[str, object]:
+    return await _target_change(room_id, "leave")
+
+
+@client_route(bp, "/rooms/<room_id>/ban", methods=["POST"])
+async def ban(room_id: str) -> dict[str, object]:
+    return await _target_change(room_id, "ban")
+
+
+@client_route(bp, "/rooms/<room_id>/unban", methods=["POST"])
+async def unban(room_id: str) -> dict[str, object]:
+    return await _target_change(room_id, "leave")
+
+
+@client_route(bp, "/rooms/<room_id>/leave", methods=["POST"])
+async def leave(room_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    body = await json_body(allow_empty=True)
+    await services().room_client.membership(
+        requester.user_id,
+        _room_id(room_id),
+        requester.user_id,
+        "leave",
+        reason=optional_str(body, "reason"),
+    )
+    return {}
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+@client_route(bp, "/rooms/<room_id>/send/<event_type>/<txn_id>", methods=["PUT"])
+async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    content = await json_body()
+    event_id = await services().room_client.send(
+        requester.user_id, requester.device_id, _room_id(room_id), event_type, content, txn_id
+    )
+    return {"event_id": event_id}
+
+
+@client_route(bp, "/rooms/<room_id>/redact/<event_id>/<txn_id>", methods=["PUT"])
+async def redact(room_id: str, event_id: str, txn_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    body = await json_body(allow_empty=True)
+    content: dict[str, object] = {}
+    reason = optional_str(body, "reason")
+    if reason is not None:
+        content["reason"] = reason
+    new_id = await services().room_client.send(
+        requester.user_id,
+        requester.device_id,
+        _room_id(room_id),
+        "m.room.redaction",
+        content,
+        txn_id,
+        redacts=event_id,
+    )
+    return {"event_id": new_id}
+
+
+@client_route(bp, "/rooms/<room_id>/state/<event_type>", methods=["PUT"])
+@client_route(bp, "/rooms/<room_id>/state/<event_type>/", methods=["PUT"])
+@client_route(bp, "/rooms/<room_id>/state/<event_type>/<path:state_key>", methods=["PUT"])
+async def put_state(room_id: str, event_type: str, state_key: str = "") -> dict[str, object]:
+    requester = await require_auth()
+    content = await json_body()
+    event_id = await services().room_client.set_state(
+        requester.user_id, _room_id(room_id), event_type, state_key, content
+    )
+    return {"event_id": event_id}
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+@client_route(bp, "/rooms/<room_id>/state", methods=["GET"])
+async def get_state(room_id: str) -> list[dict[str, object]]:
+    requester = await require_auth()
+    events = await services().room_client.visible_state_events(requester.user_id, _room_id(room_id))
+    now = _now_ms()
+    return [client_event(ev, now) for ev in events]
+
+
+@client_route(bp, "/rooms/<room_id>/state/<event_type>", methods=["GET"])
+@client_route(bp, "/rooms/<room_id>/state/<event_type>/", methods=["GET"])
+@client_route(bp, "/rooms/<room_id>/state/<event_type>/<path:state_key>", methods=["GET"])
+async def get_state_event(room_id: str, event_type: str, state_key: str = "") -> dict[str, object]:
+    requester = await require_auth()
+    event = await services().room_client.state_event(
+        requester.user_id, _room_id(room_id), event_type, state_key
+    )
+    if request.args.get("format") == "event":
+        return client_event(event, _now_ms())
+    content = event.pdu.get("content")
+    return content if isinstance(content, dict) else {}
+
+
+@client_route(bp, "/rooms/<room_id>/event/<event_id>", methods=["GET"])
+async def get_event(room_id: str, event_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    s = services()
+    events = await s.room_client.visible_events(requester.user_id, _room_id(room_id), [event_id])
+    if event_id not in events:
+        raise not_found("event not found")
+    return client_event(events[event_id], _now_ms())
+
+
+@client_route(bp, "/joined_rooms", methods=["GET"])
+async def joined_rooms() -> dict[str, object]:
+    requester = await require_auth()
+    return {"joined_rooms": await services().room_client.joined_rooms(requester.user_id)}
+
+
+@client_route(bp, "/rooms/<room_id>/members", methods=["GET"])
+async def members(room_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    events = await services().room_client.members(
+        requester.user_id,
+        _room_id(room_id),
+        membership=request.args.get("membership"),
+        not_membership=request.args.get("not_membership"),
+    )
+    now = _now_ms()
+    return {"chunk": [client_event(ev, now) for ev in events]}
+
+
+@client_route(bp, "/rooms/<room_id>/joined_members", methods=["GET"])
+async def joined_members(room_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    events = await services().room_client.members(
+        requester.user_id, _room_id(room_id), membership="join"
+    )
+    joined: dict[str, object] = {}
+    for ev in events:
+        content = ev.pdu.get("content")
+        content = content if isinstance(content, dict) else {}
+        joined[str(ev.pdu.get("state_key"))] = {
+            "display_name": content.get("displayname"),
+            "avatar_url": content.get("avatar_url"),
+        }
+    return {"joined": joined}

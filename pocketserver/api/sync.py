@@ -1,0 +1,100 @@
+"""``GET /sync`` and filters (client-server API "Syncing", "Filtering")."""
+
+from __future__ import annotations
+
+import json
+
+from quart import Blueprint, request
+
+from pocketserver.api.http import json_body, require_auth, services
+from pocketserver.api.routes import client_route
+from pocketserver.core.crypto import encode_canonical_json
+from pocketserver.errors import MatrixError, forbidden, not_found
+from pocketserver.storage import filters as filter_store
+from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.handler import SyncRequest
+from pocketserver.sync.token import SyncToken
+
+bp = Blueprint("sync", __name__)
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+    if value < 0:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must not be negative")
+    return value
+
+
+async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
+    if raw is None:
+        return SyncFilter()
+    if raw.lstrip().startswith("{"):
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+        return SyncFilter.parse(body)
+    if not raw.isdigit() or len(raw) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter ID or JSON")
+    stored = await services().db.read(filter_store.get_filter, user_id, int(raw))
+    if stored is None:
+        raise not_found("no such filter")
+    return SyncFilter.parse(json.loads(stored))
+
+
+@client_route(bp, "/sync", methods=["GET"])
+async def sync() -> dict[str, object]:
+    requester = await require_auth()
+    since_raw = request.args.get("since")
+    set_presence = request.args.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError(
+            400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable"
+        )
+    full_state = request.args.get("full_state", "false")
+    if full_state not in ("true", "false"):
+        raise MatrixError(400, "M_INVALID_PARAM", "full_state must be true or false")
+    sync_request = SyncRequest(
+        user_id=requester.user_id,
+        device_id=requester.device_id,
+        since=SyncToken.parse(since_raw) if since_raw else None,
+        timeout_ms=_int_arg("timeout", 0),
+        full_state=full_state == "true",
+        filter=await _load_filter(requester.user_id, request.args.get("filter")),
+    )
+    return await services().sync.sync(sync_request)
+
+
+def _own_user(user_id: str, requester_id: str) -> None:
+    if user_id != requester_id:
+        raise forbidden("you can only manage your own filters")
+
+
+@client_route(bp, "/user/<user_id>/filter", methods=["POST"])
+async def create_filter(user_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    _own_user(user_id, requester.user_id)
+    body = await json_body()
+    SyncFilter.parse(body)  # validate before storing
+    text = encode_canonical_json(body).decode("utf-8")
+    filter_id = await services().db.write(filter_store.add_filter, user_id, text)
+    return {"filter_id": str(filter_id)}
+
+
+@client_route(bp, "/user/<user_id>/filter/<filter_id>", methods=["GET"])
+async def get_filter(user_id: str, filter_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    _own_user(user_id, requester.user_id)
+    if not filter_id.isdigit() or len(filter_id) > 18:
+        raise not_found("no such filter")
+    stored = await services().db.read(filter_store.get_filter, user_id, int(filter_id))
+    if stored is None:
+        raise not_found("no such filter")
+    result: dict[str, object] = json.loads(stored)
+    return result

@@ -1,0 +1,212 @@
+"""Room operations as a client asks for them: send, membership, state and reads.
+
+Every write goes through the room writer (and so the auth rules); this layer adds
+what clients need around it: idempotent transaction IDs, membership shortcuts,
+access checks for reads (a user reads a room's state only while joined, or as it
+was when they left), and rate limits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import trio
+
+from pocketserver.errors import MatrixError, forbidden, not_found
+from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.locks import KeyedLocks
+from pocketserver.rooms.reading import EventReader, ReadEvent
+from pocketserver.rooms.store import RoomStore, StateKey
+from pocketserver.rooms.visibility import filter_visible
+from pocketserver.rooms.writer import PersistedEvent, RoomWriter
+from pocketserver.storage import state as state_store
+from pocketserver.storage import transactions as txn_store
+
+MEMBER = "m.room.member"
+
+
+class RoomClient:
+    def __init__(
+        self,
+        writer: RoomWriter,
+        reader: EventReader,
+        message_limit: RateLimiter,
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.store: RoomStore = writer.store
+        self._message_limit = message_limit
+        self._txn_locks = KeyedLocks()
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def send(
+        self,
+        user_id: str,
+        device_id: str,
+        room_id: str,
+        event_type: str,
+        content: Mapping[str, object],
+        txn_id: str,
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+    ) -> str:
+        """Send an event once per (device, transaction ID); return its event ID.
+
+        A retry with the same transaction ID returns the first event's ID and sends
+        nothing (client-server API "Transaction identifiers").
+        """
+        async with self._txn_locks(f"{user_id}\x00{device_id}\x00{txn_id}"):
+            earlier = await self.store.db.read(
+                txn_store.get_event_for_txn, user_id, device_id, txn_id
+            )
+            if earlier is not None:
+                return earlier[1]
+            self._message_limit.check(user_id, trio.current_time())
+            event = await self.writer.send_event(
+                room_id, user_id, event_type, content, state_key, redacts=redacts
+            )
+            await self.store.db.write(
+                txn_store.record_txn,
+                user_id,
+                device_id,
+                txn_id,
+                room_id,
+                event.event_id,
+                int(time.time() * 1000),
+            )
+            return event.event_id
+
+    async def set_state(
+        self,
+        user_id: str,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        content: Mapping[str, object],
+    ) -> str:
+        """Send a state event; an identical one to the current state is not sent again."""
+        current = await self.store.db.read(
+            state_store.get_current_state_event_id, room_id, event_type, state_key
+        )
+        if current is not None:
+            existing = await self.store.get_event(current)
+            if (
+                existing is not None
+                and existing.pdu.get("sender") == user_id
+                and existing.pdu.get("content") == dict(content)
+            ):
+                return current
+        event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
+        return event.event_id
+
+    async def membership(
+        self,
+        sender: str,
+        room_id: str,
+        target: str,
+        membership: str,
+        *,
+        reason: str | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> PersistedEvent:
+        """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``."""
+        content: dict[str, object] = {**(extra or {}), "membership": membership}
+        if reason:
+            content["reason"] = reason
+        if await self.store.room_version(room_id) is None:
+            raise not_found(f"unknown room {room_id}")
+        return await self.writer.send_event(room_id, sender, MEMBER, content, target)
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def membership_of(self, room_id: str, user_id: str) -> tuple[str | None, str | None]:
+        """(membership, member event ID) of a user in the room's current state."""
+        event_id = await self.store.db.read(
+            state_store.get_current_state_event_id, room_id, MEMBER, user_id
+        )
+        if event_id is None:
+            return None, None
+        event = await self.store.get_event(event_id)
+        content = event.pdu.get("content") if event else None
+        membership = content.get("membership") if isinstance(content, Mapping) else None
+        return (membership if isinstance(membership, str) else None), event_id
+
+    async def visible_state_ids(self, user_id: str, room_id: str) -> dict[StateKey, str]:
+        """The state the user may read: current while joined, else as it was when they
+        left (client-server API "GET /rooms/{roomId}/state").
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room.
+        """
+        if await self.store.room_version(room_id) is None:
+            raise forbidden("you are not in this room")
+        membership, event_id = await self.membership_of(room_id, user_id)
+        if membership == "join":
+            return await self.store.current_state_ids(room_id)
+        if membership in ("leave", "ban") and event_id is not None:
+            event = await self.store.get_event(event_id)
+            if event is not None:
+                before = await self.store.group_state(event.state_before)
+                was = before.get((MEMBER, user_id))
+                if was is not None:  # they had been in the room
+                    return dict(await self.store.group_state(event.state_after))
+        raise forbidden("you are not in this room")
+
+    async def visible_state_events(self, user_id: str, room_id: str) -> list[ReadEvent]:
+        ids = await self.visible_state_ids(user_id, room_id)
+        events = await self.reader.get_events(ids.values())
+        return [events[i] for i in ids.values() if i in events]
+
+    async def state_event(
+        self, user_id: str, room_id: str, event_type: str, state_key: str
+    ) -> ReadEvent:
+        ids = await self.visible_state_ids(user_id, room_id)
+        event_id = ids.get((event_type, state_key))
+        if event_id is None:
+            raise not_found("no such state event")
+        events = await self.reader.get_events([event_id])
+        if event_id not in events:
+            raise not_found("no such state event")
+        return events[event_id]
+
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        return await self.store.db.read(state_store.rooms_for_user, user_id, "join")
+
+    async def members(
+        self,
+        user_id: str,
+        room_id: str,
+        membership: str | None = None,
+        not_membership: str | None = None,
+    ) -> list[ReadEvent]:
+        state = await self.visible_state_events(user_id, room_id)
+        result = []
+        for ev in state:
+            if ev.pdu.get("type") != MEMBER:
+                continue
+            content = ev.pdu.get("content")
+            value = content.get("membership") if isinstance(content, Mapping) else None
+            if membership is not None and value != membership:
+                continue
+            if not_membership is not None and value == not_membership:
+                continue
+            result.append(ev)
+        return result
+
+    async def visible_events(
+        self, user_id: str, room_id: str, event_ids: list[str]
+    ) -> dict[str, ReadEvent]:
+        """The events of ``room_id`` among ``event_ids`` that the user may see."""
+        events = await self.reader.get_events(event_ids)
+        in_room = [ev for ev in events.values() if ev.room_id == room_id]
+        membership, _ = await self.membership_of(room_id, user_id)
+        seen = await filter_visible(self.store, user_id, in_room, joined_now=membership == "join")
+        return {ev.event_id: ev for ev in seen}
+
+    async def require_joined(self, user_id: str, room_id: str) -> None:
+        membership, _ = await self.membership_of(room_id, user_id)
+        if membership != "join":
+            raise MatrixError(403, "M_FORBIDDEN", "you are not joined to this room")

@@ -1,0 +1,134 @@
+"""Stream queries for sync and pagination: what happened in which rooms, in order.
+
+Only events that are part of the visible room graph count: not outliers, not
+rejected, not soft-failed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_VISIBLE = "outlier = 0 AND rejected IS NULL AND soft_failed = 0"
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    room_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+
+
+def current_memberships(conn: sqlite3.Connection, user_id: str) -> list[Membership]:
+    """The user's membership in every room where the server has one, from current state."""
+    rows = conn.execute(
+        "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering FROM current_state c"
+        " JOIN events e ON e.event_id = c.event_id"
+        " WHERE c.type = 'm.room.member' AND c.state_key = ?",
+        (user_id,),
+    )
+    return [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+
+def membership_changes(
+    conn: sqlite3.Connection, user_id: str, after: int, upto: int
+) -> list[Membership]:
+    """The user's membership events with stream position in ``(after, upto]``, in order."""
+    rows = conn.execute(
+        "SELECT room_id, json_extract(json, '$.content.membership'), event_id, stream_ordering"
+        " FROM events WHERE type = 'm.room.member' AND state_key = ?"
+        f" AND stream_ordering > ? AND stream_ordering <= ? AND {_VISIBLE}"
+        " ORDER BY stream_ordering",
+        (user_id, after, upto),
+    )
+    return [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+
+def rooms_with_events(
+    conn: sqlite3.Connection, room_ids: Sequence[str], after: int, upto: int
+) -> set[str]:
+    """Which of ``room_ids`` have visible events with position in ``(after, upto]``."""
+    found: set[str] = set()
+    for i in range(0, len(room_ids), 500):
+        chunk = list(room_ids[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT DISTINCT room_id FROM events WHERE room_id IN ({marks})"
+            f" AND stream_ordering > ? AND stream_ordering <= ? AND {_VISIBLE}",
+            [*chunk, after, upto],
+        )
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
+def recent_event_ids(
+    conn: sqlite3.Connection, room_id: str, after: int, upto: int, limit: int
+) -> tuple[list[str], bool]:
+    """The last ``limit`` visible events of a room with position in ``(after, upto]``,
+    oldest first, and whether there were more (the timeline is "limited")."""
+    rows = conn.execute(
+        "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
+        f" AND stream_ordering <= ? AND {_VISIBLE} ORDER BY stream_ordering DESC LIMIT ?",
+        (room_id, after, upto, limit + 1),
+    ).fetchall()
+    limited = len(rows) > limit
+    return [str(r[0]) for r in reversed(rows[:limit])], limited
+
+
+def stream_position_of(conn: sqlite3.Connection, event_id: str) -> int | None:
+    row = conn.execute(
+        "SELECT stream_ordering FROM events WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def last_event_before(conn: sqlite3.Connection, room_id: str, upto: int) -> str | None:
+    """The last visible event of a room at or before position ``upto``."""
+    row = conn.execute(
+        f"SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ? AND {_VISIBLE}"
+        " ORDER BY stream_ordering DESC LIMIT 1",
+        (room_id, upto),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSnapshot:
+    """Everything /sync needs to decide what to send, read in one transaction."""
+
+    upto: int
+    memberships: list[Membership]
+    changes: list[Membership]
+    rooms_with_events: set[str]
+
+
+def sync_snapshot(conn: sqlite3.Connection, user_id: str, since: int | None) -> SyncSnapshot:
+    row = conn.execute("SELECT max(stream_ordering) FROM events").fetchone()
+    upto = int(row[0] or 0)
+    memberships = current_memberships(conn, user_id)
+    if since is None:
+        return SyncSnapshot(upto, memberships, [], set())
+    changes = membership_changes(conn, user_id, since, upto)
+    rooms = [m.room_id for m in memberships if m.membership == "join"]
+    return SyncSnapshot(upto, memberships, changes, rooms_with_events(conn, rooms, since, upto))
+
+
+def member_counts(conn: sqlite3.Connection, room_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT membership, count(*) FROM current_state"
+        " WHERE room_id = ? AND type = 'm.room.member' GROUP BY membership",
+        (room_id,),
+    )
+    return {str(m): int(n) for m, n in rows}
+
+
+def room_heroes(conn: sqlite3.Connection, room_id: str, user_id: str, limit: int = 5) -> list[str]:
+    """Up to ``limit`` other joined or invited members, for rooms without a name."""
+    rows = conn.execute(
+        "SELECT state_key FROM current_state WHERE room_id = ? AND type = 'm.room.member'"
+        " AND membership IN ('join', 'invite') AND state_key != ? ORDER BY state_key LIMIT ?",
+        (room_id, user_id, limit),
+    )
+    return [str(r[0]) for r in rows]

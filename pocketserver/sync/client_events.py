@@ -1,0 +1,70 @@
+"""Events as clients see them (client-server API "Room Event Format", ClientEvent).
+
+Federation-only keys (hashes, signatures, auth and prev events, depth, origin) are
+dropped; ``unsigned`` carries the age, the redaction that applied, and the
+transaction ID for the sender's own device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pocketserver.rooms.reading import ReadEvent
+
+_CLIENT_KEYS = ("type", "content", "sender", "origin_server_ts", "state_key")
+
+
+def client_event(
+    event: ReadEvent,
+    now_ms: int,
+    *,
+    include_room_id: bool = True,
+    transaction_id: str | None = None,
+) -> dict[str, object]:
+    """The ClientEvent (or, without ``room_id``, ClientEventWithoutRoomID) form."""
+    pdu = event.pdu
+    out: dict[str, object] = {k: pdu[k] for k in _CLIENT_KEYS if k in pdu}
+    out.setdefault("content", {})
+    out["event_id"] = event.event_id
+    if include_room_id:
+        out["room_id"] = event.room_id
+    redacts = _redacts(pdu)
+    if redacts is not None:
+        # v11 moved it into content; keep the top-level copy older clients read.
+        out["redacts"] = redacts
+    unsigned: dict[str, object] = {}
+    ts = pdu.get("origin_server_ts")
+    if isinstance(ts, int):
+        unsigned["age"] = max(0, now_ms - ts)
+    if event.redacted_because is not None:
+        because = event.redacted_because
+        unsigned["redacted_because"] = {
+            **{k: because[k] for k in _CLIENT_KEYS if k in because},
+            "event_id": event.redacted_because_id,
+            "room_id": event.room_id,
+        }
+    if transaction_id is not None:
+        unsigned["transaction_id"] = transaction_id
+    out["unsigned"] = unsigned
+    return out
+
+
+def stripped_state(pdu: Mapping[str, object]) -> dict[str, object]:
+    """The StrippedStateEvent form (invite and knock state)."""
+    return {
+        "type": pdu.get("type"),
+        "state_key": pdu.get("state_key"),
+        "content": pdu.get("content", {}),
+        "sender": pdu.get("sender"),
+    }
+
+
+def _redacts(pdu: Mapping[str, object]) -> str | None:
+    if pdu.get("type") != "m.room.redaction":
+        return None
+    top = pdu.get("redacts")
+    if isinstance(top, str):
+        return top
+    content = pdu.get("content")
+    inner = content.get("redacts") if isinstance(content, Mapping) else None
+    return inner if isinstance(inner, str) else None

@@ -1,0 +1,166 @@
+"""``GET /sync``: what changed for a user between two stream positions.
+
+Each response is computed from one read transaction (so it is consistent), and its
+``next_batch`` names the last position that transaction saw. Long-polls wait on the
+notifier, which wakes them with a position only; an idle long-poll is one sleeping
+task and costs nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from pocketserver.rooms.reading import EventReader
+from pocketserver.rooms.store import RoomStore
+from pocketserver.storage import stream as stream_store
+from pocketserver.storage import transactions as txn_store
+from pocketserver.storage.stream import Membership, SyncSnapshot
+from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.notifier import Notifier
+from pocketserver.sync.rooms import RoomSection, RoomSyncer, serialise_section
+from pocketserver.sync.token import SyncToken
+
+MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    user_id: str
+    device_id: str
+    since: SyncToken | None
+    timeout_ms: int
+    full_state: bool
+    filter: SyncFilter
+
+
+class SyncHandler:
+    def __init__(self, store: RoomStore, reader: EventReader, notifier: Notifier) -> None:
+        self.store = store
+        self.reader = reader
+        self.notifier = notifier
+
+    async def sync(self, request: SyncRequest) -> dict[str, object]:
+        """Answer a sync request, waiting up to its timeout when nothing has changed."""
+        if request.since is None or request.full_state or request.timeout_ms <= 0:
+            body, _, _ = await self._build(request)
+            return body
+        deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        while True:
+            body, changed, upto = await self._build(request)
+            remaining = deadline - trio.current_time()
+            if changed or remaining <= 0:
+                return body
+            await self.notifier.wait_past(upto, remaining)
+
+    async def _build(self, request: SyncRequest) -> tuple[dict[str, object], bool, int]:
+        since = request.since.events if request.since else None
+        snap = await self.store.db.read(stream_store.sync_snapshot, request.user_id, since)
+        if since is not None and since > snap.upto:
+            since = snap.upto  # a token from before a restore: start over from here
+        syncer = RoomSyncer(self.store, self.reader, request.user_id, request.filter)
+        rooms = await self._rooms(request, syncer, snap, since)
+        now_ms = int(time.time() * 1000)
+        timeline_ids = [
+            ev.event_id
+            for kind in ("join", "leave")
+            for section in rooms[kind].values()
+            if isinstance(section, RoomSection)
+            for ev in section.timeline
+        ]
+        txn_ids = await self.store.db.read(
+            txn_store.transaction_ids_for, request.user_id, request.device_id, timeline_ids
+        )
+        body_rooms: dict[str, object] = {}
+        for kind in ("join", "leave"):
+            out = {}
+            for room_id, section in rooms[kind].items():
+                assert isinstance(section, RoomSection)
+                entry = serialise_section(section, now_ms, txn_ids)
+                entry["account_data"] = {"events": []}
+                if kind == "join":
+                    entry["ephemeral"] = {"events": []}
+                    entry["summary"] = await self._summary(room_id, request.user_id)
+                out[room_id] = entry
+            body_rooms[kind] = out
+        body_rooms["invite"] = rooms["invite"]
+        body_rooms["knock"] = rooms["knock"]
+        changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
+        token = (request.since or SyncToken()).with_events(snap.upto)
+        body: dict[str, object] = {
+            "next_batch": token.encode(),
+            "rooms": body_rooms,
+            "account_data": {"events": []},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+        }
+        return body, changed, snap.upto
+
+    async def _rooms(
+        self, request: SyncRequest, syncer: RoomSyncer, snap: SyncSnapshot, since: int | None
+    ) -> dict[str, dict[str, object]]:
+        flt = request.filter
+        first_change: dict[str, Membership] = {}
+        for change in snap.changes:
+            first_change.setdefault(change.room_id, change)
+        join: dict[str, object] = {}
+        invite: dict[str, object] = {}
+        leave: dict[str, object] = {}
+        knock: dict[str, object] = {}
+        for m in snap.memberships:
+            if not flt.allows_room(m.room_id):
+                continue
+            changed_here = m.room_id in first_change
+            if m.membership == "join":
+                newly = since is None or (
+                    changed_here and await self._was_not_joined(first_change[m.room_id])
+                )
+                if newly or request.full_state or m.room_id in snap.rooms_with_events:
+                    join[m.room_id] = await syncer.joined_room(
+                        m.room_id,
+                        None if newly else since,
+                        snap.upto,
+                        full_state=request.full_state,
+                    )
+            elif m.membership in ("invite", "knock"):
+                if since is None or m.stream_ordering > since:
+                    state = await syncer.stripped_room_state(m.room_id, m.event_id)
+                    if m.membership == "invite":
+                        invite[m.room_id] = {"invite_state": {"events": state}}
+                    else:
+                        knock[m.room_id] = {"knock_state": {"events": state}}
+            elif m.membership in ("leave", "ban"):
+                left_now = since is not None and changed_here
+                if left_now or (since is None and flt.include_leave):
+                    leave[m.room_id] = await syncer.left_room(
+                        m.room_id, since if left_now else None, m.stream_ordering
+                    )
+        return {"join": join, "invite": invite, "leave": leave, "knock": knock}
+
+    async def _was_not_joined(self, change: Membership) -> bool:
+        """Whether the user was not joined just before this membership change."""
+        ev = await self.store.get_event(change.event_id)
+        if ev is None:
+            return True
+        state = await self.store.group_state(ev.state_before)
+        prev_id = state.get(("m.room.member", str(ev.pdu.get("state_key"))))
+        if prev_id is None:
+            return True
+        prev = await self.store.get_event(prev_id)
+        content = prev.pdu.get("content") if prev else None
+        return not (isinstance(content, Mapping) and content.get("membership") == "join")
+
+    async def _summary(self, room_id: str, user_id: str) -> dict[str, object]:
+        counts = await self.store.db.read(stream_store.member_counts, room_id)
+        heroes = await self.store.db.read(stream_store.room_heroes, room_id, user_id)
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": counts.get("join", 0),
+            "m.invited_member_count": counts.get("invite", 0),
+        }

@@ -1,0 +1,143 @@
+"""The per-room parts of a /sync response: timeline, state, summary, invite state.
+
+Spec: client-server-api "Syncing" and data/api/client-server/sync.yaml. ``state``
+holds the state at the *start* of the timeline (everything between ``since`` and the
+timeline start when the timeline is limited); the timeline then carries the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pocketserver.rooms.reading import EventReader, ReadEvent
+from pocketserver.rooms.store import RoomStore, StateKey
+from pocketserver.rooms.visibility import filter_visible
+from pocketserver.storage import stream as stream_store
+from pocketserver.storage.state import state_delta
+from pocketserver.sync.client_events import client_event, stripped_state
+from pocketserver.sync.filters import SyncFilter
+
+INVITE_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSection:
+    timeline: list[ReadEvent]
+    limited: bool
+    state: list[ReadEvent]
+    prev_batch: str
+
+
+def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
+    content = pdu.get("content")
+    return content if isinstance(content, Mapping) else {}
+
+
+class RoomSyncer:
+    """Builds room sections for one user."""
+
+    def __init__(self, store: RoomStore, reader: EventReader, user_id: str, flt: SyncFilter):
+        self.store = store
+        self.reader = reader
+        self.user_id = user_id
+        self.flt = flt
+
+    async def state_at_position(self, room_id: str, position: int) -> dict[StateKey, str]:
+        """The room state after the last event at or before ``position``."""
+        last = await self.store.db.read(stream_store.last_event_before, room_id, position)
+        if last is None:
+            return {}
+        ev = await self.store.get_event(last)
+        return dict(await self.store.group_state(ev.state_after)) if ev else {}
+
+    async def joined_room(
+        self, room_id: str, since: int | None, upto: int, *, full_state: bool
+    ) -> RoomSection:
+        """Timeline and state for a joined room; ``since`` None means from the start."""
+        limit = self.flt.timeline_limit
+        ids, limited = await self.store.db.read(
+            stream_store.recent_event_ids, room_id, since or 0, upto, limit
+        )
+        events = await self.reader.get_events(ids)
+        timeline = [events[i] for i in ids if i in events]
+        timeline = await self._visible(timeline)
+        if timeline:
+            first = await self.store.get_event(timeline[0].event_id)
+            start_state = dict(await self.store.group_state(first.state_before if first else None))
+        else:
+            start_state = await self.state_at_position(room_id, upto)
+        if since is None or full_state:
+            state_ids = start_state
+        elif limited:
+            at_since = await self.state_at_position(room_id, since)
+            state_ids = {k: v for k, v in state_delta(at_since, start_state).items() if v}
+        else:
+            state_ids = {}
+        state = await self._state_events(state_ids, timeline)
+        timeline = [ev for ev in timeline if self.flt.timeline.matches(ev.pdu)]
+        prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
+        return RoomSection(timeline, limited, state, prev_batch)
+
+    async def left_room(self, room_id: str, since: int | None, left_at: int) -> RoomSection:
+        """The timeline up to (and including) the user's leave."""
+        return await self.joined_room(room_id, since, left_at, full_state=since is None)
+
+    async def _state_events(
+        self, state_ids: Mapping[StateKey, str], timeline: Sequence[ReadEvent]
+    ) -> list[ReadEvent]:
+        wanted = dict(state_ids)
+        timeline_ids = {ev.event_id for ev in timeline}
+        if self.flt.state.lazy_load_members:
+            senders = {str(ev.pdu.get("sender")) for ev in timeline} | {self.user_id}
+            wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in senders}
+        wanted = {k: v for k, v in wanted.items() if v not in timeline_ids}
+        events = await self.reader.get_events(wanted.values())
+        result = [events[eid] for eid in wanted.values() if eid in events]
+        return [ev for ev in result if self.flt.state.matches(ev.pdu)]
+
+    async def _visible(self, events: list[ReadEvent]) -> list[ReadEvent]:
+        """History visibility: drop events from before the user could see the room."""
+        return await filter_visible(self.store, self.user_id, events, joined_now=True)
+
+    async def stripped_room_state(self, room_id: str, own_event_id: str) -> list[dict[str, object]]:
+        """Invite or knock state: a few current state events, stripped, plus the user's own."""
+        current = await self.store.current_state_ids(room_id)
+        ids = [current[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in current]
+        events = await self.store.get_events([*ids, own_event_id])
+        stripped = [stripped_state(events[i].pdu) for i in ids if i in events]
+        if own_event_id in events:
+            stripped.append(stripped_state(events[own_event_id].pdu))
+        return stripped
+
+
+def serialise_section(
+    section: RoomSection, now_ms: int, txn_ids: Mapping[str, str]
+) -> dict[str, object]:
+    return {
+        "timeline": {
+            "events": [
+                client_event(
+                    ev, now_ms, include_room_id=False, transaction_id=txn_ids.get(ev.event_id)
+                )
+                for ev in section.timeline
+            ],
+            "limited": section.limited,
+            "prev_batch": section.prev_batch,
+        },
+        "state": {
+            "events": [client_event(ev, now_ms, include_room_id=False) for ev in section.state]
+        },
+    }
+
+
+def ids_of(events: Iterable[ReadEvent]) -> list[str]:
+    return [ev.event_id for ev in events]
