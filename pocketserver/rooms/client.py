@@ -8,6 +8,7 @@ was when they left), and rate limits.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Mapping
 
@@ -24,6 +25,10 @@ from pocketserver.storage import state as state_store
 from pocketserver.storage import transactions as txn_store
 
 MEMBER = "m.room.member"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class RoomClient:
@@ -65,17 +70,14 @@ class RoomClient:
             if earlier is not None:
                 return earlier[1]
             self._message_limit.check(user_id, trio.current_time())
+
+            def record(conn: sqlite3.Connection, event: PersistedEvent) -> None:
+                txn_store.record_txn(
+                    conn, user_id, device_id, txn_id, room_id, event.event_id, _now_ms()
+                )
+
             event = await self.writer.send_event(
-                room_id, user_id, event_type, content, state_key, redacts=redacts
-            )
-            await self.store.db.write(
-                txn_store.record_txn,
-                user_id,
-                device_id,
-                txn_id,
-                room_id,
-                event.event_id,
-                int(time.time() * 1000),
+                room_id, user_id, event_type, content, state_key, redacts=redacts, in_txn=record
             )
             return event.event_id
 

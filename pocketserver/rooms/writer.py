@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey, VerifyKey
@@ -54,6 +54,11 @@ from pocketserver.sync.notifier import Notifier
 log = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+
+TxnHook = Callable[[sqlite3.Connection, "PersistedEvent"], None]
+"""Runs inside the event's write transaction (derived indexes: relations, search...)."""
+Listener = Callable[["PersistedEvent"], None]
+"""Runs after the commit; must not block (put work on a bounded queue)."""
 
 
 class MissingEventsError(Exception):
@@ -131,6 +136,16 @@ class RoomWriter:
         self._signing_key = signing_key
         self._notifier = notifier
         self._locks = KeyedLocks()
+        self._txn_hooks: list[TxnHook] = []
+        self._listeners: list[Listener] = []
+
+    def add_txn_hook(self, hook: TxnHook) -> None:
+        """Call ``hook(conn, event)`` inside the write transaction of every event stored."""
+        self._txn_hooks.append(hook)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` after every event is committed (accepted or not)."""
+        self._listeners.append(listener)
 
     # --- local events ---------------------------------------------------------------
 
@@ -206,8 +221,12 @@ class RoomWriter:
         state_key: str | None = None,
         *,
         redacts: str | None = None,
+        in_txn: TxnHook | None = None,
     ) -> PersistedEvent:
         """Build, sign, authorise and persist a local event.
+
+        ``in_txn`` runs inside the event's write transaction (e.g. to record the
+        client's transaction ID atomically with the event).
 
         Raises:
             MatrixError: 404 ``M_NOT_FOUND`` (unknown room), 403 ``M_FORBIDDEN`` (auth
@@ -218,7 +237,7 @@ class RoomWriter:
             prepared = await self._build_local(
                 room_id, room_version, sender, event_type, content, state_key, redacts
             )
-            return await self._persist(prepared)
+            return await self._persist(prepared, in_txn)
 
     async def _room_version(self, room_id: str) -> str:
         version = await self.store.room_version(room_id)
@@ -379,7 +398,7 @@ class RoomWriter:
 
     # --- persisting --------------------------------------------------------------------
 
-    async def _persist(self, p: _Prepared) -> PersistedEvent:
+    async def _persist(self, p: _Prepared, in_txn: TxnHook | None = None) -> PersistedEvent:
         """Compute the state after the event and the new current state, then store it
         all in one transaction. Runs under the room's lock."""
         state_after = p.state_before
@@ -404,6 +423,7 @@ class RoomWriter:
                 current_delta = await self._current_delta(p, None, old, remaining)
         memberships = await self._memberships(current_delta, p)
         now_ms = int(time.time() * 1000)
+        hooks = [*self._txn_hooks, in_txn] if in_txn else self._txn_hooks
         result = await self.store.db.write(
             _persist_txn,
             p,
@@ -413,6 +433,7 @@ class RoomWriter:
             extremities_removed,
             joins_graph,
             now_ms,
+            hooks,
         )
         stream_ordering, before_group, after_group = result
         if after_group is not None:
@@ -434,17 +455,12 @@ class RoomWriter:
             state_after=after_group,
         )
         self.store.remember_event(stored)
+        persisted = _persisted(p, stream_ordering)
+        for listener in self._listeners:
+            listener(persisted)
         if accepted:
             self._notifier.notify(stream_ordering)
-        return PersistedEvent(
-            event_id=p.event_id,
-            room_id=p.room_id,
-            stream_ordering=stream_ordering,
-            pdu=p.pdu,
-            rejected=p.rejected,
-            soft_failed=p.soft_failed,
-            outlier=p.outlier,
-        )
+        return persisted
 
     async def _current_delta(
         self,
@@ -699,6 +715,7 @@ def _persist_txn(
     extremities_removed: Sequence[str],
     joins_graph: bool,
     now_ms: int,
+    hooks: Sequence[TxnHook] = (),
 ) -> tuple[int, int | None, int | None]:
     """Everything about one event, in the caller's (one) write transaction."""
     if p.new_room_creator is not None:
@@ -748,7 +765,23 @@ def _persist_txn(
     added = [p.event_id] if joins_graph else []
     event_store.set_forward_extremities(conn, p.room_id, extremities_removed, added)
     state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
+    if hooks:
+        persisted = _persisted(p, stream)
+        for hook in hooks:
+            hook(conn, persisted)
     return stream, before_group, after_group
+
+
+def _persisted(p: _Prepared, stream_ordering: int) -> PersistedEvent:
+    return PersistedEvent(
+        event_id=p.event_id,
+        room_id=p.room_id,
+        stream_ordering=stream_ordering,
+        pdu=p.pdu,
+        rejected=p.rejected,
+        soft_failed=p.soft_failed,
+        outlier=p.outlier,
+    )
 
 
 def _redacts(pdu: Mapping[str, object], room_version: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import trio
 
@@ -22,9 +22,14 @@ from pocketserver.storage.stream import Membership, SyncSnapshot
 from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.rooms import RoomSection, RoomSyncer, serialise_section
+from pocketserver.sync.sources import SyncContext, SyncSource
 from pocketserver.sync.token import SyncToken
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+
+def _stream_positions(token: SyncToken) -> dict[str, int]:
+    return {f.name: getattr(token, f.name) for f in fields(token) if f.name != "events"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,11 @@ class SyncHandler:
         self.store = store
         self.reader = reader
         self.notifier = notifier
+        self._sources: list[SyncSource] = []
+
+    def add_source(self, source: SyncSource) -> None:
+        """Let another stream (account data, receipts, ...) add its part to responses."""
+        self._sources.append(source)
 
     async def sync(self, request: SyncRequest) -> dict[str, object]:
         """Answer a sync request, waiting up to its timeout when nothing has changed."""
@@ -54,15 +64,17 @@ class SyncHandler:
             remaining = deadline - trio.current_time()
             if changed or remaining <= 0:
                 return body
-            await self.notifier.wait_past(upto, remaining)
+            await self.notifier.wait_for_change(upto.events, _stream_positions(upto), remaining)
 
-    async def _build(self, request: SyncRequest) -> tuple[dict[str, object], bool, int]:
+    async def _build(self, request: SyncRequest) -> tuple[dict[str, object], bool, SyncToken]:
         since = request.since.events if request.since else None
+        # Other streams' positions first: whatever commits after this is sent next time.
+        positions = {source.stream: source.position() for source in self._sources}
         snap = await self.store.db.read(stream_store.sync_snapshot, request.user_id, since)
         if since is not None and since > snap.upto:
             since = snap.upto  # a token from before a restore: start over from here
         syncer = RoomSyncer(self.store, self.reader, request.user_id, request.filter)
-        rooms = await self._rooms(request, syncer, snap, since)
+        rooms, new_rooms = await self._rooms(request, syncer, snap, since)
         now_ms = int(time.time() * 1000)
         timeline_ids = [
             ev.event_id
@@ -89,7 +101,7 @@ class SyncHandler:
         body_rooms["invite"] = rooms["invite"]
         body_rooms["knock"] = rooms["knock"]
         changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
-        token = (request.since or SyncToken()).with_events(snap.upto)
+        token = replace((request.since or SyncToken()).with_events(snap.upto), **positions)
         body: dict[str, object] = {
             "next_batch": token.encode(),
             "rooms": body_rooms,
@@ -100,12 +112,31 @@ class SyncHandler:
             "device_one_time_keys_count": {},
             "device_unused_fallback_key_types": [],
         }
-        return body, changed, snap.upto
+        ctx = SyncContext(
+            user_id=request.user_id,
+            device_id=request.device_id,
+            since=request.since,
+            full_state=request.full_state,
+            filter=request.filter,
+            joined_rooms=[
+                m.room_id
+                for m in snap.memberships
+                if m.membership == "join" and request.filter.allows_room(m.room_id)
+            ],
+            new_rooms=new_rooms,
+            body=body,
+        )
+        for source in self._sources:
+            source_since = None if request.since is None else getattr(request.since, source.stream)
+            if await source.add_to_sync(ctx, source_since, positions[source.stream]):
+                changed = True
+        return body, changed, token
 
     async def _rooms(
         self, request: SyncRequest, syncer: RoomSyncer, snap: SyncSnapshot, since: int | None
-    ) -> dict[str, dict[str, object]]:
+    ) -> tuple[dict[str, dict[str, object]], set[str]]:
         flt = request.filter
+        new_rooms: set[str] = set()
         first_change: dict[str, Membership] = {}
         for change in snap.changes:
             first_change.setdefault(change.room_id, change)
@@ -121,6 +152,8 @@ class SyncHandler:
                 newly = since is None or (
                     changed_here and await self._was_not_joined(first_change[m.room_id])
                 )
+                if newly or request.full_state:
+                    new_rooms.add(m.room_id)
                 if newly or request.full_state or m.room_id in snap.rooms_with_events:
                     join[m.room_id] = await syncer.joined_room(
                         m.room_id,
@@ -141,7 +174,7 @@ class SyncHandler:
                     leave[m.room_id] = await syncer.left_room(
                         m.room_id, since if left_now else None, m.stream_ordering
                     )
-        return {"join": join, "invite": invite, "leave": leave, "knock": knock}
+        return {"join": join, "invite": invite, "leave": leave, "knock": knock}, new_rooms
 
     async def _was_not_joined(self, change: Membership) -> bool:
         """Whether the user was not joined just before this membership change."""
