@@ -1,0 +1,1 @@
+-- Reserved for accounts API (registration tokens, refresh tokens, login tokens) (filled by the feature that needs it).

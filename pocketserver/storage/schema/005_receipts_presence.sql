@@ -1,0 +1,1 @@
+-- Reserved for receipts and presence (filled by the feature that needs it).

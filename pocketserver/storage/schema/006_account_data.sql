@@ -1,0 +1,1 @@
+-- Reserved for account data, tags, ignored users (filled by the feature that needs it).

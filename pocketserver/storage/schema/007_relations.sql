@@ -1,0 +1,1 @@
+-- Reserved for event relations and threads (filled by the feature that needs it).

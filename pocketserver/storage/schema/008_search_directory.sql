@@ -1,0 +1,1 @@
+-- Reserved for full-text search, public rooms, reports, upgrades (filled by the feature that needs it).

@@ -1,0 +1,1 @@
+-- Reserved for push rules and notification counts (filled by the feature that needs it).
