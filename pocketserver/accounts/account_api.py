@@ -1,0 +1,54 @@
+"""The services behind the account API, built together: UIA, registration tokens,
+refresh tokens, devices and account management."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pocketserver.accounts.devices import DeviceActivity, DeviceManager
+from pocketserver.accounts.management import AccountManagement
+from pocketserver.accounts.refresh import RefreshTokens
+from pocketserver.accounts.registration_tokens import RegistrationTokens
+from pocketserver.accounts.service import AccountService
+from pocketserver.accounts.uia import UserInteractiveAuth
+from pocketserver.config.model import RateLimit
+from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.client import RoomClient
+from pocketserver.storage.db import Database
+
+AVAILABILITY_LIMIT = RateLimit(per_second=1.0, burst_count=10)
+"""``/register/available``, per client address: a client checks as its user types."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountApi:
+    uia: UserInteractiveAuth
+    registration_tokens: RegistrationTokens
+    refresh: RefreshTokens
+    devices: DeviceManager
+    management: AccountManagement
+    token_validity_limit: RateLimiter
+    availability_limit: RateLimiter
+
+
+def build_account_api(
+    db: Database,
+    accounts: AccountService,
+    rooms: RoomClient,
+    *,
+    access_lifetime_ms: int,
+    refresh_lifetime_ms: int | None,
+    failed_logins: RateLimiter,
+    token_validity: RateLimit,
+) -> AccountApi:
+    uia = UserInteractiveAuth()
+    devices = DeviceManager(db, accounts, DeviceActivity(db))
+    return AccountApi(
+        uia=uia,
+        registration_tokens=RegistrationTokens(db, uia),
+        refresh=RefreshTokens(db, accounts, access_lifetime_ms, refresh_lifetime_ms),
+        devices=devices,
+        management=AccountManagement(db, accounts, devices, rooms, failed_logins),
+        token_validity_limit=RateLimiter(token_validity),
+        availability_limit=RateLimiter(AVAILABILITY_LIMIT),
+    )

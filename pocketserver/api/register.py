@@ -1,0 +1,150 @@
+"""Registration (client-server API "Account registration", "Token-authenticated registration")."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+import trio
+from quart import Blueprint, request
+
+from pocketserver.accounts.management import check_new_password
+from pocketserver.accounts.service import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH
+from pocketserver.accounts.uia import DUMMY, REGISTRATION_TOKEN
+from pocketserver.api.http import client_address, get_bool, json_body, optional_str, services
+from pocketserver.api.routes import client_route
+from pocketserver.errors import MatrixError, forbidden, missing_param
+from pocketserver.storage import users as user_store
+
+bp = Blueprint("register", __name__)
+
+REMEMBERED = (
+    "username",
+    "password",
+    "device_id",
+    "initial_device_display_name",
+    "inhibit_login",
+    "refresh_token",
+)
+"""Fields a client may send only in the first request of its UIA session."""
+
+
+def _registration_enabled() -> None:
+    if not services().config.enable_registration:
+        raise forbidden("registration is disabled on this server")
+
+
+async def _check_available(localpart: str) -> str:
+    """Raises: MatrixError 400 ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``."""
+    s = services()
+    user_id = s.accounts.check_new_localpart(localpart)
+    if await s.db.read(user_store.find_user_case_insensitive, user_id):
+        raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
+    return user_id
+
+
+def _check_fields(body: dict[str, object]) -> None:
+    """Reject malformed fields before any authentication, as the spec asks."""
+    for key in ("username", "password", "device_id", "initial_device_display_name"):
+        optional_str(body, key)
+    get_bool(body, "inhibit_login")
+    get_bool(body, "refresh_token")
+    password = optional_str(body, "password")
+    if password is not None:
+        check_new_password(password)
+    device_id = optional_str(body, "device_id")
+    if device_id is not None and not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
+        raise MatrixError(400, "M_INVALID_PARAM", "device_id must be 1 to 255 characters")
+    name = optional_str(body, "initial_device_display_name")
+    if name is not None and len(name) > MAX_DISPLAY_NAME_LENGTH:
+        raise MatrixError(400, "M_INVALID_PARAM", "device display name is too long")
+
+
+def _generated_localpart() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "u" + "".join(secrets.choice(alphabet) for _ in range(11))
+
+
+@client_route(bp, "/register", methods=["POST"])
+async def register() -> dict[str, object]:
+    s = services()
+    kind = request.args.get("kind", "user")
+    if kind not in ("user", "guest"):
+        raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+    if kind == "guest":
+        # Guest accounts are not implemented (whatever allow_guest_access says).
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not available")
+    _registration_enabled()
+    address = client_address()
+    limiter = s.ratelimits.registration
+    if not limiter.would_allow(address, trio.current_time()):
+        limiter.check(address, trio.current_time())
+    body = await json_body()
+    _check_fields(body)
+    username = optional_str(body, "username")
+    if username is not None:
+        await _check_available(username)
+    api = s.account_api
+    token_required = s.config.registration_requires_token
+    session = await api.uia.authenticate(
+        "register",
+        body,
+        # As Synapse: the token, then the dummy stage (matrix-nio relies on it).
+        [[REGISTRATION_TOKEN, DUMMY]] if token_required else [[DUMMY]],
+        {REGISTRATION_TOKEN: api.registration_tokens.check_stage},
+        remember={k: body[k] for k in REMEMBERED if k in body},
+    )
+    fields = {**session.request, **{k: body[k] for k in REMEMBERED if k in body}}
+    _check_fields(fields)
+    password = optional_str(fields, "password")
+    if password is None:
+        raise missing_param("password")
+    localpart = optional_str(fields, "username")
+    if localpart is None:
+        localpart = _generated_localpart()
+    await _check_available(localpart)
+    user_id = await s.accounts.register(localpart, password)
+    if token_required:
+        await api.registration_tokens.count_use(session)
+    else:
+        api.uia.finish(session)
+    limiter.record(address, trio.current_time())
+    await s.profiles.set_initial(user_id, localpart)
+    answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
+    if get_bool(fields, "inhibit_login"):
+        return answer
+    new_session = await s.accounts.create_session(
+        user_id,
+        optional_str(fields, "device_id"),
+        optional_str(fields, "initial_device_display_name"),
+    )
+    answer["access_token"] = new_session.access_token
+    answer["device_id"] = new_session.device_id
+    if get_bool(fields, "refresh_token"):
+        refresh, expires_in_ms = await api.refresh.make_refreshable(new_session.access_token)
+        answer["refresh_token"] = refresh
+        answer["expires_in_ms"] = expires_in_ms
+    return answer
+
+
+@client_route(bp, "/register/available", methods=["GET"])
+async def available() -> dict[str, object]:
+    s = services()
+    _registration_enabled()
+    s.account_api.availability_limit.check(client_address(), trio.current_time())
+    username = request.args.get("username")
+    if username is None:
+        raise missing_param("username")
+    await _check_available(username)
+    return {"available": True}
+
+
+@bp.route("/_matrix/client/v1/register/m.login.registration_token/validity", methods=["GET"])
+async def token_validity() -> dict[str, object]:
+    s = services()
+    _registration_enabled()
+    s.account_api.token_validity_limit.check(client_address(), trio.current_time())
+    token = request.args.get("token")
+    if token is None:
+        raise missing_param("token")
+    return {"valid": await s.account_api.registration_tokens.is_valid(token)}
