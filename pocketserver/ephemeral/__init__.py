@@ -1,0 +1,1 @@
+"""Ephemeral streams: typing notifications, read receipts and presence."""

@@ -1,0 +1,44 @@
+"""Building the typing, receipt and presence services and plugging them into /sync."""
+
+from __future__ import annotations
+
+from pocketserver.config.model import Config
+from pocketserver.ephemeral.presence import PresenceService
+from pocketserver.ephemeral.receipts import ReadMarkers, ReceiptService
+from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.writer import PersistedEvent
+from pocketserver.storage import receipts as receipt_store
+from pocketserver.sync.handler import SyncHandler
+from pocketserver.sync.notifier import Notifier
+
+
+async def build_ephemeral(
+    config: Config,
+    rooms: RoomClient,
+    notifier: Notifier,
+    sync: SyncHandler,
+    read_markers: ReadMarkers | None,
+) -> tuple[TypingService, ReceiptService, PresenceService]:
+    """The three services, registered as /sync sources; sending events, typing and
+    receipts count as presence activity. Start ``typing.run`` and ``presence.run``
+    in the server's background nursery."""
+    db = rooms.store.db
+    presence = PresenceService(db, notifier, enabled=config.presence_enabled)
+    typing = TypingService(rooms.require_joined, notifier)
+    receipts = ReceiptService(rooms, notifier, await db.read(receipt_store.stream_position))
+    receipts.read_markers = read_markers
+    typing.activity = presence.bump_active
+    receipts.activity = presence.bump_active
+    suffix = ":" + config.server_name
+
+    def event_sent(event: PersistedEvent) -> None:
+        sender = event.pdu.get("sender")
+        if event.accepted and isinstance(sender, str) and sender.endswith(suffix):
+            presence.bump_active(sender)
+
+    if presence.enabled:
+        rooms.writer.add_listener(event_sent)
+    for source in (typing, receipts, presence):
+        sync.add_source(source)
+    return typing, receipts, presence
