@@ -1,0 +1,103 @@
+"""``GET/POST /publicRooms`` (data/api/client-server/list_public_rooms.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from quart import Blueprint, request
+
+from pocketserver.api.http import access_token, json_body, require_auth, services
+from pocketserver.api.routes import client_route
+from pocketserver.core.identifiers import is_valid_server_name
+from pocketserver.errors import bad_json, invalid_param, not_found
+from pocketserver.rooms.public_rooms import list_public_rooms
+from pocketserver.storage.public_rooms import ListingQuery
+
+bp = Blueprint("public_rooms", __name__)
+
+MAX_TERM_CHARS = 200
+
+
+def _check_server() -> None:
+    """Only this server's directory is listed (no federation yet)."""
+    server = request.args.get("server")
+    if server is None or server == services().config.server_name:
+        return
+    if not is_valid_server_name(server):
+        raise invalid_param(f"not a server name: {server!r}")
+    raise not_found(f"cannot fetch the room directory of {server} (no federation yet)")
+
+
+def _query_limit(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return _limit(int(raw))
+    except ValueError:
+        raise invalid_param("limit must be an integer") from None
+
+
+def _limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_json("limit must be an integer")
+    if value < 0:
+        raise invalid_param("limit may not be negative")
+    return value
+
+
+def _query(body: Mapping[str, object]) -> ListingQuery:
+    flt = body.get("filter")
+    if flt is None:
+        return ListingQuery()
+    if not isinstance(flt, Mapping):
+        raise bad_json("filter must be an object")
+    term = flt.get("generic_search_term")
+    if term is not None and not isinstance(term, str):
+        raise bad_json("filter.generic_search_term must be a string")
+    if term is not None and len(term) > MAX_TERM_CHARS:
+        raise invalid_param(f"generic_search_term is longer than {MAX_TERM_CHARS} characters")
+    types = flt.get("room_types")
+    if types is not None and (
+        not isinstance(types, list) or not all(t is None or isinstance(t, str) for t in types)
+    ):
+        raise bad_json("filter.room_types must be a list of strings and nulls")
+    return ListingQuery(term=(term.strip() or None) if term else None, room_types=types)
+
+
+@client_route(bp, "/publicRooms", methods=["GET"])
+async def get_public_rooms() -> dict[str, object]:
+    if access_token() is not None:
+        await require_auth()
+    _check_server()
+    s = services()
+    return await list_public_rooms(
+        s.room_store,
+        s.events,
+        limit=_query_limit(request.args.get("limit")),
+        since=request.args.get("since"),
+        query=ListingQuery(),
+    )
+
+
+@client_route(bp, "/publicRooms", methods=["POST"])
+async def post_public_rooms() -> dict[str, object]:
+    await require_auth()
+    body = await json_body(allow_empty=True)
+    _check_server()
+    since = body.get("since")
+    if since is not None and not isinstance(since, str):
+        raise bad_json("since must be a string")
+    for key in ("include_all_networks",):
+        if body.get(key) is not None and not isinstance(body.get(key), bool):
+            raise bad_json(f"{key} must be true or false")
+    if body.get("third_party_instance_id") is not None:
+        if not isinstance(body.get("third_party_instance_id"), str):
+            raise bad_json("third_party_instance_id must be a string")
+        # No bridges here: no room belongs to a third-party network.
+        return {"chunk": [], "total_room_count_estimate": 0}
+    s = services()
+    return await list_public_rooms(
+        s.room_store, s.events, limit=_limit(body.get("limit")), since=since, query=_query(body)
+    )
