@@ -1,0 +1,143 @@
+"""Push rules and notifications (client-server API "Push Notifications").
+
+Spec: data/api/client-server/pushrules.yaml, notifications.yaml. A scope other than
+``global`` or an unknown kind is 400 ``M_INVALID_PARAM``; server-default rules can
+be read, enabled or disabled and given other actions, but not replaced or deleted.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, request
+
+from pocketserver.api.http import json_body, require_auth, services
+from pocketserver.api.routes import client_route
+from pocketserver.errors import MatrixError, bad_json, missing_param
+from pocketserver.push.rules import check_kind
+
+bp = Blueprint("push", __name__)
+
+
+async def _read_body() -> None:
+    """Read the request body before anything can fail: an error answered while the body
+    is unread leaves the keep-alive connection stuck after a few such requests."""
+    await request.get_data(cache=True)
+
+
+@client_route(bp, "/pushrules/", methods=["GET"])
+async def get_all_rules() -> dict[str, object]:
+    requester = await require_auth()
+    return {"global": await services().push.rules.ruleset(requester.user_id)}
+
+
+@client_route(bp, "/pushrules", methods=["GET"])
+async def get_all_rules_no_slash() -> dict[str, object]:
+    return await get_all_rules()
+
+
+@client_route(bp, "/pushrules/<scope>/", methods=["GET"])
+async def get_scope_rules(scope: str) -> dict[str, object]:
+    requester = await require_auth()
+    if scope != "global":
+        raise MatrixError(400, "M_INVALID_PARAM", "the only push rule scope is 'global'")
+    rules = await services().push.rules.ruleset(requester.user_id)
+    return dict(rules)
+
+
+@client_route(bp, "/pushrules/<scope>", methods=["GET"])
+async def get_scope_rules_no_slash(scope: str) -> dict[str, object]:
+    return await get_scope_rules(scope)
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["GET"])
+async def get_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    check_kind(scope, kind)
+    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    return rule.to_json()
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["PUT"])
+async def put_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    await _read_body()
+    requester = await require_auth()
+    check_kind(scope, kind)
+    body = await json_body()
+    if "actions" not in body:
+        raise missing_param("actions")
+    await services().push.rules.put_rule(
+        requester.user_id,
+        kind,
+        rule_id,
+        body,
+        before=request.args.get("before"),
+        after=request.args.get("after"),
+    )
+    return {}
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["DELETE"])
+async def delete_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    check_kind(scope, kind)
+    await services().push.rules.delete_rule(requester.user_id, kind, rule_id)
+    return {}
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/enabled", methods=["GET"])
+async def get_enabled(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    check_kind(scope, kind)
+    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    return {"enabled": rule.enabled}
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/enabled", methods=["PUT"])
+async def put_enabled(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    await _read_body()
+    requester = await require_auth()
+    check_kind(scope, kind)
+    body = await json_body()
+    if "enabled" not in body:
+        raise missing_param("enabled")
+    enabled = body["enabled"]
+    if not isinstance(enabled, bool):
+        raise bad_json("enabled must be true or false")
+    await services().push.rules.set_enabled(requester.user_id, kind, rule_id, enabled)
+    return {}
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/actions", methods=["GET"])
+async def get_actions(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    check_kind(scope, kind)
+    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    return {"actions": list(rule.actions)}
+
+
+@client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/actions", methods=["PUT"])
+async def put_actions(scope: str, kind: str, rule_id: str) -> dict[str, object]:
+    await _read_body()
+    requester = await require_auth()
+    check_kind(scope, kind)
+    body = await json_body()
+    if "actions" not in body:
+        raise missing_param("actions")
+    await services().push.rules.set_actions(requester.user_id, kind, rule_id, body["actions"])
+    return {}
+
+
+@client_route(bp, "/notifications", methods=["GET"])
+async def notifications() -> dict[str, object]:
+    requester = await require_auth()
+    raw_limit = request.args.get("limit")
+    limit = None
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", "limit must be an integer") from None
+        if limit < 0:
+            raise MatrixError(400, "M_INVALID_PARAM", "limit must not be negative")
+    return await services().push.notifications(
+        requester.user_id, request.args.get("from"), limit, request.args.get("only")
+    )

@@ -1,0 +1,1 @@
+"""Push rules, their evaluation, unread notification counts and ``GET /notifications``."""

@@ -1,0 +1,330 @@
+"""Evaluating push rules for every new event and keeping unread counts.
+
+Spec: client-server-api ``modules/push.md`` "Server behaviour" (rules are processed
+for each local user in the room except the sender), "Receiving notifications",
+"Marking notifications as read" (receipts, threads: at most 3 relation hops to find
+a thread root).
+
+The room writer calls :meth:`PushEvaluator.on_event` after each commit, and the
+receipt service :meth:`PushEvaluator.on_receipt`; both only put the item on a
+bounded memory channel. :meth:`PushEvaluator.run` takes items off in batches,
+evaluates them and applies the results in one write transaction per batch.
+
+When the channel is full (the evaluator is far behind), a new item is dropped,
+counted in :meth:`statistics` and logged: the counts of that event's room undercount
+until the next read marker resets them. Nothing ever waits on a full channel.
+
+A local user invited by the event is evaluated too (``.m.rule.invite_for_me``), so the
+invite shows in their ``GET /notifications``; their join then marks it read.
+
+Evaluation uses the room's *current* state (members, display names, power levels)
+when the event is processed, not the state at the event; for a live room these are
+the same but for the rare event that changes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from pocketserver.core.power_levels import InvalidPowerLevel, get_user_power_level
+from pocketserver.core.push_rules import (
+    PushContext,
+    evaluate,
+    has_highlight,
+    is_notifying,
+    notification_power_levels,
+)
+from pocketserver.core.room_versions import UnsupportedRoomVersion, get_room_version
+from pocketserver.push.rules import PushRules
+from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import PersistedEvent
+from pocketserver.storage import push_counts
+from pocketserver.storage import state as state_store
+from pocketserver.storage.push_counts import MAIN_THREAD, Notify, ReadUpTo
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+BATCH = 64
+THREAD_HOPS = 3
+READ_RECEIPTS = frozenset({"m.read", "m.read.private"})
+_MAX_LEVEL = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Receipt:
+    user_id: str
+    room_id: str
+    event_id: str
+    thread_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorStatistics:
+    queued: int
+    processed: int
+    dropped: int
+    notifications: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomFacts:
+    members: list[tuple[str, str]]
+    power_levels_id: str | None
+    create_id: str | None
+
+
+def _room_facts(conn: sqlite3.Connection, room_id: str) -> _RoomFacts:
+    return _RoomFacts(
+        members=push_counts.joined_members(conn, room_id),
+        power_levels_id=state_store.get_current_state_event_id(
+            conn, room_id, "m.room.power_levels", ""
+        ),
+        create_id=state_store.get_current_state_event_id(conn, room_id, "m.room.create", ""),
+    )
+
+
+def relation_of(pdu: Mapping[str, object]) -> tuple[str | None, str] | None:
+    """``(rel_type, event_id)`` of an event's ``m.relates_to``, if it names an event."""
+    content = pdu.get("content")
+    relates = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    if not isinstance(relates, Mapping):
+        return None
+    target = relates.get("event_id")
+    if not isinstance(target, str):
+        return None
+    rel_type = relates.get("rel_type")
+    return (rel_type if isinstance(rel_type, str) else None), target
+
+
+def _content(pdu: Mapping[str, object] | None) -> Mapping[str, object]:
+    content = pdu.get("content") if pdu is not None else None
+    return content if isinstance(content, Mapping) else {}
+
+
+def _local_invitee(
+    pdu: Mapping[str, object], sender: str, is_local: Callable[[str], bool]
+) -> str | None:
+    """The local user an ``m.room.member`` invite is for (not the sender), if any."""
+    target = pdu.get("state_key")
+    if (
+        pdu.get("type") == "m.room.member"
+        and _content(pdu).get("membership") == "invite"
+        and isinstance(target, str)
+        and target != sender
+        and is_local(target)
+    ):
+        return target
+    return None
+
+
+class PushEvaluator:
+    """Owns the evaluation queue and the unread counters; see the module docstring."""
+
+    def __init__(
+        self,
+        store: RoomStore,
+        rules: PushRules,
+        server_name: str,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self._store = store
+        self._rules = rules
+        self._suffix = ":" + server_name
+        self._send, self._receive = trio.open_memory_channel[PersistedEvent | _Receipt](queue_size)
+        self._enqueued = 0
+        self._done = 0
+        self._dropped = 0
+        self._notifications = 0
+        self._progress = trio.Event()
+
+    def is_local(self, user_id: str) -> bool:
+        return user_id.endswith(self._suffix)
+
+    # --- producers (sync callbacks, never block) -------------------------------------
+
+    def on_event(self, event: PersistedEvent) -> None:
+        """Room writer listener: queue an accepted, non-outlier event for evaluation."""
+        if event.accepted and not event.outlier:
+            self._offer(event)
+
+    def on_receipt(
+        self,
+        user_id: str,
+        room_id: str,
+        receipt_type: str,
+        event_id: str,
+        thread_id: str | None,
+    ) -> None:
+        """Receipt listener: a read receipt of a local user resets their counts up to it."""
+        if receipt_type in READ_RECEIPTS and self.is_local(user_id):
+            self._offer(_Receipt(user_id, room_id, event_id, thread_id))
+
+    def _offer(self, item: PersistedEvent | _Receipt) -> None:
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 100 == 0:
+                log.warning("push evaluation queue full: %d item(s) dropped", self._dropped)
+            return
+        self._enqueued += 1
+
+    # --- the consumer ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Evaluate queued items until cancelled."""
+        task_status.started()
+        while True:
+            batch = [await self._receive.receive()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await self.process(batch)
+            except Exception:
+                log.exception("push evaluation of %d item(s) failed", len(batch))
+            self._done += len(batch)
+            self._progress.set()
+            self._progress = trio.Event()
+
+    async def process(self, items: list[PersistedEvent | _Receipt]) -> None:
+        """Evaluate ``items`` in order and apply the results in one transaction."""
+        ops: list[Notify | ReadUpTo] = []
+        for item in items:
+            if isinstance(item, _Receipt):
+                ops.extend(await self._receipt_ops(item))
+            else:
+                ops.extend(await self._event_ops(item))
+        if ops:
+            await self._store.db.write(push_counts.apply, ops)
+            self._notifications += sum(1 for op in ops if isinstance(op, Notify))
+
+    async def wait_caught_up(self, timeout_s: float = 1.0) -> None:
+        """Wait until everything queued before this call is applied (or the timeout).
+
+        /sync calls this so that an event's count shows in the same response as the
+        event (push.md "Server behaviour").
+        """
+        target = self._enqueued
+        if self._done >= target:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(timeout_s):
+            while self._done < target:
+                await self._progress.wait()
+
+    def statistics(self) -> EvaluatorStatistics:
+        return EvaluatorStatistics(
+            queued=self._enqueued - self._done,
+            processed=self._done,
+            dropped=self._dropped,
+            notifications=self._notifications,
+        )
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    async def thread_of(self, pdu: Mapping[str, object]) -> str:
+        """The thread root an event belongs to, or ``main`` (push.md: at most 3 hops)."""
+        current: Mapping[str, object] = pdu
+        for _ in range(THREAD_HOPS):
+            relation = relation_of(current)
+            if relation is None:
+                return MAIN_THREAD
+            rel_type, target = relation
+            if rel_type == "m.thread":
+                return target
+            parent = await self._store.get_event(target)
+            if parent is None:
+                return MAIN_THREAD
+            current = parent.pdu
+        return MAIN_THREAD
+
+    async def _receipt_ops(self, receipt: _Receipt) -> list[Notify | ReadUpTo]:
+        event = await self._store.get_event(receipt.event_id)
+        if event is None or event.room_id != receipt.room_id:
+            return []
+        thread = receipt.thread_id
+        return [ReadUpTo(receipt.user_id, receipt.room_id, thread, event.stream_ordering)]
+
+    async def _event_ops(self, event: PersistedEvent) -> list[Notify | ReadUpTo]:
+        pdu = event.pdu
+        sender = pdu.get("sender")
+        if not isinstance(sender, str):
+            return []
+        thread = await self.thread_of(pdu)
+        ops: list[Notify | ReadUpTo] = []
+        if self.is_local(sender):
+            # Sending an event marks the sender's thread as read up to it.
+            ops.append(ReadUpTo(sender, event.room_id, thread, event.stream_ordering))
+        facts = await self._store.db.read(_room_facts, event.room_id)
+        local = [(u, eid) for u, eid in facts.members if self.is_local(u) and u != sender]
+        invitee = _local_invitee(pdu, sender, self.is_local)
+        if invitee is not None:  # not joined, but their rules decide (.m.rule.invite_for_me)
+            local.append((invitee, event.event_id))
+        if not local:
+            return ops
+        wanted = [eid for _, eid in local]
+        wanted += [e for e in (facts.power_levels_id, facts.create_id) if e]
+        events = await self._store.get_events(wanted)
+        pl_event = events.get(facts.power_levels_id or "")
+        pl_content = _content(pl_event.pdu) if pl_event else None
+        create = events.get(facts.create_id or "")
+        integer_only, sender_level = self._levels(
+            sender, pl_content, create.pdu if create else None
+        )
+        levels = notification_power_levels(pl_content, integer_only=integer_only)
+        now_ms = int(time.time() * 1000)
+        for user_id, member_id in local:
+            member = events.get(member_id)
+            name = _content(member.pdu if member else None).get("displayname")
+            context = PushContext(
+                user_id=user_id,
+                user_display_name=name if isinstance(name, str) else None,
+                room_member_count=len(facts.members),
+                sender_power_level=sender_level,
+                notification_power_levels=levels,
+            )
+            actions = evaluate(await self._rules.rules_for(user_id), pdu, context)
+            if not is_notifying(actions):
+                continue
+            assert actions is not None
+            ops.append(
+                Notify(
+                    user_id=user_id,
+                    room_id=event.room_id,
+                    thread_id=thread,
+                    stream_ordering=event.stream_ordering,
+                    event_id=event.event_id,
+                    actions=actions,
+                    highlight=has_highlight(actions),
+                    ts=now_ms,
+                )
+            )
+        return ops
+
+    @staticmethod
+    def _levels(
+        sender: str,
+        pl_content: Mapping[str, object] | None,
+        create: Mapping[str, object] | None,
+    ) -> tuple[bool, int]:
+        """(integer-only power levels?, the sender's level clamped to an int)."""
+        if create is None:
+            return True, 0
+        try:
+            version = get_room_version(str(_content(create).get("room_version", "1")))
+            level = get_user_power_level(sender, pl_content, create, room_version=version)
+        except (InvalidPowerLevel, UnsupportedRoomVersion, ValueError):
+            return True, 0
+        clamped = _MAX_LEVEL if level == math.inf else int(level)
+        return version.integer_only_power_levels, clamped
