@@ -17,7 +17,32 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from pocketserver.api import admin_register, directory, keys, login, meta, profile, rooms, sync
+from pocketserver.api import (
+    account,
+    account_data,
+    admin_register,
+    admin_tokens,
+    devices,
+    directory,
+    discovery,
+    ephemeral,
+    history,
+    keys,
+    login,
+    meta,
+    profile,
+    public_rooms,
+    push,
+    register,
+    relations,
+    reports,
+    rooms,
+    search,
+    sync,
+    threepid,
+    upgrades,
+    voip,
+)
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
 
@@ -37,6 +62,14 @@ _HTTP_ERRCODES = {
 }
 
 _request_ids = itertools.count(1)
+
+BODY_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+STREAMED_BODY_PREFIXES = ("/_matrix/media/",)
+"""Uploads are streamed to disk by their routes, never read whole into memory."""
+
+
+def _streams_its_body(path: str) -> bool:
+    return path.startswith(STREAMED_BODY_PREFIXES)
 
 
 def _json_error(status: int, body: dict[str, object]) -> Response:
@@ -71,10 +104,26 @@ def create_app(
             meta.bp,
             login.bp,
             admin_register.bp,
+            register.bp,
+            account.bp,
+            devices.bp,
+            threepid.bp,
+            admin_tokens.bp,
             rooms.bp,
             sync.bp,
             directory.bp,
             profile.bp,
+            history.bp,
+            relations.bp,
+            account_data.bp,
+            voip.bp,
+            ephemeral.bp,
+            push.bp,
+            search.bp,
+            public_rooms.bp,
+            discovery.bp,
+            upgrades.bp,
+            reports.bp,
         ):
             app.register_blueprint(bp)
     if wanted & {"client", "health"} and "client" not in wanted:
@@ -95,6 +144,11 @@ def _install_hooks(app: QuartTrio) -> None:
         g.user_id = None
         if request.method == "OPTIONS":
             return Response("", status=200)
+        if request.method in BODY_METHODS and not _streams_its_body(request.path):
+            # Read the (size-limited) body before any route can answer early: a
+            # response sent with the body still unread can stall the next request
+            # on the same keep-alive connection.
+            await request.get_data(cache=True)
         return None
 
     @app.after_request

@@ -11,6 +11,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from pocketserver.account_data.service import AccountDataService
+from pocketserver.account_data.sync_source import AccountDataSource
+from pocketserver.accounts.account_api import build_account_api
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -18,11 +21,16 @@ from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.reading import EventReader
+from pocketserver.rooms.relations import index_relation
 from pocketserver.rooms.retention import RedactionCensor
+from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
 from pocketserver.storage.db import Database
@@ -98,13 +106,32 @@ async def build_services(config: Config) -> Services:
     reader = EventReader(room_store)
     ratelimits = RateLimiters.from_config(config)
     writer = RoomWriter(room_store, config.server_name, signing_key, notifier)
+    writer.add_txn_hook(index_relation)
+    writer.add_txn_hook(index_search_text)
     room_client = RoomClient(writer, reader, ratelimits.message)
+    accounts = AccountService(db, config, budget)
+    account_api = build_account_api(
+        db,
+        accounts,
+        room_client,
+        access_lifetime_ms=config.refreshable_access_token_lifetime_ms,
+        refresh_lifetime_ms=config.refresh_token_lifetime_ms,
+        failed_logins=ratelimits.login_failures,
+        token_validity=config.rc_registration_token_validity,
+    )
+    sync = SyncHandler(room_store, reader, notifier)
+    account_data = await AccountDataService.open(db, notifier, budget)
+    sync.add_source(AccountDataSource(account_data))
+    sync.ignored_users = account_data.ignored_users
+    typing, receipts, presence = await build_ephemeral(
+        config, room_client, notifier, sync, account_data
+    )
     return Services(
         config=config,
         db=db,
         budget=budget,
         signing_key=signing_key,
-        accounts=AccountService(db, config, budget),
+        accounts=accounts,
         registration_nonces=NonceStore(),
         ratelimits=ratelimits,
         notifier=notifier,
@@ -115,7 +142,14 @@ async def build_services(config: Config) -> Services:
         room_client=room_client,
         directory=Directory(room_store, config.server_name),
         profiles=Profiles(room_client, config.server_name),
-        sync=SyncHandler(room_store, reader, notifier),
+        sync=sync,
+        typing=typing,
+        receipts=receipts,
+        presence=presence,
+        account_api=account_api,
+        account_data=account_data,
+        push=PushService(room_store, reader, notifier, budget, config.server_name),
+        room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
     )
 
 
@@ -139,6 +173,11 @@ async def serve(
     try:
         async with trio.open_nursery() as background:
             await background.start(services.censor.run)
+            await background.start(services.typing.run)
+            await background.start(services.presence.run)
+            await background.start(services.account_api.devices.activity.run)
+            services.push.connect(services)
+            await background.start(services.push.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 log.info("pocketserver for %s is ready", config.server_name)

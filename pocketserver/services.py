@@ -9,17 +9,24 @@ from dataclasses import dataclass
 
 import nacl.signing
 
+from pocketserver.account_data.service import AccountDataService
+from pocketserver.accounts.account_api import AccountApi
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
+from pocketserver.ephemeral.presence import PresenceService
+from pocketserver.ephemeral.receipts import ReceiptService
+from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
 from pocketserver.sync.handler import SyncHandler
@@ -63,3 +70,10 @@ class Services:
     directory: Directory
     profiles: Profiles
     sync: SyncHandler
+    typing: TypingService
+    receipts: ReceiptService
+    presence: PresenceService
+    account_api: AccountApi
+    account_data: AccountDataService
+    push: PushService
+    room_upgrades: RoomUpgrader

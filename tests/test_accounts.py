@@ -224,7 +224,7 @@ async def expect_error(errcode: str, fn: object, *args: object) -> MatrixError:
 
 
 async def test_register_creates_a_user(service: AccountService, db: Database) -> None:
-    user_id = await service.register("alice", "pw", admin=True, user_type="bot")
+    user_id = await service.register("alice", "a long secret phrase", admin=True, user_type="bot")
     assert user_id == "@alice:example.org"
     user = await db.read(user_store.get_user, user_id)
     assert user is not None
@@ -232,7 +232,8 @@ async def test_register_creates_a_user(service: AccountService, db: Database) ->
     assert user.user_type == "bot"
     assert user.password_hash is not None
     assert user.password_hash.startswith("$2b$04$")
-    assert "pw" not in user.password_hash
+    assert "secret" not in user.password_hash
+    assert passwords.check_password("a long secret phrase", user.password_hash)
 
 
 async def test_register_without_password(service: AccountService, db: Database) -> None:

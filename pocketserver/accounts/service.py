@@ -213,6 +213,10 @@ class AccountService:
         device_store.insert_token(conn, token_hash, user_id, device_id, now)
         return old
 
+    def forget_tokens(self, hashes: list[bytes]) -> None:
+        """Drop deleted tokens from the cache (after deleting them in a transaction)."""
+        self._forget_tokens(hashes)
+
     def _forget_tokens(self, hashes: list[bytes]) -> None:
         self._token_generation += 1
         for h in hashes:
@@ -230,8 +234,11 @@ class AccountService:
             return cached
         generation = self._token_generation
         owner = await self._db.read(device_store.get_token_owner, token_hash)
-        if owner is None or (owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms()):
+        if owner is None:
             raise unknown_token()
+        if owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms():
+            # Expired, not revoked: the client may refresh or log in again (soft logout).
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "access token has expired", soft_logout=True)
         requester = Requester(user_id=owner.user_id, device_id=owner.device_id)
         if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)

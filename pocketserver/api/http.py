@@ -67,6 +67,10 @@ async def require_auth() -> Requester:
         raise MatrixError(401, "M_MISSING_TOKEN", "missing access token")
     requester = await services().accounts.authenticate(token)
     g.user_id = requester.user_id
+    # Last-seen time and address of the device, batched in memory (accounts/devices.py).
+    services().account_api.devices.activity.seen(
+        requester.user_id, requester.device_id, client_address()
+    )
     return requester
 
 

@@ -7,6 +7,7 @@ from quart import Blueprint
 
 from pocketserver.api.http import (
     client_address,
+    get_bool,
     json_body,
     optional_str,
     require_auth,
@@ -52,6 +53,7 @@ async def login() -> dict[str, object]:
     password = require_str(body, "password")
     device_id = optional_str(body, "device_id")
     display_name = optional_str(body, "initial_device_display_name")
+    wants_refresh = get_bool(body, "refresh_token")
     now = trio.current_time()
     s.ratelimits.login_address.check(client_address(), now)
     account_key = user.lower()
@@ -64,13 +66,18 @@ async def login() -> dict[str, object]:
         s.ratelimits.login_failures.record(account_key, now)
         raise
     session = await s.accounts.create_session(user_id, device_id, display_name)
-    return {
+    answer: dict[str, object] = {
         "user_id": session.user_id,
         "access_token": session.access_token,
         "device_id": session.device_id,
         "home_server": s.config.server_name,
         "well_known": {"m.homeserver": {"base_url": s.config.public_baseurl}},
     }
+    if wants_refresh:  # refresh tokens: accounts/refresh.py
+        refresh, expires_in_ms = await s.account_api.refresh.make_refreshable(session.access_token)
+        answer["refresh_token"] = refresh
+        answer["expires_in_ms"] = expires_in_ms
+    return answer
 
 
 @client_route(bp, "/logout", methods=["POST"])

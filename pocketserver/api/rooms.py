@@ -12,11 +12,13 @@ from collections.abc import Mapping
 
 from quart import Blueprint, request
 
+from pocketserver.api.history import ignored_users, serialise
 from pocketserver.api.http import get_bool, json_body, optional_str, require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
 from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
+from pocketserver.rooms.relations import check_new_relation
 from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
@@ -224,6 +226,15 @@ async def leave(room_id: str) -> dict[str, object]:
 async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
     requester = await require_auth()
     content = await json_body()
+    await check_new_relation(  # threads from related events, duplicate annotations
+        services().room_store,
+        room_id,
+        requester.user_id,
+        requester.device_id,
+        txn_id,
+        event_type,
+        content,
+    )
     event_id = await services().room_client.send(
         requester.user_id, requester.device_id, _room_id(room_id), event_type, content, txn_id
     )
@@ -294,7 +305,8 @@ async def get_event(room_id: str, event_id: str) -> dict[str, object]:
     events = await s.room_client.visible_events(requester.user_id, _room_id(room_id), [event_id])
     if event_id not in events:
         raise not_found("event not found")
-    return client_event(events[event_id], _now_ms())
+    ignored = await ignored_users(requester.user_id)
+    return (await serialise(requester.user_id, [events[event_id]], ignored))[0]  # with bundles
 
 
 @client_route(bp, "/joined_rooms", methods=["GET"])

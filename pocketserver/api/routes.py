@@ -27,3 +27,22 @@ def client_route(bp: Blueprint, path: str, *, methods: list[str]) -> Callable[[F
         return fn
 
     return decorator
+
+
+CLIENT_V1_PREFIX = "/_matrix/client/v1"
+
+
+def client_v1_route(bp: Blueprint, path: str, *, methods: list[str]) -> Callable[[F], F]:
+    """Register the decorated view at ``path`` under ``/_matrix/client/v1`` (endpoints
+    added to the spec after v3, e.g. hierarchy, room_summary, timestamp_to_event)."""
+
+    def decorator(fn: F) -> F:
+        bp.add_url_rule(
+            CLIENT_V1_PREFIX + path,
+            endpoint=f"{fn.__name__}_client_v1",
+            view_func=fn,  # type: ignore[arg-type]
+            methods=methods,
+        )
+        return fn
+
+    return decorator

@@ -68,7 +68,8 @@ async def sync() -> dict[str, object]:
         full_state=full_state == "true",
         filter=await _load_filter(requester.user_id, request.args.get("filter")),
     )
-    return await services().sync.sync(sync_request)
+    async with services().presence.syncing(requester.user_id, set_presence):
+        return await services().sync.sync(sync_request)
 
 
 def _own_user(user_id: str, requester_id: str) -> None:

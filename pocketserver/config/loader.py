@@ -316,6 +316,14 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         registration_shared_secret=root.get("registration_shared_secret", _opt_str, None),
         enable_registration=root.get("enable_registration", _bool, False),
         registration_requires_token=root.get("registration_requires_token", _bool, False),
+        allow_guest_access=_guest_access(root, warnings),
+        refreshable_access_token_lifetime_ms=root.get(
+            "refreshable_access_token_lifetime", _positive_duration, "5m"
+        ),
+        refresh_token_lifetime_ms=root.get("refresh_token_lifetime", _opt_duration, None),
+        rc_registration_token_validity=_rate_limit(
+            root.section("rc_registration_token_validity"), RateLimit(0.1, 5)
+        ),
         bcrypt_rounds=root.get("bcrypt_rounds", _int_range(4, 31), 12),
         password_enabled=pw_enabled,
         password_pepper=pepper,
@@ -351,6 +359,23 @@ def _with_warnings(config: Config, warnings: list[str]) -> Config:
 
 def _opt_duration(value: object) -> int | None:
     return None if value is None else parse_duration_ms(value)
+
+
+def _guest_access(root: _Section, warnings: list[str]) -> bool:
+    allowed = root.get("allow_guest_access", _bool, False)
+    if allowed:
+        warnings.append(
+            "allow_guest_access: guest accounts are not supported yet; "
+            "registration with kind=guest is still refused"
+        )
+    return allowed
+
+
+def _positive_duration(value: object) -> int:
+    ms = parse_duration_ms(value)
+    if ms <= 0:
+        raise ValueError("expected a duration longer than zero")
+    return ms
 
 
 def _budget(value: object) -> int:

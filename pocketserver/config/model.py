@@ -54,6 +54,10 @@ class Config:
     registration_shared_secret: str | None
     enable_registration: bool
     registration_requires_token: bool
+    allow_guest_access: bool
+    refreshable_access_token_lifetime_ms: int
+    refresh_token_lifetime_ms: int | None
+    rc_registration_token_validity: RateLimit
     bcrypt_rounds: int
     password_enabled: bool
     password_pepper: str

@@ -63,15 +63,64 @@ def rooms_with_events(
     return found
 
 
+def _glob(pattern: str) -> str:
+    """A filter pattern (only ``*`` is a wildcard) as an SQLite GLOB pattern."""
+    return "".join("*" if c == "*" else f"[{c}]" if c in "?[]" else c for c in pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class EventConditions:
+    """A RoomEventFilter's type/sender/url parts, evaluated in SQL so that a limit
+    counts only matching events."""
+
+    types: tuple[str, ...] | None = None
+    not_types: tuple[str, ...] = ()
+    senders: tuple[str, ...] | None = None
+    not_senders: tuple[str, ...] = ()
+    contains_url: bool | None = None
+
+    def sql(self) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        args: list[object] = []
+        if self.types is not None:
+            if not self.types:
+                return " AND 0", []
+            clauses.append("(" + " OR ".join("type GLOB ?" for _ in self.types) + ")")
+            args.extend(_glob(t) for t in self.types)
+        for t in self.not_types:
+            clauses.append("type NOT GLOB ?")
+            args.append(_glob(t))
+        if self.senders is not None:
+            if not self.senders:
+                return " AND 0", []
+            clauses.append(f"sender IN ({','.join('?' * len(self.senders))})")
+            args.extend(self.senders)
+        if self.not_senders:
+            clauses.append(f"sender NOT IN ({','.join('?' * len(self.not_senders))})")
+            args.extend(self.not_senders)
+        if self.contains_url is not None:
+            test = "IS NOT NULL" if self.contains_url else "IS NULL"
+            clauses.append(f"json_extract(json, '$.content.url') {test}")
+        return "".join(f" AND {c}" for c in clauses), args
+
+
 def recent_event_ids(
-    conn: sqlite3.Connection, room_id: str, after: int, upto: int, limit: int
+    conn: sqlite3.Connection,
+    room_id: str,
+    after: int,
+    upto: int,
+    limit: int,
+    conditions: EventConditions | None = None,
 ) -> tuple[list[str], bool]:
-    """The last ``limit`` visible events of a room with position in ``(after, upto]``,
-    oldest first, and whether there were more (the timeline is "limited")."""
+    """The last ``limit`` visible events of a room with position in ``(after, upto]``
+    (matching ``conditions``), oldest first, and whether there were more (the
+    timeline is "limited")."""
+    extra, args = (conditions or EventConditions()).sql()
     rows = conn.execute(
         "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
-        f" AND stream_ordering <= ? AND {_VISIBLE} ORDER BY stream_ordering DESC LIMIT ?",
-        (room_id, after, upto, limit + 1),
+        f" AND stream_ordering <= ? AND {_VISIBLE}{extra}"
+        " ORDER BY stream_ordering DESC LIMIT ?",
+        (room_id, after, upto, *args, limit + 1),
     ).fetchall()
     limited = len(rows) > limit
     return [str(r[0]) for r in reversed(rows[:limit])], limited

@@ -47,6 +47,7 @@ class EventFilter:
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    unread_thread_notifications: bool = False
 
     def allows_room(self, room_id: str) -> bool:
         if room_id in self.not_rooms:
@@ -89,7 +90,11 @@ class EventFilter:
         if contains_url is not None and not isinstance(contains_url, bool):
             raise MatrixError(400, "M_BAD_JSON", f"{where}.contains_url must be a boolean")
         flags = {}
-        for key in ("lazy_load_members", "include_redundant_members"):
+        for key in (
+            "lazy_load_members",
+            "include_redundant_members",
+            "unread_thread_notifications",
+        ):
             value = body.get(key, False)
             if not isinstance(value, bool):
                 raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a boolean")

@@ -9,7 +9,7 @@ task and costs nothing else.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
 
 import trio
@@ -19,6 +19,7 @@ from pocketserver.rooms.store import RoomStore
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
+from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
 from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.rooms import RoomSection, RoomSyncer, serialise_section
@@ -42,16 +43,29 @@ class SyncRequest:
     filter: SyncFilter
 
 
+async def _nobody_ignored(user_id: str) -> frozenset[str]:
+    await trio.lowlevel.checkpoint()
+    return frozenset()
+
+
 class SyncHandler:
     def __init__(self, store: RoomStore, reader: EventReader, notifier: Notifier) -> None:
         self.store = store
         self.reader = reader
         self.notifier = notifier
         self._sources: list[SyncSource] = []
+        self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
+        self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored
+        """Set by the account data feature: whose events and invites a user ignores."""
 
     def add_source(self, source: SyncSource) -> None:
         """Let another stream (account data, receipts, ...) add its part to responses."""
         self._sources.append(source)
+
+    def add_finisher(self, finisher: Callable[[SyncContext], Awaitable[None]]) -> None:
+        """Let a feature without a stream of its own (unread counts) annotate each
+        response after every source has added its part."""
+        self._finishers.append(finisher)
 
     async def sync(self, request: SyncRequest) -> dict[str, object]:
         """Answer a sync request, waiting up to its timeout when nothing has changed."""
@@ -73,7 +87,13 @@ class SyncHandler:
         snap = await self.store.db.read(stream_store.sync_snapshot, request.user_id, since)
         if since is not None and since > snap.upto:
             since = snap.upto  # a token from before a restore: start over from here
-        syncer = RoomSyncer(self.store, self.reader, request.user_id, request.filter)
+        syncer = RoomSyncer(
+            self.store,
+            self.reader,
+            request.user_id,
+            request.filter,
+            await self.ignored_users(request.user_id),
+        )
         rooms, new_rooms = await self._rooms(request, syncer, snap, since)
         now_ms = int(time.time() * 1000)
         timeline_ids = [
@@ -86,12 +106,16 @@ class SyncHandler:
         txn_ids = await self.store.db.read(
             txn_store.transaction_ids_for, request.user_id, request.device_id, timeline_ids
         )
+        bundles = await sync_bundles(
+            self.store, self.reader, request.user_id, rooms, syncer.ignored
+        )
         body_rooms: dict[str, object] = {}
         for kind in ("join", "leave"):
             out = {}
             for room_id, section in rooms[kind].items():
                 assert isinstance(section, RoomSection)
                 entry = serialise_section(section, now_ms, txn_ids)
+                add_sync_bundles(entry, bundles, now_ms)
                 entry["account_data"] = {"events": []}
                 if kind == "join":
                     entry["ephemeral"] = {"events": []}
@@ -130,6 +154,8 @@ class SyncHandler:
             source_since = None if request.since is None else getattr(request.since, source.stream)
             if await source.add_to_sync(ctx, source_since, positions[source.stream]):
                 changed = True
+        for finish in self._finishers:
+            await finish(ctx)
         return body, changed, token
 
     async def _rooms(
@@ -162,6 +188,8 @@ class SyncHandler:
                         full_state=request.full_state,
                     )
             elif m.membership in ("invite", "knock"):
+                if m.membership == "invite" and await syncer.invited_by_ignored(m.event_id):
+                    continue
                 if since is None or m.stream_ordering > since:
                     state = await syncer.stripped_room_state(m.room_id, m.event_id)
                     if m.membership == "invite":

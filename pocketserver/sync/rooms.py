@@ -45,11 +45,20 @@ def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
 class RoomSyncer:
     """Builds room sections for one user."""
 
-    def __init__(self, store: RoomStore, reader: EventReader, user_id: str, flt: SyncFilter):
+    def __init__(
+        self,
+        store: RoomStore,
+        reader: EventReader,
+        user_id: str,
+        flt: SyncFilter,
+        ignored: frozenset[str] = frozenset(),
+    ):
         self.store = store
         self.reader = reader
         self.user_id = user_id
         self.flt = flt
+        self.ignored = ignored
+        """Users whose non-state events and invites are hidden (ignore_users.md)."""
 
     async def state_at_position(self, room_id: str, position: int) -> dict[StateKey, str]:
         """The room state after the last event at or before ``position``."""
@@ -64,8 +73,16 @@ class RoomSyncer:
     ) -> RoomSection:
         """Timeline and state for a joined room; ``since`` None means from the start."""
         limit = self.flt.timeline_limit
+        timeline_filter = self.flt.timeline
+        conditions = stream_store.EventConditions(
+            types=timeline_filter.types,
+            not_types=timeline_filter.not_types,
+            senders=timeline_filter.senders,
+            not_senders=timeline_filter.not_senders,
+            contains_url=timeline_filter.contains_url,
+        )
         ids, limited = await self.store.db.read(
-            stream_store.recent_event_ids, room_id, since or 0, upto, limit
+            stream_store.recent_event_ids, room_id, since or 0, upto, limit, conditions
         )
         events = await self.reader.get_events(ids)
         timeline = [events[i] for i in ids if i in events]
@@ -83,7 +100,12 @@ class RoomSyncer:
         else:
             state_ids = {}
         state = await self._state_events(state_ids, timeline)
-        timeline = [ev for ev in timeline if self.flt.timeline.matches(ev.pdu)]
+        timeline = [
+            ev
+            for ev in timeline
+            if self.flt.timeline.matches(ev.pdu)
+            and ("state_key" in ev.pdu or ev.pdu.get("sender") not in self.ignored)
+        ]
         prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
         return RoomSection(timeline, limited, state, prev_batch)
 
@@ -107,6 +129,13 @@ class RoomSyncer:
     async def _visible(self, events: list[ReadEvent]) -> list[ReadEvent]:
         """History visibility: drop events from before the user could see the room."""
         return await filter_visible(self.store, self.user_id, events, joined_now=True)
+
+    async def invited_by_ignored(self, event_id: str) -> bool:
+        """Whether an invite was sent by an ignored user: it is not sent (ignore_users.md)."""
+        if not self.ignored:
+            return False
+        ev = await self.store.get_event(event_id)
+        return ev is not None and ev.pdu.get("sender") in self.ignored
 
     async def stripped_room_state(self, room_id: str, own_event_id: str) -> list[dict[str, object]]:
         """Invite or knock state: a few current state events, stripped, plus the user's own."""

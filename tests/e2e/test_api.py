@@ -446,3 +446,24 @@ def test_tokens_never_logged(server: RunningServer, new_user: str) -> None:
     assert token not in log
     assert "correct horse" not in log
     assert "GET /_matrix/client/v3/account/whoami 200" in log
+
+
+def test_early_errors_do_not_stall_the_connection(server: RunningServer, new_user: str) -> None:
+    """A route that answers before reading the body (a bad alias here, a missing token)
+    must not leave the body in the connection: the next request on the same keep-alive
+    connection must be answered at once."""
+    token = server.register(new_user)["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    big = b'{"reason": "' + b"x" * 200_000 + b'"}'
+    with server.client() as c:
+        for i in range(30):
+            r = c.post(
+                "/_matrix/client/v3/join/%23not-an-alias", headers=auth, json={"reason": "x"}
+            )
+            assert r.status_code == 400
+            assert c.get("/_matrix/client/versions", timeout=5).status_code == 200
+            r = c.put(
+                f"/_matrix/client/v3/rooms/!r:test.local/send/m.room.message/{i}", content=big
+            )
+            assert r.status_code == 401
+            assert c.get("/_matrix/client/versions", timeout=5).status_code == 200

@@ -129,7 +129,8 @@ step("read receipt", async () => {
   const room = ctx.alice.getRoom(ctx.roomId);
   const seen = new Promise((resolve) =>
     room.on(sdk.RoomEvent.Receipt, () => {
-      if (room.getEventReadUpTo(ctx.bob.getUserId()) === ctx.helloId) resolve();
+      // true: ignore the receipt js-sdk synthesises from Bob's own later message.
+      if (room.getEventReadUpTo(ctx.bob.getUserId(), true) === ctx.helloId) resolve();
     }),
   );
   const event = ctx.bob.getRoom(ctx.roomId).findEventById(ctx.helloId);
@@ -205,9 +206,21 @@ step("profile", async () => {
 });
 
 step("account data and tags", async () => {
+  // Delivered back through /sync (js-sdk reads its store while it is syncing)...
+  const synced = new Promise((resolve) =>
+    ctx.bob.on(sdk.ClientEvent.AccountData, (event) => {
+      if (event.getType() === "org.example.settings") resolve(event.getContent());
+    }),
+  );
   await ctx.bob.setAccountData("org.example.settings", { theme: "dark" });
-  const got = await ctx.bob.getAccountDataFromServer("org.example.settings");
+  const got = await synced;
   if (got?.theme !== "dark") throw new Error(`account data is ${JSON.stringify(got)}`);
+  // ...and stored on the server.
+  const stored = await ctx.bob.http.authedRequest(
+    sdk.Method.Get,
+    `/user/${encodeURIComponent(ctx.bob.getUserId())}/account_data/org.example.settings`,
+  );
+  if (stored.theme !== "dark") throw new Error(`stored account data is ${JSON.stringify(stored)}`);
   await ctx.bob.setRoomTag(ctx.roomId, "u.work", { order: 0.5 });
   const tags = await ctx.bob.getRoomTags(ctx.roomId);
   if (tags.tags?.["u.work"]?.order !== 0.5) throw new Error(`tags are ${JSON.stringify(tags)}`);
