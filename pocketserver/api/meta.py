@@ -11,18 +11,37 @@ from pocketserver.errors import not_found
 
 bp = Blueprint("meta", __name__)
 
-SUPPORTED_VERSIONS: tuple[str, ...] = ()
-"""Client-server spec versions whose endpoints are all implemented here.
+SUPPORTED_VERSIONS: tuple[str, ...] = (
+    "r0.6.1",
+    "v1.1",
+    "v1.2",
+    "v1.3",
+    "v1.4",
+    "v1.5",
+    "v1.6",
+    "v1.7",
+    "v1.8",
+    "v1.9",
+    "v1.10",
+)
+"""Client-server spec versions whose chat surface is implemented.
 
-Empty until the client-server API (rooms, sync) lands: login, logout and whoami
-alone do not make any spec version. Each feature that completes a version adds it.
+Up to v1.10: accounts, rooms, sync, history, relations and threads, receipts,
+typing, presence, account data, push rules, search, spaces. v1.11 needs
+authenticated media, which arrives with the media repository; the end-to-end
+encryption and media modules of earlier versions are not there yet either (they are
+the next issue's work), so clients that need them fail at those endpoints.
 """
+
+UNSTABLE_FEATURES: dict[str, bool] = {
+    "uk.half-shot.msc2666.query_mutual_rooms": True,
+}
 
 
 @bp.get("/_matrix/client/versions")
 async def versions() -> dict[str, object]:
     """client-server-api/_index.md "GET /_matrix/client/versions"."""
-    return {"versions": list(SUPPORTED_VERSIONS), "unstable_features": {}}
+    return {"versions": list(SUPPORTED_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
 
 
 @bp.get("/.well-known/matrix/client")

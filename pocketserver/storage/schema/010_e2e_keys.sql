@@ -1,0 +1,1 @@
+-- Reserved for device keys, one-time and fallback keys, cross-signing (filled by the feature that needs it).

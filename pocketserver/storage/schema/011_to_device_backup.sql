@@ -1,0 +1,1 @@
+-- Reserved for to-device messages and key backup (filled by the feature that needs it).

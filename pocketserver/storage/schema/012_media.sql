@@ -1,0 +1,1 @@
+-- Reserved for the media repository and URL previews (filled by the feature that needs it).

@@ -1,0 +1,1 @@
+-- Reserved for pushers and push delivery (filled by the feature that needs it).
