@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.core.redaction import redact, redaction_applies
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import events as event_store
 from pocketserver.storage.events import StoredEvent
 
@@ -30,8 +32,44 @@ class ReadEvent:
 
 
 class EventReader:
-    def __init__(self, store: RoomStore) -> None:
+    """Reads events with redactions applied.
+
+    Which redactions name an event is cached: the cache is keyed by a generation
+    that every stored redaction bumps (``on_persisted``, a writer listener), so an
+    entry read before a redaction arrived is never used after it.
+    """
+
+    def __init__(self, store: RoomStore, budget: MemoryBudget | None = None) -> None:
         self.store = store
+        self._generation = 0
+        self._redactions: LruCache[str, tuple[int, tuple[str, ...]]] | None = (
+            budget.cache("redactions_of", 0.01) if budget is not None else None
+        )
+
+    def on_persisted(self, event: PersistedEvent) -> None:
+        """Writer listener: a stored redaction invalidates the cached lookups."""
+        if event.pdu.get("type") == "m.room.redaction":
+            self._generation += 1
+
+    async def _redactions_of(self, event_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        generation = self._generation
+        cache = self._redactions
+        result: dict[str, tuple[str, ...]] = {}
+        missing = []
+        for eid in event_ids:
+            hit = cache.get(eid) if cache is not None else None
+            if hit is not None and hit[0] == generation:
+                result[eid] = hit[1]
+            else:
+                missing.append(eid)
+        if missing:
+            found = await self.store.db.read(event_store.get_redactions_of, missing)
+            for eid in missing:
+                ids = tuple(found.get(eid, ()))
+                result[eid] = ids
+                if cache is not None:
+                    cache.set(eid, (generation, ids))
+        return result
 
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, ReadEvent]:
         """The accepted events among ``event_ids`` (rejected and soft-failed ones are
@@ -40,7 +78,7 @@ class EventReader:
         visible = {
             eid: ev for eid, ev in stored.items() if ev.rejected is None and not ev.soft_failed
         }
-        redactions = await self.store.db.read(event_store.get_redactions_of, list(visible))
+        redactions = await self._redactions_of(list(visible))
         result: dict[str, ReadEvent] = {}
         for eid, ev in visible.items():
             version = await self.store.room_version(ev.room_id) or "1"

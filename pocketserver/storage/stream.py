@@ -126,6 +126,35 @@ def recent_event_ids(
     return [str(r[0]) for r in reversed(rows[:limit])], limited
 
 
+def recent_event_ids_many(
+    conn: sqlite3.Connection,
+    rooms: Sequence[tuple[str, int]],
+    upto: int,
+    limit: int,
+    conditions: EventConditions | None = None,
+) -> dict[str, tuple[list[str], bool]]:
+    """:func:`recent_event_ids` for several (room, after) pairs in one call."""
+    return {
+        room_id: recent_event_ids(conn, room_id, after, upto, limit, conditions)
+        for room_id, after in rooms
+    }
+
+
+def room_summaries(
+    conn: sqlite3.Connection, room_ids: Sequence[str], user_id: str
+) -> dict[str, dict[str, object]]:
+    """The sync ``summary`` (heroes, joined and invited counts) of several rooms."""
+    result: dict[str, dict[str, object]] = {}
+    for room_id in room_ids:
+        counts = member_counts(conn, room_id)
+        result[room_id] = {
+            "m.heroes": room_heroes(conn, room_id, user_id),
+            "m.joined_member_count": counts.get("join", 0),
+            "m.invited_member_count": counts.get("invite", 0),
+        }
+    return result
+
+
 def stream_position_of(conn: sqlite3.Connection, event_id: str) -> int | None:
     row = conn.execute(
         "SELECT stream_ordering FROM events WHERE event_id = ?", (event_id,)

@@ -29,6 +29,20 @@ from pocketserver.sync.token import SyncToken
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 
 
+def _rooms_needing_summary(join: Mapping[str, object], new_rooms: set[str]) -> list[str]:
+    """Summaries are sent for rooms sent from scratch and where membership changed
+    (the spec lets a server omit an unchanged summary)."""
+    result = []
+    for room_id, section in join.items():
+        assert isinstance(section, RoomSection)
+        members_changed = any(
+            ev.pdu.get("type") == "m.room.member" for ev in (*section.timeline, *section.state)
+        )
+        if room_id in new_rooms or members_changed:
+            result.append(room_id)
+    return result
+
+
 def _stream_positions(token: SyncToken) -> dict[str, int]:
     return {f.name: getattr(token, f.name) for f in fields(token) if f.name != "events"}
 
@@ -109,6 +123,12 @@ class SyncHandler:
         bundles = await sync_bundles(
             self.store, self.reader, request.user_id, rooms, syncer.ignored
         )
+        summary_rooms = _rooms_needing_summary(rooms["join"], new_rooms)
+        summaries = (
+            await self.store.db.read(stream_store.room_summaries, summary_rooms, request.user_id)
+            if summary_rooms
+            else {}
+        )
         body_rooms: dict[str, object] = {}
         for kind in ("join", "leave"):
             out = {}
@@ -119,7 +139,8 @@ class SyncHandler:
                 entry["account_data"] = {"events": []}
                 if kind == "join":
                     entry["ephemeral"] = {"events": []}
-                    entry["summary"] = await self._summary(room_id, request.user_id)
+                    if room_id in summaries:
+                        entry["summary"] = summaries[room_id]
                 out[room_id] = entry
             body_rooms[kind] = out
         body_rooms["invite"] = rooms["invite"]
@@ -154,6 +175,9 @@ class SyncHandler:
             source_since = None if request.since is None else getattr(request.since, source.stream)
             if await source.add_to_sync(ctx, source_since, positions[source.stream]):
                 changed = True
+        if ctx.delivered_upto:  # a source sent a bounded batch: resume after it next time
+            token = replace(token, **ctx.delivered_upto)
+            body["next_batch"] = token.encode()
         for finish in self._finishers:
             await finish(ctx)
         return body, changed, token
@@ -170,6 +194,7 @@ class SyncHandler:
         invite: dict[str, object] = {}
         leave: dict[str, object] = {}
         knock: dict[str, object] = {}
+        joined: list[tuple[str, int | None]] = []
         for m in snap.memberships:
             if not flt.allows_room(m.room_id):
                 continue
@@ -181,12 +206,7 @@ class SyncHandler:
                 if newly or request.full_state:
                     new_rooms.add(m.room_id)
                 if newly or request.full_state or m.room_id in snap.rooms_with_events:
-                    join[m.room_id] = await syncer.joined_room(
-                        m.room_id,
-                        None if newly else since,
-                        snap.upto,
-                        full_state=request.full_state,
-                    )
+                    joined.append((m.room_id, None if newly else since))
             elif m.membership in ("invite", "knock"):
                 if m.membership == "invite" and await syncer.invited_by_ignored(m.event_id):
                     continue
@@ -202,6 +222,7 @@ class SyncHandler:
                     leave[m.room_id] = await syncer.left_room(
                         m.room_id, since if left_now else None, m.stream_ordering
                     )
+        join.update(await syncer.joined_rooms(joined, snap.upto, full_state=request.full_state))
         return {"join": join, "invite": invite, "leave": leave, "knock": knock}, new_rooms
 
     async def _was_not_joined(self, change: Membership) -> bool:
@@ -217,11 +238,3 @@ class SyncHandler:
         content = prev.pdu.get("content") if prev else None
         return not (isinstance(content, Mapping) and content.get("membership") == "join")
 
-    async def _summary(self, room_id: str, user_id: str) -> dict[str, object]:
-        counts = await self.store.db.read(stream_store.member_counts, room_id)
-        heroes = await self.store.db.read(stream_store.room_heroes, room_id, user_id)
-        return {
-            "m.heroes": heroes,
-            "m.joined_member_count": counts.get("join", 0),
-            "m.invited_member_count": counts.get("invite", 0),
-        }

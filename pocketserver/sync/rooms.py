@@ -68,22 +68,61 @@ class RoomSyncer:
         ev = await self.store.get_event(last)
         return dict(await self.store.group_state(ev.state_after)) if ev else {}
 
-    async def joined_room(
-        self, room_id: str, since: int | None, upto: int, *, full_state: bool
-    ) -> RoomSection:
-        """Timeline and state for a joined room; ``since`` None means from the start."""
-        limit = self.flt.timeline_limit
+    def _conditions(self) -> stream_store.EventConditions:
         timeline_filter = self.flt.timeline
-        conditions = stream_store.EventConditions(
+        return stream_store.EventConditions(
             types=timeline_filter.types,
             not_types=timeline_filter.not_types,
             senders=timeline_filter.senders,
             not_senders=timeline_filter.not_senders,
             contains_url=timeline_filter.contains_url,
         )
-        ids, limited = await self.store.db.read(
-            stream_store.recent_event_ids, room_id, since or 0, upto, limit, conditions
+
+    async def joined_rooms(
+        self, rooms: Sequence[tuple[str, int | None]], upto: int, *, full_state: bool
+    ) -> dict[str, RoomSection]:
+        """Sections for several joined rooms (room ID, since); their timelines are read
+        in one database round trip."""
+        if not rooms:
+            return {}
+        timelines = await self.store.db.read(
+            stream_store.recent_event_ids_many,
+            [(room_id, since or 0) for room_id, since in rooms],
+            upto,
+            self.flt.timeline_limit,
+            self._conditions(),
         )
+        return {
+            room_id: await self._section(
+                room_id, since, upto, *timelines[room_id], full_state=full_state
+            )
+            for room_id, since in rooms
+        }
+
+    async def joined_room(
+        self, room_id: str, since: int | None, upto: int, *, full_state: bool
+    ) -> RoomSection:
+        """Timeline and state for a joined room; ``since`` None means from the start."""
+        ids, limited = await self.store.db.read(
+            stream_store.recent_event_ids,
+            room_id,
+            since or 0,
+            upto,
+            self.flt.timeline_limit,
+            self._conditions(),
+        )
+        return await self._section(room_id, since, upto, ids, limited, full_state=full_state)
+
+    async def _section(
+        self,
+        room_id: str,
+        since: int | None,
+        upto: int,
+        ids: list[str],
+        limited: bool,
+        *,
+        full_state: bool,
+    ) -> RoomSection:
         events = await self.reader.get_events(ids)
         timeline = [events[i] for i in ids if i in events]
         timeline = await self._visible(timeline)

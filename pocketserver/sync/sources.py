@@ -28,6 +28,10 @@ class SyncContext:
     """Joined rooms that are sent from scratch in this response (initial sync, newly
     joined, full_state): sources should send their complete current data for these."""
     body: dict[str, object] = field(default_factory=dict)
+    delivered_upto: dict[str, int] = field(default_factory=dict)
+    """Stream -> position: a source that sent only part of ``(since, upto]`` (a bounded
+    batch) names the position it reached; the response's token then stops there, so
+    the rest comes in the next response."""
 
     def joined_room_entry(self, room_id: str) -> dict[str, object]:
         """The response's entry for a joined room, created (empty) if it has none."""

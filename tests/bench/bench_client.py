@@ -53,6 +53,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
+async def quiesce(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until the server's background work (e.g. push evaluation of earlier sends)
+    is done, so each phase's CPU figure is its own."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        before = cpu_ms(pid)
+        await trio.sleep(0.3)
+        if cpu_ms(pid) - before < 5:
+            return
+
+
 class Phase:
     def __init__(self, name: str, pid: int) -> None:
         self.name, self.pid = name, pid
@@ -60,6 +71,7 @@ class Phase:
 
     async def run(self, jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -> None:
         limiter = trio.CapacityLimiter(concurrency)
+        await quiesce(self.pid)
         cpu0, t0 = cpu_ms(self.pid), time.perf_counter()
 
         async def one(job: Callable[[], Awaitable[None]]) -> None:
@@ -72,6 +84,8 @@ class Phase:
             for job in jobs:
                 nursery.start_soon(one, job)
         self.wall = time.perf_counter() - t0
+        # Count the background work the phase caused (e.g. push evaluation of sends).
+        await quiesce(self.pid)
         self.cpu_per_op = (cpu_ms(self.pid) - cpu0) / max(1, len(jobs))
 
     def report(self) -> str:
