@@ -18,6 +18,7 @@ from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
 from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
+from pocketserver.rooms.history import parse_position
 from pocketserver.rooms.relations import check_new_relation
 from pocketserver.sync.client_events import client_event
 
@@ -318,11 +319,13 @@ async def joined_rooms() -> dict[str, object]:
 @client_route(bp, "/rooms/<room_id>/members", methods=["GET"])
 async def members(room_id: str) -> dict[str, object]:
     requester = await require_auth()
+    at = request.args.get("at")
     events = await services().room_client.members(
         requester.user_id,
         _room_id(room_id),
         membership=request.args.get("membership"),
         not_membership=request.args.get("not_membership"),
+        at_position=parse_position(at) if at else None,
     )
     now = _now_ms()
     return {"chunk": [client_event(ev, now) for ev in events]}

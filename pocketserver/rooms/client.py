@@ -22,6 +22,7 @@ from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import state as state_store
+from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 
 MEMBER = "m.room.member"
@@ -183,8 +184,15 @@ class RoomClient:
         room_id: str,
         membership: str | None = None,
         not_membership: str | None = None,
+        at_position: int | None = None,
     ) -> list[ReadEvent]:
-        state = await self.visible_state_events(user_id, room_id)
+        """Member events of the room's visible state, or (``at_position``, an exclusive
+        stream bound from a pagination token) of the state at that point, never later
+        than what the user may see."""
+        if at_position is None:
+            state = await self.visible_state_events(user_id, room_id)
+        else:
+            state = await self._state_events_at(user_id, room_id, at_position)
         result = []
         for ev in state:
             if ev.pdu.get("type") != MEMBER:
@@ -207,6 +215,22 @@ class RoomClient:
         membership, _ = await self.membership_of(room_id, user_id)
         seen = await filter_visible(self.store, user_id, in_room, joined_now=membership == "join")
         return {ev.event_id: ev for ev in seen}
+
+    async def _state_events_at(
+        self, user_id: str, room_id: str, at_position: int
+    ) -> list[ReadEvent]:
+        visible = await self.visible_state_ids(user_id, room_id)  # raises if never a member
+        membership, member_event = await self.membership_of(room_id, user_id)
+        bound = at_position - 1
+        if membership != "join" and member_event is not None:
+            left = await self.store.get_event(member_event)
+            if left is not None:
+                bound = min(bound, left.stream_ordering)
+        last = await self.store.db.read(stream_store.last_event_before, room_id, bound)
+        event = await self.store.get_event(last) if last else None
+        ids = await self.store.group_state(event.state_after) if event else visible
+        events = await self.reader.get_events(ids.values())
+        return [events[i] for i in ids.values() if i in events]
 
     async def require_joined(self, user_id: str, room_id: str) -> None:
         membership, _ = await self.membership_of(room_id, user_id)

@@ -383,3 +383,24 @@ def test_nio_two_users_chat(server: RunningServer, new_user: str) -> None:
             await y.close()
 
     asyncio.run(scenario())
+
+
+def test_members_at_a_point_in_time(server: RunningServer, pair, new_user: str) -> None:
+    a, b = pair
+    c_user = server.register(new_user + "c")
+    A, B, C = _auth(a["access_token"]), _auth(b["access_token"]), _auth(c_user["access_token"])
+    with server.client() as c:
+        room = c.post(f"{V3}/createRoom", headers=A, json={"preset": "public_chat"}).json()[
+            "room_id"
+        ]
+        c.post(f"{V3}/join/{room}", headers=B)
+        before_carol = c.get(f"{V3}/sync", headers=A).json()["next_batch"]
+        c.post(f"{V3}/join/{room}", headers=C)
+        now = c.get(f"{V3}/rooms/{room}/members", headers=A).json()["chunk"]
+        assert c_user["user_id"] in {m["state_key"] for m in now}
+        then = c.get(f"{V3}/rooms/{room}/members", headers=A, params={"at": before_carol})
+        assert then.status_code == 200, then.text
+        assert {m["state_key"] for m in then.json()["chunk"]} == {a["user_id"], b["user_id"]}
+        bad = c.get(f"{V3}/rooms/{room}/members", headers=A, params={"at": "nonsense"})
+        assert bad.status_code == 400
+        assert bad.json()["errcode"] == "M_INVALID_PARAM"
