@@ -60,6 +60,9 @@ async def sync() -> dict[str, object]:
     full_state = request.args.get("full_state", "false")
     if full_state not in ("true", "false"):
         raise MatrixError(400, "M_INVALID_PARAM", "full_state must be true or false")
+    use_state_after = request.args.get("use_state_after", "false")
+    if use_state_after not in ("true", "false"):
+        raise MatrixError(400, "M_INVALID_PARAM", "use_state_after must be true or false")
     sync_request = SyncRequest(
         user_id=requester.user_id,
         device_id=requester.device_id,
@@ -67,6 +70,7 @@ async def sync() -> dict[str, object]:
         timeout_ms=_int_arg("timeout", 0),
         full_state=full_state == "true",
         filter=await _load_filter(requester.user_id, request.args.get("filter")),
+        use_state_after=use_state_after == "true",
     )
     async with services().presence.syncing(requester.user_id, set_presence):
         return await services().sync.sync(sync_request)

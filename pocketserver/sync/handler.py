@@ -55,6 +55,7 @@ class SyncRequest:
     timeout_ms: int
     full_state: bool
     filter: SyncFilter
+    use_state_after: bool = False
 
 
 async def _nobody_ignored(user_id: str) -> frozenset[str]:
@@ -108,6 +109,7 @@ class SyncHandler:
             request.filter,
             await self.ignored_users(request.user_id),
         )
+        syncer.use_state_after = request.use_state_after
         rooms, new_rooms = await self._rooms(request, syncer, snap, since)
         now_ms = int(time.time() * 1000)
         timeline_ids = [

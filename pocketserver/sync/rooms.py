@@ -35,6 +35,8 @@ class RoomSection:
     limited: bool
     state: list[ReadEvent]
     prev_batch: str
+    state_after: bool = False
+    """``state`` is the state up to the END of the timeline (``use_state_after``)."""
 
 
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
@@ -58,6 +60,7 @@ class RoomSyncer:
         self.user_id = user_id
         self.flt = flt
         self.ignored = ignored
+        self.use_state_after = False
         """Users whose non-state events and invites are hidden (ignore_users.md)."""
 
     async def state_at_position(self, room_id: str, position: int) -> dict[StateKey, str]:
@@ -126,19 +129,24 @@ class RoomSyncer:
         events = await self.reader.get_events(ids)
         timeline = [events[i] for i in ids if i in events]
         timeline = await self._visible(timeline)
-        if timeline:
+        if self.use_state_after:
+            # The state at the END of the timeline (client-server API: use_state_after).
+            target = await self.state_at_position(room_id, upto)
+        elif timeline:
             first = await self.store.get_event(timeline[0].event_id)
-            start_state = dict(await self.store.group_state(first.state_before if first else None))
+            target = dict(await self.store.group_state(first.state_before if first else None))
         else:
-            start_state = await self.state_at_position(room_id, upto)
+            target = await self.state_at_position(room_id, upto)
         if since is None or full_state:
-            state_ids = start_state
-        elif limited:
+            state_ids = target
+        elif limited or self.use_state_after:
             at_since = await self.state_at_position(room_id, since)
-            state_ids = {k: v for k, v in state_delta(at_since, start_state).items() if v}
+            state_ids = {k: v for k, v in state_delta(at_since, target).items() if v}
         else:
             state_ids = {}
-        state = await self._state_events(state_ids, timeline)
+        state = await self._state_events(
+            state_ids, timeline, include_timeline=self.use_state_after
+        )
         timeline = [
             ev
             for ev in timeline
@@ -146,21 +154,26 @@ class RoomSyncer:
             and ("state_key" in ev.pdu or ev.pdu.get("sender") not in self.ignored)
         ]
         prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
-        return RoomSection(timeline, limited, state, prev_batch)
+        return RoomSection(timeline, limited, state, prev_batch, self.use_state_after)
 
     async def left_room(self, room_id: str, since: int | None, left_at: int) -> RoomSection:
         """The timeline up to (and including) the user's leave."""
         return await self.joined_room(room_id, since, left_at, full_state=since is None)
 
     async def _state_events(
-        self, state_ids: Mapping[StateKey, str], timeline: Sequence[ReadEvent]
+        self,
+        state_ids: Mapping[StateKey, str],
+        timeline: Sequence[ReadEvent],
+        *,
+        include_timeline: bool = False,
     ) -> list[ReadEvent]:
         wanted = dict(state_ids)
         timeline_ids = {ev.event_id for ev in timeline}
         if self.flt.state.lazy_load_members:
             senders = {str(ev.pdu.get("sender")) for ev in timeline} | {self.user_id}
             wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in senders}
-        wanted = {k: v for k, v in wanted.items() if v not in timeline_ids}
+        if not include_timeline:
+            wanted = {k: v for k, v in wanted.items() if v not in timeline_ids}
         events = await self.reader.get_events(wanted.values())
         result = [events[eid] for eid in wanted.values() if eid in events]
         return [ev for ev in result if self.flt.state.matches(ev.pdu)]
@@ -201,7 +214,7 @@ def serialise_section(
             "limited": section.limited,
             "prev_batch": section.prev_batch,
         },
-        "state": {
+        "state_after" if section.state_after else "state": {
             "events": [client_event(ev, now_ms, include_room_id=False) for ev in section.state]
         },
     }

@@ -404,3 +404,35 @@ def test_members_at_a_point_in_time(server: RunningServer, pair, new_user: str) 
         bad = c.get(f"{V3}/rooms/{room}/members", headers=A, params={"at": "nonsense"})
         assert bad.status_code == 400
         assert bad.json()["errcode"] == "M_INVALID_PARAM"
+
+
+def test_use_state_after(server: RunningServer, pair) -> None:
+    """With use_state_after, ``state_after`` holds the state up to the END of the
+    timeline (including state events in it) and ``state`` is omitted."""
+    a, b = pair
+    A, B = _auth(a["access_token"]), _auth(b["access_token"])
+    with server.client() as c:
+        room = c.post(
+            f"{V3}/createRoom", headers=A, json={"preset": "public_chat", "name": "One"}
+        ).json()["room_id"]
+        c.post(f"{V3}/join/{room}", headers=B)
+        since = c.get(f"{V3}/sync", headers=B, params={"use_state_after": "true"}).json()
+        entry = since["rooms"]["join"][room]
+        assert "state" not in entry
+        names = [e for e in entry["state_after"]["events"] if e["type"] == "m.room.name"]
+        assert names[0]["content"] == {"name": "One"}
+        c.put(f"{V3}/rooms/{room}/state/m.room.name", headers=A, json={"name": "Two"})
+        inc = c.get(
+            f"{V3}/sync",
+            headers=B,
+            params={"since": since["next_batch"], "use_state_after": "true"},
+        ).json()["rooms"]["join"][room]
+        assert [
+            e["content"] for e in inc["state_after"]["events"] if e["type"] == "m.room.name"
+        ] == [{"name": "Two"}]
+        assert any(e["type"] == "m.room.name" for e in inc["timeline"]["events"])
+        plain = c.get(f"{V3}/sync", headers=B, params={"since": since["next_batch"]}).json()
+        assert "state_after" not in plain["rooms"]["join"][room]
+        assert plain["rooms"]["join"][room]["state"]["events"] == []
+        bad = c.get(f"{V3}/sync", headers=B, params={"use_state_after": "maybe"})
+        assert bad.json()["errcode"] == "M_INVALID_PARAM"
