@@ -239,4 +239,3 @@ class SyncHandler:
         prev = await self.store.get_event(prev_id)
         content = prev.pdu.get("content") if prev else None
         return not (isinstance(content, Mapping) and content.get("membership") == "join")
-

@@ -144,9 +144,7 @@ class RoomSyncer:
             state_ids = {k: v for k, v in state_delta(at_since, target).items() if v}
         else:
             state_ids = {}
-        state = await self._state_events(
-            state_ids, timeline, include_timeline=self.use_state_after
-        )
+        state = await self._state_events(state_ids, timeline, include_timeline=self.use_state_after)
         timeline = [
             ev
             for ev in timeline
