@@ -1,0 +1,106 @@
+"""Two matrix-nio clients with encryption (vodozemac) in an encrypted room: they upload
+keys, query and claim them, share a room key over to-device and read each other's
+messages. Skipped where nio's ``e2e`` extra is not installed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.harness import RunningServer
+
+nio = pytest.importorskip("nio")
+pytest.importorskip("vodozemac")
+
+
+async def _client(server: RunningServer, user_id: str, store: Path) -> nio.AsyncClient:
+    config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+    client = nio.AsyncClient(server.base_url, user_id, store_path=str(store), config=config)
+    resp = await client.login("correct horse", device_name="nio")
+    assert isinstance(resp, nio.LoginResponse), resp
+    return client
+
+
+async def _sync(client: nio.AsyncClient) -> nio.SyncResponse:
+    resp = await client.sync(timeout=0, full_state=client.next_batch is None)
+    assert isinstance(resp, nio.SyncResponse), resp
+    if client.should_upload_keys:
+        assert isinstance(await client.keys_upload(), nio.KeysUploadResponse)
+    if client.should_query_keys:
+        assert isinstance(await client.keys_query(), nio.KeysQueryResponse)
+    if client.should_claim_keys:
+        users = client.get_users_for_key_claiming()
+        assert isinstance(await client.keys_claim(users), nio.KeysClaimResponse)
+    return resp
+
+
+async def _texts(client: nio.AsyncClient, room_id: str, rounds: int = 10) -> list[str]:
+    seen: list[str] = []
+    for _ in range(rounds):
+        resp = await _sync(client)
+        room = resp.rooms.join.get(room_id)
+        if room is not None:
+            for event in room.timeline.events:
+                assert not isinstance(event, nio.MegolmEvent), f"could not decrypt {event}"
+                if isinstance(event, nio.RoomMessageText):
+                    seen.append(event.body)
+        if seen:
+            return seen
+        await asyncio.sleep(0.1)
+    return seen
+
+
+def test_two_nio_clients_talk_encrypted(
+    server: RunningServer, new_user: str, tmp_path: Path
+) -> None:
+    alice_id = server.register(new_user + "a")["user_id"]
+    bob_id = server.register(new_user + "b")["user_id"]
+
+    async def scenario() -> None:
+        (tmp_path / "alice").mkdir()
+        (tmp_path / "bob").mkdir()
+        alice = await _client(server, alice_id, tmp_path / "alice")
+        bob = await _client(server, bob_id, tmp_path / "bob")
+        try:
+            await _sync(alice)
+            await _sync(bob)
+            created = await alice.room_create(
+                invite=[bob_id],
+                initial_state=[
+                    {
+                        "type": "m.room.encryption",
+                        "state_key": "",
+                        "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                    }
+                ],
+            )
+            assert isinstance(created, nio.RoomCreateResponse), created
+            room_id = created.room_id
+            await _sync(bob)
+            assert isinstance(await bob.join(room_id), nio.JoinResponse)
+            await _sync(bob)
+            await _sync(alice)
+            assert alice.rooms[room_id].encrypted
+            sent = await alice.room_send(
+                room_id,
+                "m.room.message",
+                {"msgtype": "m.text", "body": "hello bob"},
+                ignore_unverified_devices=True,
+            )
+            assert isinstance(sent, nio.RoomSendResponse), sent
+            assert await _texts(bob, room_id) == ["hello bob"]
+            reply = await bob.room_send(
+                room_id,
+                "m.room.message",
+                {"msgtype": "m.text", "body": "hello alice"},
+                ignore_unverified_devices=True,
+            )
+            assert isinstance(reply, nio.RoomSendResponse), reply
+            assert "hello alice" in await _texts(alice, room_id)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    asyncio.run(scenario())
