@@ -1,0 +1,1 @@
+"""Server-side key backups (room_keys): versions, keys and the replacement rules."""
