@@ -51,6 +51,10 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = ROOT / "dist" / "pocket.pyz"
 ENTRY_POINT = "pocketserver.cli:main"
 SHEBANG = "/usr/bin/env python3"
+# Extras built in unless --extras says otherwise ("--extras none": no extras). An
+# extra that cannot be installed for the target (no wheel, nothing to compile it
+# with) is dropped with a warning, so the default build works everywhere.
+DEFAULT_EXTRAS = ["thumbnails"]
 
 # Short names for common targets; glibc 2.36 is Debian bookworm (Raspberry Pi OS 12).
 PLATFORM_ALIASES = {
@@ -367,7 +371,8 @@ def build_id(pyz: Path) -> str:
 def build(args: argparse.Namespace) -> Path:
     """Build the zipapp described by the parsed arguments; return its path."""
     project = read_project(ROOT / "pyproject.toml")
-    extras = select_extras(args.extras, project)
+    requested = args.extras or DEFAULT_EXTRAS
+    extras = select_extras([e for e in requested if e != "none"], project)
     target = None
     if args.platform:
         if not args.python_version:
@@ -396,7 +401,15 @@ def build(args: argparse.Namespace) -> Path:
             extras = download_for_target(project, extras, target, download_dir, tools)
         requirements = [r for extra in extras for r in project.extras[extra]]
         site_packages = scratch / "site-packages"
-        install_into(site_packages, wheel, requirements, target, download_dir, tools)
+        try:
+            install_into(site_packages, wheel, requirements, target, download_dir, tools)
+        except BuildError:
+            if args.extras or not requirements:
+                raise
+            # The default extras (Pillow) may have no wheel here and no compiler.
+            warn(f"default extras {', '.join(extras)} could not be installed; built without")
+            shutil.rmtree(site_packages, ignore_errors=True)
+            install_into(site_packages, wheel, [], target, download_dir, tools)
         built = scratch / output.name
         shiv = [tools.python, "-m", "shiv", "--site-packages", str(site_packages)]
         shiv += ["-e", args.entry_point, "-o", str(built), "-p", args.shebang]
@@ -436,7 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME",
-        help="optional extras from pyproject.toml to include (repeat or comma-separate);"
+        help="optional extras from pyproject.toml to include (repeat or comma-separate;"
+        f" default: {','.join(DEFAULT_EXTRAS)}; 'none' for none);"
         " an unknown extra, or one without wheels for a cross build's target, is skipped"
         " with a warning",
     )

@@ -1,0 +1,74 @@
+"""Request bodies that routes stream (uploads), with backpressure.
+
+Quart's ASGI layer appends every received chunk to the request body as fast as the
+client sends it, so a route that writes to a slow SD card would let an upload pile
+up in memory. For the paths in ``app.STREAMED_BODY_PREFIXES`` the request gets a
+:class:`StreamedBody` instead: no whole-body size limit (the route enforces its own
+while reading) and at most :data:`HIGH_WATER` bytes buffered before the connection
+stops reading from the socket until the route has taken them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+
+HIGH_WATER = 256 * 1024
+STREAMED_PREFIXES = ("/_matrix/media/",)
+
+
+class StreamedBody(TrioBody):
+    """A body read by iteration only, buffering at most about ``HIGH_WATER`` bytes."""
+
+    def __init__(self, expected_content_length: int | None) -> None:
+        super().__init__(expected_content_length, None)
+        self._room = trio.Event()
+        self._room.set()
+
+    def append(self, data: bytes) -> None:
+        super().append(data)
+        if len(self._data) >= HIGH_WATER:
+            self._room = trio.Event()
+
+    async def __anext__(self) -> bytes:
+        data = await super().__anext__()
+        self._room.set()
+        return data
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+
+class StreamingRequest(TrioRequest):
+    """A request whose body is a :class:`StreamedBody` on the streamed paths."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.path.startswith(STREAMED_PREFIXES):
+            self.body = StreamedBody(self.content_length)
+
+
+class BackpressureHTTPConnection(TrioASGIHTTPConnection):
+    """Stops receiving a streamed body while its buffer is full."""
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Any, receive: ASGIReceiveCallable
+    ) -> None:
+        body = request.body
+        if not isinstance(body, StreamedBody):
+            await super().handle_messages(nursery, request, receive)
+            return
+        while True:
+            await body.wait_for_room()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,455 @@
+"""The media repository: uploads, async uploads, downloads and thumbnails of local media.
+
+Uploads are streamed into the media store (:mod:`pocketserver.media.store`), the
+row is written in the same database write that moves the file into place, and
+thumbnails of images are made off the request path by :meth:`MediaRepository.run`
+(a bounded queue; a thumbnail asked for before its turn is made on demand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from pocketserver.config.model import Config
+from pocketserver.errors import MatrixError
+from pocketserver.media import thumbnails as thumbs
+from pocketserver.media.headers import base_type
+from pocketserver.media.store import MediaStore, ReceivedFile
+from pocketserver.storage import media as media_db
+from pocketserver.storage.db import Database
+from pocketserver.storage.media import MediaRow, ThumbnailRow
+
+log = logging.getLogger(__name__)
+
+MEDIA_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+MAX_MEDIA_ID_LENGTH = 255
+MAX_TIMEOUT_MS = 60_000
+DEFAULT_TIMEOUT_MS = 20_000
+MAX_DYNAMIC_SIZE = 2000
+QUEUE_SIZE = 32
+SWEEP_INTERVAL_S = 600.0
+RETENTION_BATCH = 100
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def valid_media_id(media_id: str) -> bool:
+    return len(media_id) <= MAX_MEDIA_ID_LENGTH and MEDIA_ID_RE.fullmatch(media_id) is not None
+
+
+def not_found() -> MatrixError:
+    return MatrixError(404, "M_NOT_FOUND", "media not found")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A file to send: where it is, its type, size and (for downloads) its name."""
+
+    path: Path
+    content_type: str
+    size: int
+    filename: str | None
+
+
+class MediaRepository:
+    """Local media: the only writer of ``local_media`` and of the media store."""
+
+    def __init__(self, db: Database, config: Config) -> None:
+        self._db = db
+        self._config = config
+        self._media = config.media
+        self.server_name = config.server_name
+        self.store = MediaStore(config.media_store_path)
+        self.pillow = thumbs.pillow_available()
+        self._waiters: dict[str, trio.Event] = {}
+        self._thumb_limiter = trio.CapacityLimiter(1)
+        self._thumb_locks: dict[str, trio.Lock] = {}
+        self._queue_in, self._queue_out = trio.open_memory_channel[tuple[str, str]](QUEUE_SIZE)
+
+    # -- uploads ---------------------------------------------------------------
+
+    @property
+    def max_image_pixels(self) -> int:
+        return self._media.max_image_pixels
+
+    async def upload(
+        self,
+        user_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        upload_name: str | None,
+    ) -> str:
+        """Store a new upload; return its ``mxc://`` URI.
+
+        Raises:
+            MatrixError: 413 ``M_TOO_LARGE`` past ``max_upload_size``.
+        """
+        uri, _ = await self.upload_row(
+            user_id,
+            chunks,
+            content_type=content_type,
+            upload_name=upload_name,
+            limit=self._config.max_upload_size,
+        )
+        return uri
+
+    async def upload_row(
+        self,
+        user_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        upload_name: str | None,
+        limit: int,
+    ) -> tuple[str, MediaRow]:
+        """Store a new upload of at most ``limit`` bytes; return its URI and row."""
+        received = await self.store.receive(chunks, limit)
+        media_id = secrets.token_urlsafe(18)
+        ts = now_ms()
+        row = MediaRow(
+            media_id,
+            user_id,
+            ts,
+            None,
+            ts,
+            content_type,
+            upload_name,
+            received.size,
+            received.sha256,
+        )
+        try:
+            await self._db.write(self._insert_uploaded, row, received)
+        except BaseException:
+            self.store.discard(received)
+            raise
+        self._after_upload(received.sha256, content_type)
+        return f"mxc://{self.server_name}/{media_id}", row
+
+    def _insert_uploaded(
+        self, conn: sqlite3.Connection, row: MediaRow, received: ReceivedFile
+    ) -> None:
+        media_db.insert_media(conn, row)
+        self.store.place(received)
+
+    async def create(self, user_id: str) -> tuple[str, int]:
+        """Reserve a media ID for a later upload (``POST /_matrix/media/v1/create``).
+
+        Raises:
+            MatrixError: 429 ``M_LIMIT_EXCEEDED`` with ``max_pending_media_uploads``
+                unused IDs already reserved.
+        """
+        ts = now_ms()
+        expires = ts + self._media.unused_expiration_time_ms
+        media_id = secrets.token_urlsafe(18)
+        row = MediaRow(media_id, user_id, ts, expires, None, None, None, None, None)
+        await self._db.write(self._insert_pending, row, self._media.max_pending_media_uploads)
+        return f"mxc://{self.server_name}/{media_id}", expires
+
+    @staticmethod
+    def _insert_pending(conn: sqlite3.Connection, row: MediaRow, limit: int) -> None:
+        if media_db.count_pending(conn, row.user_id, row.created_ts) >= limit:
+            raise MatrixError(
+                429,
+                "M_LIMIT_EXCEEDED",
+                f"too many pending uploads (at most {limit}); upload to them or wait",
+                retry_after_ms=60_000,
+            )
+        media_db.insert_media(conn, row)
+
+    async def check_upload_to(self, user_id: str, server_name: str, media_id: str) -> None:
+        """Refuse an upload to a reserved ID before any of the body is read."""
+        row = await self._pending_row(server_name, media_id)
+        self._check_pending(row, user_id)
+
+    async def upload_to(
+        self,
+        user_id: str,
+        server_name: str,
+        media_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        upload_name: str | None,
+    ) -> None:
+        """Upload the content of an ID reserved with :meth:`create`.
+
+        Raises:
+            MatrixError: 404 unknown or expired ID, 403 reserved by someone else,
+                409 ``M_CANNOT_OVERWRITE_MEDIA`` already uploaded, 413 too large.
+        """
+        await self.check_upload_to(user_id, server_name, media_id)
+        received = await self.store.receive(chunks, self._config.max_upload_size)
+        try:
+            await self._db.write(
+                self._complete, user_id, media_id, received, content_type, upload_name
+            )
+        except BaseException:
+            self.store.discard(received)
+            raise
+        event = self._waiters.pop(media_id, None)
+        if event is not None:
+            event.set()
+        self._after_upload(received.sha256, content_type)
+
+    def _complete(
+        self,
+        conn: sqlite3.Connection,
+        user_id: str,
+        media_id: str,
+        received: ReceivedFile,
+        content_type: str,
+        upload_name: str | None,
+    ) -> None:
+        self._check_pending(media_db.get_media(conn, media_id), user_id)
+        media_db.complete_pending(
+            conn,
+            media_id,
+            uploaded_ts=now_ms(),
+            content_type=content_type,
+            upload_name=upload_name,
+            size=received.size,
+            sha256=received.sha256,
+        )
+        self.store.place(received)
+
+    async def _pending_row(self, server_name: str, media_id: str) -> MediaRow | None:
+        if server_name != self.server_name or not valid_media_id(media_id):
+            return None
+        return await self._db.read(media_db.get_media, media_id)
+
+    @staticmethod
+    def _check_pending(row: MediaRow | None, user_id: str) -> None:
+        if row is None or (row.pending and (row.expires_ts or 0) <= now_ms()):
+            raise MatrixError(404, "M_NOT_FOUND", "unknown or expired media ID")
+        if row.user_id != user_id:
+            raise MatrixError(403, "M_FORBIDDEN", "this media ID was reserved by another user")
+        if not row.pending:
+            raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
+
+    def _after_upload(self, sha256: str, content_type: str) -> None:
+        if self.pillow and base_type(content_type) in thumbs.THUMBNAILABLE:
+            # When the queue is full they are made on demand when first asked for.
+            with contextlib.suppress(trio.WouldBlock):
+                self._queue_in.send_nowait((sha256, base_type(content_type)))
+
+    # -- downloads ---------------------------------------------------------------
+
+    async def get_local(self, server_name: str, media_id: str, timeout_ms: int) -> MediaRow:
+        """The uploaded media, waiting up to ``timeout_ms`` for a pending upload.
+
+        Raises:
+            MatrixError: 404 ``M_NOT_FOUND`` (also for other servers' media, until
+                federation), 504 ``M_NOT_YET_UPLOADED`` if still pending.
+        """
+        if server_name != self.server_name or not valid_media_id(media_id):
+            raise not_found()
+        row = await self._db.read(media_db.get_media, media_id)
+        if row is None:
+            raise not_found()
+        if row.pending:
+            if (row.expires_ts or 0) <= now_ms():
+                raise not_found()
+            event = self._waiters.setdefault(media_id, trio.Event())
+            with trio.move_on_after(min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000):
+                await event.wait()
+            row = await self._db.read(media_db.get_media, media_id)
+            if row is None:
+                raise not_found()
+            if row.pending:
+                raise MatrixError(504, "M_NOT_YET_UPLOADED", "content has not yet been uploaded")
+        return row
+
+    def served_original(self, row: MediaRow, filename: str | None = None) -> Served:
+        assert row.sha256 is not None
+        assert row.size is not None
+        return Served(
+            self.store.content_path(row.sha256),
+            row.content_type or "application/octet-stream",
+            row.size,
+            filename if filename is not None else row.upload_name,
+        )
+
+    # -- thumbnails --------------------------------------------------------------
+
+    async def thumbnail(
+        self, row: MediaRow, width: int, height: int, method: str, animated: bool
+    ) -> Served:
+        """The best thumbnail for a (width, height, method) request, or the original.
+
+        Raises:
+            MatrixError: 400 ``M_UNKNOWN`` if the content cannot be thumbnailed,
+                413 ``M_TOO_LARGE`` if it has more than ``max_image_pixels``.
+        """
+        assert row.sha256 is not None
+        ctype = base_type(row.content_type or "")
+        if ctype not in thumbs.THUMBNAILABLE:
+            raise MatrixError(400, "M_UNKNOWN", "cannot generate thumbnails for this content")
+        original = self.served_original(row)
+        if not self.pillow:
+            # Without Pillow the image itself is the "thumbnail": never smaller than asked.
+            return original
+        info = await self._probe(original.path)
+        if info.width <= width and info.height <= height:
+            return original
+        if animated and info.animated:
+            return original
+        available = await self._db.read(media_db.thumbnails, row.sha256)
+        if not available:
+            await self._make_thumbnails(row.sha256, ctype, list(self._media.thumbnail_sizes))
+            available = await self._db.read(media_db.thumbnails, row.sha256)
+        dynamic = self._media.dynamic_thumbnails
+        best = choose_thumbnail(available, width, height, method, same_method=dynamic)
+        if best is None and dynamic:
+            size = (min(width, MAX_DYNAMIC_SIZE), min(height, MAX_DYNAMIC_SIZE), method)
+            await self._make_thumbnails(row.sha256, ctype, [size])
+            available = await self._db.read(media_db.thumbnails, row.sha256)
+            best = choose_thumbnail(available, width, height, method)
+        if best is None:
+            return original
+        path = self.store.thumbnail_path(
+            best.sha256, best.width, best.height, best.method, best.content_type
+        )
+        return Served(path, best.content_type, best.size, None)
+
+    async def _probe(self, path: Path) -> thumbs.ImageInfo:
+        try:
+            return await trio.to_thread.run_sync(thumbs.probe, path, self._media.max_image_pixels)
+        except thumbs.ImageTooLarge as e:
+            raise MatrixError(413, "M_TOO_LARGE", str(e)) from None
+        except thumbs.ThumbnailError as e:
+            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+
+    async def _make_thumbnails(
+        self, sha256: str, ctype: str, sizes: list[tuple[int, int, str]]
+    ) -> None:
+        lock = self._thumb_locks.setdefault(sha256, trio.Lock())
+        try:
+            async with lock:
+                existing = await self._db.read(media_db.thumbnails, sha256)
+                have = {(t.width, t.height, t.method) for t in existing}
+                wanted = [s for s in sizes if s not in have]
+                if not wanted:
+                    return
+                path = self.store.content_path(sha256)
+                try:
+                    made = await trio.to_thread.run_sync(
+                        thumbs.generate,
+                        path,
+                        ctype,
+                        wanted,
+                        self._media.max_image_pixels,
+                        limiter=self._thumb_limiter,
+                    )
+                except thumbs.ImageTooLarge as e:
+                    raise MatrixError(413, "M_TOO_LARGE", str(e)) from None
+                except thumbs.ThumbnailError as e:
+                    raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+                await self._db.write(self._store_thumbnails, sha256, made)
+        finally:
+            if not lock.statistics().tasks_waiting and not lock.locked():
+                self._thumb_locks.pop(sha256, None)
+
+    def _store_thumbnails(
+        self, conn: sqlite3.Connection, sha256: str, made: list[thumbs.Thumbnail]
+    ) -> None:
+        if not media_db.content_in_use(conn, sha256):
+            return  # deleted meanwhile
+        for t in made:
+            path = self.store.thumbnail_path(sha256, t.width, t.height, t.method, t.content_type)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(t.data)
+            tmp.replace(path)
+            media_db.insert_thumbnail(
+                conn,
+                ThumbnailRow(sha256, t.width, t.height, t.method, t.content_type, len(t.data)),
+            )
+
+    # -- background --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Make thumbnails of new uploads; expire unused reservations and old media."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._thumbnail_worker)
+            task_status.started()
+            while True:
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("media sweep failed")
+                await trio.sleep(SWEEP_INTERVAL_S)
+
+    async def _thumbnail_worker(self) -> None:
+        async for sha256, ctype in self._queue_out:
+            try:
+                await self._make_thumbnails(sha256, ctype, list(self._media.thumbnail_sizes))
+            except MatrixError as e:
+                log.info("no thumbnails for %s: %s", sha256, e.error)
+            except Exception:
+                log.exception("thumbnailing %s failed", sha256)
+
+    async def sweep(self) -> None:
+        """Delete expired reservations and, with ``media_retention``, old uploads."""
+        ts = now_ms()
+        await self._db.write(media_db.delete_expired_pending, ts)
+        for media_id in list(self._waiters):
+            row = await self._db.read(media_db.get_media, media_id)
+            if row is None or not row.pending:
+                self._waiters.pop(media_id).set()
+        lifetime = self._media.local_media_lifetime_ms
+        if lifetime is None:
+            return
+        while True:
+            old = await self._db.read(media_db.uploaded_before, ts - lifetime, RETENTION_BATCH)
+            for media_id in old:
+                await self.delete(media_id)
+            if len(old) < RETENTION_BATCH:
+                return
+
+    async def delete(self, media_id: str) -> None:
+        """Delete one local media item (its file too, if no other media shares it)."""
+        await self._db.write(self._delete, media_id)
+
+    def _delete(self, conn: sqlite3.Connection, media_id: str) -> None:
+        sha256 = media_db.delete_media(conn, media_id)
+        if sha256 is not None:
+            self.store.delete_content(sha256)
+
+
+def choose_thumbnail(
+    available: list[ThumbnailRow],
+    width: int,
+    height: int,
+    method: str,
+    *,
+    same_method: bool = False,
+) -> ThumbnailRow | None:
+    """The smallest thumbnail whose box covers the request, preferring the same method
+    (or only the same method: with dynamic thumbnails the exact one can be made)."""
+    big_enough = [
+        t
+        for t in available
+        if t.width >= width and t.height >= height and (t.method == method or not same_method)
+    ]
+    if not big_enough:
+        return None
+    return min(big_enough, key=lambda t: (t.method != method, t.width * t.height, t.size))
+
+
+async def open_repository(db: Database, config: Config) -> MediaRepository:
+    """Build the repository (creating the media store directories in a thread)."""
+    return await trio.to_thread.run_sync(partial(MediaRepository, db, config))
