@@ -1,0 +1,93 @@
+"""Pushers: ``GET /pushers``, ``POST /pushers/set`` and delivery to push gateways.
+
+Spec: client-server API ``data/api/client-server/pusher.yaml``, ``modules/push.md``
+"Pushers"; push gateway API ``push_notifier.yaml``.
+
+``server.py`` builds a :class:`PusherService`, subscribes
+:meth:`PushDelivery.on_notifications` to the push evaluator and starts
+:meth:`PusherService.run` in its background nursery. A pusher belongs to the device
+that set it: logging out or deleting the device (and deactivation) deletes it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import trio
+
+from pocketserver.core.pushers import (
+    PusherError,
+    PusherKey,
+    PusherRemoval,
+    PusherSettings,
+    parse_set_body,
+)
+from pocketserver.errors import MatrixError
+from pocketserver.push.delivery import PushDelivery
+from pocketserver.rooms.reading import EventReader
+from pocketserver.storage import pushers as store
+from pocketserver.storage.db import Database
+
+MAX_PUSHERS_PER_USER = 32
+
+
+class PusherService:
+    def __init__(
+        self,
+        db: Database,
+        reader: EventReader,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._db = db
+        self.delivery = PushDelivery(db, reader, transport=transport)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.delivery.run(task_status=task_status)
+
+    async def pushers(self, user_id: str) -> list[dict[str, object]]:
+        """The user's pushers as ``GET /pushers`` lists them."""
+        return [p.to_json() for p in await self._db.read(store.pushers_for_user, user_id)]
+
+    async def set_pusher(self, user_id: str, device_id: str, body: dict[str, object]) -> None:
+        """Create, replace or (``kind: null``) delete a pusher (pusher.yaml).
+
+        Raises:
+            MatrixError: 400 ``M_MISSING_PARAM``, ``M_BAD_JSON`` or ``M_INVALID_PARAM``
+                for a bad body (or too many pushers); 401 ``M_UNKNOWN_TOKEN`` if the
+                device was deleted meanwhile.
+        """
+        try:
+            parsed = parse_set_body(body)
+        except PusherError as e:
+            raise MatrixError(400, e.errcode, str(e)) from None
+        if isinstance(parsed, PusherRemoval):
+            key = PusherKey(user_id, parsed.app_id, parsed.pushkey)
+            await self._db.write(store.delete_pusher, key)
+            self.delivery.forget(key)
+            return
+        now_ms = int(time.time() * 1000)
+        self.delivery.add_user(user_id)
+        try:
+            removed = await self._db.write(_set, user_id, device_id, parsed, now_ms)
+        except sqlite3.IntegrityError:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "the device was logged out") from None
+        for key in removed:
+            self.delivery.forget(key)
+
+
+def _set(
+    conn: sqlite3.Connection,
+    user_id: str,
+    device_id: str,
+    settings: PusherSettings,
+    now_ms: int,
+) -> list[PusherKey]:
+    existing = store.get_pusher(conn, PusherKey(user_id, settings.app_id, settings.pushkey))
+    if existing is None and store.count_for_user(conn, user_id) >= MAX_PUSHERS_PER_USER:
+        raise MatrixError(
+            400, "M_INVALID_PARAM", f"a user can have at most {MAX_PUSHERS_PER_USER} pushers"
+        )
+    return store.set_pusher(conn, user_id, device_id, settings, now_ms)
