@@ -25,14 +25,18 @@ from pocketserver.api import (
     devices,
     directory,
     discovery,
+    e2e_keys,
     ephemeral,
     history,
+    key_backup,
     keys,
     login,
+    media,
     meta,
     profile,
     public_rooms,
     push,
+    pushers,
     register,
     relations,
     reports,
@@ -40,9 +44,12 @@ from pocketserver.api import (
     search,
     sync,
     threepid,
+    to_device,
     upgrades,
+    user_directory,
     voip,
 )
+from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
 
@@ -63,13 +70,20 @@ _HTTP_ERRCODES = {
 
 _request_ids = itertools.count(1)
 
-BODY_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 STREAMED_BODY_PREFIXES = ("/_matrix/media/",)
 """Uploads are streamed to disk by their routes, never read whole into memory."""
 
 
 def _streams_its_body(path: str) -> bool:
     return path.startswith(STREAMED_BODY_PREFIXES)
+
+
+def _has_body() -> bool:
+    """Whatever the method (clients send bodies with GET too): a length or chunks."""
+    return (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
 
 
 def _json_error(status: int, body: dict[str, object]) -> Response:
@@ -91,6 +105,11 @@ def create_app(
 ) -> QuartTrio:
     """Build the app for one listener, with the routes of its ``resources``."""
     app = QuartTrio("pocketserver")
+    # Media uploads stream to disk with backpressure (api/streaming.py).
+    app.request_class = StreamingRequest
+    app.asgi_http_class = BackpressureHTTPConnection
+    # A doubled slash must not be answered with Werkzeug's HTML redirect.
+    app.url_map.merge_slashes = False
     app.config["POCKET_SERVICES"] = services
     app.config["POCKET_X_FORWARDED"] = x_forwarded
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_request_body_size
@@ -117,15 +136,22 @@ def create_app(
             relations.bp,
             account_data.bp,
             voip.bp,
+            user_directory.bp,
             ephemeral.bp,
             push.bp,
+            pushers.bp,
             search.bp,
             public_rooms.bp,
             discovery.bp,
             upgrades.bp,
             reports.bp,
+            to_device.bp,
+            key_backup.bp,
+            e2e_keys.bp,
         ):
             app.register_blueprint(bp)
+    if wanted & {"client", "media"}:
+        app.register_blueprint(media.bp)
     if wanted & {"client", "health"} and "client" not in wanted:
         app.add_url_rule("/health", view_func=meta.health)
     if wanted & {"federation", "keys"}:
@@ -144,7 +170,7 @@ def _install_hooks(app: QuartTrio) -> None:
         g.user_id = None
         if request.method == "OPTIONS":
             return Response("", status=200)
-        if request.method in BODY_METHODS and not _streams_its_body(request.path):
+        if _has_body() and not _streams_its_body(request.path):
             # Read the (size-limited) body before any route can answer early: a
             # response sent with the body still unread can stall the next request
             # on the same keep-alive connection.

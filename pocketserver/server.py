@@ -21,7 +21,14 @@ from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.e2e.cross_signing import CrossSigning
+from pocketserver.e2e.keys import E2eKeys
+from pocketserver.e2e.stream import DeviceListStream
+from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.key_backup.service import KeyBackupService
+from pocketserver.media.wiring import build_media
+from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
@@ -37,6 +44,8 @@ from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
+from pocketserver.to_device.service import ToDeviceService
+from pocketserver.to_device.sync_source import ToDeviceSource
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +132,17 @@ async def build_services(config: Config) -> Services:
     sync = SyncHandler(room_store, reader, notifier)
     account_data = await AccountDataService.open(db, notifier, budget)
     sync.add_source(AccountDataSource(account_data))
+    to_device = await ToDeviceService.open(db, notifier, config.server_name)
+    sync.add_source(ToDeviceSource(to_device))
     sync.ignored_users = account_data.ignored_users
+    device_lists = await DeviceListStream.open(db, notifier)
+    accounts.tokens_revoked_listeners.append(device_lists.poke)
+    e2e_keys = E2eKeys(db, device_lists, config.server_name)
+    sync.add_source(DeviceListSource(e2e_keys))
     typing, receipts, presence = await build_ephemeral(
         config, room_client, notifier, sync, account_data
     )
+    media, url_previews = await build_media(db, config, budget)
     return Services(
         config=config,
         db=db,
@@ -150,7 +166,14 @@ async def build_services(config: Config) -> Services:
         account_api=account_api,
         account_data=account_data,
         push=PushService(room_store, reader, notifier, budget, config.server_name),
+        pushers=PusherService(db, reader),
         room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
+        media=media,
+        url_previews=url_previews,
+        to_device=to_device,
+        key_backup=KeyBackupService(db),
+        e2e_keys=e2e_keys,
+        cross_signing=CrossSigning(db, device_lists),
     )
 
 
@@ -179,6 +202,12 @@ async def serve(
             await background.start(services.account_api.devices.activity.run)
             services.push.connect(services)
             await background.start(services.push.run)
+            await background.start(services.e2e_keys.stream.run)
+            services.push.evaluator.notification_listeners.append(
+                services.pushers.delivery.on_notifications
+            )
+            await background.start(services.pushers.run)
+            await background.start(services.media.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 log.info("pocketserver for %s is ready", config.server_name)

@@ -16,9 +16,15 @@ from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
+from pocketserver.e2e.cross_signing import CrossSigning
+from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.key_backup.service import KeyBackupService
+from pocketserver.media.preview import UrlPreviewer
+from pocketserver.media.repository import MediaRepository
+from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
@@ -31,6 +37,7 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
+from pocketserver.to_device.service import ToDeviceService
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,4 +83,11 @@ class Services:
     account_api: AccountApi
     account_data: AccountDataService
     push: PushService
+    pushers: PusherService
     room_upgrades: RoomUpgrader
+    to_device: ToDeviceService
+    key_backup: KeyBackupService
+    e2e_keys: E2eKeys
+    cross_signing: CrossSigning
+    media: MediaRepository
+    url_previews: UrlPreviewer | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -70,6 +71,8 @@ class AccountService:
         # Bumped by every change that invalidates tokens. A lookup that started before
         # such a change does not cache what it read (it may be a token just removed).
         self._token_generation = 0
+        # Called (never blocking) after tokens are revoked, i.e. devices may be gone.
+        self.tokens_revoked_listeners: list[Callable[[], None]] = []
 
     # --- identifiers -----------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class AccountService:
         self._token_generation += 1
         for h in hashes:
             self._token_cache.pop(h)
+        for listener in self.tokens_revoked_listeners:
+            listener()
 
     async def authenticate(self, token: str) -> Requester:
         """Resolve an access token.

@@ -23,14 +23,15 @@ SUPPORTED_VERSIONS: tuple[str, ...] = (
     "v1.8",
     "v1.9",
     "v1.10",
+    "v1.11",
 )
 """Client-server spec versions whose chat surface is implemented.
 
-Up to v1.10: accounts, rooms, sync, history, relations and threads, receipts,
-typing, presence, account data, push rules, search, spaces. v1.11 needs
-authenticated media, which arrives with the media repository; the end-to-end
-encryption and media modules of earlier versions are not there yet either (they are
-the next issue's work), so clients that need them fail at those endpoints.
+Up to v1.11: accounts, rooms, sync, history, relations and threads, receipts,
+typing, presence, account data, push rules and pushers, search, spaces, the server
+side of end-to-end encryption, and the media repository with authenticated media
+(v1.11). Later versions are not claimed until their changes are checked one by one.
+Federation is not implemented yet: remote users and rooms fail with clear errors.
 """
 
 UNSTABLE_FEATURES: dict[str, bool] = {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
+from pocketserver.config.media import parse_media_config
 from pocketserver.config.model import (
     KNOWN_RESOURCES,
     Config,
@@ -347,6 +349,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         config_path=config_path,
         warnings=(),
     )
+    config = replace(config, media=parse_media_config(root))
     root.finish(_IGNORED_SYNAPSE_KEYS)
     return _with_warnings(config, warnings)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pocketserver.config.media import MediaConfig
+
 KNOWN_RESOURCES = frozenset({"client", "federation", "keys", "media", "health", "openid"})
 
 
@@ -80,6 +82,7 @@ class Config:
     report_stats: bool
     config_path: Path | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

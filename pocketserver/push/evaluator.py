@@ -19,7 +19,15 @@ invite shows in their ``GET /notifications``; their join then marks it read.
 
 Evaluation uses the room's *current* state (members, display names, power levels)
 when the event is processed, not the state at the event; for a live room these are
-the same but for the rare event that changes them.
+the same but for the rare event that changes them. What evaluation needs of that
+state (local members with display names, member count, power levels, create event)
+is cached per room (byte-bounded, from the memory budget) and dropped when the room
+writer reports a change of the room's current state (or a redaction in the room).
+Each event is evaluated for all its local members at once (``push/matching.py``:
+conditions shared by their rules are checked once per event).
+
+:meth:`PushEvaluator.wait_evaluated` lets /sync wait for the events up to its own
+stream position only, not for everything queued since.
 """
 
 from __future__ import annotations
@@ -28,20 +36,17 @@ import logging
 import math
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
+from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.core.power_levels import InvalidPowerLevel, get_user_power_level
-from pocketserver.core.push_rules import (
-    PushContext,
-    evaluate,
-    has_highlight,
-    is_notifying,
-    notification_power_levels,
-)
+from pocketserver.core.push_rules import PushContext, notification_power_levels
 from pocketserver.core.room_versions import UnsupportedRoomVersion, get_room_version
+from pocketserver.push.matching import first_match
 from pocketserver.push.rules import PushRules
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent
@@ -55,7 +60,10 @@ QUEUE_SIZE = 1000
 BATCH = 64
 THREAD_HOPS = 3
 READ_RECEIPTS = frozenset({"m.read", "m.read.private"})
+ROOM_CACHE_SHARE = 0.01
+"""Of the memory budget's cache share: the per-room facts evaluation needs."""
 _MAX_LEVEL = 2**53 - 1
+_MAX_SENDERS_REMEMBERED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +83,74 @@ class EvaluatorStatistics:
 
 
 @dataclass(frozen=True, slots=True)
-class _RoomFacts:
+class _RoomState:
+    """The current-state rows evaluation reads from the database."""
+
     members: list[tuple[str, str]]
     power_levels_id: str | None
     create_id: str | None
 
 
-def _room_facts(conn: sqlite3.Connection, room_id: str) -> _RoomFacts:
-    return _RoomFacts(
+def _room_state(conn: sqlite3.Connection, room_id: str) -> _RoomState:
+    return _RoomState(
         members=push_counts.joined_members(conn, room_id),
         power_levels_id=state_store.get_current_state_event_id(
             conn, room_id, "m.room.power_levels", ""
         ),
         create_id=state_store.get_current_state_event_id(conn, room_id, "m.room.create", ""),
     )
+
+
+@dataclass(slots=True)
+class EvaluationFacts:
+    """What evaluating an event needs of its room's current state (cached per room)."""
+
+    local_members: list[tuple[str, str | None]]
+    """``(user_id, display name)`` of each joined local member."""
+    member_count: int
+    """Every joined member, local or not."""
+    power_levels: Mapping[str, object] | None
+    create: Mapping[str, object] | None
+    size: int
+    senders: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+    """Sender -> (their level, the notification levels): remembered, a few."""
+
+    def sender_levels(self, sender: str) -> tuple[int, dict[str, int]]:
+        """The sender's level and the room's ``notifications`` levels for the context."""
+        known = self.senders.get(sender)
+        if known is None:
+            integer_only, level = _levels(sender, self.power_levels, self.create)
+            levels = notification_power_levels(self.power_levels, integer_only=integer_only)
+            if len(self.senders) >= _MAX_SENDERS_REMEMBERED:
+                self.senders.clear()
+            known = self.senders[sender] = (level, levels)
+        return known
+
+
+def _levels(
+    sender: str,
+    pl_content: Mapping[str, object] | None,
+    create: Mapping[str, object] | None,
+) -> tuple[bool, int]:
+    """(integer-only power levels?, the sender's level clamped to an int)."""
+    if create is None:
+        return True, 0
+    try:
+        version = get_room_version(str(_content(create).get("room_version", "1")))
+        level = get_user_power_level(sender, pl_content, create, room_version=version)
+    except (InvalidPowerLevel, UnsupportedRoomVersion, ValueError):
+        return True, 0
+    clamped = _MAX_LEVEL if level == math.inf else int(level)
+    return version.integer_only_power_levels, clamped
+
+
+def _facts_size(
+    local: list[tuple[str, str | None]],
+    pl: Mapping[str, object] | None,
+    create: Mapping[str, object] | None,
+) -> int:
+    names = sum(200 + 2 * len(u) + 2 * len(n or "") for u, n in local)
+    return 1500 + names + 4 * len(str(pl)) + 4 * len(str(create))
 
 
 def relation_of(pdu: Mapping[str, object]) -> tuple[str | None, str] | None:
@@ -134,16 +196,27 @@ class PushEvaluator:
         rules: PushRules,
         server_name: str,
         queue_size: int = QUEUE_SIZE,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
         self._suffix = ":" + server_name
         self._send, self._receive = trio.open_memory_channel[PersistedEvent | _Receipt](queue_size)
+        self._rooms: LruCache[str, EvaluationFacts] = (
+            budget.cache("push_rooms", ROOM_CACHE_SHARE, lambda f: f.size)
+            if budget is not None
+            else LruCache("push_rooms", 1 << 20, lambda f: f.size)
+        )
+        self._rooms_generation = 0  # a load that started before a change is not cached
+        # Stream positions of the queued events not evaluated yet, oldest first.
+        self._pending: deque[int] = deque()
         self._enqueued = 0
         self._done = 0
         self._dropped = 0
         self._notifications = 0
         self._progress = trio.Event()
+        self.notification_listeners: list[Callable[[list[Notify]], None]] = []
+        """Called (sync, must not block) with each batch's notifications once committed."""
 
     def is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._suffix)
@@ -151,7 +224,11 @@ class PushEvaluator:
     # --- producers (sync callbacks, never block) -------------------------------------
 
     def on_event(self, event: PersistedEvent) -> None:
-        """Room writer listener: queue an accepted, non-outlier event for evaluation."""
+        """Room writer listener: queue an accepted, non-outlier event for evaluation
+        (and forget the facts of its room if it changed the room's current state)."""
+        if event.state_changed or event.pdu.get("type") == "m.room.redaction":
+            self._rooms_generation += 1
+            self._rooms.pop(event.room_id)
         if event.accepted and not event.outlier:
             self._offer(event)
 
@@ -176,6 +253,8 @@ class PushEvaluator:
                 log.warning("push evaluation queue full: %d item(s) dropped", self._dropped)
             return
         self._enqueued += 1
+        if isinstance(item, PersistedEvent):
+            self._pending.append(item.stream_ordering)
 
     # --- the consumer ------------------------------------------------------------------
 
@@ -194,6 +273,9 @@ class PushEvaluator:
             except Exception:
                 log.exception("push evaluation of %d item(s) failed", len(batch))
             self._done += len(batch)
+            for item in batch:
+                if isinstance(item, PersistedEvent) and self._pending:
+                    self._pending.popleft()
             self._progress.set()
             self._progress = trio.Event()
 
@@ -208,6 +290,25 @@ class PushEvaluator:
         if ops:
             await self._store.db.write(push_counts.apply, ops)
             self._notifications += sum(1 for op in ops if isinstance(op, Notify))
+            if self.notification_listeners:
+                notified = [op for op in ops if isinstance(op, Notify)]
+                for listener in self.notification_listeners:
+                    listener(notified)
+
+    async def wait_evaluated(self, position: int, timeout_s: float = 1.0) -> None:
+        """Wait until every queued event at or before stream ``position`` is evaluated
+        and its counts committed (or the timeout). Events queued after those are not
+        waited for.
+
+        /sync calls this with the position of its response so that an event's count
+        shows in the same response as the event (push.md "Server behaviour").
+        """
+        if not self._pending or self._pending[0] > position:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(timeout_s):
+            while self._pending and self._pending[0] <= position:
+                await self._progress.wait()
 
     async def wait_caught_up(self, timeout_s: float = 1.0) -> None:
         """Wait until everything queued before this call is applied (or the timeout).
@@ -256,6 +357,37 @@ class PushEvaluator:
         thread = receipt.thread_id
         return [ReadUpTo(receipt.user_id, receipt.room_id, thread, event.stream_ordering)]
 
+    async def room_facts(self, room_id: str) -> EvaluationFacts:
+        """The facts of the room's current state that evaluation needs (cached)."""
+        cached = self._rooms.get(room_id)
+        if cached is not None:
+            return cached
+        generation = self._rooms_generation
+        state = await self._store.db.read(_room_state, room_id)
+        local = [(u, eid) for u, eid in state.members if self.is_local(u)]
+        wanted = [eid for _, eid in local]
+        wanted += [e for e in (state.power_levels_id, state.create_id) if e]
+        events = await self._store.get_events(wanted)
+        pl_event = events.get(state.power_levels_id or "")
+        create = events.get(state.create_id or "")
+        members: list[tuple[str, str | None]] = []
+        for user_id, member_id in local:
+            member = events.get(member_id)
+            name = _content(member.pdu if member else None).get("displayname")
+            members.append((user_id, name if isinstance(name, str) else None))
+        pl_content = _content(pl_event.pdu) if pl_event else None
+        create_pdu = create.pdu if create else None
+        facts = EvaluationFacts(
+            local_members=members,
+            member_count=len(state.members),
+            power_levels=pl_content,
+            create=create_pdu,
+            size=_facts_size(members, pl_content, create_pdu),
+        )
+        if generation == self._rooms_generation:
+            self._rooms.set(room_id, facts)
+        return facts
+
     async def _event_ops(self, event: PersistedEvent) -> list[Notify | ReadUpTo]:
         pdu = event.pdu
         sender = pdu.get("sender")
@@ -266,38 +398,32 @@ class PushEvaluator:
         if self.is_local(sender):
             # Sending an event marks the sender's thread as read up to it.
             ops.append(ReadUpTo(sender, event.room_id, thread, event.stream_ordering))
-        facts = await self._store.db.read(_room_facts, event.room_id)
-        local = [(u, eid) for u, eid in facts.members if self.is_local(u) and u != sender]
+        facts = await self.room_facts(event.room_id)
+        targets = [(u, name) for u, name in facts.local_members if u != sender]
         invitee = _local_invitee(pdu, sender, self.is_local)
         if invitee is not None:  # not joined, but their rules decide (.m.rule.invite_for_me)
-            local.append((invitee, event.event_id))
-        if not local:
+            name = _content(pdu).get("displayname")
+            targets.append((invitee, name if isinstance(name, str) else None))
+        if not targets:
             return ops
-        wanted = [eid for _, eid in local]
-        wanted += [e for e in (facts.power_levels_id, facts.create_id) if e]
-        events = await self._store.get_events(wanted)
-        pl_event = events.get(facts.power_levels_id or "")
-        pl_content = _content(pl_event.pdu) if pl_event else None
-        create = events.get(facts.create_id or "")
-        integer_only, sender_level = self._levels(
-            sender, pl_content, create.pdu if create else None
-        )
-        levels = notification_power_levels(pl_content, integer_only=integer_only)
+        sender_level, levels = facts.sender_levels(sender)
+        rules = await self._rules.compiled_for_many([u for u, _ in targets])
+        memo: dict[object, bool] = {}
         now_ms = int(time.time() * 1000)
-        for user_id, member_id in local:
-            member = events.get(member_id)
-            name = _content(member.pdu if member else None).get("displayname")
-            context = PushContext(
-                user_id=user_id,
-                user_display_name=name if isinstance(name, str) else None,
-                room_member_count=len(facts.members),
-                sender_power_level=sender_level,
-                notification_power_levels=levels,
-            )
-            actions = evaluate(await self._rules.rules_for(user_id), pdu, context)
-            if not is_notifying(actions):
+        for user_id, name in targets:
+
+            def context(user_id: str = user_id, name: str | None = name) -> PushContext:
+                return PushContext(
+                    user_id=user_id,
+                    user_display_name=name,
+                    room_member_count=facts.member_count,
+                    sender_power_level=sender_level,
+                    notification_power_levels=levels,
+                )
+
+            matched = first_match(rules[user_id], pdu, context, name, memo)
+            if matched is None or not matched.notify:
                 continue
-            assert actions is not None
             ops.append(
                 Notify(
                     user_id=user_id,
@@ -305,26 +431,10 @@ class PushEvaluator:
                     thread_id=thread,
                     stream_ordering=event.stream_ordering,
                     event_id=event.event_id,
-                    actions=actions,
-                    highlight=has_highlight(actions),
+                    actions=list(matched.rule.actions),
+                    highlight=matched.highlight,
                     ts=now_ms,
+                    actions_json=matched.actions_json,
                 )
             )
         return ops
-
-    @staticmethod
-    def _levels(
-        sender: str,
-        pl_content: Mapping[str, object] | None,
-        create: Mapping[str, object] | None,
-    ) -> tuple[bool, int]:
-        """(integer-only power levels?, the sender's level clamped to an int)."""
-        if create is None:
-            return True, 0
-        try:
-            version = get_room_version(str(_content(create).get("room_version", "1")))
-            level = get_user_power_level(sender, pl_content, create, room_version=version)
-        except (InvalidPowerLevel, UnsupportedRoomVersion, ValueError):
-            return True, 0
-        clamped = _MAX_LEVEL if level == math.inf else int(level)
-        return version.integer_only_power_levels, clamped

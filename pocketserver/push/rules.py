@@ -3,13 +3,15 @@
 Spec: client-server-api ``modules/push.md`` "Push Rules: API" and
 ``data/api/client-server/pushrules.yaml``. The merged rule list of recently active
 users is cached (byte-bounded, from the memory budget) because the evaluator needs
-it for every member of a room on every event; a change drops the user's entry.
+it for every member of a room on every event; a change drops the user's entry. Cached
+lists are compiled for bulk evaluation and share identical rules between users (see
+``push/matching.py``), so an entry costs little more than the user's own rules.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.core.push_rules import (
@@ -23,6 +25,7 @@ from pocketserver.core.push_rules import (
     validate_rule,
 )
 from pocketserver.errors import MatrixError, not_found
+from pocketserver.push.matching import RuleInterner, UserRules
 from pocketserver.storage import push_rules as rule_store
 from pocketserver.storage.db import Database
 from pocketserver.sync.notifier import Notifier
@@ -50,7 +53,10 @@ class PushRules:
     def __init__(self, db: Database, notifier: Notifier, budget: MemoryBudget) -> None:
         self._db = db
         self._notifier = notifier
-        self._cache: LruCache[str, list[PushRule]] = budget.cache("push_rules", 0.01)
+        self._cache: LruCache[str, UserRules] = budget.cache(
+            "push_rules", 0.01, lambda rules: rules.size
+        )
+        self._interner = RuleInterner()
         self._generation = 0
         self.on_change: Callable[[str], Awaitable[None]] | None = None
         """Called with the user ID after each committed change (publishes m.push_rules)."""
@@ -63,17 +69,31 @@ class PushRules:
 
     async def rules_for(self, user_id: str) -> list[PushRule]:
         """The user's merged rules in evaluation order. Callers must not mutate the list."""
-        cached = self._cache.get(user_id)
-        if cached is not None:
-            return cached
+        return (await self.compiled_for_many([user_id]))[user_id].rules
+
+    async def compiled_for_many(self, user_ids: Sequence[str]) -> dict[str, UserRules]:
+        """The compiled rules of each user (one database read for all that aren't cached)."""
+        found: dict[str, UserRules] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            cached = self._cache.get(user_id)
+            if cached is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = cached
+        if not missing:
+            return found
         generation = self._generation
-        changes = await self._db.read(rule_store.load_changes, user_id)
-        rules = merge_rules(
-            default_push_rules(user_id), changes.user_rules, changes.enabled, changes.actions
-        )
-        if generation == self._generation:
-            self._cache.set(user_id, rules)
-        return rules
+        loaded = await self._db.read(rule_store.load_changes_many, missing)
+        for user_id, changes in loaded.items():
+            rules = merge_rules(
+                default_push_rules(user_id), changes.user_rules, changes.enabled, changes.actions
+            )
+            compiled = self._interner.compile(rules)
+            if generation == self._generation:
+                self._cache.set(user_id, compiled)
+            found[user_id] = compiled
+        return found
 
     async def ruleset(self, user_id: str) -> dict[str, list[dict[str, object]]]:
         """The ``global`` ruleset as ``GET /pushrules/`` shows it."""

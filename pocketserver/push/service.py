@@ -38,6 +38,7 @@ from pocketserver.sync.client_events import client_event
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
+from pocketserver.sync.token import SyncToken
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class PushService:
         server_name: str,
     ) -> None:
         self.rules = PushRules(store.db, notifier, budget)
-        self.evaluator = PushEvaluator(store, self.rules, server_name)
+        self.evaluator = PushEvaluator(store, self.rules, server_name, budget=budget)
         self._store = store
         self._reader = reader
         self._account_data: _AccountData | None = None
@@ -102,8 +103,16 @@ class PushService:
 
     async def add_to_sync(self, ctx: SyncContext) -> None:
         """Set ``unread_notifications`` (and per-thread counts when the filter asks) on
-        every joined room entry of the response; add ``m.push_rules`` when due."""
-        await self.evaluator.wait_caught_up(SYNC_CATCH_UP_S)
+        every joined room entry of the response; add ``m.push_rules`` when due.
+
+        Waits (at most ``SYNC_CATCH_UP_S``) for the evaluation of the events up to the
+        response's own position, so their counts come with them; later events are not
+        waited for (their counts come with them in a later response)."""
+        position = _events_position(ctx)
+        if position is None:
+            await self.evaluator.wait_caught_up(SYNC_CATCH_UP_S)
+        else:
+            await self.evaluator.wait_evaluated(position, SYNC_CATCH_UP_S)
         rooms = ctx.body.get("rooms")
         join = rooms.get("join") if isinstance(rooms, dict) else None
         if isinstance(join, dict) and join:
@@ -193,6 +202,17 @@ class PushService:
         if len(rows) == limit:
             body["next_token"] = str(rows[-1].stream_ordering)
         return body
+
+
+def _events_position(ctx: SyncContext) -> int | None:
+    """The room event stream position the response covers (from its ``next_batch``)."""
+    token = ctx.body.get("next_batch")
+    if not isinstance(token, str):
+        return None
+    try:
+        return SyncToken.parse(token).events
+    except MatrixError:
+        return None
 
 
 def _set_counts(

@@ -1,13 +1,15 @@
-"""Cached reads of the room DAG: events, state groups, room versions.
+"""Cached reads of the room DAG: events, state groups, room versions, forward extremities.
 
 Caches are byte-bounded LRUs from the memory budget. Events and state groups never
 change once written (a redaction is applied on read, a censored event is evicted),
-so cached values are never stale.
+so cached values are never stale. Forward extremities do change, but only in the
+room writer's transactions, under the room's lock: the writer updates the cached
+list after each commit (and drops it when a write fails).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.storage import events as event_store
@@ -20,6 +22,9 @@ StateKey = tuple[str, str]
 # A state entry costs about this much in a cached dict (tuple key, two strings, slot).
 _STATE_ENTRY_BYTES = 260
 
+Extremity = tuple[str, int, int]
+"""(event_id, depth, stream ordering) of a forward extremity."""
+
 
 def _event_size(ev: StoredEvent) -> int:
     # JSON text size is a fair proxy; the parsed dict is roughly 3-4x its text.
@@ -28,6 +33,10 @@ def _event_size(ev: StoredEvent) -> int:
 
 def _state_size(state: dict[StateKey, str]) -> int:
     return 200 + _STATE_ENTRY_BYTES * len(state)
+
+
+def _extremities_size(extremities: list[Extremity]) -> int:
+    return 120 + sum(200 + len(eid) for eid, _, _ in extremities)
 
 
 class RoomStore:
@@ -40,6 +49,9 @@ class RoomStore:
             "state_groups", 0.30, _state_size
         )
         self._versions: LruCache[str, str] = budget.cache("room_versions", 0.01)
+        self._extremities: LruCache[str, list[Extremity]] = budget.cache(
+            "forward_extremities", 0.005, _extremities_size
+        )
 
     async def room_version(self, room_id: str) -> str | None:
         cached = self._versions.get(room_id)
@@ -104,3 +116,32 @@ class RoomStore:
 
     async def current_state_ids(self, room_id: str) -> dict[StateKey, str]:
         return await self.db.read(state_store.get_current_state_ids, room_id)
+
+    async def forward_extremities(self, room_id: str) -> list[tuple[str, int]]:
+        """(event_id, depth) of the room's forward extremities, deepest first (as
+        :func:`storage.events.get_forward_extremities`). Call under the room's lock."""
+        cached = self._extremities.get(room_id)
+        if cached is None:
+            cached = await self.db.read(event_store.get_forward_extremities_ordered, room_id)
+            self._extremities.set(room_id, cached)
+        return [(eid, depth) for eid, depth, _ in cached]
+
+    def update_extremities(
+        self, room_id: str, removed: Sequence[str], added: Extremity | None
+    ) -> None:
+        """The writer committed this change of the room's forward extremities."""
+        cached = self._extremities.pop(room_id)
+        if cached is None:
+            return
+        gone = set(removed)
+        if added is not None:
+            gone.add(added[0])
+        kept = [x for x in cached if x[0] not in gone]
+        if added is not None:
+            kept.append(added)
+        kept.sort(key=lambda x: (x[1], x[2]), reverse=True)
+        self._extremities.set(room_id, kept)
+
+    def forget_extremities(self, room_id: str) -> None:
+        """A write of the room failed: read its extremities from the database again."""
+        self._extremities.pop(room_id)

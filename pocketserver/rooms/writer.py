@@ -81,6 +81,8 @@ class PersistedEvent:
     rejected: str | None = None
     soft_failed: bool = False
     outlier: bool = False
+    state_changed: bool = False
+    """Storing the event changed the room's current state (caches of it are stale)."""
 
     @property
     def accepted(self) -> bool:
@@ -256,7 +258,7 @@ class RoomWriter:
         redacts: str | None,
     ) -> _Prepared:
         version = get_room_version(room_version)
-        extremities = await self.store.db.read(event_store.get_forward_extremities, room_id)
+        extremities = await self.store.forward_extremities(room_id)
         if not extremities:
             raise MatrixError(404, "M_NOT_FOUND", f"unknown room {room_id}")
         chosen = extremities[: building.MAX_PREV_EVENTS]
@@ -413,7 +415,7 @@ class RoomWriter:
         if accepted:
             old = p.old_extremities
             if old is None:
-                old = await self.store.db.read(event_store.get_forward_extremities, p.room_id)
+                old = await self.store.forward_extremities(p.room_id)
             old_ids = {eid for eid, _ in old}
             extremities_removed = sorted(old_ids & set(p.prev_ids))
             remaining = old_ids - set(p.prev_ids)
@@ -424,18 +426,24 @@ class RoomWriter:
         memberships = await self._memberships(current_delta, p)
         now_ms = int(time.time() * 1000)
         hooks = [*self._txn_hooks, in_txn] if in_txn else self._txn_hooks
-        result = await self.store.db.write(
-            _persist_txn,
-            p,
-            state_after,
-            current_delta,
-            memberships,
-            extremities_removed,
-            joins_graph,
-            now_ms,
-            hooks,
-        )
+        try:
+            result = await self.store.db.write(
+                _persist_txn,
+                p,
+                state_after,
+                current_delta,
+                memberships,
+                extremities_removed,
+                joins_graph,
+                now_ms,
+                hooks,
+            )
+        except BaseException:
+            self.store.forget_extremities(p.room_id)
+            raise
         stream_ordering, before_group, after_group = result
+        added = (p.event_id, p.depth, stream_ordering) if joins_graph else None
+        self.store.update_extremities(p.room_id, extremities_removed, added)
         if after_group is not None:
             self.store.remember_group(after_group, state_after)
         if before_group is not None and before_group != after_group:
@@ -455,7 +463,7 @@ class RoomWriter:
             state_after=after_group,
         )
         self.store.remember_event(stored)
-        persisted = _persisted(p, stream_ordering)
+        persisted = _persisted(p, stream_ordering, bool(current_delta))
         for listener in self._listeners:
             listener(persisted)
         if accepted:
@@ -481,6 +489,8 @@ class RoomWriter:
             # The linear case: the current state is the state after the one extremity,
             # which is the state before this event (the same group): only the event's
             # own key changes. Saves reading the whole current state per event.
+            if state_after is p.state_before:
+                return {}  # not a state event: nothing changes
             return state_store.state_delta(p.state_before, state_after)
         old_current = await self.store.current_state_ids(p.room_id)
         others = await self.store.get_events(remaining)
@@ -766,13 +776,13 @@ def _persist_txn(
     event_store.set_forward_extremities(conn, p.room_id, extremities_removed, added)
     state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
     if hooks:
-        persisted = _persisted(p, stream)
+        persisted = _persisted(p, stream, bool(current_delta))
         for hook in hooks:
             hook(conn, persisted)
     return stream, before_group, after_group
 
 
-def _persisted(p: _Prepared, stream_ordering: int) -> PersistedEvent:
+def _persisted(p: _Prepared, stream_ordering: int, state_changed: bool) -> PersistedEvent:
     return PersistedEvent(
         event_id=p.event_id,
         room_id=p.room_id,
@@ -781,6 +791,7 @@ def _persisted(p: _Prepared, stream_ordering: int) -> PersistedEvent:
         rejected=p.rejected,
         soft_failed=p.soft_failed,
         outlier=p.outlier,
+        state_changed=state_changed,
     )
 
 

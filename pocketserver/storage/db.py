@@ -42,6 +42,21 @@ class DatabaseStatistics:
     readers_busy: int
 
 
+def cache_sizes_kib(memory_bytes: int) -> tuple[int, int]:
+    """SQLite page cache of the write connection and of each read connection, in KiB,
+    from SQLite's share of the memory budget.
+
+    Deliberately much less than the share: every connection has its own cache, and
+    the OS page cache (which the kernel can reclaim, unlike our heap) holds the file
+    once for all of them, so a page missing from SQLite's cache costs a copy, not a
+    disk read. The writer gets a sixteenth of the share (the pages it changes, at the
+    end of tables and indexes, are the ones worth keeping), each reader half that. No
+    memory map: a mapping counts in the resident size once per connection, and a map
+    the size of the share covers only the start of a large database file anyway.
+    """
+    return max(memory_bytes // 16 // 1024, 256), max(memory_bytes // 32 // 1024, 256)
+
+
 def _connect(
     path: Path, *, cache_kib: int, mmap_bytes: int, synchronous: str
 ) -> sqlite3.Connection:
@@ -76,15 +91,9 @@ class Database:
             storage.migrations.SchemaTooNewError: the file was written by newer code.
         """
         self.path = path
-        conns = READ_CONNECTIONS + 1
-        # Half of SQLite's share is page cache split across connections, half mmap
-        # (shared by all connections through the OS page cache).
-        cache_kib = memory_bytes // 2 // conns // 1024
-        mmap_bytes = memory_bytes // 2
+        writer_kib, reader_kib = cache_sizes_kib(memory_bytes)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(
-            path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous
-        )
+        self._writer = _connect(path, cache_kib=writer_kib, mmap_bytes=0, synchronous=synchronous)
         try:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -94,7 +103,7 @@ class Database:
             self._writer.close()
             raise
         self._readers = [
-            _connect(path, cache_kib=cache_kib, mmap_bytes=mmap_bytes, synchronous=synchronous)
+            _connect(path, cache_kib=reader_kib, mmap_bytes=0, synchronous=synchronous)
             for _ in range(READ_CONNECTIONS)
         ]
         self._free_readers = list(self._readers)

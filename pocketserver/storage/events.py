@@ -202,6 +202,20 @@ def get_forward_extremities(conn: sqlite3.Connection, room_id: str) -> list[tupl
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
+def get_forward_extremities_ordered(
+    conn: sqlite3.Connection, room_id: str
+) -> list[tuple[str, int, int]]:
+    """(event_id, depth, stream ordering) of each forward extremity, deepest first (the
+    order of :func:`get_forward_extremities`)."""
+    rows = conn.execute(
+        "SELECT f.event_id, e.depth, e.stream_ordering FROM forward_extremities f"
+        " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = ?"
+        " ORDER BY e.depth DESC, e.stream_ordering DESC",
+        (room_id,),
+    )
+    return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
 def set_forward_extremities(
     conn: sqlite3.Connection, room_id: str, removed: Iterable[str], added: Iterable[str]
 ) -> None:

@@ -37,6 +37,8 @@ class Notify:
     actions: list[object]
     highlight: bool
     ts: int
+    actions_json: str | None = None
+    """``actions`` as stored (compact JSON), when the caller has it already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,50 +68,74 @@ Counts = dict[str, dict[str, tuple[int, int]]]
 """room_id -> thread_id -> (notification_count, highlight_count)."""
 
 
+def actions_json(actions: list[object] | tuple[object, ...]) -> str:
+    """Actions as the recent-notifications list stores them."""
+    return json.dumps(list(actions), separators=(",", ":"))
+
+
 def apply(conn: sqlite3.Connection, ops: Iterable[Notify | ReadUpTo]) -> None:
-    """Apply notifications and read markers in order, in the caller's transaction."""
+    """Apply notifications and read markers in order, in the caller's transaction.
+
+    Consecutive notifications are written together (a few ``executemany`` calls, and
+    each user's recent list trimmed once per run instead of once per row); the result
+    is the same as applying them one by one.
+    """
+    run: list[Notify] = []
     for op in ops:
         if isinstance(op, Notify):
-            _notify(conn, op)
-        else:
-            _read_up_to(conn, op)
+            run.append(op)
+            continue
+        if run:
+            _notify_many(conn, run)
+            run = []
+        _read_up_to(conn, op)
+    if run:
+        _notify_many(conn, run)
 
 
-def _notify(conn: sqlite3.Connection, op: Notify) -> None:
-    row = conn.execute(
-        "SELECT read_stream FROM push_counts WHERE user_id = ? AND room_id = ? AND thread_id = ?",
-        (op.user_id, op.room_id, op.thread_id),
-    ).fetchone()
-    if row is not None and op.stream_ordering <= int(row[0]):
-        return  # already read
-    conn.execute(
+def _notify_many(conn: sqlite3.Connection, ops: Sequence[Notify]) -> None:
+    # A notification at or before the row's read_stream is not counted (already read).
+    # The recent list is written first, while read_stream is what the check needs.
+    conn.executemany(
+        "INSERT OR IGNORE INTO push_notifications (user_id, stream_ordering, room_id, event_id,"
+        " thread_id, actions_json, highlight, ts)"
+        " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM push_counts"
+        "  WHERE user_id = ?1 AND room_id = ?3 AND thread_id = ?5 AND read_stream >= ?2)",
+        [
+            (
+                op.user_id,
+                op.stream_ordering,
+                op.room_id,
+                op.event_id,
+                op.thread_id,
+                op.actions_json or actions_json(op.actions),
+                int(op.highlight),
+                op.ts,
+            )
+            for op in ops
+        ],
+    )
+    conn.executemany(
         "INSERT INTO push_counts (user_id, room_id, thread_id, notification_count,"
         " highlight_count, last_stream) VALUES (?, ?, ?, 1, ?, ?)"
         " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
         " notification_count = notification_count + 1,"
         " highlight_count = highlight_count + excluded.highlight_count,"
-        " last_stream = max(last_stream, excluded.last_stream)",
-        (op.user_id, op.room_id, op.thread_id, int(op.highlight), op.stream_ordering),
+        " last_stream = max(last_stream, excluded.last_stream)"
+        " WHERE excluded.last_stream > push_counts.read_stream",
+        [
+            (op.user_id, op.room_id, op.thread_id, int(op.highlight), op.stream_ordering)
+            for op in ops
+        ],
     )
-    conn.execute(
-        "INSERT OR IGNORE INTO push_notifications (user_id, stream_ordering, room_id, event_id,"
-        " thread_id, actions_json, highlight, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            op.user_id,
-            op.stream_ordering,
-            op.room_id,
-            op.event_id,
-            op.thread_id,
-            json.dumps(op.actions, separators=(",", ":")),
-            int(op.highlight),
-            op.ts,
-        ),
-    )
-    conn.execute(
-        "DELETE FROM push_notifications WHERE user_id = ? AND stream_ordering <"
-        " (SELECT stream_ordering FROM push_notifications WHERE user_id = ?"
-        "  ORDER BY stream_ordering DESC LIMIT 1 OFFSET ?)",
-        (op.user_id, op.user_id, RECENT_PER_USER - 1),
+    # Keep each user's newest RECENT_PER_USER: trimming once after the run keeps the
+    # same rows as trimming after every insert (only the oldest are ever dropped).
+    users = list(dict.fromkeys(op.user_id for op in ops))
+    conn.executemany(
+        "DELETE FROM push_notifications WHERE user_id = ?1 AND stream_ordering <"
+        " (SELECT stream_ordering FROM push_notifications WHERE user_id = ?1"
+        "  ORDER BY stream_ordering DESC LIMIT 1 OFFSET ?2)",
+        [(user_id, RECENT_PER_USER - 1) for user_id in users],
     )
 
 
