@@ -6,6 +6,7 @@ Handed to ``create_app(services)``: no globals, no service locator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nacl.signing
 
@@ -22,7 +23,6 @@ from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.key_backup.service import KeyBackupService
-from pocketserver.media.preview import UrlPreviewer
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
@@ -38,6 +38,9 @@ from pocketserver.storage.db import Database
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
+
+if TYPE_CHECKING:  # the previewer (and httpx) is imported only when previews are on
+    from pocketserver.media.preview import UrlPreviewer
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
-from pocketserver.media.preview import UrlPreviewer
 from pocketserver.media.repository import MediaRepository, open_repository
 from pocketserver.storage.db import Database
+
+if TYPE_CHECKING:  # imported only when previews are enabled: httpx costs ~8 MB of RSS
+    from pocketserver.media.preview import UrlPreviewer
 
 PREVIEW_CACHE_SHARE = 0.02
 
@@ -17,5 +21,7 @@ async def build_media(
     repo = await open_repository(db, config)
     previewer = None
     if config.url_preview_enabled:
+        from pocketserver.media.preview import UrlPreviewer
+
         previewer = UrlPreviewer(config, repo, budget.cache("url_previews", PREVIEW_CACHE_SHARE))
     return repo, previewer

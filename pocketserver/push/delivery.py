@@ -26,10 +26,13 @@ import sqlite3
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 from pocketserver.core.pushers import (
     EVENT_ID_ONLY,
@@ -189,28 +192,37 @@ class PushDelivery:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dispatch queued notifications to their pushers until cancelled."""
-        limits = httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-        )
-        async with (
-            httpx.AsyncClient(
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._users.update(await self._db.read(store.users_with_pushers))
+                task_status.started()
+                async for batch in self._intake:
+                    try:
+                        await self._dispatch(batch)
+                    except Exception:
+                        log.exception("dispatching %d notification(s) failed", len(batch))
+        finally:
+            if self._client is not None:
+                with trio.CancelScope(shield=True):
+                    await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The gateway client, made on first use: a server without pushers never imports
+        httpx (several MB of RSS on a small host)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(TIMEOUT_S),
-                limits=limits,
+                limits=httpx.Limits(
+                    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+                ),
                 follow_redirects=False,
                 trust_env=False,
                 transport=self._transport,
-            ) as client,
-            trio.open_nursery() as nursery,
-        ):
-            self._client = client
-            self._nursery = nursery
-            self._users.update(await self._db.read(store.users_with_pushers))
-            task_status.started()
-            async for batch in self._intake:
-                try:
-                    await self._dispatch(batch)
-                except Exception:
-                    log.exception("dispatching %d notification(s) failed", len(batch))
+            )
+        return self._client
 
     async def _dispatch(self, batch: list[Notify]) -> None:
         users = [n.user_id for n in batch if n.user_id in self._users]
@@ -299,11 +311,13 @@ class PushDelivery:
         log.info("push gateway rejected %s's %s pushkey: pusher deleted", key.user_id, key.app_id)
 
     async def _post(self, url: str, payload: bytes) -> _Answer:
-        assert self._client is not None
+        import httpx
+
+        client = self._http()
         headers = {"Content-Type": "application/json"}
         try:
             with trio.fail_after(2 * TIMEOUT_S):  # a gateway answering byte by byte
-                async with self._client.stream("POST", url, content=payload, headers=headers) as r:
+                async with client.stream("POST", url, content=payload, headers=headers) as r:
                     raw = bytearray()
                     async for chunk in r.aiter_bytes():
                         raw += chunk

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import TYPE_CHECKING
 
-import httpx
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 from pocketserver.core.pushers import (
     PusherError,
