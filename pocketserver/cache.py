@@ -133,8 +133,9 @@ class LruCache(Generic[K, V]):
 class MemoryBudget:
     """The config's ``memory_budget``, split into named shares.
 
-    ``sqlite`` gets a fixed share for SQLite's page cache and mmap; the named caches
-    divide the rest by weight. Asking for more than the budget holds raises, so a
+    ``sqlite`` gets a fixed share, the bound for SQLite's page caches (see
+    ``storage.db.cache_sizes_kib``: they use much less); the named caches divide the
+    rest by weight. Asking for more than the budget holds raises, so a
     mistake in the split shows up at start, not as a swapping Raspberry Pi.
     """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from functools import partial
@@ -193,6 +194,11 @@ async def serve(
     if shutdown is None:
         shutdown = trio.Event()
     services = await build_services(config)
+    # Everything allocated so far (imports, caches' shells, services) lives as long as
+    # the process: freezing it keeps full garbage collections from walking it again,
+    # which took 70-90 ms pauses under load on this machine.
+    gc.collect()
+    gc.freeze()
     log.info("signing key %s, database %s", key_id(services.signing_key), config.database.path)
     try:
         async with trio.open_nursery() as background:

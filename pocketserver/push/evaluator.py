@@ -62,6 +62,10 @@ THREAD_HOPS = 3
 READ_RECEIPTS = frozenset({"m.read", "m.read.private"})
 ROOM_CACHE_SHARE = 0.01
 """Of the memory budget's cache share: the per-room facts evaluation needs."""
+TRIM_EVERY = 25
+"""A user's recent-notifications list is trimmed after this many new notifications
+(so it holds at most ``RECENT_PER_USER + 2 * TRIM_EVERY`` rows, even across restarts)."""
+MAX_UNTRIMMED_USERS = 10_000
 _MAX_LEVEL = 2**53 - 1
 _MAX_SENDERS_REMEMBERED = 64
 
@@ -208,6 +212,8 @@ class PushEvaluator:
             else LruCache("push_rooms", 1 << 20, lambda f: f.size)
         )
         self._rooms_generation = 0  # a load that started before a change is not cached
+        # Notifications written per user since their list was last trimmed.
+        self._untrimmed: dict[str, int] = {}
         # Stream positions of the queued events not evaluated yet, oldest first.
         self._pending: deque[int] = deque()
         self._enqueued = 0
@@ -288,12 +294,29 @@ class PushEvaluator:
             else:
                 ops.extend(await self._event_ops(item))
         if ops:
-            await self._store.db.write(push_counts.apply, ops)
+            await self._store.db.write(push_counts.apply, ops, self._due_for_trim(ops))
             self._notifications += sum(1 for op in ops if isinstance(op, Notify))
             if self.notification_listeners:
                 notified = [op for op in ops if isinstance(op, Notify)]
                 for listener in self.notification_listeners:
                     listener(notified)
+
+    def _due_for_trim(self, ops: list[Notify | ReadUpTo]) -> set[str]:
+        """Users whose recent-notifications lists to trim with this batch: each after
+        every ``TRIM_EVERY`` notifications (the lists stay bounded; reads never see
+        the extra rows, see ``storage/push_counts.py``)."""
+        due: set[str] = set()
+        for op in ops:
+            if isinstance(op, Notify):
+                n = self._untrimmed.get(op.user_id, 0) + 1
+                if n >= TRIM_EVERY:
+                    due.add(op.user_id)
+                    n = 0
+                self._untrimmed[op.user_id] = n
+        if len(self._untrimmed) > MAX_UNTRIMMED_USERS:
+            due.update(self._untrimmed)  # trim everyone tracked, start afresh
+            self._untrimmed.clear()
+        return due
 
     async def wait_evaluated(self, position: int, timeout_s: float = 1.0) -> None:
         """Wait until every queued event at or before stream ``position`` is evaluated

@@ -12,17 +12,28 @@ the user has read (``read_stream``), so that:
   :data:`RECENT_PER_USER` notifications of each user, so a recount is exact unless
   more than that many notifications of the user are newer than the read marker;
   then it counts only those still listed (an undercount, never an overcount).
+
+Trimming a user's list costs a walk over it, so :func:`apply` may be told to trim
+only some users (the evaluator trims each user every few dozen notifications): older
+rows can stay for a while, and every read here sees only each user's newest
+:data:`RECENT_PER_USER`, exactly the rows that trimming after every insert keeps.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 MAIN_THREAD = "main"
 RECENT_PER_USER = 100
+# The user's RECENT_PER_USER-th newest notification (0 when they have fewer): rows
+# older than this are kept only until the next trim, and reads skip them.
+_LISTED_FROM = (
+    "coalesce((SELECT stream_ordering FROM push_notifications WHERE user_id = ?"
+    f" ORDER BY stream_ordering DESC LIMIT 1 OFFSET {RECENT_PER_USER - 1}), 0)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +84,28 @@ def actions_json(actions: list[object] | tuple[object, ...]) -> str:
     return json.dumps(list(actions), separators=(",", ":"))
 
 
-def apply(conn: sqlite3.Connection, ops: Iterable[Notify | ReadUpTo]) -> None:
+def apply(
+    conn: sqlite3.Connection,
+    ops: Iterable[Notify | ReadUpTo],
+    trim: Collection[str] | None = None,
+) -> None:
     """Apply notifications and read markers in order, in the caller's transaction.
 
-    Consecutive notifications are written together (a few ``executemany`` calls, and
-    each user's recent list trimmed once per run instead of once per row); the result
-    is the same as applying them one by one.
+    Consecutive notifications are written together (a few ``executemany`` calls); what
+    the reads here return is the same as after applying them one by one.
+
+    Args:
+        conn: The write connection.
+        ops: Notifications and read markers, in stream order.
+        trim: Whose recent lists to trim down to :data:`RECENT_PER_USER` (None: every
+            user notified by ``ops``).
     """
     run: list[Notify] = []
+    notified: set[str] = set()
     for op in ops:
         if isinstance(op, Notify):
             run.append(op)
+            notified.add(op.user_id)
             continue
         if run:
             _notify_many(conn, run)
@@ -91,6 +113,14 @@ def apply(conn: sqlite3.Connection, ops: Iterable[Notify | ReadUpTo]) -> None:
         _read_up_to(conn, op)
     if run:
         _notify_many(conn, run)
+    if trim is None:
+        trim = notified
+    conn.executemany(
+        "DELETE FROM push_notifications WHERE user_id = ?1 AND stream_ordering <"
+        " (SELECT stream_ordering FROM push_notifications WHERE user_id = ?1"
+        "  ORDER BY stream_ordering DESC LIMIT 1 OFFSET ?2)",
+        [(user_id, RECENT_PER_USER - 1) for user_id in sorted(trim)],
+    )
 
 
 def _notify_many(conn: sqlite3.Connection, ops: Sequence[Notify]) -> None:
@@ -127,15 +157,6 @@ def _notify_many(conn: sqlite3.Connection, ops: Sequence[Notify]) -> None:
             (op.user_id, op.room_id, op.thread_id, int(op.highlight), op.stream_ordering)
             for op in ops
         ],
-    )
-    # Keep each user's newest RECENT_PER_USER: trimming once after the run keeps the
-    # same rows as trimming after every insert (only the oldest are ever dropped).
-    users = list(dict.fromkeys(op.user_id for op in ops))
-    conn.executemany(
-        "DELETE FROM push_notifications WHERE user_id = ?1 AND stream_ordering <"
-        " (SELECT stream_ordering FROM push_notifications WHERE user_id = ?1"
-        "  ORDER BY stream_ordering DESC LIMIT 1 OFFSET ?2)",
-        [(user_id, RECENT_PER_USER - 1) for user_id in users],
     )
 
 
@@ -184,8 +205,9 @@ def _read_thread(
     else:
         found = conn.execute(
             "SELECT count(*), coalesce(sum(highlight), 0) FROM push_notifications"
-            " WHERE user_id = ? AND room_id = ? AND thread_id = ? AND stream_ordering > ?",
-            (*key, position),
+            " WHERE user_id = ? AND room_id = ? AND thread_id = ? AND stream_ordering > ?"
+            f" AND stream_ordering >= {_LISTED_FROM}",
+            (*key, position, user_id),
         ).fetchone()
         counts = (int(found[0]), int(found[1]))
     conn.execute(
@@ -225,9 +247,9 @@ def recent_notifications(
     """The user's notifications newest first, those older than ``before`` if given."""
     sql = (
         "SELECT stream_ordering, room_id, event_id, thread_id, actions_json, highlight, ts, read"
-        " FROM push_notifications WHERE user_id = ?"
+        f" FROM push_notifications WHERE user_id = ? AND stream_ordering >= {_LISTED_FROM}"
     )
-    args: list[object] = [user_id]
+    args: list[object] = [user_id, user_id]
     if before is not None:
         sql += " AND stream_ordering < ?"
         args.append(before)

@@ -80,7 +80,7 @@ def _random_batches(rng: random.Random) -> list[list[Notify | ReadUpTo]]:
             if rng.random() < 0.08:
                 thread = rng.choice([*THREADS, None])
                 # Sometimes behind (a late receipt), sometimes the newest.
-                at = stream - rng.randrange(0, 80)
+                at = stream - rng.randrange(0, rng.choice([80, 800]))
                 batch.append(ReadUpTo(user, room, thread, max(1, at)))
             else:
                 highlight = rng.random() < 0.2
@@ -122,4 +122,34 @@ def test_batched_apply_equals_one_by_one(tmp_path: Path) -> None:
             )
         finally:
             batched.conn.close()
+            reference.conn.close()
+
+
+def _visible(db: Db) -> tuple[list[tuple[object, ...]], list[object]]:
+    counts = db.conn.execute("SELECT * FROM push_counts ORDER BY 1, 2, 3").fetchall()
+    recent: list[object] = []
+    for user in USERS:
+        recent.append(db.read_sync(push_counts.recent_notifications, user, None, 1000))
+        recent.append(db.read_sync(push_counts.recent_notifications, user, 150, 7, True))
+    return counts, recent
+
+
+def test_trimming_later_changes_nothing_visible(tmp_path: Path) -> None:
+    for seed in range(3):
+        rng = random.Random(100 + seed)
+        lazy, reference = Db(tmp_path / f"l{seed}.db"), Db(tmp_path / f"r{seed}.db")
+        try:
+            for n, batch in enumerate(_random_batches(rng)):
+                # Trim only now and then, only some users.
+                trim = set(USERS[: n % 3]) if n % 4 == 0 else set()
+                lazy.write_sync(push_counts.apply, batch, trim)
+                reference.write_sync(_apply_one_by_one, batch)
+                assert _visible(lazy) == _visible(reference)
+            stored = lazy.conn.execute("SELECT count(*) FROM push_notifications").fetchone()[0]
+            kept = reference.conn.execute("SELECT count(*) FROM push_notifications").fetchone()[0]
+            assert stored > kept  # there was something left to trim
+            lazy.write_sync(push_counts.apply, [], set(USERS))
+            assert _dump(lazy) == _dump(reference)
+        finally:
+            lazy.conn.close()
             reference.conn.close()
