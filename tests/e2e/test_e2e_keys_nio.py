@@ -14,26 +14,15 @@ from tests.harness import RunningServer
 nio = pytest.importorskip("nio")
 pytest.importorskip("vodozemac")
 
+from tests.e2e.nio_crypto import encrypted_client, sync_keys  # noqa: E402
+
 
 async def _client(server: RunningServer, user_id: str, store: Path) -> nio.AsyncClient:
-    config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
-    client = nio.AsyncClient(server.base_url, user_id, store_path=str(store), config=config)
-    resp = await client.login("correct horse", device_name="nio")
-    assert isinstance(resp, nio.LoginResponse), resp
-    return client
+    return await encrypted_client(server, user_id, store, "nio")
 
 
 async def _sync(client: nio.AsyncClient) -> nio.SyncResponse:
-    resp = await client.sync(timeout=0, full_state=client.next_batch is None)
-    assert isinstance(resp, nio.SyncResponse), resp
-    if client.should_upload_keys:
-        assert isinstance(await client.keys_upload(), nio.KeysUploadResponse)
-    if client.should_query_keys:
-        assert isinstance(await client.keys_query(), nio.KeysQueryResponse)
-    if client.should_claim_keys:
-        users = client.get_users_for_key_claiming()
-        assert isinstance(await client.keys_claim(users), nio.KeysClaimResponse)
-    return resp
+    return await sync_keys(client, claim=True)
 
 
 async def _texts(client: nio.AsyncClient, room_id: str, rounds: int = 10) -> list[str]:
