@@ -17,10 +17,19 @@ from pocketserver.push.rules import check_kind
 bp = Blueprint("push", __name__)
 
 
-async def _read_body() -> None:
-    """Read the request body before anything can fail: an error answered while the body
-    is unread leaves the keep-alive connection stuck after a few such requests."""
-    await request.get_data(cache=True)
+async def _rule_owner(scope: str, kind: str) -> str:
+    """Authenticate and check the path's scope and kind; the rule owner's user ID."""
+    requester = await require_auth()
+    check_kind(scope, kind)
+    return requester.user_id
+
+
+async def _required(field: str) -> object:
+    """The JSON body's ``field``: 400 ``M_MISSING_PARAM`` without it."""
+    body = await json_body()
+    if field not in body:
+        raise missing_param(field)
+    return body[field]
 
 
 @client_route(bp, "/pushrules/", methods=["GET"])
@@ -50,25 +59,20 @@ async def get_scope_rules_no_slash(scope: str) -> dict[str, object]:
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["GET"])
 async def get_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    requester = await require_auth()
-    check_kind(scope, kind)
-    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    user_id = await _rule_owner(scope, kind)
+    rule = await services().push.rules.get_rule(user_id, kind, rule_id)
     return rule.to_json()
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["PUT"])
 async def put_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    await _read_body()
-    requester = await require_auth()
-    check_kind(scope, kind)
-    body = await json_body()
-    if "actions" not in body:
-        raise missing_param("actions")
+    user_id = await _rule_owner(scope, kind)
+    await _required("actions")
     await services().push.rules.put_rule(
-        requester.user_id,
+        user_id,
         kind,
         rule_id,
-        body,
+        await json_body(),
         before=request.args.get("before"),
         after=request.args.get("after"),
     )
@@ -77,52 +81,40 @@ async def put_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["DELETE"])
 async def delete_rule(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    requester = await require_auth()
-    check_kind(scope, kind)
-    await services().push.rules.delete_rule(requester.user_id, kind, rule_id)
+    user_id = await _rule_owner(scope, kind)
+    await services().push.rules.delete_rule(user_id, kind, rule_id)
     return {}
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/enabled", methods=["GET"])
 async def get_enabled(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    requester = await require_auth()
-    check_kind(scope, kind)
-    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    user_id = await _rule_owner(scope, kind)
+    rule = await services().push.rules.get_rule(user_id, kind, rule_id)
     return {"enabled": rule.enabled}
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/enabled", methods=["PUT"])
 async def put_enabled(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    await _read_body()
-    requester = await require_auth()
-    check_kind(scope, kind)
-    body = await json_body()
-    if "enabled" not in body:
-        raise missing_param("enabled")
-    enabled = body["enabled"]
+    user_id = await _rule_owner(scope, kind)
+    enabled = await _required("enabled")
     if not isinstance(enabled, bool):
         raise bad_json("enabled must be true or false")
-    await services().push.rules.set_enabled(requester.user_id, kind, rule_id, enabled)
+    await services().push.rules.set_enabled(user_id, kind, rule_id, enabled)
     return {}
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/actions", methods=["GET"])
 async def get_actions(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    requester = await require_auth()
-    check_kind(scope, kind)
-    rule = await services().push.rules.get_rule(requester.user_id, kind, rule_id)
+    user_id = await _rule_owner(scope, kind)
+    rule = await services().push.rules.get_rule(user_id, kind, rule_id)
     return {"actions": list(rule.actions)}
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>/actions", methods=["PUT"])
 async def put_actions(scope: str, kind: str, rule_id: str) -> dict[str, object]:
-    await _read_body()
-    requester = await require_auth()
-    check_kind(scope, kind)
-    body = await json_body()
-    if "actions" not in body:
-        raise missing_param("actions")
-    await services().push.rules.set_actions(requester.user_id, kind, rule_id, body["actions"])
+    user_id = await _rule_owner(scope, kind)
+    actions = await _required("actions")
+    await services().push.rules.set_actions(user_id, kind, rule_id, actions)
     return {}
 
 

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pocketserver.core.push_rules import RULE_KINDS, PushRuleError, RuleKey, place_rule
 
@@ -159,6 +160,23 @@ def delete_rule(
     return True
 
 
+def _change_default(
+    conn: sqlite3.Connection,
+    user_id: str,
+    kind: str,
+    rule_id: str,
+    column: Literal["enabled", "actions_json"],
+    value: int | str,
+) -> None:
+    """Record the user's change to one column of a server-default rule."""
+    conn.execute(
+        f"INSERT INTO push_rule_default_changes (user_id, kind, rule_id, {column})"
+        f" VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind, rule_id)"
+        f" DO UPDATE SET {column} = excluded.{column}",
+        (user_id, kind, rule_id, value),
+    )
+
+
 def set_enabled(
     conn: sqlite3.Connection,
     user_id: str,
@@ -173,12 +191,7 @@ def set_enabled(
         False if it is a user rule that does not exist (the caller checks defaults).
     """
     if rule_id.startswith("."):
-        conn.execute(
-            "INSERT INTO push_rule_default_changes (user_id, kind, rule_id, enabled)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind, rule_id)"
-            " DO UPDATE SET enabled = excluded.enabled",
-            (user_id, kind, rule_id, int(enabled)),
-        )
+        _change_default(conn, user_id, kind, rule_id, "enabled", int(enabled))
     else:
         cur = conn.execute(
             "UPDATE push_rules SET enabled = ? WHERE user_id = ? AND kind = ? AND rule_id = ?",
@@ -204,12 +217,7 @@ def set_actions(
         False if it is a user rule that does not exist (the caller checks defaults).
     """
     if rule_id.startswith("."):
-        conn.execute(
-            "INSERT INTO push_rule_default_changes (user_id, kind, rule_id, actions_json)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, kind, rule_id)"
-            " DO UPDATE SET actions_json = excluded.actions_json",
-            (user_id, kind, rule_id, _dumps(list(actions))),
-        )
+        _change_default(conn, user_id, kind, rule_id, "actions_json", _dumps(list(actions)))
         _mark_changed(conn, user_id, events_position)
         return True
     row = conn.execute(
