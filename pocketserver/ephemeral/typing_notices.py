@@ -87,6 +87,13 @@ class TypingService:
         if changed:
             self._notifier.notify_stream(self.stream, self._clock.advance(changed))
 
+    def membership_changed(self, user_id: str, room_id: str, membership: object) -> None:
+        """Someone who is no longer joined stops typing there at once (their client can't
+        send the "stopped typing" request any more, and the room must not wait out the
+        timeout)."""
+        if membership != "join" and (changed := self._stop(user_id, room_id)):
+            self._notifier.notify_stream(self.stream, self._clock.advance(changed))
+
     def _start(self, user_id: str, room_id: str, deadline: float) -> list[str]:
         typers = self._rooms.setdefault(room_id, {})
         was_typing = user_id in typers

@@ -37,6 +37,14 @@ async def build_ephemeral(
         if event.accepted and isinstance(sender, str) and sender.endswith(suffix):
             presence.bump_active(sender)
 
+    def member_event(event: PersistedEvent) -> None:
+        pdu = event.pdu
+        if event.accepted and not event.outlier and pdu.get("type") == "m.room.member":
+            content, target = pdu.get("content"), pdu.get("state_key")
+            if isinstance(content, dict) and isinstance(target, str):
+                typing.membership_changed(target, event.room_id, content.get("membership"))
+
+    rooms.writer.add_listener(member_event)
     if presence.enabled:
         rooms.writer.add_listener(event_sent)
     for source in (typing, receipts, presence):

@@ -95,6 +95,23 @@ def test_typing_reaches_the_other_member(server: RunningServer, trio_users) -> N
         assert _ephemeral(quiet, room, "m.typing") == []
 
 
+def test_leaving_stops_typing_at_once(server: RunningServer, trio_users) -> None:
+    a, b, _, room = trio_users
+    A, B = _auth(a["access_token"]), _auth(b["access_token"])
+    with server.client() as http:
+        url = f"{V3}/rooms/{room}/typing/{quote(b['user_id'])}"
+        assert http.put(url, headers=B, json={"typing": True, "timeout": 30000}).status_code == 200
+        body = http.get(f"{V3}/sync", headers=A).json()
+        assert _ephemeral(body, room, "m.typing")[0]["content"] == {"user_ids": [b["user_id"]]}
+        assert http.post(f"{V3}/rooms/{room}/leave", headers=B, json={}).status_code == 200
+        later = http.get(
+            f"{V3}/sync", headers=A, params={"since": body["next_batch"], "timeout": "0"}
+        ).json()
+        assert _ephemeral(later, room, "m.typing") == [
+            {"type": "m.typing", "content": {"user_ids": []}}
+        ]
+
+
 def test_typing_wakes_a_long_poll(server: RunningServer, trio_users) -> None:
     a, b, _, room = trio_users
     A, B = _auth(a["access_token"]), _auth(b["access_token"])

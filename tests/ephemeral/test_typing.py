@@ -66,6 +66,24 @@ async def test_refresh_does_not_advance_but_stop_does() -> None:
     assert ephemeral(ctx, ROOM) == [{"type": "m.typing", "content": {"user_ids": []}}]
 
 
+@pytest.mark.parametrize("membership", ["leave", "ban", "invite", "knock", None])
+async def test_no_longer_joined_stops_typing(membership: str | None) -> None:
+    typing, notifier = _service()
+    await typing.set_typing(ALICE, ROOM, True, 10_000)
+    await typing.set_typing(BOB, ROOM, True, 10_000)
+    pos = typing.position()
+    typing.membership_changed(ALICE, ROOM, "join")  # a profile change: still typing
+    assert typing.position() == pos
+    typing.membership_changed(ALICE, ROOM, membership)
+    assert typing.typers(ROOM) == [BOB]
+    assert typing.position() > pos
+    assert notifier.stream_position("typing") == typing.position()
+    after = typing.position()
+    typing.membership_changed(ALICE, ROOM, membership)  # already stopped: no change
+    typing.membership_changed(CAROL, OTHER, membership)
+    assert typing.position() == after
+
+
 async def test_not_joined_changes_nothing() -> None:
     typing, _ = _service()
     pos = typing.position()
