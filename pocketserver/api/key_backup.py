@@ -86,7 +86,9 @@ async def get_room_keys(room_id: str) -> Response:
     return await _stream(room_id)
 
 
-@client_route(bp, "/room_keys/keys/<room_id>/<session_id>", methods=["GET"])
+# A megolm session ID is standard base64 and often holds a "/" (sent as %2F, which the
+# server decodes before routing), hence the ``path`` converter.
+@client_route(bp, "/room_keys/keys/<room_id>/<path:session_id>", methods=["GET"])
 async def get_session_key(room_id: str, session_id: str) -> dict[str, object]:
     requester = await require_auth()
     version = _version_param()
@@ -112,7 +114,7 @@ async def put_room_keys(room_id: str) -> dict[str, object]:
     return backup.update_json(info)
 
 
-@client_route(bp, "/room_keys/keys/<room_id>/<session_id>", methods=["PUT"])
+@client_route(bp, "/room_keys/keys/<room_id>/<path:session_id>", methods=["PUT"])
 async def put_session_key(room_id: str, session_id: str) -> dict[str, object]:
     requester = await require_auth()
     version = _version_param()
@@ -131,7 +133,7 @@ async def delete_room_keys(room_id: str) -> dict[str, object]:
     return await _delete(room_id, None)
 
 
-@client_route(bp, "/room_keys/keys/<room_id>/<session_id>", methods=["DELETE"])
+@client_route(bp, "/room_keys/keys/<room_id>/<path:session_id>", methods=["DELETE"])
 async def delete_session_key(room_id: str, session_id: str) -> dict[str, object]:
     return await _delete(room_id, session_id)
 
