@@ -52,7 +52,7 @@ async def set_typing(room_id: str, user_id: str) -> dict[str, object]:
     return {}
 
 
-@client_route(bp, "/rooms/<room_id>/receipt/<receipt_type>/<event_id>", methods=["POST"])
+@client_route(bp, "/rooms/<room_id>/receipt/<receipt_type>/<path:event_id>", methods=["POST"])
 async def send_receipt(room_id: str, receipt_type: str, event_id: str) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body(allow_empty=True)

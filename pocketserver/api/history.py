@@ -141,7 +141,7 @@ async def messages(room_id: str) -> dict[str, object]:
     return body
 
 
-@client_route(bp, "/rooms/<room_id>/context/<event_id>", methods=["GET"])
+@client_route(bp, "/rooms/<room_id>/context/<path:event_id>", methods=["GET"])
 async def context(room_id: str, event_id: str) -> dict[str, object]:
     requester = await require_auth()
     room_id = room_id_arg(room_id)

@@ -38,7 +38,7 @@ def _reason(body: dict[str, object], *, required: bool) -> str | None:
     return reason
 
 
-@client_route(bp, "/rooms/<room_id>/report/<event_id>", methods=["POST"])
+@client_route(bp, "/rooms/<room_id>/report/<path:event_id>", methods=["POST"])
 async def report_event(room_id: str, event_id: str) -> dict[str, object]:
     """The reporter must be joined; an unknown, invisible or redacted event is 404."""
     requester = await require_auth()

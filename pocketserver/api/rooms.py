@@ -242,7 +242,7 @@ async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
     return {"event_id": event_id}
 
 
-@client_route(bp, "/rooms/<room_id>/redact/<event_id>/<txn_id>", methods=["PUT"])
+@client_route(bp, "/rooms/<room_id>/redact/<path:event_id>/<txn_id>", methods=["PUT"])
 async def redact(room_id: str, event_id: str, txn_id: str) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body(allow_empty=True)
@@ -299,7 +299,7 @@ async def get_state_event(room_id: str, event_type: str, state_key: str = "") ->
     return content if isinstance(content, dict) else {}
 
 
-@client_route(bp, "/rooms/<room_id>/event/<event_id>", methods=["GET"])
+@client_route(bp, "/rooms/<room_id>/event/<path:event_id>", methods=["GET"])
 async def get_event(room_id: str, event_id: str) -> dict[str, object]:
     requester = await require_auth()
     s = services()

@@ -38,11 +38,12 @@ def client_event(
         unsigned["age"] = max(0, now_ms - ts)
     if event.redacted_because is not None:
         because = event.redacted_because
-        unsigned["redacted_because"] = {
-            **{k: because[k] for k in _CLIENT_KEYS if k in because},
-            "event_id": event.redacted_because_id,
-            "room_id": event.room_id,
-        }
+        why: dict[str, object] = {k: because[k] for k in _CLIENT_KEYS if k in because}
+        why["event_id"] = event.redacted_because_id
+        why["room_id"] = event.room_id
+        if (target := _redacts(because)) is not None:
+            why["redacts"] = target  # the redaction as a ClientEvent, as Synapse sends it
+        unsigned["redacted_because"] = why
     if transaction_id is not None:
         unsigned["transaction_id"] = transaction_id
     out["unsigned"] = unsigned
