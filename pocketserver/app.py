@@ -22,6 +22,7 @@ from pocketserver.api import (
     account_data,
     admin_register,
     admin_tokens,
+    dehydrated,
     devices,
     directory,
     discovery,
@@ -150,6 +151,7 @@ def create_app(
             to_device.bp,
             key_backup.bp,
             e2e_keys.bp,
+            dehydrated.bp,
         ):
             app.register_blueprint(bp)
     if wanted & {"client", "media"}:

@@ -23,6 +23,7 @@ from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
 from pocketserver.e2e.cross_signing import CrossSigning
+from pocketserver.e2e.dehydrated import DehydratedDevices
 from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
@@ -175,6 +176,7 @@ async def build_services(config: Config) -> Services:
         key_backup=KeyBackupService(db),
         e2e_keys=e2e_keys,
         cross_signing=CrossSigning(db, device_lists),
+        dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
     )
 
 

@@ -18,6 +18,7 @@ from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.e2e.cross_signing import CrossSigning
+from pocketserver.e2e.dehydrated import DehydratedDevices
 from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
@@ -92,5 +93,6 @@ class Services:
     key_backup: KeyBackupService
     e2e_keys: E2eKeys
     cross_signing: CrossSigning
+    dehydrated: DehydratedDevices
     media: MediaRepository
     url_previews: UrlPreviewer | None = None

@@ -16,6 +16,7 @@ from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.core.identifiers import is_valid_localpart, is_valid_user_id
 from pocketserver.errors import MatrixError, forbidden, unknown_token
+from pocketserver.storage import dehydrated as dehydrated_store
 from pocketserver.storage import devices as device_store
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
@@ -210,6 +211,8 @@ class AccountService:
     ) -> list[bytes]:
         now = _now_ms()
         old: list[bytes] = []
+        if dehydrated_store.is_dehydrated(conn, user_id, device_id):  # MSC3814: no takeover
+            raise MatrixError(400, "M_INVALID_PARAM", "that device ID is a dehydrated device")
         if not device_store.ensure_device(conn, user_id, device_id, display_name, now):
             old = device_store.token_hashes_for_device(conn, user_id, device_id)
             device_store.delete_device_tokens(conn, user_id, device_id)

@@ -19,14 +19,14 @@ async def list_devices() -> dict[str, object]:
     return {"devices": [d.to_json() for d in devices]}
 
 
-@client_route(bp, "/devices/<device_id>", methods=["GET"])
+@client_route(bp, "/devices/<path:device_id>", methods=["GET"])
 async def get_device(device_id: str) -> dict[str, object]:
     requester = await require_auth()
     device = await services().account_api.devices.get(requester.user_id, device_id)
     return device.to_json()
 
 
-@client_route(bp, "/devices/<device_id>", methods=["PUT"])
+@client_route(bp, "/devices/<path:device_id>", methods=["PUT"])
 async def update_device(device_id: str) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body()
@@ -39,7 +39,7 @@ async def update_device(device_id: str) -> dict[str, object]:
     return {}
 
 
-@client_route(bp, "/devices/<device_id>", methods=["DELETE"])
+@client_route(bp, "/devices/<path:device_id>", methods=["DELETE"])
 async def delete_device(device_id: str) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body(allow_empty=True)

@@ -36,6 +36,7 @@ Federation is not implemented yet: remote users and rooms fail with clear errors
 
 UNSTABLE_FEATURES: dict[str, bool] = {
     "uk.half-shot.msc2666.query_mutual_rooms": True,
+    "org.matrix.msc3814": True,  # dehydrated devices (api/dehydrated.py)
 }
 
 
