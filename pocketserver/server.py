@@ -130,6 +130,7 @@ async def build_services(config: Config) -> Services:
         refresh_lifetime_ms=config.refresh_token_lifetime_ms,
         failed_logins=ratelimits.login_failures,
         token_validity=config.rc_registration_token_validity,
+        login_token_lifetime_ms=config.login_token_lifetime_ms,
     )
     sync = SyncHandler(room_store, reader, notifier)
     account_data = await AccountDataService.open(db, notifier, budget)

@@ -556,3 +556,23 @@ def test_two_generations_have_different_secrets(tmp_path: Path) -> None:
     key_a = read_signing_keys(a.signing_key_path.read_text())[0]
     key_b = read_signing_keys(b.signing_key_path.read_text())[0]
     assert bytes(key_a) != bytes(key_b)
+
+
+def test_login_via_existing_session() -> None:
+    assert parse_config(minimal(), BASE).login_token_lifetime_ms is None
+    on = parse_config(minimal(login_via_existing_session={"enabled": True}), BASE)
+    assert on.login_token_lifetime_ms == 5 * 60_000
+    short = {"enabled": True, "token_timeout": "30s"}
+    assert (
+        parse_config(minimal(login_via_existing_session=short), BASE).login_token_lifetime_ms
+        == 30_000
+    )
+    assert "needs password_config.enabled" in config_error(
+        minimal(login_via_existing_session={"enabled": True}, password_config={"enabled": False})
+    )
+    assert "at most 1h" in config_error(
+        minimal(login_via_existing_session={"enabled": True, "token_timeout": "2h"})
+    )
+    assert "token_timeout" in config_error(
+        minimal(login_via_existing_session={"enabled": True, "token_timeout": "0s"})
+    )

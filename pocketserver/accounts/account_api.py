@@ -1,11 +1,12 @@
 """The services behind the account API, built together: UIA, registration tokens,
-refresh tokens, devices and account management."""
+refresh tokens, login tokens, devices and account management."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pocketserver.accounts.devices import DeviceActivity, DeviceManager
+from pocketserver.accounts.login_tokens import LoginTokens
 from pocketserver.accounts.management import AccountManagement
 from pocketserver.accounts.refresh import RefreshTokens
 from pocketserver.accounts.registration_tokens import RegistrationTokens
@@ -29,6 +30,8 @@ class AccountApi:
     management: AccountManagement
     token_validity_limit: RateLimiter
     availability_limit: RateLimiter
+    login_tokens: LoginTokens | None = None
+    """None unless ``login_via_existing_session`` is enabled."""
 
 
 def build_account_api(
@@ -40,6 +43,7 @@ def build_account_api(
     refresh_lifetime_ms: int | None,
     failed_logins: RateLimiter,
     token_validity: RateLimit,
+    login_token_lifetime_ms: int | None = None,
 ) -> AccountApi:
     uia = UserInteractiveAuth()
     devices = DeviceManager(db, accounts, DeviceActivity(db))
@@ -51,4 +55,7 @@ def build_account_api(
         management=AccountManagement(db, accounts, devices, rooms, failed_logins),
         token_validity_limit=RateLimiter(token_validity),
         availability_limit=RateLimiter(AVAILABILITY_LIMIT),
+        login_tokens=None
+        if login_token_lifetime_ms is None
+        else LoginTokens(login_token_lifetime_ms),
     )

@@ -182,6 +182,19 @@ class AccountService:
             raise MatrixError(403, "M_USER_DEACTIVATED", "this account has been deactivated")
         return found.user_id
 
+    async def check_active(self, user_id: str) -> None:
+        """Raise unless the local account exists and is not deactivated.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` for no such account, 403
+                ``M_USER_DEACTIVATED`` for a deactivated one.
+        """
+        found = await self._db.read(user_store.get_user, user_id)
+        if found is None:
+            raise forbidden("no such account")
+        if found.deactivated:
+            raise MatrixError(403, "M_USER_DEACTIVATED", "this account has been deactivated")
+
     async def create_session(
         self, user_id: str, device_id: str | None, display_name: str | None
     ) -> Session:

@@ -84,6 +84,6 @@ async def capabilities() -> dict[str, object]:
             "m.set_avatar_url": {"enabled": True},
             "m.profile_fields": {"enabled": True, "allowed": ["displayname", "avatar_url"]},
             "m.3pid_changes": {"enabled": False},
-            "m.get_login_token": {"enabled": False},
+            "m.get_login_token": {"enabled": services().account_api.login_tokens is not None},
         }
     }

@@ -1,10 +1,15 @@
-"""Login, logout and whoami (client-server-api/_index.md "Login", "Logout", "whoami")."""
+"""Login, logout and whoami (client-server-api/_index.md "Login", "Logout", "whoami").
+
+Login types: ``m.login.password``, and ``m.login.token`` with tokens from
+``POST /login/get_token`` when ``login_via_existing_session`` is enabled.
+"""
 
 from __future__ import annotations
 
 import trio
 from quart import Blueprint
 
+from pocketserver.api.account_auth import confirm_identity
 from pocketserver.api.http import (
     client_address,
     get_bool,
@@ -14,15 +19,21 @@ from pocketserver.api.http import (
     require_str,
     services,
 )
-from pocketserver.api.routes import client_route
+from pocketserver.api.routes import client_route, client_v1_route
 from pocketserver.errors import MatrixError
+from pocketserver.services import Services
 
 bp = Blueprint("login", __name__)
 
 
 @client_route(bp, "/login", methods=["GET"])
 async def login_flows() -> dict[str, object]:
-    flows = [{"type": "m.login.password"}] if services().config.password_enabled else []
+    s = services()
+    flows: list[dict[str, object]] = []
+    if s.config.password_enabled:
+        flows.append({"type": "m.login.password"})
+    if s.account_api.login_tokens is not None:
+        flows.append({"type": "m.login.token", "get_login_token": True})
     return {"flows": flows}
 
 
@@ -47,24 +58,18 @@ async def login() -> dict[str, object]:
     s = services()
     body = await json_body()
     login_type = require_str(body, "type")
-    if login_type != "m.login.password" or not s.config.password_enabled:
-        raise MatrixError(400, "M_UNKNOWN", f"unsupported login type: {login_type!r}")
-    user = _login_user(body)
-    password = require_str(body, "password")
     device_id = optional_str(body, "device_id")
     display_name = optional_str(body, "initial_device_display_name")
     wants_refresh = get_bool(body, "refresh_token")
-    now = trio.current_time()
-    s.ratelimits.login_address.check(client_address(), now)
-    account_key = user.lower()
-    s.ratelimits.login_account.check(account_key, now)
-    if not s.ratelimits.login_failures.would_allow(account_key, now):
-        s.ratelimits.login_failures.check(account_key, now)
-    try:
-        user_id = await s.accounts.login_password(user, password)
-    except MatrixError:
-        s.ratelimits.login_failures.record(account_key, now)
-        raise
+    if login_type == "m.login.password" and s.config.password_enabled:
+        user_id = await _password_login(s, body)
+    elif login_type == "m.login.token" and s.account_api.login_tokens is not None:
+        token = require_str(body, "token")
+        s.ratelimits.login_address.check(client_address(), trio.current_time())
+        user_id = s.account_api.login_tokens.redeem(token)
+        await s.accounts.check_active(user_id)
+    else:
+        raise MatrixError(400, "M_UNKNOWN", f"unsupported login type: {login_type!r}")
     session = await s.accounts.create_session(user_id, device_id, display_name)
     answer: dict[str, object] = {
         "user_id": session.user_id,
@@ -78,6 +83,42 @@ async def login() -> dict[str, object]:
         answer["refresh_token"] = refresh
         answer["expires_in_ms"] = expires_in_ms
     return answer
+
+
+async def _password_login(s: Services, body: dict[str, object]) -> str:
+    """The user ID a password login names, rate limited per address and account."""
+    user = _login_user(body)
+    password = require_str(body, "password")
+    now = trio.current_time()
+    s.ratelimits.login_address.check(client_address(), now)
+    account_key = user.lower()
+    s.ratelimits.login_account.check(account_key, now)
+    if not s.ratelimits.login_failures.would_allow(account_key, now):
+        s.ratelimits.login_failures.check(account_key, now)
+    try:
+        return await s.accounts.login_password(user, password)
+    except MatrixError:
+        s.ratelimits.login_failures.record(account_key, now)
+        raise
+
+
+@client_v1_route(bp, "/login/get_token", methods=["POST"])
+async def get_login_token() -> dict[str, object]:
+    """``POST /_matrix/client/v1/login/get_token`` (v1.7): a one-time token for a new
+    device of the same user. UIA every time, as the spec requires; at most one token a
+    minute per user (429 ``M_LIMIT_EXCEEDED``); 404 ``M_UNRECOGNIZED`` when the server
+    does not offer it."""
+    s = services()
+    requester = await require_auth()
+    tokens = s.account_api.login_tokens
+    if tokens is None:
+        raise MatrixError(404, "M_UNRECOGNIZED", "login tokens are not enabled on this server")
+    body = await json_body(allow_empty=True)
+    tokens.check_rate(requester.user_id)
+    session = await confirm_identity("get_login_token", body, requester)
+    issued = tokens.issue(requester.user_id)
+    s.account_api.uia.finish(session)
+    return {"login_token": issued.token, "expires_in_ms": issued.expires_in_ms}
 
 
 @client_route(bp, "/logout", methods=["POST"])

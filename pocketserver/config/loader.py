@@ -328,6 +328,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         ),
         bcrypt_rounds=root.get("bcrypt_rounds", _int_range(4, 31), 12),
         password_enabled=pw_enabled,
+        login_token_lifetime_ms=_login_via_existing_session(root, pw_enabled),
         password_pepper=pepper,
         max_upload_size=root.get("max_upload_size", parse_size, "50M"),
         max_request_body_size=root.get("max_request_body_size", _body_size, "1M"),
@@ -372,6 +373,21 @@ def _guest_access(root: _Section, warnings: list[str]) -> bool:
             "registration with kind=guest is still refused"
         )
     return allowed
+
+
+def _login_via_existing_session(root: _Section, password_enabled: bool) -> int | None:
+    section = root.section("login_via_existing_session")
+    enabled = section.get("enabled", _bool, False)
+    lifetime = section.get("token_timeout", _positive_duration, "5m")
+    section.finish()
+    if enabled and not password_enabled:
+        raise ConfigError(
+            "login_via_existing_session.enabled needs password_config.enabled: the user "
+            "confirms each new login token with their password"
+        )
+    if lifetime > 60 * 60 * 1000:
+        raise ConfigError("login_via_existing_session.token_timeout: at most 1h")
+    return lifetime if enabled else None
 
 
 def _positive_duration(value: object) -> int:

@@ -83,6 +83,9 @@ class Config:
     config_path: Path | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
     media: MediaConfig = field(default_factory=MediaConfig)
+    login_token_lifetime_ms: int | None = None
+    """``login_via_existing_session``: how long a ``POST /login/get_token`` token lasts;
+    None when the endpoint is off."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""
