@@ -15,6 +15,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from pocketserver.account_data.service import AccountDataService
 from pocketserver.account_data.sync_source import AccountDataSource
 from pocketserver.accounts.account_api import build_account_api
+from pocketserver.accounts.guests import GuestAccess
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -152,6 +153,7 @@ async def build_services(config: Config) -> Services:
         budget=budget,
         signing_key=signing_key,
         accounts=accounts,
+        guests=GuestAccess(db, accounts, room_client, enabled=config.allow_guest_access),
         registration_nonces=NonceStore(),
         ratelimits=ratelimits,
         notifier=notifier,
@@ -217,6 +219,8 @@ async def serve(
             )
             await background.start(services.pushers.run)
             await background.start(services.media.run)
+            services.rooms.add_listener(services.guests.on_persisted)
+            await background.start(services.guests.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 log.info("pocketserver for %s is ready", config.server_name)

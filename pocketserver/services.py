@@ -12,6 +12,7 @@ import nacl.signing
 
 from pocketserver.account_data.service import AccountDataService
 from pocketserver.accounts.account_api import AccountApi
+from pocketserver.accounts.guests import GuestAccess
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -70,6 +71,7 @@ class Services:
     budget: MemoryBudget
     signing_key: nacl.signing.SigningKey
     accounts: AccountService
+    guests: GuestAccess
     registration_nonces: NonceStore
     ratelimits: RateLimiters
     notifier: Notifier

@@ -266,7 +266,8 @@ def test_config_keys_and_defaults(tmp_path: Path) -> None:
     )
     assert config.refreshable_access_token_lifetime_ms == 3_600_000
     assert config.refresh_token_lifetime_ms == 30 * 86_400_000
-    assert any("allow_guest_access" in w for w in config.warnings)
+    assert config.allow_guest_access is True
+    assert not any("allow_guest_access" in w for w in config.warnings)
     for bad in ({"refreshable_access_token_lifetime": 0}, {"allow_guest_access": "maybe"}):
         with pytest.raises(ConfigError):
             make_config(tmp_path, **bad)

@@ -260,7 +260,7 @@ class AccountService:
         if owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms():
             # Expired, not revoked: the client may refresh or log in again (soft logout).
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "access token has expired", soft_logout=True)
-        requester = Requester(user_id=owner.user_id, device_id=owner.device_id)
+        requester = Requester(owner.user_id, owner.device_id, is_guest=owner.is_guest)
         if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)
         return requester

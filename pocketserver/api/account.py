@@ -71,7 +71,7 @@ async def refresh() -> dict[str, object]:
 
 @client_route(bp, "/capabilities", methods=["GET"])
 async def capabilities() -> dict[str, object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     config = services().config
     return {
         "capabilities": {

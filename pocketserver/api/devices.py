@@ -14,21 +14,21 @@ bp = Blueprint("devices", __name__)
 
 @client_route(bp, "/devices", methods=["GET"])
 async def list_devices() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     devices = await services().account_api.devices.list(requester.user_id)
     return {"devices": [d.to_json() for d in devices]}
 
 
 @client_route(bp, "/devices/<path:device_id>", methods=["GET"])
 async def get_device(device_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     device = await services().account_api.devices.get(requester.user_id, device_id)
     return device.to_json()
 
 
 @client_route(bp, "/devices/<path:device_id>", methods=["PUT"])
 async def update_device(device_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body()
     name = optional_str(body, "display_name")
     devices = services().account_api.devices

@@ -56,7 +56,7 @@ def _bool_arg(name: str) -> bool:
 
 @client_v1_route(bp, "/rooms/<room_id>/hierarchy", methods=["GET"])
 async def hierarchy(room_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     limit = _int_arg("limit", DEFAULT_LIMIT)
     max_depth = _int_arg("max_depth", DEFAULT_MAX_DEPTH)
     assert limit is not None
@@ -85,7 +85,8 @@ async def hierarchy(room_id: str) -> dict[str, object]:
 
 async def _summary(room_id_or_alias: str) -> dict[str, object]:
     s = services()
-    user_id = (await require_auth()).user_id if access_token() is not None else None
+    authed = access_token() is not None
+    user_id = (await require_auth(allow_guest=True)).user_id if authed else None
     if room_id_or_alias.startswith("#"):
         room_id = await s.directory.resolve(room_id_or_alias)
     elif is_valid_room_id(room_id_or_alias):

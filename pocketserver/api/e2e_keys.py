@@ -16,7 +16,7 @@ bp = Blueprint("e2e_keys", __name__)
 
 @client_route(bp, "/keys/upload", methods=["POST"])
 async def upload_keys() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body()
     counts = await services().e2e_keys.upload(requester.user_id, requester.device_id, body)
     return {"one_time_key_counts": counts}
@@ -24,21 +24,21 @@ async def upload_keys() -> dict[str, object]:
 
 @client_route(bp, "/keys/query", methods=["POST"])
 async def query_keys() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body()
     return await services().e2e_keys.query(requester.user_id, body)
 
 
 @client_route(bp, "/keys/claim", methods=["POST"])
 async def claim_keys() -> dict[str, object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     body = await json_body()
     return await services().e2e_keys.claim(body)
 
 
 @client_route(bp, "/keys/changes", methods=["GET"])
 async def keys_changes() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     since = request.args.get("from")
     if since is None:
         raise missing_param("from")
@@ -67,7 +67,7 @@ async def upload_cross_signing_keys() -> dict[str, object]:
 
 @client_route(bp, "/keys/signatures/upload", methods=["POST"])
 async def upload_signatures() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body()
     failures = await services().cross_signing.upload_signatures(requester.user_id, body)
     return {"failures": failures}

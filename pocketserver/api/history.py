@@ -112,7 +112,7 @@ async def serialise(
 
 @client_route(bp, "/rooms/<room_id>/messages", methods=["GET"])
 async def messages(room_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     room_id = room_id_arg(room_id)
     forwards = dir_arg(required=True)
     from_pos, to_pos = position_arg("from"), position_arg("to")
@@ -143,7 +143,7 @@ async def messages(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/context/<path:event_id>", methods=["GET"])
 async def context(room_id: str, event_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     room_id = room_id_arg(room_id)
     limit = int_arg("limit", DEFAULT_LIMIT)
     flt = filter_arg()

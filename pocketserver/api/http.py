@@ -56,11 +56,16 @@ def access_token() -> str | None:
     return token.strip()
 
 
-async def require_auth() -> Requester:
+async def require_auth(*, allow_guest: bool = False) -> Requester:
     """The authenticated requester.
 
+    Args:
+        allow_guest: whether guest accounts may use the route (the list and the
+            reasons are in ``pocketserver/accounts/guests.py``).
+
     Raises:
-        MatrixError: 401 ``M_MISSING_TOKEN`` or ``M_UNKNOWN_TOKEN``.
+        MatrixError: 401 ``M_MISSING_TOKEN`` or ``M_UNKNOWN_TOKEN``; 403
+            ``M_GUEST_ACCESS_FORBIDDEN`` for a guest unless ``allow_guest``.
     """
     token = access_token()
     if token is None:
@@ -71,6 +76,9 @@ async def require_auth() -> Requester:
     services().account_api.devices.activity.seen(
         requester.user_id, requester.device_id, client_address()
     )
+    if requester.is_guest and not allow_guest:
+        # As Synapse: noted as seen first, then refused (client-server API "Guest Access").
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts cannot use this")
     return requester
 
 

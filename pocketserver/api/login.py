@@ -137,7 +137,7 @@ async def logout_all() -> dict[str, object]:
 
 @client_route(bp, "/account/whoami", methods=["GET"])
 async def whoami() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     return {
         "user_id": requester.user_id,
         "device_id": requester.device_id,

@@ -203,19 +203,19 @@ async def _preview() -> dict[str, object]:
 
 @bp.get(f"{AUTHED}/download/<server_name>/<media_id>")
 async def download(server_name: str, media_id: str) -> Response:
-    await require_auth()
+    await require_auth(allow_guest=True)
     return await _download(server_name, media_id, None)
 
 
 @bp.get(f"{AUTHED}/download/<server_name>/<media_id>/<filename>")
 async def download_named(server_name: str, media_id: str, filename: str) -> Response:
-    await require_auth()
+    await require_auth(allow_guest=True)
     return await _download(server_name, media_id, filename)
 
 
 @bp.get(f"{AUTHED}/thumbnail/<server_name>/<media_id>")
 async def thumbnail(server_name: str, media_id: str) -> Response:
-    await require_auth()
+    await require_auth(allow_guest=True)
     return await _thumbnail(server_name, media_id)
 
 

@@ -69,7 +69,7 @@ def _query(body: Mapping[str, object]) -> ListingQuery:
 @client_route(bp, "/publicRooms", methods=["GET"])
 async def get_public_rooms() -> dict[str, object]:
     if access_token() is not None:
-        await require_auth()
+        await require_auth(allow_guest=True)
     _check_server()
     s = services()
     return await list_public_rooms(
@@ -83,7 +83,7 @@ async def get_public_rooms() -> dict[str, object]:
 
 @client_route(bp, "/publicRooms", methods=["POST"])
 async def post_public_rooms() -> dict[str, object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
     _check_server()
     since = body.get("since")

@@ -1,7 +1,9 @@
-"""Registration (client-server API "Account registration", "Token-authenticated registration")."""
+"""Registration (client-server API "Account registration", "Token-authenticated registration",
+"Guest Access": ``kind=guest`` and the upgrade of a guest with ``guest_access_token``)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 
@@ -25,8 +27,12 @@ REMEMBERED = (
     "initial_device_display_name",
     "inhibit_login",
     "refresh_token",
+    "guest_access_token",
 )
 """Fields a client may send only in the first request of its UIA session."""
+
+NUMERIC = re.compile(r"[0-9]+")
+"""Localparts kept for guest accounts (Synapse's ``GUEST_USER_ID_PATTERN``)."""
 
 
 def _registration_enabled() -> None:
@@ -45,7 +51,13 @@ async def _check_available(localpart: str) -> str:
 
 def _check_fields(body: dict[str, object]) -> None:
     """Reject malformed fields before any authentication, as the spec asks."""
-    for key in ("username", "password", "device_id", "initial_device_display_name"):
+    for key in (
+        "username",
+        "password",
+        "device_id",
+        "initial_device_display_name",
+        "guest_access_token",
+    ):
         optional_str(body, key)
     get_bool(body, "inhibit_login")
     get_bool(body, "refresh_token")
@@ -60,6 +72,30 @@ def _check_fields(body: dict[str, object]) -> None:
         raise MatrixError(400, "M_INVALID_PARAM", "device display name is too long")
 
 
+def _check_not_numeric(localpart: str) -> None:
+    """As Synapse: all-digit localparts are for guests (kept even with guests off)."""
+    if NUMERIC.fullmatch(localpart):
+        raise MatrixError(400, "M_INVALID_USERNAME", "numeric user IDs are kept for guests")
+
+
+async def _register_guest() -> dict[str, object]:
+    """``kind=guest``: no UIA; every body field but ``initial_device_display_name`` is
+    ignored (spec). As Synapse, ``enable_registration`` does not matter here, only
+    ``allow_guest_access``; ``rc_registration`` limits it as any registration."""
+    s = services()
+    if not s.guests.enabled:
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not available")
+    s.ratelimits.registration.check(client_address(), trio.current_time())
+    body = await json_body(allow_empty=True)
+    session = await s.guests.register(optional_str(body, "initial_device_display_name"))
+    return {
+        "user_id": session.user_id,
+        "home_server": s.config.server_name,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+    }
+
+
 def _generated_localpart() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "u" + "".join(secrets.choice(alphabet) for _ in range(11))
@@ -72,8 +108,7 @@ async def register() -> dict[str, object]:
     if kind not in ("user", "guest"):
         raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
     if kind == "guest":
-        # Guest accounts are not implemented (whatever allow_guest_access says).
-        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts are not available")
+        return await _register_guest()
     _registration_enabled()
     address = client_address()
     limiter = s.ratelimits.registration
@@ -82,7 +117,12 @@ async def register() -> dict[str, object]:
     body = await json_body()
     _check_fields(body)
     username = optional_str(body, "username")
-    if username is not None:
+    guest_token = optional_str(body, "guest_access_token")
+    if guest_token is not None:
+        # Upgrading a guest: checked before UIA, as Synapse's check_username does.
+        await s.guests.check_upgrade(guest_token, username)
+    elif username is not None:
+        _check_not_numeric(username)
         await _check_available(username)
     api = s.account_api
     token_required = s.config.registration_requires_token
@@ -99,17 +139,23 @@ async def register() -> dict[str, object]:
     password = optional_str(fields, "password")
     if password is None:
         raise missing_param("password")
+    guest_token = optional_str(fields, "guest_access_token")
     localpart = optional_str(fields, "username")
-    if localpart is None:
-        localpart = _generated_localpart()
-    await _check_available(localpart)
-    user_id = await s.accounts.register(localpart, password)
+    if guest_token is not None:
+        user_id = await s.guests.check_upgrade(guest_token, localpart)
+        await s.guests.upgrade(user_id, password)
+    else:
+        if localpart is None:
+            localpart = _generated_localpart()
+        _check_not_numeric(localpart)
+        await _check_available(localpart)
+        user_id = await s.accounts.register(localpart, password)
+        await s.profiles.set_initial(user_id, localpart)
     if token_required:
         await api.registration_tokens.count_use(session)
     else:
         api.uia.finish(session)
     limiter.record(address, trio.current_time())
-    await s.profiles.set_initial(user_id, localpart)
     answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
     if get_bool(fields, "inhibit_login"):
         return answer

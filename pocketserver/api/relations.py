@@ -43,7 +43,7 @@ def _recurse() -> bool | None:
 async def relations(
     room_id: str, event_id: str, rel_type: str | None = None, event_type: str | None = None
 ) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     room_id = room_id_arg(room_id)
     forwards = dir_arg(required=False)
     from_raw = request.args.get("from")

@@ -132,7 +132,7 @@ async def _resolve_room(room_id_or_alias: str) -> str:
 
 
 async def _join(room_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
     s = services()
     reason = optional_str(body, "reason")
@@ -140,6 +140,7 @@ async def _join(room_id: str) -> dict[str, object]:
         raise not_found(
             "this server does not know that room (joining over federation is not supported yet)"
         )
+    await s.guests.check_join(requester, room_id)  # guests: only rooms with can_join
     await s.room_client.membership(
         requester.user_id,
         room_id,
@@ -208,7 +209,7 @@ async def unban(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/leave", methods=["POST"])
 async def leave(room_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
     await services().room_client.membership(
         requester.user_id,
@@ -225,7 +226,7 @@ async def leave(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/send/<event_type>/<txn_id>", methods=["PUT"])
 async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     content = await json_body()
     await check_new_relation(  # threads from related events, duplicate annotations
         services().room_store,
@@ -266,7 +267,7 @@ async def redact(room_id: str, event_id: str, txn_id: str) -> dict[str, object]:
 @client_route(bp, "/rooms/<room_id>/state/<event_type>/", methods=["PUT"])
 @client_route(bp, "/rooms/<room_id>/state/<event_type>/<path:state_key>", methods=["PUT"])
 async def put_state(room_id: str, event_type: str, state_key: str = "") -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     content = await json_body()
     event_id = await services().room_client.set_state(
         requester.user_id, _room_id(room_id), event_type, state_key, content
@@ -279,7 +280,7 @@ async def put_state(room_id: str, event_type: str, state_key: str = "") -> dict[
 
 @client_route(bp, "/rooms/<room_id>/state", methods=["GET"])
 async def get_state(room_id: str) -> list[dict[str, object]]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     events = await services().room_client.visible_state_events(requester.user_id, _room_id(room_id))
     now = _now_ms()
     return [client_event(ev, now) for ev in events]
@@ -289,7 +290,7 @@ async def get_state(room_id: str) -> list[dict[str, object]]:
 @client_route(bp, "/rooms/<room_id>/state/<event_type>/", methods=["GET"])
 @client_route(bp, "/rooms/<room_id>/state/<event_type>/<path:state_key>", methods=["GET"])
 async def get_state_event(room_id: str, event_type: str, state_key: str = "") -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     event = await services().room_client.state_event(
         requester.user_id, _room_id(room_id), event_type, state_key
     )
@@ -301,7 +302,7 @@ async def get_state_event(room_id: str, event_type: str, state_key: str = "") ->
 
 @client_route(bp, "/rooms/<room_id>/event/<path:event_id>", methods=["GET"])
 async def get_event(room_id: str, event_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     s = services()
     events = await s.room_client.visible_events(requester.user_id, _room_id(room_id), [event_id])
     if event_id not in events:
@@ -312,13 +313,13 @@ async def get_event(room_id: str, event_id: str) -> dict[str, object]:
 
 @client_route(bp, "/joined_rooms", methods=["GET"])
 async def joined_rooms() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     return {"joined_rooms": await services().room_client.joined_rooms(requester.user_id)}
 
 
 @client_route(bp, "/rooms/<room_id>/members", methods=["GET"])
 async def members(room_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     at = request.args.get("at")
     events = await services().room_client.members(
         requester.user_id,

@@ -50,7 +50,7 @@ async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
 
 @client_route(bp, "/sync", methods=["GET"])
 async def sync() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     since_raw = request.args.get("since")
     set_presence = request.args.get("set_presence", "online")
     if set_presence not in ("online", "offline", "unavailable"):

@@ -22,26 +22,26 @@ bp = Blueprint("thirdparty", __name__)
 
 @client_route(bp, "/thirdparty/protocols", methods=["GET"])
 async def protocols() -> dict[str, object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     return {}
 
 
 @client_route(bp, "/thirdparty/protocol/<protocol>", methods=["GET"])
 async def protocol(protocol: str) -> dict[str, object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     raise not_found(f"no third-party protocol {protocol!r} on this server")
 
 
 @client_route(bp, "/thirdparty/location/<protocol>", methods=["GET"])
 @client_route(bp, "/thirdparty/user/<protocol>", methods=["GET"])
 async def lookup_in_protocol(protocol: str) -> list[object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     return []
 
 
 @client_route(bp, "/thirdparty/location", methods=["GET"])
 async def location_by_alias() -> list[object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     if request.args.get("alias") is None:
         raise missing_param("alias")
     return []
@@ -49,7 +49,7 @@ async def location_by_alias() -> list[object]:
 
 @client_route(bp, "/thirdparty/user", methods=["GET"])
 async def user_by_id() -> list[object]:
-    await require_auth()
+    await require_auth(allow_guest=True)
     if request.args.get("userid") is None:
         raise missing_param("userid")
     return []

@@ -17,7 +17,7 @@ bp = Blueprint("to_device", __name__)
 
 @client_route(bp, "/sendToDevice/<event_type>/<txn_id>", methods=["PUT"])
 async def send_to_device(event_type: str, txn_id: str) -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     body = await json_body()
     if "messages" not in body:
         raise missing_param("messages")

@@ -31,7 +31,7 @@ def turn_credentials(secret: str, user_id: str, lifetime_ms: int, now_s: float) 
 
 @client_route(bp, "/voip/turnServer", methods=["GET"])
 async def turn_server() -> dict[str, object]:
-    requester = await require_auth()
+    requester = await require_auth(allow_guest=True)
     config = services().config
     if not config.turn_uris or not config.turn_shared_secret:
         return {}  # no TURN server configured: clients fall back to STUN/host candidates

@@ -318,7 +318,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         registration_shared_secret=root.get("registration_shared_secret", _opt_str, None),
         enable_registration=root.get("enable_registration", _bool, False),
         registration_requires_token=root.get("registration_requires_token", _bool, False),
-        allow_guest_access=_guest_access(root, warnings),
+        allow_guest_access=root.get("allow_guest_access", _bool, False),
         refreshable_access_token_lifetime_ms=root.get(
             "refreshable_access_token_lifetime", _positive_duration, "5m"
         ),
@@ -363,16 +363,6 @@ def _with_warnings(config: Config, warnings: list[str]) -> Config:
 
 def _opt_duration(value: object) -> int | None:
     return None if value is None else parse_duration_ms(value)
-
-
-def _guest_access(root: _Section, warnings: list[str]) -> bool:
-    allowed = root.get("allow_guest_access", _bool, False)
-    if allowed:
-        warnings.append(
-            "allow_guest_access: guest accounts are not supported yet; "
-            "registration with kind=guest is still refused"
-        )
-    return allowed
 
 
 def _login_via_existing_session(root: _Section, password_enabled: bool) -> int | None:

@@ -12,6 +12,7 @@ class TokenOwner:
     device_id: str
     token_id: int
     valid_until_ms: int | None
+    is_guest: bool = False
 
 
 def ensure_device(
@@ -75,7 +76,8 @@ def insert_token(
 
 def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner | None:
     row = conn.execute(
-        "SELECT id, user_id, device_id, valid_until_ms FROM access_tokens WHERE token_hash = ?",
+        "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_guest"
+        " FROM access_tokens t LEFT JOIN users u ON u.name = t.user_id WHERE t.token_hash = ?",
         (token_hash,),
     ).fetchone()
     if row is None:
@@ -85,6 +87,7 @@ def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner |
         device_id=row["device_id"],
         token_id=row["id"],
         valid_until_ms=row["valid_until_ms"],
+        is_guest=bool(row["is_guest"]),
     )
 
 
