@@ -31,6 +31,7 @@ from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
+from pocketserver.net.addresses import outbound_policy
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
@@ -171,7 +172,9 @@ async def build_services(config: Config) -> Services:
         account_api=account_api,
         account_data=account_data,
         push=PushService(room_store, reader, notifier, budget, config.server_name),
-        pushers=PusherService(db, reader),
+        pushers=PusherService(
+            db, reader, policy=outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
+        ),
         room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
         media=media,
         url_previews=url_previews,

@@ -97,11 +97,23 @@ async def _drain(limit: int = DRAIN_LIMIT) -> None:
             return
 
 
+async def _check_quota(repo: MediaRepository, user_id: str) -> None:
+    """Refuse an upload past the user's quota before reading it (drained as for a 413)."""
+    size = request.content_length
+    try:
+        await repo.check_quota(user_id, size)
+    except MatrixError:
+        if size is not None and size <= DRAIN_EXTRA:
+            await _drain(size)
+        raise
+
+
 async def upload() -> tuple[dict[str, object], int]:
     try:
         requester = await require_auth()
         repo = _repo()
         content_type, filename = await _upload_params()
+        await _check_quota(repo, requester.user_id)
     except MatrixError:
         await _drain()
         raise
@@ -117,6 +129,7 @@ async def upload_to(server_name: str, media_id: str) -> tuple[dict[str, object],
         repo = _repo()
         content_type, filename = await _upload_params()
         await repo.check_upload_to(requester.user_id, server_name, media_id)
+        await _check_quota(repo, requester.user_id)
     except MatrixError:
         await _drain()
         raise

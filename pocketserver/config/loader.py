@@ -12,6 +12,7 @@ import yaml
 
 from pocketserver.config.media import parse_media_config
 from pocketserver.config.model import (
+    DEFAULT_IP_RANGE_BLACKLIST,
     KNOWN_RESOURCES,
     Config,
     DatabaseConfig,
@@ -347,6 +348,10 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         media_store_path=root.get("media_store_path", _path(base_dir), "media_store"),
         log_level=root.get("log_level", _log_level, "INFO"),
         report_stats=root.get("report_stats", _bool, False),
+        ip_range_blacklist=root.get(
+            "ip_range_blacklist", _ip_ranges, list(DEFAULT_IP_RANGE_BLACKLIST)
+        ),
+        ip_range_whitelist=root.get("ip_range_whitelist", _ip_ranges, None),
         config_path=config_path,
         warnings=(),
     )

@@ -46,6 +46,8 @@ class MediaConfig:
     unused_expiration_time_ms: int = 24 * 3_600_000
     local_media_lifetime_ms: int | None = None
     max_spider_size: int = 10 * 1024 * 1024
+    upload_quota_per_user: int | None = None
+    """``media_upload_quota_per_user``: bytes of stored media per user; None: no quota."""
     url_preview_url_blacklist: tuple[UrlPattern, ...] = field(default=())
 
 
@@ -141,6 +143,15 @@ def _opt_ms(value: object) -> int | None:
     return None if value is None else _positive_ms(value)
 
 
+def _opt_quota(value: object) -> int | None:
+    if value is None:
+        return None
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError("expected a size such as 1G, or null for no quota")
+    return size
+
+
 class Section(Protocol):
     """What the loader's config section offers (``loader._Section``)."""
 
@@ -166,5 +177,6 @@ def parse_media_config(root: Section) -> MediaConfig:
         unused_expiration_time_ms=root.get("unused_expiration_time", _positive_ms, "24h"),
         local_media_lifetime_ms=lifetime,
         max_spider_size=root.get("max_spider_size", parse_size, "10M"),
+        upload_quota_per_user=root.get("media_upload_quota_per_user", _opt_quota, None),
         url_preview_url_blacklist=root.get("url_preview_url_blacklist", _url_blacklist, None),
     )

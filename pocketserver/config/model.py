@@ -9,6 +9,33 @@ from pocketserver.config.media import MediaConfig
 
 KNOWN_RESOURCES = frozenset({"client", "federation", "keys", "media", "health", "openid"})
 
+# The default of ip_range_blacklist: the same ranges as the sample config's
+# url_preview_ip_range_blacklist (loopback, private, CGNAT, link-local, ULA,
+# multicast, documentation, benchmarking, 0.0.0.0/8, ::).
+DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "0.0.0.0/8",
+    "::1/128",
+    "::/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
@@ -83,6 +110,9 @@ class Config:
     config_path: Path | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
     media: MediaConfig = field(default_factory=MediaConfig)
+    # Outgoing requests on a user's behalf (push gateways); see homeserver.yaml.in.
+    ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
+    ip_range_whitelist: tuple[str, ...] = ()
     login_token_lifetime_ms: int | None = None
     """``login_via_existing_session``: how long a ``POST /login/get_token`` token lasts;
     None when the endpoint is off."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from pocketserver.config.model import Config
+from pocketserver.config.units import format_size
 from pocketserver.errors import MatrixError
 from pocketserver.media import thumbnails as thumbs
 from pocketserver.media.headers import base_type
@@ -52,6 +53,17 @@ def valid_media_id(media_id: str) -> bool:
 
 def not_found() -> MatrixError:
     return MatrixError(404, "M_NOT_FOUND", "media not found")
+
+
+def quota_exceeded(quota: int, used: int) -> MatrixError:
+    """403 ``M_FORBIDDEN``: the upload endpoints' answer for "the user has reached a quota"
+    (the PUT endpoint names M_FORBIDDEN; M_USER_LIMIT_EXCEEDED would need an info_uri)."""
+    return MatrixError(
+        403,
+        "M_FORBIDDEN",
+        f"media upload quota reached: this upload does not fit in the {format_size(quota)} "
+        f"allowed per user ({used} bytes already stored)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +128,13 @@ class MediaRepository:
         upload_name: str | None,
         limit: int,
     ) -> tuple[str, MediaRow]:
-        """Store a new upload of at most ``limit`` bytes; return its URI and row."""
-        received = await self.store.receive(chunks, limit)
+        """Store a new upload of at most ``limit`` bytes; return its URI and row.
+
+        Raises:
+            MatrixError: 413 ``M_TOO_LARGE`` past ``limit``, 403 ``M_FORBIDDEN`` past
+                the user's upload quota.
+        """
+        received = await self._receive(user_id, chunks, limit)
         media_id = secrets.token_urlsafe(18)
         ts = now_ms()
         row = MediaRow(
@@ -142,8 +159,52 @@ class MediaRepository:
     def _insert_uploaded(
         self, conn: sqlite3.Connection, row: MediaRow, received: ReceivedFile
     ) -> None:
+        self._check_quota_in(conn, row.user_id, received.size)
         media_db.insert_media(conn, row)
         self.store.place(received)
+
+    # -- the upload quota ----------------------------------------------------------
+    #
+    # media_upload_quota_per_user caps the bytes of media stored in each user's name:
+    # every upload counts in full for its uploader even when its content is stored once
+    # (charging it to whoever uploaded it first would tell a user whether someone else
+    # had uploaded the same file). It is checked before the body is read, caps how much
+    # of the body is read, and is checked again in the write that records the upload, so
+    # uploads running side by side cannot pass it together.
+
+    async def check_quota(self, user_id: str, size: int | None) -> None:
+        """Refuse an upload of ``size`` bytes (unknown: None) before any of it is read.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` if it would not fit in the user's quota
+                (with ``size`` unknown: if the quota is already full).
+        """
+        quota = self._media.upload_quota_per_user
+        if quota is None:
+            return
+        used = await self._db.read(media_db.stored_bytes, user_id)
+        if used + (1 if size is None else size) > quota:
+            raise quota_exceeded(quota, used)
+
+    async def _receive(
+        self, user_id: str, chunks: AsyncIterator[bytes], limit: int
+    ) -> ReceivedFile:
+        """Receive an upload, refused past ``limit`` or past what is left of the quota."""
+        quota = self._media.upload_quota_per_user
+        if quota is None:
+            return await self.store.receive(chunks, limit)
+        used = await self._db.read(media_db.stored_bytes, user_id)
+        left = max(quota - used, 0)
+        if left >= limit:
+            return await self.store.receive(chunks, limit)
+        return await self.store.receive(chunks, left, refuse=lambda _: quota_exceeded(quota, used))
+
+    def _check_quota_in(self, conn: sqlite3.Connection, user_id: str, size: int) -> None:
+        quota = self._media.upload_quota_per_user
+        if quota is not None:
+            used = media_db.stored_bytes(conn, user_id)
+            if used + size > quota:
+                raise quota_exceeded(quota, used)
 
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve a media ID for a later upload (``POST /_matrix/media/v1/create``).
@@ -188,11 +249,12 @@ class MediaRepository:
         """Upload the content of an ID reserved with :meth:`create`.
 
         Raises:
-            MatrixError: 404 unknown or expired ID, 403 reserved by someone else,
-                409 ``M_CANNOT_OVERWRITE_MEDIA`` already uploaded, 413 too large.
+            MatrixError: 404 unknown or expired ID, 403 reserved by someone else or
+                past the upload quota, 409 ``M_CANNOT_OVERWRITE_MEDIA`` already
+                uploaded, 413 too large.
         """
         await self.check_upload_to(user_id, server_name, media_id)
-        received = await self.store.receive(chunks, self._config.max_upload_size)
+        received = await self._receive(user_id, chunks, self._config.max_upload_size)
         try:
             await self._db.write(
                 self._complete, user_id, media_id, received, content_type, upload_name
@@ -215,6 +277,7 @@ class MediaRepository:
         upload_name: str | None,
     ) -> None:
         self._check_pending(media_db.get_media(conn, media_id), user_id)
+        self._check_quota_in(conn, user_id, received.size)
         media_db.complete_pending(
             conn,
             media_id,

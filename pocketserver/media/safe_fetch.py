@@ -6,14 +6,14 @@ EVERY address it resolves to is checked against ``url_preview_ip_range_blacklist
 address that was checked, so a second DNS answer cannot move it elsewhere (DNS
 rebinding). TLS still verifies the certificate for the host name. Redirects are
 followed here, hop by hop, each checked the same way; bodies are read up to a cap.
+The address checks and the pinned connection are shared with push delivery
+(:mod:`pocketserver.net`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlparse
@@ -23,13 +23,30 @@ import httpx
 import trio
 
 from pocketserver.config.media import UrlPattern
+from pocketserver.net.addresses import (
+    AddressBlocked,
+    AddressPolicy,
+    HostUnresolvable,
+    Resolver,
+    resolve_checked,
+    system_resolver,
+)
+from pocketserver.net.transport import pinned_transport
+
+__all__ = [
+    "AddressPolicy",
+    "FetchFailed",
+    "FetchRefused",
+    "Resolver",
+    "SafeFetcher",
+    "read_capped",
+    "system_resolver",
+    "url_blacklisted",
+]
 
 T = TypeVar("T")
 BodyHandler = Callable[[str, str, AsyncIterator[bytes]], Awaitable[T]]
 """``(final_url, content_type, chunks) -> result``."""
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-"""``(host, port) -> IP addresses``; the default asks the system resolver."""
 
 MAX_REDIRECTS = 5
 USER_AGENT = "pocketserver URL preview (Matrix homeserver)"
@@ -41,34 +58,6 @@ class FetchRefused(Exception):
 
 class FetchFailed(Exception):
     """The remote end did not give a usable answer (unreachable, error status, too big)."""
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-class AddressPolicy:
-    """The blacklist and whitelist of IP ranges (``netaddr.IPSet``)."""
-
-    def __init__(self, blacklist: Iterable[str], whitelist: Iterable[str]) -> None:
-        import netaddr
-
-        self._black = netaddr.IPSet(list(blacklist))
-        self._white = netaddr.IPSet(list(whitelist))
-
-    def allowed(self, address: str) -> bool:
-        import netaddr
-
-        try:
-            ip = netaddr.IPAddress(address.split("%", 1)[0])
-        except (netaddr.AddrFormatError, ValueError, TypeError):
-            return False  # not an address we understand: never connect to it
-        if ip.version == 6 and ip.is_ipv4_mapped():
-            ip = ip.ipv4()
-        if ip in self._white:
-            return True
-        return ip not in self._black
 
 
 def url_blacklisted(url: str, patterns: Iterable[UrlPattern]) -> bool:
@@ -86,79 +75,6 @@ def _component_matches(parts: Any, name: str, pattern: str) -> bool:
     if pattern.startswith("^"):
         return re.match(pattern, value) is not None
     return fnmatch.fnmatch(value, pattern)
-
-
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Connects to one checked address whatever host name the URL has."""
-
-    def __init__(self, address: str) -> None:
-        self._address = address
-        self._inner = httpcore.TrioBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_tcp(
-            self._address, port, timeout, local_address, socket_options
-        )
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used for previews")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._inner:
-            yield part
-
-    async def aclose(self) -> None:
-        close = getattr(self._inner, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class _PinnedTransport(httpx.AsyncBaseTransport):
-    def __init__(self, address: str) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=1,
-            network_backend=_PinnedBackend(address),
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        req = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        resp = await self._pool.handle_async_request(req)
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_ResponseStream(resp.stream),
-            extensions=resp.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
 
 
 class SafeFetcher:
@@ -194,17 +110,13 @@ class SafeFetcher:
             raise FetchRefused("the URL has an invalid port") from None
         host = parts.hostname
         try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            try:
-                addresses = await self.resolver(host, port)
-            except OSError as e:
-                raise FetchFailed(f"cannot resolve {host}: {e}") from None
-        if not addresses:
-            raise FetchFailed(f"{host} has no address")
-        for address in addresses:
-            if not self.policy.allowed(address):
-                raise FetchRefused("the URL's host resolves to an address that is not allowed")
+            addresses = await resolve_checked(host, port, self.policy, self.resolver)
+        except HostUnresolvable as e:
+            raise FetchFailed(str(e)) from None
+        except AddressBlocked:
+            raise FetchRefused(
+                "the URL's host resolves to an address that is not allowed"
+            ) from None
         return host, addresses[0], port
 
     async def fetch(self, url: str, handler: BodyHandler[T]) -> T:
@@ -224,7 +136,7 @@ class SafeFetcher:
     async def _fetch(self, url: str, handler: BodyHandler[T]) -> T:
         for _ in range(MAX_REDIRECTS + 1):
             _host, address, _port = await self.check_url(url)
-            transport = _PinnedTransport(address)
+            transport = pinned_transport(address)
             try:
                 async with httpx.AsyncClient(
                     transport=transport,

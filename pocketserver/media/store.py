@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,11 +74,18 @@ class MediaStore:
         name = f"{int(width)}x{int(height)}-{method}.{_THUMB_EXT.get(ctype, 'bin')}"
         return self.thumbnail_dir(sha256) / name
 
-    async def receive(self, chunks: AsyncIterator[bytes], limit: int) -> ReceivedFile:
+    async def receive(
+        self,
+        chunks: AsyncIterator[bytes],
+        limit: int,
+        *,
+        refuse: Callable[[int], MatrixError] | None = None,
+    ) -> ReceivedFile:
         """Write ``chunks`` to a temporary file, hashing as they come.
 
         Raises:
-            MatrixError: 413 ``M_TOO_LARGE`` past ``limit`` bytes (nothing is kept).
+            MatrixError: past ``limit`` bytes, ``refuse(limit)`` if given, else 413
+                ``M_TOO_LARGE`` (nothing is kept either way).
         """
         temp_path = self._tmp / secrets.token_hex(16)
         f = await trio.to_thread.run_sync(_open_new, temp_path)
@@ -90,9 +97,7 @@ class MediaStore:
                 size += len(chunk)
                 if size > limit:
                     await _drain(chunks, size, limit + DRAIN_EXTRA)
-                    raise MatrixError(
-                        413, "M_TOO_LARGE", f"upload is larger than the limit of {limit} bytes"
-                    )
+                    raise (refuse or too_large)(limit)
                 buffer += chunk
                 if len(buffer) >= CHUNK:
                     data = bytes(buffer)
@@ -129,6 +134,10 @@ class MediaStore:
             for p in thumbs.iterdir():
                 p.unlink(missing_ok=True)
             thumbs.rmdir()
+
+
+def too_large(limit: int) -> MatrixError:
+    return MatrixError(413, "M_TOO_LARGE", f"upload is larger than the limit of {limit} bytes")
 
 
 async def _drain(chunks: AsyncIterator[bytes], seen: int, limit: int) -> None:

@@ -15,6 +15,12 @@ with a log line. A pushkey the gateway lists as ``rejected`` deletes its pusher.
 When a queue (or all queues together) is full, the oldest waiting notification is
 dropped with a log line. Pending notifications are kept in memory only: a restart
 loses them (the event is still in the user's /sync and /notifications).
+
+The server POSTs to whatever URL a user registered, so every new connection to a
+gateway is checked (:func:`pocketserver.net.transport.guarded_transport`): its host
+name is resolved here, every address must pass ``ip_range_blacklist`` /
+``ip_range_whitelist``, and the connection goes to a checked address. A refused
+gateway fails its notification at once (no retry), with one log line per pusher.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import trio
 if TYPE_CHECKING:
     import httpx
 
+from pocketserver.config.model import DEFAULT_IP_RANGE_BLACKLIST
 from pocketserver.core.pushers import (
     EVENT_ID_ONLY,
     KIND_HTTP,
@@ -42,6 +49,13 @@ from pocketserver.core.pushers import (
     device_entry,
     notification,
     tweaks_of,
+)
+from pocketserver.net.addresses import (
+    AddressBlocked,
+    AddressPolicy,
+    Resolver,
+    outbound_policy,
+    system_resolver,
 )
 from pocketserver.rooms.reading import EventReader
 from pocketserver.storage import pushers as store
@@ -57,6 +71,7 @@ MAX_QUEUED = 2000
 MAX_RESPONSE_BYTES = 64 * 1024
 TIMEOUT_S = 15.0
 MAX_CONNECTIONS = 8
+MAX_BLOCKED_LOGGED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +89,15 @@ class DeliveryStatistics:
     retries: int
     dropped: int
     rejected: int
+    blocked: int = 0
+    """Notifications not sent because the gateway's address is not allowed."""
 
 
 class _Outcome(enum.Enum):
     SENT = "sent"
     RETRY = "retry"
     FAILED = "failed"
+    BLOCKED = "blocked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +140,8 @@ class PushDelivery:
         reader: EventReader,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        policy: AddressPolicy | None = None,
+        resolver: Resolver = system_resolver,
         queue_per_pusher: int = QUEUE_PER_PUSHER,
         max_queued: int = MAX_QUEUED,
         base_delay_s: float = 1.0,
@@ -131,6 +151,9 @@ class PushDelivery:
         self._db = db
         self._reader = reader
         self._transport = transport
+        self.policy = policy or outbound_policy(DEFAULT_IP_RANGE_BLACKLIST, ())
+        """Which gateway addresses are allowed (``transport``, a test double, bypasses it)."""
+        self._resolver = resolver
         self._queue_per_pusher = queue_per_pusher
         self._max_queued = max_queued
         self._base_delay_s = base_delay_s
@@ -143,6 +166,8 @@ class PushDelivery:
         self._retries = 0
         self._dropped = 0
         self._rejected = 0
+        self._blocked = 0
+        self._blocked_logged: set[PusherKey] = set()
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
         self._users: set[str] = set()
@@ -164,8 +189,13 @@ class PushDelivery:
         """``user_id`` has set a pusher."""
         self._users.add(user_id)
 
+    def pusher_set(self, key: PusherKey) -> None:
+        """The pusher was set again (maybe to another URL): log a refused gateway anew."""
+        self._blocked_logged.discard(key)
+
     def forget(self, key: PusherKey) -> None:
         """The pusher is gone: drop what waits for it (its sender stops)."""
+        self._blocked_logged.discard(key)
         queue = self._queues.pop(key, None)
         if queue is not None:
             self._queued -= len(queue)
@@ -179,6 +209,7 @@ class PushDelivery:
             retries=self._retries,
             dropped=self._dropped,
             rejected=self._rejected,
+            blocked=self._blocked,
         )
 
     def _drop(self, count: int, why: str) -> None:
@@ -213,14 +244,16 @@ class PushDelivery:
         if self._client is None:
             import httpx
 
+            from pocketserver.net.transport import guarded_transport
+
+            transport = self._transport or guarded_transport(
+                self.policy, self._resolver, max_connections=MAX_CONNECTIONS
+            )
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(TIMEOUT_S),
-                limits=httpx.Limits(
-                    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-                ),
                 follow_redirects=False,
                 trust_env=False,
-                transport=self._transport,
+                transport=transport,
             )
         return self._client
 
@@ -291,6 +324,9 @@ class PushDelivery:
             if answer.outcome is _Outcome.FAILED:
                 self._drop(1, f"push gateway {_host(url)} refused ({answer.detail})")
                 return
+            if answer.outcome is _Outcome.BLOCKED:
+                self._on_blocked(key, url, answer.detail)
+                return
             if attempt == self._max_attempts:
                 break
             self._retries += 1
@@ -303,6 +339,23 @@ class PushDelivery:
             ):
                 return  # deleted while we waited
         self._drop(1, f"push gateway {_host(url)} failed {self._max_attempts} times")
+
+    def _on_blocked(self, key: PusherKey, url: str, detail: str) -> None:
+        """Count a notification for a gateway that is not allowed; log once per pusher."""
+        self._blocked += 1
+        if key in self._blocked_logged:
+            return
+        if len(self._blocked_logged) >= MAX_BLOCKED_LOGGED:
+            self._blocked_logged.clear()
+        self._blocked_logged.add(key)
+        log.warning(
+            "push gateway %s of %s's %s pusher blocked: %s (see ip_range_blacklist and"
+            " ip_range_whitelist); its notifications are dropped",
+            _host(url),
+            key.user_id,
+            key.app_id,
+            detail,
+        )
 
     async def _reject(self, key: PusherKey) -> None:
         self._rejected += 1
@@ -324,6 +377,8 @@ class PushDelivery:
                         if len(raw) > MAX_RESPONSE_BYTES:
                             break
                     status = r.status_code
+        except AddressBlocked as e:
+            return _Answer(_Outcome.BLOCKED, detail=str(e))
         except (httpx.HTTPError, trio.TooSlowError) as e:
             return _Answer(_Outcome.RETRY, detail=type(e).__name__)
         if status == 429 or status >= 500:

@@ -7,6 +7,11 @@ Spec: client-server API ``data/api/client-server/pusher.yaml``, ``modules/push.m
 :meth:`PushDelivery.on_notifications` to the push evaluator and starts
 :meth:`PusherService.run` in its background nursery. A pusher belongs to the device
 that set it: logging out or deleting the device (and deactivation) deletes it.
+
+A gateway URL whose host is a literal IP address that ``ip_range_blacklist`` blocks
+is refused when set (400 ``M_INVALID_PARAM``: it could never be delivered to). Host
+names are not resolved then (their addresses can change): delivery checks every
+address of every new connection (``push/delivery.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import trio
 
@@ -28,6 +34,7 @@ from pocketserver.core.pushers import (
     parse_set_body,
 )
 from pocketserver.errors import MatrixError
+from pocketserver.net.addresses import AddressPolicy, Resolver, literal_address, system_resolver
 from pocketserver.push.delivery import PushDelivery
 from pocketserver.rooms.reading import EventReader
 from pocketserver.storage import pushers as store
@@ -42,10 +49,16 @@ class PusherService:
         db: Database,
         reader: EventReader,
         *,
+        policy: AddressPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
+        """``policy``: the gateway addresses allowed (default: the default
+        ``ip_range_blacklist``); ``transport``, a test double, bypasses it."""
         self._db = db
-        self.delivery = PushDelivery(db, reader, transport=transport)
+        self.delivery = PushDelivery(
+            db, reader, transport=transport, policy=policy, resolver=resolver
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.delivery.run(task_status=task_status)
@@ -59,8 +72,8 @@ class PusherService:
 
         Raises:
             MatrixError: 400 ``M_MISSING_PARAM``, ``M_BAD_JSON`` or ``M_INVALID_PARAM``
-                for a bad body (or too many pushers); 401 ``M_UNKNOWN_TOKEN`` if the
-                device was deleted meanwhile.
+                for a bad body (or too many pushers, or a gateway at a blocked IP
+                address); 401 ``M_UNKNOWN_TOKEN`` if the device was deleted meanwhile.
         """
         try:
             parsed = parse_set_body(body)
@@ -71,6 +84,7 @@ class PusherService:
             await self._db.write(store.delete_pusher, key)
             self.delivery.forget(key)
             return
+        self._check_gateway(parsed.data.get("url"))
         now_ms = int(time.time() * 1000)
         self.delivery.add_user(user_id)
         try:
@@ -79,6 +93,17 @@ class PusherService:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "the device was logged out") from None
         for key in removed:
             self.delivery.forget(key)
+        self.delivery.pusher_set(PusherKey(user_id, parsed.app_id, parsed.pushkey))
+
+    def _check_gateway(self, url: object) -> None:
+        host = urlsplit(url).hostname if isinstance(url, str) else None
+        address = literal_address(host) if host else None
+        if address is not None and not self.delivery.policy.allowed(address):
+            raise MatrixError(
+                400,
+                "M_INVALID_PARAM",
+                "data.url: this server does not send to that address (ip_range_blacklist)",
+            )
 
 
 def _set(

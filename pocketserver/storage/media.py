@@ -1,4 +1,4 @@
-"""Tables of the media repository: ``local_media`` and ``media_thumbnails``."""
+"""Tables of the media repository: ``local_media``, ``media_thumbnails`` and ``media_usage``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,22 @@ def count_pending(conn: sqlite3.Connection, user_id: str, now_ms: int) -> int:
     row = conn.execute(
         "SELECT count(*) FROM local_media WHERE user_id = ? AND sha256 IS NULL AND expires_ts > ?",
         (user_id, now_ms),
+    ).fetchone()
+    return int(row[0])
+
+
+def stored_bytes(conn: sqlite3.Connection, user_id: str) -> int:
+    """Bytes of the user's uploaded media (each upload in full, even if its content is
+    shared); pending uploads count nothing. Kept by the triggers of migration 015."""
+    row = conn.execute("SELECT bytes FROM media_usage WHERE user_id = ?", (user_id,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def stored_bytes_counted(conn: sqlite3.Connection, user_id: str) -> int:
+    """:func:`stored_bytes` counted from ``local_media`` itself (to check the counter)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(size), 0) FROM local_media WHERE user_id = ? AND sha256 IS NOT NULL",
+        (user_id,),
     ).fetchone()
     return int(row[0])
 

@@ -453,3 +453,42 @@ def test_url_previews_off_by_default(server: RunningServer, new_user: str) -> No
         r = c.get("/_matrix/client/v1/media/preview_url", params={"url": "http://x/"}, headers=h)
     assert r.status_code == 404
     assert r.json()["errcode"] == "M_UNRECOGNIZED"
+
+
+def test_upload_quota_per_user(tmp_path: Path) -> None:
+    quota = 256 * 1024
+    config = make_config(tmp_path, media_upload_quota_per_user="256K")
+    with running_server(config) as s:
+        h = {"Authorization": f"Bearer {s.register('alice')['access_token']}"}
+        other = {"Authorization": f"Bearer {s.register('bob')['access_token']}"}
+        with s.client() as c:
+
+            def refused(r: httpx.Response) -> None:
+                assert r.status_code == 403, r.text
+                assert r.json()["errcode"] == "M_FORBIDDEN"
+                assert "quota" in r.json()["error"]
+
+            _upload(c, h, os.urandom(200 * 1024))
+            before = _stored_files(s)
+            # Refused before reading (Content-Length), a 1 MB body too: the client
+            # gets the 403, not a reset connection.
+            refused(c.post("/_matrix/media/v3/upload", content=os.urandom(100 * 1024), headers=h))
+            refused(c.post("/_matrix/media/v3/upload", content=os.urandom(1 << 20), headers=h))
+            # Without Content-Length: refused while reading.
+            parts = [os.urandom(16 * 1024) for _ in range(8)]
+            refused(c.post("/_matrix/media/v3/upload", content=iter(parts), headers=h))
+            # The async upload endpoint too; the reservation stays usable.
+            r = c.post("/_matrix/media/v1/create", headers=h)
+            media_id = r.json()["content_uri"].rsplit("/", 1)[1]
+            put = f"/_matrix/media/v3/upload/test.local/{media_id}"
+            refused(c.put(put, content=os.urandom(100 * 1024), headers=h))
+            refused(c.put(put, content=iter(parts), headers=h))
+            assert _stored_files(s) == before  # nothing of the refused uploads was kept
+            rest = os.urandom(quota - 200 * 1024)
+            assert c.put(put, content=rest, headers=h).status_code == 200
+            r = c.get(f"/_matrix/client/v1/media/download/test.local/{media_id}", headers=h)
+            assert r.content == rest
+            # Full: even one byte is refused; another user has their own quota.
+            refused(c.post("/_matrix/media/v3/upload", content=b"x", headers=h))
+            _upload(c, other, os.urandom(quota))
+    assert "Traceback" not in s.log_text()

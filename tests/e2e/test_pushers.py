@@ -1,6 +1,7 @@
 """Pushers API and delivery to a push gateway, through the real server.
 
-The push gateway is a small HTTP server in this process on 127.0.0.1.
+The push gateway is a small HTTP server in this process on 127.0.0.1, which the
+servers here allow with ``ip_range_whitelist`` (the default blacklist blocks it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.harness import RunningServer, make_config, running_server
 
 V3 = "/_matrix/client/v3"
 NOTIFY = "/_matrix/push/v1/notify"
+LOOPBACK_ALLOWED = ["127.0.0.1/32", "::1/128"]
 _txns = itertools.count(1)
 _keys = itertools.count(1)
 
@@ -104,7 +106,9 @@ def gateway() -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     config = make_config(
-        tmp_path_factory.mktemp("pushers"), rc_message={"per_second": 1000, "burst_count": 1000}
+        tmp_path_factory.mktemp("pushers"),
+        rc_message={"per_second": 1000, "burst_count": 1000},
+        ip_range_whitelist=LOOPBACK_ALLOWED,
     )
     with running_server(config) as s:
         yield s
@@ -540,7 +544,7 @@ def test_unreachable_gateway_does_not_hurt(
 
 
 def test_pushers_survive_a_restart(tmp_path: Path, gateway: Gateway) -> None:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, ip_range_whitelist=LOOPBACK_ALLOWED)
     key = _key()
     with running_server(config) as s:
         a = s.register("alice")
@@ -553,3 +557,58 @@ def test_pushers_survive_a_restart(tmp_path: Path, gateway: Gateway) -> None:
         event_id = _send(c, a, room, "after restart")
         assert gateway.wait_event(key, event_id)["room_id"] == room
         assert "Traceback" not in s.log_text()
+
+
+# --- the SSRF guard: without the whitelist, loopback gateways are never reached -------------
+
+
+def _localhost_url(gateway: Gateway) -> str:
+    return gateway.url.replace("127.0.0.1", "localhost")
+
+
+def test_whitelisted_gateway_by_name(
+    server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
+) -> None:
+    a = server.register(new_user + "a")
+    b = server.register(new_user + "b")
+    key = _key()
+    assert _set(c, b, _pusher(_localhost_url(gateway), key)).status_code == 200
+    room = _room(c, server, a, b)
+    event_id = _send(c, a, room, "by name")
+    assert gateway.wait_event(key, event_id)["room_id"] == room
+
+
+def test_default_blacklist_blocks_loopback_gateways(tmp_path: Path, gateway: Gateway) -> None:
+    config = make_config(tmp_path, rc_message={"per_second": 1000, "burst_count": 1000})
+    with running_server(config) as s, s.client() as c:
+        a = s.register("alice")
+        b = s.register("bob")
+        # A literal blocked address is refused when set: it could never be delivered to.
+        for url in (
+            gateway.url,
+            gateway.url.replace("127.0.0.1", "[::1]"),
+            f"http://10.0.0.1{NOTIFY}",
+            f"http://0.0.0.0:8080{NOTIFY}",
+        ):
+            _error(_set(c, b, _pusher(url, _key())), 400, "M_INVALID_PARAM")
+        assert _list(c, b) == []
+        # A name is accepted, and checked at delivery: localhost resolves to loopback.
+        key = _key()
+        assert _set(c, b, _pusher(_localhost_url(gateway), key)).status_code == 200
+        room = _room(c, s, a, b)
+        for i in range(3):
+            _send(c, a, room, f"m{i}")
+        deadline = time.monotonic() + 15
+        while "pusher blocked" not in s.log_text():
+            assert time.monotonic() < deadline, s.log_text()
+            time.sleep(0.05)
+        time.sleep(0.5)  # let every notification reach the guard
+        r = c.get(f"{V3}/sync", headers=_auth(b))
+        assert r.status_code == 200
+        assert r.json()["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 3
+        assert [p["pushkey"] for p in _list(c, b)] == [key]  # kept: the whitelist may change
+    assert gateway.for_key(key) == []
+    log = s.log_text()
+    assert log.count("pusher blocked") == 1, log  # one line per pusher, not per notification
+    assert "retrying" not in log
+    assert "Traceback" not in log

@@ -93,3 +93,36 @@ def test_content_disposition() -> None:
     headers = media_headers("text/html", None, 5)
     assert headers["Content-Length"] == "5"
     assert "sandbox" in headers["Content-Security-Policy"]
+
+
+def test_upload_quota() -> None:
+    assert parse().media.upload_quota_per_user is None  # the sample's null: no quota
+    assert parse(media_upload_quota_per_user="1G").media.upload_quota_per_user == 1024**3
+    assert parse(media_upload_quota_per_user=5000).media.upload_quota_per_user == 5000
+    for bad in (0, "0M", "lots", -1, True):
+        with pytest.raises(ConfigError, match="media_upload_quota_per_user"):
+            parse(media_upload_quota_per_user=bad)
+
+
+def test_outbound_ip_ranges() -> None:
+    from pocketserver.config.model import DEFAULT_IP_RANGE_BLACKLIST
+
+    sample = parse()
+    assert sample.ip_range_blacklist == DEFAULT_IP_RANGE_BLACKLIST
+    assert sample.ip_range_whitelist == ()
+    # Absent keys: the same defaults (a config written before these keys existed).
+    data = yaml.safe_load(sample_config_text())
+    del data["ip_range_blacklist"], data["ip_range_whitelist"]
+    old = parse_config(data, Path("/srv"))
+    assert old.ip_range_blacklist == DEFAULT_IP_RANGE_BLACKLIST
+    assert old.ip_range_whitelist == ()
+    # The default is what url previews use in the sample config.
+    assert set(DEFAULT_IP_RANGE_BLACKLIST) == set(sample.url_preview_ip_range_blacklist)
+    custom = parse(ip_range_blacklist=["10.0.0.0/8"], ip_range_whitelist=["10.1.0.0/16"])
+    assert (custom.ip_range_blacklist, custom.ip_range_whitelist) == (
+        ("10.0.0.0/8",),
+        ("10.1.0.0/16",),
+    )
+    for key in ("ip_range_blacklist", "ip_range_whitelist"):
+        with pytest.raises(ConfigError, match=key):
+            parse(**{key: ["not-a-range"]})

@@ -1,0 +1,1 @@
+"""Outgoing HTTP on a user's behalf (URL previews, push gateways), guarded against SSRF."""
