@@ -7,130 +7,14 @@
 // Prints one "ok <step>" line per step and, last, "result <JSON>" with what the Python
 // test checks on the server; exits 1 with "FAIL <step>: <why>" on the first failure.
 
-import { format } from "node:util";
-
 import * as sdk from "matrix-js-sdk";
 import { decodeRecoveryKey } from "matrix-js-sdk/lib/crypto-api/index.js";
-import { logger } from "matrix-js-sdk/lib/logger.js";
 
-logger.setLevel("silent");
-
-// The Rust crypto traces at debug level to the console: keep its last lines for a failure.
-const trace = [];
-for (const level of ["log", "info", "debug", "warn", "error", "trace"]) {
-  console[level] = (...args) => {
-    trace.push(format(...args));
-    if (trace.length > 300) trace.shift();
-  };
-}
-const say = (line) => process.stdout.write(`${line}\n`);
+import { findBody, harness, passwordUia, until } from "./crypto_harness.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const TIMEOUT_MS = 30000;
 const BACKUP_ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2";
-
-function fail(step, why) {
-  process.stderr.write(`${trace.join("\n")}\n`);
-  say(`FAIL ${step}: ${why}`);
-  process.exit(1);
-}
-
-function withTimeout(promise, step, ms = TIMEOUT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout])
-    .catch((e) => fail(step, e?.data?.errcode ? `${e.data.errcode}: ${e.data.error}` : e?.stack ?? e))
-    .finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// Poll `check` (sync or async) every 100 ms until it returns something truthy.
-async function until(check, what, ms = TIMEOUT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-// Secret storage keys this process knows, by key ID: what a person would type in.
-function cryptoCallbacks(known) {
-  return {
-    getSecretStorageKey: async ({ keys }) => {
-      for (const keyId of Object.keys(keys)) {
-        if (known.has(keyId)) return [keyId, known.get(keyId)];
-      }
-      return null;
-    },
-    cacheSecretStorageKey: (keyId, _keyInfo, key) => known.set(keyId, key),
-  };
-}
-
-async function login(who, deviceName) {
-  const bare = sdk.createClient({ baseUrl: cfg.baseUrl });
-  const res = await bare.loginRequest({
-    type: "m.login.password",
-    identifier: { type: "m.id.user", user: who.user },
-    password: who.password,
-    initial_device_display_name: deviceName,
-  });
-  const known = new Map();
-  const client = sdk.createClient({
-    baseUrl: cfg.baseUrl,
-    accessToken: res.access_token,
-    userId: res.user_id,
-    deviceId: res.device_id,
-    cryptoCallbacks: cryptoCallbacks(known),
-  });
-  client.knownSecretStorageKeys = known;
-  await client.initRustCrypto({ useIndexedDB: false });
-  return client;
-}
-
-async function start(client) {
-  const ready = new Promise((resolve, reject) => {
-    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-      if (state === "PREPARED" || state === "SYNCING") resolve();
-      if (state === "ERROR") reject(data?.error ?? new Error("sync error"));
-    });
-  });
-  await client.startClient({ initialSyncLimit: 30 });
-  await ready;
-}
-
-// The UIA callback for /keys/device_signing/upload: try without auth first (the spec needs
-// none for a first upload), answer a 401 with the password stage in the server's session.
-function passwordUia(who, record) {
-  return async (makeRequest) => {
-    try {
-      const res = await makeRequest(null);
-      record.push("no auth needed");
-      return res;
-    } catch (e) {
-      if (e?.httpStatus !== 401 || !e.data?.flows) throw e;
-      const flows = e.data.flows.map((f) => f.stages.join(","));
-      if (!flows.includes("m.login.password")) throw new Error(`flows are ${flows}`);
-      if (typeof e.data.session !== "string") throw new Error("401 without a session");
-      record.push("password");
-      return await makeRequest({
-        type: "m.login.password",
-        identifier: { type: "m.id.user", user: who.user },
-        password: who.password,
-        session: e.data.session,
-      });
-    }
-  };
-}
-
-function findBody(client, roomId, body) {
-  const room = client.getRoom(roomId);
-  return room?.getLiveTimeline().getEvents().find((e) => e.isEncrypted() && e.getClearContent()?.body === body);
-}
+const { login, start, step, run } = harness(cfg);
 
 // Poll the server until backup `version` holds at least `count` sessions of the room.
 function backedUpSessions(client, version, count) {
@@ -142,8 +26,6 @@ function backedUpSessions(client, version, count) {
   }, `${count} sessions in backup ${version}`);
 }
 
-const steps = [];
-const step = (name, fn) => steps.push([name, fn]);
 const ctx = { uia: [] };
 const result = {};
 
@@ -326,9 +208,4 @@ step("bob sees the second device signed by alice", async () => {
   ctx.bob.stopClient();
 });
 
-for (const [name, fn] of steps) {
-  await withTimeout(fn(), name);
-  say(`ok ${name}`);
-}
-say(`result ${JSON.stringify(result)}`);
-process.exit(0);
+await run(result);

@@ -12,113 +12,16 @@
 
 import * as sdk from "matrix-js-sdk";
 import { CryptoEvent, decodeRecoveryKey } from "matrix-js-sdk/lib/crypto-api/index.js";
-import { logger } from "matrix-js-sdk/lib/logger.js";
 
-logger.setLevel("silent");
+import { findBody, harness, passwordUia, until } from "./crypto_harness.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const TIMEOUT_MS = 30000;
 const MSC3814 = "/_matrix/client/unstable/org.matrix.msc3814.v1";
-
-function fail(step, why) {
-  console.log(`FAIL ${step}: ${why}`);
-  process.exit(1);
-}
-
-function withTimeout(promise, step, ms = TIMEOUT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout])
-    .catch((e) => fail(step, e?.data?.errcode ? `${e.data.errcode}: ${e.data.error}` : e?.stack ?? e))
-    .finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check, what, ms = TIMEOUT_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-// Secret storage keys this process knows, by key ID: what a person would type in.
-function cryptoCallbacks(known) {
-  return {
-    getSecretStorageKey: async ({ keys }) => {
-      for (const keyId of Object.keys(keys)) {
-        if (known.has(keyId)) return [keyId, known.get(keyId)];
-      }
-      return null;
-    },
-    cacheSecretStorageKey: (keyId, _keyInfo, key) => known.set(keyId, key),
-  };
-}
-
-async function login(who, deviceName) {
-  const bare = sdk.createClient({ baseUrl: cfg.baseUrl });
-  const res = await bare.loginRequest({
-    type: "m.login.password",
-    identifier: { type: "m.id.user", user: who.user },
-    password: who.password,
-    initial_device_display_name: deviceName,
-  });
-  const known = new Map();
-  const client = sdk.createClient({
-    baseUrl: cfg.baseUrl,
-    accessToken: res.access_token,
-    userId: res.user_id,
-    deviceId: res.device_id,
-    cryptoCallbacks: cryptoCallbacks(known),
-  });
-  client.knownSecretStorageKeys = known;
-  await client.initRustCrypto({ useIndexedDB: false });
-  return client;
-}
-
-async function start(client) {
-  const ready = new Promise((resolve, reject) => {
-    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-      if (state === "PREPARED" || state === "SYNCING") resolve();
-      if (state === "ERROR") reject(data?.error ?? new Error("sync error"));
-    });
-  });
-  await client.startClient({ initialSyncLimit: 30 });
-  await ready;
-}
-
-// The UIA callback for /keys/device_signing/upload: the password stage if asked.
-function passwordUia(who) {
-  return async (makeRequest) => {
-    try {
-      return await makeRequest(null);
-    } catch (e) {
-      if (e?.httpStatus !== 401 || typeof e.data?.session !== "string") throw e;
-      return await makeRequest({
-        type: "m.login.password",
-        identifier: { type: "m.id.user", user: who.user },
-        password: who.password,
-        session: e.data.session,
-      });
-    }
-  };
-}
-
-function findBody(client, roomId, body) {
-  const room = client.getRoom(roomId);
-  return room?.getLiveTimeline().getEvents().find((e) => e.isEncrypted() && e.getClearContent()?.body === body);
-}
+const { login, start, step, run } = harness(cfg);
 
 const dehydratedDevice = (client) =>
   client.http.authedRequest(sdk.Method.Get, "/dehydrated_device", undefined, undefined, { prefix: MSC3814 });
 
-const steps = [];
-const step = (name, fn) => steps.push([name, fn]);
 const ctx = {};
 const result = {};
 
@@ -234,9 +137,4 @@ step("the new login reads bob's message", async () => {
   ctx.a2.stopClient();
 });
 
-for (const [name, fn] of steps) {
-  await withTimeout(fn(), name);
-  console.log(`ok ${name}`);
-}
-console.log(`result ${JSON.stringify(result)}`);
-process.exit(0);
+await run(result);
