@@ -32,3 +32,29 @@ async def sync_keys(client: nio.AsyncClient, *, claim: bool = True) -> nio.SyncR
         users = client.get_users_for_key_claiming()
         assert isinstance(await client.keys_claim(users), nio.KeysClaimResponse)
     return resp
+
+
+async def encrypted_room(
+    creator: nio.AsyncClient, invitee: nio.AsyncClient, *, claim: bool = True
+) -> str:
+    """``creator`` makes a megolm-encrypted room and invites ``invitee``, who joins; both
+    then sync (with key uploads and queries) so each tracks the other's devices."""
+    await sync_keys(creator, claim=claim)
+    await sync_keys(invitee, claim=claim)
+    created = await creator.room_create(
+        invite=[invitee.user_id],
+        initial_state=[
+            {
+                "type": "m.room.encryption",
+                "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+            }
+        ],
+    )
+    assert isinstance(created, nio.RoomCreateResponse), created
+    await sync_keys(invitee, claim=claim)
+    assert isinstance(await invitee.join(created.room_id), nio.JoinResponse)
+    await sync_keys(invitee, claim=claim)
+    await sync_keys(creator, claim=claim)
+    assert creator.rooms[created.room_id].encrypted
+    return created.room_id

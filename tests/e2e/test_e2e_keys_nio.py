@@ -14,7 +14,7 @@ from tests.harness import RunningServer
 nio = pytest.importorskip("nio")
 pytest.importorskip("vodozemac")
 
-from tests.e2e.nio_crypto import encrypted_client, sync_keys  # noqa: E402
+from tests.e2e.nio_crypto import encrypted_client, encrypted_room, sync_keys  # noqa: E402
 
 
 async def _client(server: RunningServer, user_id: str, store: Path) -> nio.AsyncClient:
@@ -53,25 +53,7 @@ def test_two_nio_clients_talk_encrypted(
         alice = await _client(server, alice_id, tmp_path / "alice")
         bob = await _client(server, bob_id, tmp_path / "bob")
         try:
-            await _sync(alice)
-            await _sync(bob)
-            created = await alice.room_create(
-                invite=[bob_id],
-                initial_state=[
-                    {
-                        "type": "m.room.encryption",
-                        "state_key": "",
-                        "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                    }
-                ],
-            )
-            assert isinstance(created, nio.RoomCreateResponse), created
-            room_id = created.room_id
-            await _sync(bob)
-            assert isinstance(await bob.join(room_id), nio.JoinResponse)
-            await _sync(bob)
-            await _sync(alice)
-            assert alice.rooms[room_id].encrypted
+            room_id = await encrypted_room(alice, bob)
             sent = await alice.room_send(
                 room_id,
                 "m.room.message",

@@ -31,7 +31,7 @@ vodozemac = pytest.importorskip("vodozemac")
 
 from nio.crypto.key_export import decrypt_and_read, encrypt_and_save  # noqa: E402
 
-from tests.e2e.nio_crypto import encrypted_client, sync_keys  # noqa: E402
+from tests.e2e.nio_crypto import encrypted_client, encrypted_room, sync_keys  # noqa: E402
 
 V3 = "/_matrix/client/v3"
 EXPORT_PASSPHRASE = "export passphrase"
@@ -229,25 +229,7 @@ async def _wait_text(client: nio.AsyncClient, room_id: str, want: tuple[str, str
 
 async def _chat(a1: nio.AsyncClient, bob: nio.AsyncClient) -> str:
     """A1 makes an encrypted room with bob; they talk (``CONVERSATION``); its room ID."""
-    await sync_keys(a1)
-    await sync_keys(bob)
-    created = await a1.room_create(
-        invite=[bob.user_id],
-        initial_state=[
-            {
-                "type": "m.room.encryption",
-                "state_key": "",
-                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-            }
-        ],
-    )
-    assert isinstance(created, nio.RoomCreateResponse), created
-    room_id = created.room_id
-    await sync_keys(bob)
-    assert isinstance(await bob.join(room_id), nio.JoinResponse)
-    await sync_keys(bob)
-    await sync_keys(a1)
-    assert a1.rooms[room_id].encrypted
+    room_id = await encrypted_room(a1, bob)
     for who, body in CONVERSATION:
         writer, reader = (a1, bob) if who == "a" else (bob, a1)
         await _send(writer, room_id, body)

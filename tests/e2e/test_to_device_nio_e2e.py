@@ -13,7 +13,7 @@ from tests.harness import RunningServer
 nio = pytest.importorskip("nio")
 pytest.importorskip("vodozemac")
 
-from tests.e2e.nio_crypto import encrypted_client, sync_keys  # noqa: E402
+from tests.e2e.nio_crypto import encrypted_client, encrypted_room, sync_keys  # noqa: E402
 
 
 async def _client(server: RunningServer, user_id: str, store: Path) -> nio.AsyncClient:
@@ -48,22 +48,8 @@ def test_sas_verification_messages_travel_to_device(
         alice = await _client(server, alice_id, tmp_path / "alice")
         bob = await _client(server, bob_id, tmp_path / "bob")
         try:
-            await _sync(alice)
-            await _sync(bob)
             # A shared encrypted room makes each client track the other's device keys.
-            created = await alice.room_create(
-                invite=[bob_id],
-                initial_state=[
-                    {
-                        "type": "m.room.encryption",
-                        "state_key": "",
-                        "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                    }
-                ],
-            )
-            assert isinstance(created, nio.RoomCreateResponse), created
-            await _sync(bob)
-            assert isinstance(await bob.join(created.room_id), nio.JoinResponse)
+            await encrypted_room(alice, bob, claim=False)
             for _ in range(3):
                 await _sync(alice)
                 await _sync(bob)
