@@ -4,16 +4,21 @@ Requests for every operation in ../shared/matrix-spec/openapi/client-server.json
 valid ones and deliberately malformed ones (wrong types, missing fields, huge values,
 bad IDs), are sent to the real server. No answer may be a 5xx, and every 4xx must
 carry a Matrix ``errcode`` (except the first 401 of User-Interactive Auth, which the
-spec defines without one).
+spec defines without one). The server offers the optional parts too (guest access,
+login tokens), and a second pass sends everything with a guest's access token.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import hypothesis
 import pytest
+
+from tests.harness import RunningServer, make_config, running_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -33,22 +38,54 @@ schema = schemathesis.openapi.from_path(str(SPEC)).exclude(path_regex=SESSION_EN
 
 
 @pytest.fixture(scope="module")
-def fuzz_token(server) -> str:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    config = make_config(
+        tmp_path_factory.mktemp("fuzz"),
+        allow_guest_access=True,
+        login_via_existing_session={"enabled": True},
+    )
+    with running_server(config) as s:
+        yield s
+    assert "Traceback" not in s.log_text(), s.log_text()
+
+
+@pytest.fixture(scope="module")
+def fuzz_token(server: RunningServer) -> str:
     return str(server.register("fuzzer")["access_token"])
 
 
-@schema.parametrize()
-@hypothesis.settings(
+@pytest.fixture(scope="module")
+def guest_token(server: RunningServer) -> str:
+    r = httpx.post(f"{server.base_url}/_matrix/client/v3/register?kind=guest", json={})
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+SETTINGS = hypothesis.settings(
     max_examples=4,
     deadline=None,
     suppress_health_check=list(hypothesis.HealthCheck),
     derandomize=True,
     database=None,
 )
+
+
+@schema.parametrize()
+@SETTINGS
 def test_no_server_errors_and_every_4xx_has_an_errcode(case, server, fuzz_token) -> None:
+    _check(case, server, fuzz_token)
+
+
+@schema.parametrize()
+@hypothesis.settings(SETTINGS, max_examples=2)
+def test_as_a_guest(case, server, guest_token) -> None:
+    _check(case, server, guest_token)
+
+
+def _check(case, server: RunningServer, token: str) -> None:
     if case.query and "timeout" in case.query:
         case.query["timeout"] = 0  # no long-polls while fuzzing
-    headers = {**(case.headers or {}), "Authorization": f"Bearer {fuzz_token}"}
+    headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
     response = case.call(base_url=server.base_url, headers=headers, timeout=30)
     where = f"{case.method} {case.formatted_path}"
     assert response.status_code < 500, f"{where} -> {response.status_code}: {response.text[:300]}"
