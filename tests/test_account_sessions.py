@@ -178,14 +178,22 @@ async def test_refresh_rotation_and_expiry(db: Database, accounts: AccountServic
     rt, expires = await refresh.make_refreshable(session.access_token)
     assert expires == 50
     assert (await accounts.authenticate(session.access_token)).device_id == "DEV"
-    new = await refresh.refresh(rt)
+    lost = await refresh.refresh(rt)
     with pytest.raises(MatrixError) as e:
         await accounts.authenticate(session.access_token)
     assert e.value.errcode == "M_UNKNOWN_TOKEN"
+    # The answer was lost: the client repeats the refresh with the same token, and the
+    # unused pair of the first try stops working.
+    new = await refresh.refresh(rt)
+    with pytest.raises(MatrixError):
+        await accounts.authenticate(lost.access_token)
+    with pytest.raises(MatrixError):
+        await refresh.refresh(lost.refresh_token)
+    # First use of the new access token retires the old refresh token.
+    assert (await accounts.authenticate(new.access_token)).device_id == "DEV"
     with pytest.raises(MatrixError) as e:
         await refresh.refresh(rt)
     assert e.value.to_json()["soft_logout"] is False
-    assert (await accounts.authenticate(new.access_token)).device_id == "DEV"
     await trio.sleep(0.06)
     with pytest.raises(MatrixError) as e:
         await accounts.authenticate(new.access_token)
@@ -198,6 +206,34 @@ async def test_refresh_rotation_and_expiry(db: Database, accounts: AccountServic
     await accounts.create_session("@alice:example.org", "DEV", None)
     with pytest.raises(MatrixError):
         await refresh.refresh(new.refresh_token)
+
+
+async def test_using_the_new_refresh_token_retires_the_old_one(
+    db: Database, accounts: AccountService
+) -> None:
+    await accounts.register("carol", "pw")
+    session = await accounts.create_session("@carol:example.org", "DEV", None)
+    refresh = RefreshTokens(db, accounts, access_lifetime_ms=60_000, refresh_lifetime_ms=None)
+    rt0, _ = await refresh.make_refreshable(session.access_token)
+    first = await refresh.refresh(rt0)
+    second = await refresh.refresh(first.refresh_token)  # first's access token never used
+    # Using first's refresh token retired rt0; first's stays valid until second is used.
+    with pytest.raises(MatrixError) as e:
+        await refresh.refresh(rt0)
+    assert e.value.to_json()["soft_logout"] is False
+    assert (await accounts.authenticate(second.access_token)).user_id == "@carol:example.org"
+    with pytest.raises(MatrixError) as e:
+        await refresh.refresh(first.refresh_token)
+    assert e.value.to_json()["soft_logout"] is False
+    # One access token and one refresh token are left for the device.
+    counts = await db.read(
+        lambda conn: conn.execute(
+            "SELECT count(DISTINCT a.id), count(r.id) FROM access_tokens a"
+            " LEFT JOIN refresh_tokens r ON r.access_token_id = a.id"
+            " WHERE a.user_id = '@carol:example.org'"
+        ).fetchone()
+    )
+    assert tuple(counts) == (1, 1)
 
 
 async def test_expired_refresh_token_is_soft_logout(db: Database, accounts: AccountService) -> None:

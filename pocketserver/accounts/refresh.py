@@ -2,10 +2,13 @@
 
 A client that sends ``refresh_token: true`` to /login or /register gets an access
 token that expires after ``refreshable_access_token_lifetime`` and a refresh token.
-``/refresh`` trades a refresh token for a new pair: the old access token and the
-old refresh token are revoked at once (the spec lets the old refresh token live
-until the new pair is first used; this server rotates immediately). An expired
-access token is answered 401 ``M_UNKNOWN_TOKEN`` with ``soft_logout: true``.
+``/refresh`` trades a refresh token for a new pair. The old access token expires at
+once; the old refresh token "remains valid until the new access token or refresh token
+is used" (the spec's words: a client whose answer was lost must be able to repeat the
+refresh). Repeating it replaces the unused pair issued before, so there is never more
+than one waiting pair. First use of the new access token (accounts/service.py) or of the
+new refresh token deletes the old pair. An expired access token is answered 401
+``M_UNKNOWN_TOKEN`` with ``soft_logout: true``.
 """
 
 from __future__ import annotations
@@ -85,18 +88,19 @@ class RefreshTokens:
         """
         access = tokens.new_access_token()
         refresh = new_refresh_token()
-        old_hash = await self._db.write(
+        revoked = await self._db.write(
             self._rotate,
             tokens.hash_token(refresh_token),
             tokens.hash_token(access),
             tokens.hash_token(refresh),
         )
-        self._accounts.forget_tokens([old_hash])
+        self._accounts.forget_tokens(revoked)
         return RefreshedTokens(access, refresh, self.access_lifetime_ms)
 
     def _rotate(
         self, conn: sqlite3.Connection, old_refresh: bytes, access_hash: bytes, refresh_hash: bytes
-    ) -> bytes:
+    ) -> list[bytes]:
+        """Issue the new pair; the hashes of access tokens that stopped working."""
         found = store.get(conn, old_refresh)
         if found is None:
             raise MatrixError(
@@ -107,7 +111,14 @@ class RefreshTokens:
             raise MatrixError(
                 401, "M_UNKNOWN_TOKEN", "the refresh token has expired", soft_logout=True
             )
-        store.delete_access_token(conn, found.access_token_id)
+        revoked = [found.access_token_hash]
+        # This refresh token was itself issued by a refresh: using it retires that one's
+        # predecessor for good.
+        if (retired := device_store.retire_replaced(conn, found.access_token_hash)) is not None:
+            revoked.append(retired)
+        # A repeated refresh: the pair issued by the earlier one was never used.
+        revoked += device_store.delete_successors(conn, found.access_token_hash)
+        store.set_access_token_expiry(conn, found.access_token_id, now - 1)
         token_id = device_store.insert_token(
             conn,
             access_hash,
@@ -115,6 +126,7 @@ class RefreshTokens:
             found.device_id,
             now,
             valid_until_ms=now + self.access_lifetime_ms,
+            replaces=found.access_token_hash,
         )
         store.insert(conn, refresh_hash, token_id, now, self._refresh_valid_until(now))
-        return found.access_token_hash
+        return revoked

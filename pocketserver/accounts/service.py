@@ -260,6 +260,11 @@ class AccountService:
         if owner.valid_until_ms is not None and owner.valid_until_ms < _now_ms():
             # Expired, not revoked: the client may refresh or log in again (soft logout).
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "access token has expired", soft_logout=True)
+        if owner.replaces is not None:
+            # First use of a refreshed access token: the pair it replaced is done with.
+            retired = await self._db.write(device_store.retire_replaced, token_hash)
+            if retired is not None:
+                self._forget_tokens([retired])
         requester = Requester(owner.user_id, owner.device_id, is_guest=owner.is_guest)
         if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)

@@ -13,6 +13,8 @@ class TokenOwner:
     token_id: int
     valid_until_ms: int | None
     is_guest: bool = False
+    replaces: bytes | None = None
+    """The hash of the access token this one replaced by a refresh, until first use."""
 
 
 def ensure_device(
@@ -65,18 +67,49 @@ def insert_token(
     device_id: str,
     now_ms: int,
     valid_until_ms: int | None = None,
+    replaces: bytes | None = None,
 ) -> int:
     cur = conn.execute(
-        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (token_hash, user_id, device_id, now_ms, valid_until_ms),
+        "INSERT INTO access_tokens"
+        " (token_hash, user_id, device_id, created_ts, valid_until_ms, replaces_token_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (token_hash, user_id, device_id, now_ms, valid_until_ms, replaces),
     )
     return int(cur.lastrowid or 0)
 
 
+def retire_replaced(conn: sqlite3.Connection, token_hash: bytes) -> bytes | None:
+    """The access token ``token_hash`` (or its refresh token) is in use: delete the token
+    it replaced, with that token's refresh token. Returns the deleted token's hash."""
+    row = conn.execute(
+        "SELECT replaces_token_hash FROM access_tokens WHERE token_hash = ?", (token_hash,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    old = bytes(row[0])
+    conn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (old,))
+    conn.execute(
+        "UPDATE access_tokens SET replaces_token_hash = NULL WHERE token_hash = ?", (token_hash,)
+    )
+    return old
+
+
+def delete_successors(conn: sqlite3.Connection, token_hash: bytes) -> list[bytes]:
+    """Delete the not yet used tokens a refresh issued to replace ``token_hash`` (with their
+    refresh tokens); their hashes."""
+    hashes = [
+        bytes(r[0])
+        for r in conn.execute(
+            "SELECT token_hash FROM access_tokens WHERE replaces_token_hash = ?", (token_hash,)
+        )
+    ]
+    conn.execute("DELETE FROM access_tokens WHERE replaces_token_hash = ?", (token_hash,))
+    return hashes
+
+
 def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner | None:
     row = conn.execute(
-        "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_guest"
+        "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, t.replaces_token_hash, u.is_guest"
         " FROM access_tokens t LEFT JOIN users u ON u.name = t.user_id WHERE t.token_hash = ?",
         (token_hash,),
     ).fetchone()
@@ -88,6 +121,7 @@ def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner |
         token_id=row["id"],
         valid_until_ms=row["valid_until_ms"],
         is_guest=bool(row["is_guest"]),
+        replaces=None if row["replaces_token_hash"] is None else bytes(row["replaces_token_hash"]),
     )
 
 

@@ -60,8 +60,3 @@ def set_access_token_expiry(conn: sqlite3.Connection, token_id: int, valid_until
     conn.execute(
         "UPDATE access_tokens SET valid_until_ms = ? WHERE id = ?", (valid_until_ms, token_id)
     )
-
-
-def delete_access_token(conn: sqlite3.Connection, token_id: int) -> None:
-    """Delete an access token and (by cascade) its refresh token."""
-    conn.execute("DELETE FROM access_tokens WHERE id = ?", (token_id,))

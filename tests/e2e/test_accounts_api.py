@@ -284,13 +284,21 @@ def test_refresh_token_rotation(server: RunningServer, name: str) -> None:
         new = r.json()
         assert new["expires_in_ms"] == 2000
         assert new["refresh_token"] != refresh
-        # The old refresh token is used up, the old access token revoked.
+        # The old access token stopped working at once (a soft logout).
+        r = c.get(f"{V3}/account/whoami", headers=_auth(access))
+        assert (r.status_code, r.json()["soft_logout"]) == (401, True)
+        # The answer was lost: repeating the refresh works, and the unused pair is void.
+        r = c.post(f"{V3}/refresh", json={"refresh_token": refresh})
+        assert r.status_code == 200, r.text
+        lost, new = new, r.json()
+        assert c.get(f"{V3}/account/whoami", headers=_auth(lost["access_token"])).status_code == 401
+        who = c.get(f"{V3}/account/whoami", headers=_auth(new["access_token"])).json()
+        assert who["device_id"] == answer["device_id"]
+        # Once the new access token is used, the old refresh token is used up.
         r = c.post(f"{V3}/refresh", json={"refresh_token": refresh})
         assert r.status_code == 401
         assert r.json()["errcode"] == "M_UNKNOWN_TOKEN"
-        assert c.get(f"{V3}/account/whoami", headers=_auth(access)).status_code == 401
-        who = c.get(f"{V3}/account/whoami", headers=_auth(new["access_token"])).json()
-        assert who["device_id"] == answer["device_id"]
+        assert r.json()["soft_logout"] is False
         # Expiry: soft logout, then refreshing still works.
         time.sleep(2.2)
         r = c.get(f"{V3}/account/whoami", headers=_auth(new["access_token"]))
