@@ -134,7 +134,7 @@ async def build_services(config: Config) -> Services:
         token_validity=config.rc_registration_token_validity,
         login_token_lifetime_ms=config.login_token_lifetime_ms,
     )
-    sync = SyncHandler(room_store, reader, notifier)
+    sync = SyncHandler(room_store, reader, notifier, budget)
     account_data = await AccountDataService.open(db, notifier, budget)
     sync.add_source(AccountDataSource(account_data))
     to_device = await ToDeviceService.open(db, notifier, config.server_name)
@@ -143,7 +143,9 @@ async def build_services(config: Config) -> Services:
     device_lists = await DeviceListStream.open(db, notifier)
     accounts.tokens_revoked_listeners.append(device_lists.poke)
     e2e_keys = E2eKeys(db, device_lists, config.server_name)
-    sync.add_source(DeviceListSource(e2e_keys))
+    device_list_source = DeviceListSource(e2e_keys)
+    sync.add_source(device_list_source)
+    accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
     typing, receipts, presence = await build_ephemeral(
         config, room_client, notifier, sync, account_data
     )

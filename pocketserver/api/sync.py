@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import trio
 from quart import Blueprint, request
 
 from pocketserver.api.http import json_body, require_auth, services
@@ -42,10 +43,18 @@ async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
         return SyncFilter.parse(body)
     if not raw.isdigit() or len(raw) > 18:
         raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter ID or JSON")
+    key = (user_id, int(raw))
+    cache = services().sync.filters
+    known = cache.get(key)
+    if known is not None:
+        await trio.lowlevel.checkpoint()
+        return known
     stored = await services().db.read(filter_store.get_filter, user_id, int(raw))
     if stored is None:
         raise not_found("no such filter")
-    return SyncFilter.parse(json.loads(stored))
+    parsed = SyncFilter.parse(json.loads(stored))
+    cache.set(key, parsed)  # a stored filter never changes
+    return parsed
 
 
 @client_route(bp, "/sync", methods=["GET"])

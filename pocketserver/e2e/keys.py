@@ -8,7 +8,7 @@ keys.yaml. Only local users' keys are served; remote users are answered as
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pocketserver.core import e2e_keys as rules
@@ -84,6 +84,13 @@ class E2eKeys:
         self.db = db
         self.stream = stream
         self.server_name = server_name
+        self.key_count_listeners: list[Callable[[str, str], None]] = []
+        """Called with (user ID, device ID) after a write that may have changed the
+        device's one-time or fallback keys (/sync caches their counts)."""
+
+    def _key_counts_changed(self, user_id: str, device_id: str) -> None:
+        for listener in self.key_count_listeners:
+            listener(user_id, device_id)
 
     async def upload(
         self, user_id: str, device_id: str, body: Mapping[str, object]
@@ -100,6 +107,7 @@ class E2eKeys:
             raise invalid_param(str(e)) from None
         except store.KeyLimitError as e:
             raise MatrixError(400, "M_LIMIT_EXCEEDED", str(e)) from None
+        self._key_counts_changed(user_id, device_id)
         if position is not None:
             self.stream.committed(position)
         return counts
@@ -173,6 +181,8 @@ class E2eKeys:
         if len(claims) > MAX_CLAIMS:
             raise invalid_param(f"at most {MAX_CLAIMS} keys per claim")
         claimed = await self.db.write(store.claim_keys, claims) if claims else {}
+        for user_id, device_id, _ in claims:
+            self._key_counts_changed(user_id, device_id)
         return {"one_time_keys": claimed, "failures": self._remote(remote)}
 
 

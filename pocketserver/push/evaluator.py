@@ -218,6 +218,8 @@ class PushEvaluator:
         self._pending: deque[int] = deque()
         self._enqueued = 0
         self._done = 0
+        # User -> queue sequence number of their latest receipt not processed yet.
+        self._receipts: dict[str, int] = {}
         self._dropped = 0
         self._notifications = 0
         self._progress = trio.Event()
@@ -261,6 +263,8 @@ class PushEvaluator:
         self._enqueued += 1
         if isinstance(item, PersistedEvent):
             self._pending.append(item.stream_ordering)
+        else:
+            self._receipts[item.user_id] = self._enqueued
 
     # --- the consumer ------------------------------------------------------------------
 
@@ -282,6 +286,10 @@ class PushEvaluator:
             for item in batch:
                 if isinstance(item, PersistedEvent) and self._pending:
                     self._pending.popleft()
+                elif (
+                    isinstance(item, _Receipt) and self._receipts.get(item.user_id, 0) <= self._done
+                ):
+                    del self._receipts[item.user_id]
             self._progress.set()
             self._progress = trio.Event()
 
@@ -318,19 +326,28 @@ class PushEvaluator:
             self._untrimmed.clear()
         return due
 
-    async def wait_evaluated(self, position: int, timeout_s: float = 1.0) -> None:
-        """Wait until every queued event at or before stream ``position`` is evaluated
-        and its counts committed (or the timeout). Events queued after those are not
-        waited for.
+    async def wait_evaluated(
+        self, position: int, timeout_s: float = 1.0, user_id: str | None = None
+    ) -> None:
+        """Wait until every queued event at or before stream ``position``, and the
+        read receipts of ``user_id`` queued before this call, are evaluated and their
+        counts committed (or the timeout). Events queued after those are not waited for.
 
         /sync calls this with the position of its response so that an event's count
-        shows in the same response as the event (push.md "Server behaviour").
+        shows in the same response as the event, and the reset by the user's read
+        receipt in the first response after it was accepted (push.md "Server
+        behaviour").
         """
-        if not self._pending or self._pending[0] > position:
+        receipts = self._receipts.get(user_id, 0) if user_id is not None else 0
+
+        def waiting() -> bool:
+            return bool(self._pending and self._pending[0] <= position) or self._done < receipts
+
+        if not waiting():
             await trio.lowlevel.checkpoint()
             return
         with trio.move_on_after(timeout_s):
-            while self._pending and self._pending[0] <= position:
+            while waiting():
                 await self._progress.wait()
 
     async def wait_caught_up(self, timeout_s: float = 1.0) -> None:

@@ -112,7 +112,7 @@ class PushService:
         if position is None:
             await self.evaluator.wait_caught_up(SYNC_CATCH_UP_S)
         else:
-            await self.evaluator.wait_evaluated(position, SYNC_CATCH_UP_S)
+            await self.evaluator.wait_evaluated(position, SYNC_CATCH_UP_S, ctx.user_id)
         rooms = ctx.body.get("rooms")
         join = rooms.get("join") if isinstance(rooms, dict) else None
         if isinstance(join, dict) and join:

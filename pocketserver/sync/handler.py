@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 
 import trio
 
+from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
 from pocketserver.storage import stream as stream_store
@@ -22,11 +23,19 @@ from pocketserver.storage.stream import Membership, SyncSnapshot
 from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
 from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.notifier import Notifier
-from pocketserver.sync.rooms import RoomSection, RoomSyncer, serialise_section
+from pocketserver.sync.rooms import (
+    RoomSection,
+    RoomSyncer,
+    Timeline,
+    read_changes,
+    serialise_section,
+)
 from pocketserver.sync.sources import SyncContext, SyncSource
 from pocketserver.sync.token import SyncToken
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+JOINED_CACHE_SHARE, JOINED_CACHE_BYTES = 0.01, 1 << 20
+FILTER_CACHE_SHARE, FILTER_CACHE_BYTES = 0.002, 256 << 10
 
 
 def _rooms_needing_summary(join: Mapping[str, object], new_rooms: set[str]) -> list[str]:
@@ -64,10 +73,28 @@ async def _nobody_ignored(user_id: str) -> frozenset[str]:
 
 
 class SyncHandler:
-    def __init__(self, store: RoomStore, reader: EventReader, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: RoomStore,
+        reader: EventReader,
+        notifier: Notifier,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.store = store
         self.reader = reader
         self.notifier = notifier
+        self._joined: LruCache[str, tuple[int, tuple[str, ...]]] = (
+            budget.cache("sync_joined_rooms", JOINED_CACHE_SHARE)
+            if budget is not None
+            else LruCache("sync_joined_rooms", JOINED_CACHE_BYTES)
+        )
+        """User -> (event position of their last snapshot, rooms they were joined to)."""
+        self.filters: LruCache[tuple[str, int], SyncFilter] = (
+            budget.cache("sync_filters", FILTER_CACHE_SHARE)
+            if budget is not None
+            else LruCache("sync_filters", FILTER_CACHE_BYTES)
+        )
+        """(user, filter ID) -> parsed stored filter (stored filters never change)."""
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
         self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored
@@ -96,12 +123,76 @@ class SyncHandler:
             await self.notifier.wait_for_change(upto.events, _stream_positions(upto), remaining)
 
     async def _build(self, request: SyncRequest) -> tuple[dict[str, object], bool, SyncToken]:
-        since = request.since.events if request.since else None
         # Other streams' positions first: whatever commits after this is sent next time.
         positions = {source.stream: source.position() for source in self._sources}
-        snap = await self.store.db.read(stream_store.sync_snapshot, request.user_id, since)
-        if since is not None and since > snap.upto:
-            since = snap.upto  # a token from before a restore: start over from here
+        quiet = self._quiet_rooms(request)
+        if quiet is not None:
+            # Nothing happened in any room since the token: no room work, no database.
+            events_upto, joined_ids = quiet
+            body_rooms: dict[str, object] = {"join": {}, "leave": {}, "invite": {}, "knock": {}}
+            new_rooms: set[str] = set()
+            changed = False
+        else:
+            events_upto, joined_ids, body_rooms, new_rooms = await self._room_part(request)
+            changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
+        token = replace((request.since or SyncToken()).with_events(events_upto), **positions)
+        body: dict[str, object] = {
+            "next_batch": token.encode(),
+            "rooms": body_rooms,
+            "account_data": {"events": []},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+        }
+        ctx = SyncContext(
+            user_id=request.user_id,
+            device_id=request.device_id,
+            since=request.since,
+            full_state=request.full_state,
+            filter=request.filter,
+            joined_rooms=[r for r in joined_ids if request.filter.allows_room(r)],
+            new_rooms=new_rooms,
+            body=body,
+        )
+        for source in self._sources:
+            source_since = None if request.since is None else getattr(request.since, source.stream)
+            if await source.add_to_sync(ctx, source_since, positions[source.stream]):
+                changed = True
+        if ctx.delivered_upto:  # a source sent a bounded batch: resume after it next time
+            token = replace(token, **ctx.delivered_upto)
+            body["next_batch"] = token.encode()
+        for finish in self._finishers:
+            await finish(ctx)
+        return body, changed, token
+
+    def _quiet_rooms(self, request: SyncRequest) -> tuple[int, tuple[str, ...]] | None:
+        """For an incremental sync with no room event since its token: the token's event
+        position and the user's joined rooms (remembered from their last snapshot);
+        None when the rooms must be read.
+
+        The notifier's position is the last *accepted* event committed; memberships
+        change only through accepted events, so a snapshot taken at or after it still
+        holds. The token keeps its own event position, so an event committed but not
+        yet notified is sent by the next sync (and wakes it)."""
+        since = request.since
+        if since is None or request.full_state:
+            return None
+        known = self._joined.get(request.user_id)
+        if known is None:
+            return None
+        snapshot_upto, joined_ids = known
+        if not self.notifier.position <= since.events <= snapshot_upto:
+            return None
+        return since.events, joined_ids
+
+    async def _room_part(
+        self, request: SyncRequest
+    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str]]:
+        """The ``rooms`` section read from the database: (event position reached, joined
+        room IDs, the section, rooms sent from scratch)."""
+        since = request.since.events if request.since else None
         syncer = RoomSyncer(
             self.store,
             self.reader,
@@ -110,7 +201,22 @@ class SyncHandler:
             await self.ignored_users(request.user_id),
         )
         syncer.use_state_after = request.use_state_after
-        rooms, new_rooms = await self._rooms(request, syncer, snap, since)
+        found = await self.store.db.read(
+            read_changes,
+            request.user_id,
+            request.device_id,
+            since,
+            request.filter.timeline_limit,
+            syncer.conditions(),
+        )
+        snap = found.snapshot
+        joined_ids = tuple(m.room_id for m in snap.memberships if m.membership == "join")
+        known = self._joined.get(request.user_id)
+        if known is None or known[0] <= snap.upto:  # a slower concurrent read is older
+            self._joined.set(request.user_id, (snap.upto, joined_ids))
+        if since is not None and since > snap.upto:
+            since = snap.upto  # a token from before a restore: start over from here
+        rooms, new_rooms = await self._rooms(request, syncer, snap, since, found.timelines)
         now_ms = int(time.time() * 1000)
         timeline_ids = [
             ev.event_id
@@ -119,9 +225,16 @@ class SyncHandler:
             if isinstance(section, RoomSection)
             for ev in section.timeline
         ]
-        txn_ids = await self.store.db.read(
-            txn_store.transaction_ids_for, request.user_id, request.device_id, timeline_ids
-        )
+        txn_ids = found.txn_ids
+        looked_up = {eid for ids, _ in found.timelines.values() for eid in ids}
+        unread = [eid for eid in timeline_ids if eid not in looked_up]
+        if unread:  # timelines not prefetched (new rooms, left rooms): their own lookup
+            txn_ids = {
+                **txn_ids,
+                **await self.store.db.read(
+                    txn_store.transaction_ids_for, request.user_id, request.device_id, unread
+                ),
+            }
         bundles = await sync_bundles(
             self.store, self.reader, request.user_id, rooms, syncer.ignored
         )
@@ -147,45 +260,15 @@ class SyncHandler:
             body_rooms[kind] = out
         body_rooms["invite"] = rooms["invite"]
         body_rooms["knock"] = rooms["knock"]
-        changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
-        token = replace((request.since or SyncToken()).with_events(snap.upto), **positions)
-        body: dict[str, object] = {
-            "next_batch": token.encode(),
-            "rooms": body_rooms,
-            "account_data": {"events": []},
-            "presence": {"events": []},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
-        }
-        ctx = SyncContext(
-            user_id=request.user_id,
-            device_id=request.device_id,
-            since=request.since,
-            full_state=request.full_state,
-            filter=request.filter,
-            joined_rooms=[
-                m.room_id
-                for m in snap.memberships
-                if m.membership == "join" and request.filter.allows_room(m.room_id)
-            ],
-            new_rooms=new_rooms,
-            body=body,
-        )
-        for source in self._sources:
-            source_since = None if request.since is None else getattr(request.since, source.stream)
-            if await source.add_to_sync(ctx, source_since, positions[source.stream]):
-                changed = True
-        if ctx.delivered_upto:  # a source sent a bounded batch: resume after it next time
-            token = replace(token, **ctx.delivered_upto)
-            body["next_batch"] = token.encode()
-        for finish in self._finishers:
-            await finish(ctx)
-        return body, changed, token
+        return snap.upto, joined_ids, body_rooms, new_rooms
 
     async def _rooms(
-        self, request: SyncRequest, syncer: RoomSyncer, snap: SyncSnapshot, since: int | None
+        self,
+        request: SyncRequest,
+        syncer: RoomSyncer,
+        snap: SyncSnapshot,
+        since: int | None,
+        prefetched: Mapping[str, Timeline],
     ) -> tuple[dict[str, dict[str, object]], set[str]]:
         flt = request.filter
         new_rooms: set[str] = set()
@@ -224,7 +307,15 @@ class SyncHandler:
                     leave[m.room_id] = await syncer.left_room(
                         m.room_id, since if left_now else None, m.stream_ordering
                     )
-        join.update(await syncer.joined_rooms(joined, snap.upto, full_state=request.full_state))
+        syncer.joined_throughout = (
+            frozenset(room_id for room_id, room_since in joined if room_since is not None)
+            - first_change.keys()
+        )
+        join.update(
+            await syncer.joined_rooms(
+                joined, snap.upto, full_state=request.full_state, prefetched=prefetched
+            )
+        )
         return {"join": join, "invite": invite, "leave": leave, "knock": knock}, new_rooms
 
     async def _was_not_joined(self, change: Membership) -> bool:

@@ -7,6 +7,7 @@ timeline start when the timeline is limited); the timeline then carries the rest
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import stream as stream_store
+from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
 from pocketserver.sync.client_events import client_event, stripped_state
 from pocketserver.sync.filters import SyncFilter
@@ -27,6 +29,46 @@ INVITE_STATE_TYPES = (
     "m.room.encryption",
     "m.room.topic",
 )
+
+
+Timeline = tuple[list[str], bool]
+"""A room's timeline event IDs (oldest first) and whether it is limited."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanges:
+    """What an incremental /sync reads in its one database round trip."""
+
+    snapshot: stream_store.SyncSnapshot
+    timelines: dict[str, Timeline]
+    """Joined rooms with new events: their timelines from ``since``."""
+    txn_ids: dict[str, str]
+    """Event ID -> transaction ID, for the timeline events the device sent."""
+
+
+def read_changes(
+    conn: sqlite3.Connection,
+    user_id: str,
+    device_id: str,
+    since: int | None,
+    limit: int,
+    conditions: stream_store.EventConditions,
+) -> RoomChanges:
+    """The sync snapshot, and for an incremental sync also the timelines of the joined
+    rooms with new events and their transaction IDs, in one read transaction.
+
+    A room that turns out to be newly joined is read again from its start by
+    :meth:`RoomSyncer.joined_rooms`; its prefetched timeline is then not used."""
+    snap = stream_store.sync_snapshot(conn, user_id, since)
+    if since is None or since >= snap.upto or not snap.rooms_with_events:
+        return RoomChanges(snap, {}, {})
+    rooms = sorted(snap.rooms_with_events)
+    timelines = stream_store.recent_event_ids_many(
+        conn, [(r, since) for r in rooms], snap.upto, limit, conditions
+    )
+    ids = [eid for event_ids, _ in timelines.values() for eid in event_ids]
+    txn_ids = txn_store.transaction_ids_for(conn, user_id, device_id, ids) if ids else {}
+    return RoomChanges(snap, timelines, txn_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +102,10 @@ class RoomSyncer:
         self.user_id = user_id
         self.flt = flt
         self.ignored = ignored
-        self.use_state_after = False
         """Users whose non-state events and invites are hidden (ignore_users.md)."""
+        self.use_state_after = False
+        self.joined_throughout: frozenset[str] = frozenset()
+        """Rooms the user was joined to for the whole of (since, upto]: all visible."""
 
     async def state_at_position(self, room_id: str, position: int) -> dict[StateKey, str]:
         """The room state after the last event at or before ``position``."""
@@ -81,20 +125,36 @@ class RoomSyncer:
             contains_url=timeline_filter.contains_url,
         )
 
+    def conditions(self) -> stream_store.EventConditions:
+        """The timeline filter's conditions, as :func:`read_changes` takes them."""
+        return self._conditions()
+
     async def joined_rooms(
-        self, rooms: Sequence[tuple[str, int | None]], upto: int, *, full_state: bool
+        self,
+        rooms: Sequence[tuple[str, int | None]],
+        upto: int,
+        *,
+        full_state: bool,
+        prefetched: Mapping[str, Timeline] | None = None,
     ) -> dict[str, RoomSection]:
         """Sections for several joined rooms (room ID, since); their timelines are read
-        in one database round trip."""
+        in one database round trip, except those in ``prefetched`` (read from the same
+        ``since``, up to the same ``upto``, by :func:`read_changes`)."""
         if not rooms:
             return {}
-        timelines = await self.store.db.read(
-            stream_store.recent_event_ids_many,
-            [(room_id, since or 0) for room_id, since in rooms],
-            upto,
-            self.flt.timeline_limit,
-            self._conditions(),
-        )
+        prefetched = prefetched or {}
+        missing = [(r, since or 0) for r, since in rooms if since is None or r not in prefetched]
+        timelines = dict(prefetched)
+        if missing:
+            timelines.update(
+                await self.store.db.read(
+                    stream_store.recent_event_ids_many,
+                    missing,
+                    upto,
+                    self.flt.timeline_limit,
+                    self._conditions(),
+                )
+            )
         return {
             room_id: await self._section(
                 room_id, since, upto, *timelines[room_id], full_state=full_state
@@ -128,22 +188,26 @@ class RoomSyncer:
     ) -> RoomSection:
         events = await self.reader.get_events(ids)
         timeline = [events[i] for i in ids if i in events]
-        timeline = await self._visible(timeline)
-        if self.use_state_after:
-            # The state at the END of the timeline (client-server API: use_state_after).
-            target = await self.state_at_position(room_id, upto)
-        elif timeline:
-            first = await self.store.get_event(timeline[0].event_id)
-            target = dict(await self.store.group_state(first.state_before if first else None))
-        else:
-            target = await self.state_at_position(room_id, upto)
-        if since is None or full_state:
-            state_ids = target
-        elif limited or self.use_state_after:
-            at_since = await self.state_at_position(room_id, since)
-            state_ids = {k: v for k, v in state_delta(at_since, target).items() if v}
-        else:
-            state_ids = {}
+        if since is None or room_id not in self.joined_throughout:
+            # A member sees every event of the time they are joined, whatever the
+            # history visibility: only other timelines need the check.
+            timeline = await self._visible(timeline)
+        state_ids: Mapping[StateKey, str] = {}
+        if since is None or full_state or limited or self.use_state_after:
+            if self.use_state_after:
+                # The state at the END of the timeline (client-server API: use_state_after).
+                target = await self.state_at_position(room_id, upto)
+            elif timeline:
+                first = await self.store.get_event(timeline[0].event_id)
+                target = dict(await self.store.group_state(first.state_before if first else None))
+            else:
+                target = await self.state_at_position(room_id, upto)
+            if since is None or full_state:
+                state_ids = target
+            else:
+                at_since = await self.state_at_position(room_id, since)
+                state_ids = {k: v for k, v in state_delta(at_since, target).items() if v}
+        # else: the whole (since, upto] is in the timeline, which carries every change.
         state = await self._state_events(state_ids, timeline, include_timeline=self.use_state_after)
         timeline = [
             ev

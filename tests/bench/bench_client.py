@@ -180,6 +180,18 @@ async def workload(args: argparse.Namespace, base: str, secret: str, pid: int) -
         await incremental.run([incremental_job(u) for u in range(args.users)] * 3, args.concurrency)
         phases.append(incremental)
 
+        def whoami_job(u: int) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:
+                r = await c.get(f"{V3}/account/whoami", headers=auth[u])
+                assert r.status_code == 200, r.text
+
+            return job
+
+        # The HTTP stack and authentication alone, for comparison with the syncs.
+        floor = Phase("whoami (floor)", pid)
+        await floor.run([whoami_job(u) for u in range(args.users)] * 3, args.concurrency)
+        phases.append(floor)
+
         wakes: list[float] = []
         for i in range(args.wakeups):
             waiter, sender = auth[1], auth[0]
