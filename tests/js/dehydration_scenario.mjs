@@ -57,10 +57,12 @@ step("alice dehydrates a device", async () => {
   }
   result.first_dehydrated = found.device_id;
   result.algorithm = found.device_data.algorithm;
-  // Alice's own client sees it as a cross-signed device of hers.
-  const devices = await crypto.getUserDeviceInfo([ctx.a1.getUserId()], true);
-  const seen = devices.get(ctx.a1.getUserId())?.get(found.device_id);
-  if (!seen?.dehydrated) throw new Error(`alice's device list: ${JSON.stringify([...devices.get(ctx.a1.getUserId()).keys()])}`);
+  // Alice's own client sees it as a cross-signed device of hers, once the upload's
+  // device_lists.changed has come through /sync and the client has queried again.
+  await until(async () => {
+    const devices = await crypto.getUserDeviceInfo([ctx.a1.getUserId()], true);
+    return devices.get(ctx.a1.getUserId())?.get(found.device_id)?.dehydrated;
+  }, "the dehydrated device in alice's device list (device_lists.changed in /sync)");
   const status = await crypto.getDeviceVerificationStatus(ctx.a1.getUserId(), found.device_id);
   if (!status?.crossSigningVerified) throw new Error("the dehydrated device is not cross-signed");
 });
