@@ -9,11 +9,14 @@ request id in the log.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from quart import Response, g, request
+from quart.json.provider import DefaultJSONProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -94,9 +97,27 @@ def _json_error(status: int, body: dict[str, object]) -> Response:
 
 
 def _dumps(body: dict[str, object]) -> str:
-    import json
-
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+class CompactJSONProvider(DefaultJSONProvider):
+    """JSON answers as the default provider makes them with ``compact``, unsorted keys and
+    UTF-8 text, but from one encoder built once (``json.dumps`` with options builds a
+    new encoder for every response)."""
+
+    sort_keys = False
+    ensure_ascii = False
+    compact = True
+
+    def __init__(self, app: QuartTrio) -> None:
+        super().__init__(app)
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), default=self.default
+        )
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        body = self._encoder.encode(self._prepare_response_obj(args, kwargs))
+        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)  # type: ignore[return-value]
 
 
 def create_app(
@@ -116,9 +137,7 @@ def create_app(
     app.config["POCKET_X_FORWARDED"] = x_forwarded
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_request_body_size
     app.config["BODY_TIMEOUT"] = 60
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = CompactJSONProvider(app)
     wanted = set(resources)
     if "client" in wanted:
         for bp in (

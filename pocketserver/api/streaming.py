@@ -6,6 +6,8 @@ up in memory. For the paths in ``app.STREAMED_BODY_PREFIXES`` the request gets a
 :class:`StreamedBody` instead: no whole-body size limit (the route enforces its own
 while reading) and at most :data:`HIGH_WATER` bytes buffered before the connection
 stops reading from the socket until the route has taken them.
+
+The same connection class also sends an answer held in memory as one body message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart.utils import encode_headers
+from quart.wrappers.response import DataBody
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
@@ -53,7 +57,32 @@ class StreamingRequest(TrioRequest):
 
 
 class BackpressureHTTPConnection(TrioASGIHTTPConnection):
-    """Stops receiving a streamed body while its buffer is full."""
+    """Stops receiving a streamed body while its buffer is full; sends an in-memory
+    answer (every JSON answer) as one body message."""
+
+    async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
+        """Quart sends each body chunk, then an empty last one; an answer held in memory
+        goes in one ``http.response.body`` message instead (the same bytes on the wire,
+        one pass less through Quart's and hypercorn's send paths per response)."""
+        body = getattr(response, "response", None)
+        if not isinstance(body, DataBody):
+            await super()._send_response(send, response)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": encode_headers(response.headers),
+                "trailers": False,
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": body.data[body.begin : body.end],
+                "more_body": False,
+            }
+        )
 
     async def handle_messages(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Any, receive: ASGIReceiveCallable

@@ -19,8 +19,8 @@ from pocketserver.sync.token import SyncToken
 bp = Blueprint("sync", __name__)
 
 
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
+def _int_arg(args: dict[str, str], name: str, default: int) -> int:
+    raw = args.get(name)
     if raw is None:
         return default
     try:
@@ -60,25 +60,28 @@ async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
 @client_route(bp, "/sync", methods=["GET"])
 async def sync() -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
-    since_raw = request.args.get("since")
-    set_presence = request.args.get("set_presence", "online")
+    # A plain dict (first value of each name, as MultiDict.get): Werkzeug's get raises
+    # and catches an HTTP exception inside for every parameter that is absent.
+    args = request.args.to_dict()
+    since_raw = args.get("since")
+    set_presence = args.get("set_presence", "online")
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError(
             400, "M_INVALID_PARAM", "set_presence must be online, offline or unavailable"
         )
-    full_state = request.args.get("full_state", "false")
+    full_state = args.get("full_state", "false")
     if full_state not in ("true", "false"):
         raise MatrixError(400, "M_INVALID_PARAM", "full_state must be true or false")
-    use_state_after = request.args.get("use_state_after", "false")
+    use_state_after = args.get("use_state_after", "false")
     if use_state_after not in ("true", "false"):
         raise MatrixError(400, "M_INVALID_PARAM", "use_state_after must be true or false")
     sync_request = SyncRequest(
         user_id=requester.user_id,
         device_id=requester.device_id,
         since=SyncToken.parse(since_raw) if since_raw else None,
-        timeout_ms=_int_arg("timeout", 0),
+        timeout_ms=_int_arg(args, "timeout", 0),
         full_state=full_state == "true",
-        filter=await _load_filter(requester.user_id, request.args.get("filter")),
+        filter=await _load_filter(requester.user_id, args.get("filter")),
         use_state_after=use_state_after == "true",
     )
     async with services().presence.syncing(requester.user_id, set_presence):
