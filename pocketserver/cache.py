@@ -80,12 +80,15 @@ class LruCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def set(self, key: K, value: V) -> None:
+    def set(self, key: K, value: V, value_size: int | None = None) -> None:
         """Store ``value``; evict the least recently used entries to stay in bounds.
 
+        ``value_size``, when the caller knows it, replaces the sizer's estimate.
         A value larger than the whole cache is not stored.
         """
-        size = self._sizer(value) + estimate_size(key) + _ENTRY_OVERHEAD
+        if value_size is None:
+            value_size = self._sizer(value)
+        size = value_size + estimate_size(key) + _ENTRY_OVERHEAD
         self.pop(key)
         if size > self.max_bytes:
             return

@@ -27,6 +27,17 @@ def entry_cost(cache: LruCache[str, int], key: str, value: int) -> int:
 # --- LruCache --------------------------------------------------------------------------
 
 
+def test_set_with_a_known_size_skips_the_sizer() -> None:
+    cache: LruCache[str, int] = LruCache("c", 10_000, by_value)
+    cache.set("a", 5)
+    plain = cache.size_bytes
+    cache.set("a", 5, value_size=1005)
+    assert cache.size_bytes == plain + 1000
+    cache.set("b", 7, value_size=20_000)  # larger than the whole cache: not stored
+    assert "b" not in cache
+    assert cache.size_bytes == plain + 1000
+
+
 def test_get_and_set() -> None:
     cache: LruCache[str, str] = LruCache("c", 10_000)
     assert cache.get("a") is None

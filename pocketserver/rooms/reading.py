@@ -74,7 +74,7 @@ class EventReader:
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, ReadEvent]:
         """The accepted events among ``event_ids`` (rejected and soft-failed ones are
         left out), each with any applicable redaction applied."""
-        stored = await self.store.get_events(event_ids)
+        stored = await self.store.get_events(event_ids, keep_parsed=True)
         visible = {
             eid: ev for eid, ev in stored.items() if ev.rejected is None and not ev.soft_failed
         }

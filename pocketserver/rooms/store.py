@@ -9,7 +9,9 @@ list after each commit (and drops it when a write fails).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.storage import events as event_store
@@ -26,7 +28,71 @@ Extremity = tuple[str, int, int]
 """(event_id, depth, stream ordering) of a forward extremity."""
 
 
-def _event_size(ev: StoredEvent) -> int:
+@dataclass(frozen=True, slots=True)
+class _CompactEvent:
+    """A cached non-state event: its PDU as compact JSON text, parsed on each read.
+
+    A parsed message PDU costs 1.5-3 KB of Python objects, its text about 650 bytes.
+    State events are read on every auth check and initial /sync, so they are kept
+    parsed; a message is kept compact until a client first reads it (see
+    :meth:`RoomStore.get_events`), then parsed: most are read by /sync soon after they
+    are sent, many times, or not until history is paged."""
+
+    event_id: str
+    room_id: str
+    stream_ordering: int
+    text: str
+    depth: int
+    outlier: bool
+    soft_failed: bool
+    rejected: str | None
+    state_before: int | None
+    state_after: int | None
+
+    def parsed_size(self) -> int:
+        """The estimate of :func:`_event_size` for the parsed event, from the text."""
+        return 400 + 5 * len(self.text)
+
+    def stored(self, pdu: dict[str, object]) -> StoredEvent:
+        return StoredEvent(
+            self.event_id,
+            self.room_id,
+            self.stream_ordering,
+            pdu,
+            self.depth,
+            self.outlier,
+            self.soft_failed,
+            self.rejected,
+            self.state_before,
+            self.state_after,
+        )
+
+
+_Cached = StoredEvent | _CompactEvent
+
+
+def _compact(ev: StoredEvent) -> _Cached:
+    if "state_key" in ev.pdu:
+        return ev
+    return _CompactEvent(
+        ev.event_id,
+        ev.room_id,
+        ev.stream_ordering,
+        json.dumps(ev.pdu, ensure_ascii=False, separators=(",", ":")),
+        ev.depth,
+        ev.outlier,
+        ev.soft_failed,
+        ev.rejected,
+        ev.state_before,
+        ev.state_after,
+    )
+
+
+def _event_size(ev: _Cached) -> int:
+    if isinstance(ev, _CompactEvent):
+        # The slotted record, its ints and IDs, its text (up to 4 bytes a character).
+        text = len(ev.text) * (1 if ev.text.isascii() else 4)
+        return 450 + len(ev.event_id) + len(ev.room_id) + text
     # JSON text size is a fair proxy; the parsed dict is roughly 3-4x its text.
     return 400 + 4 * len(str(ev.pdu))
 
@@ -44,7 +110,7 @@ class RoomStore:
 
     def __init__(self, db: Database, budget: MemoryBudget) -> None:
         self.db = db
-        self._events: LruCache[str, StoredEvent] = budget.cache("events", 0.30, _event_size)
+        self._events: LruCache[str, _Cached] = budget.cache("events", 0.30, _event_size)
         self._groups: LruCache[int, dict[StateKey, str]] = budget.cache(
             "state_groups", 0.30, _state_size
         )
@@ -67,32 +133,51 @@ class RoomStore:
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         cached = self._events.get(event_id)
+        if isinstance(cached, _CompactEvent):
+            return cached.stored(json.loads(cached.text))
         if cached is not None:
             return cached
         ev = await self.db.read(event_store.get_event, event_id)
         if ev is not None:
-            self._events.set(event_id, ev)
+            self._events.set(event_id, _compact(ev))
         return ev
 
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """The known events among ``event_ids``."""
-        found: dict[str, StoredEvent] = {}
+    async def get_events(
+        self, event_ids: Iterable[str], *, keep_parsed: bool = False
+    ) -> dict[str, StoredEvent]:
+        """The known events among ``event_ids``.
+
+        ``keep_parsed``: the events are being read for clients (/sync, history), which
+        read the same recent events many times: a message cached compact is kept parsed
+        from now on. The room writer's reads (prev events) leave it compact."""
+        hits: list[_Cached] = []
         missing: list[str] = []
         for event_id in event_ids:
             cached = self._events.get(event_id)
             if cached is None:
                 missing.append(event_id)
             else:
-                found[event_id] = cached
+                hits.append(cached)
+        texts = [c.text for c in hits if isinstance(c, _CompactEvent)]
+        # One parse for all: the parser shares the key strings between the events.
+        pdus = iter(json.loads("[" + ",".join(texts) + "]") if texts else ())
+        found: dict[str, StoredEvent] = {}
+        for c in hits:
+            if isinstance(c, _CompactEvent):
+                ev = found[c.event_id] = c.stored(next(pdus))
+                if keep_parsed:
+                    self._events.set(c.event_id, ev, c.parsed_size())
+            else:
+                found[c.event_id] = c
         if missing:
             loaded = await self.db.read(event_store.get_events, missing)
             for event_id, ev in loaded.items():
-                self._events.set(event_id, ev)
+                self._events.set(event_id, _compact(ev))
             found.update(loaded)
         return found
 
     def remember_event(self, ev: StoredEvent) -> None:
-        self._events.set(ev.event_id, ev)
+        self._events.set(ev.event_id, _compact(ev))
 
     def forget_event(self, event_id: str) -> None:
         self._events.pop(event_id)
