@@ -34,6 +34,19 @@ from pocketserver.sync.sources import SyncContext, SyncSource
 from pocketserver.sync.token import SyncToken
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+FULL_SYNC_BUDGET_BYTES = 64 << 20
+"""Initial (and full-state) syncs are built at most one per this much of the memory
+budget at once, and at least two: each holds every joined room's state and timeline
+as Python objects until its answer is encoded (about 1 MB for 10 busy rooms), and
+with one event-loop thread running them side by side gains no throughput anyway."""
+
+
+def full_sync_slots(budget: MemoryBudget | None) -> int:
+    if budget is None:
+        return 2
+    return max(2, budget.total_bytes // FULL_SYNC_BUDGET_BYTES)
+
+
 JOINED_CACHE_SHARE, JOINED_CACHE_BYTES = 0.01, 1 << 20
 FILTER_CACHE_SHARE, FILTER_CACHE_BYTES = 0.002, 256 << 10
 
@@ -95,6 +108,7 @@ class SyncHandler:
             else LruCache("sync_filters", FILTER_CACHE_BYTES)
         )
         """(user, filter ID) -> parsed stored filter (stored filters never change)."""
+        self._full_builds = trio.CapacityLimiter(full_sync_slots(budget))
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
         self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored
@@ -111,7 +125,11 @@ class SyncHandler:
 
     async def sync(self, request: SyncRequest) -> dict[str, object]:
         """Answer a sync request, waiting up to its timeout when nothing has changed."""
-        if request.since is None or request.full_state or request.timeout_ms <= 0:
+        if request.since is None or request.full_state:
+            async with self._full_builds:
+                body, _, _ = await self._build(request)
+            return body
+        if request.timeout_ms <= 0:
             body, _, _ = await self._build(request)
             return body
         deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
