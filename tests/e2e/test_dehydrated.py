@@ -5,9 +5,6 @@ matrix-js-sdk's Rust crypto dehydrating and rehydrating a device
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +14,9 @@ from urllib.parse import quote
 import httpx
 import nacl.signing
 import pytest
-from canonicaljson import encode_canonical_json
 
-from tests.e2e.test_js_sdk import JS, node_modules
+from tests.e2e.js_scenarios import run_scenario, verify_signature
+from tests.e2e.test_js_sdk import node_modules
 from tests.e2e_keys.keys import device_keys, sign, signed_otk
 from tests.harness import RunningServer, make_config, running_server
 
@@ -246,19 +243,6 @@ def test_bad_requests(server: RunningServer, c: httpx.Client, new_user: str) -> 
     assert " 500 " not in server.log_text()
 
 
-def _unbase64(s: str) -> bytes:
-    return base64.b64decode(s + "=" * (-len(s) % 4))
-
-
-def _verify(obj: dict[str, Any], user_id: str, key_id: str, public_key: str) -> None:
-    """Check ``obj``'s signature by ``user_id``'s ``key_id`` (appendix "Signing JSON")."""
-    signature = obj["signatures"][user_id][key_id]
-    signed = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
-    nacl.signing.VerifyKey(_unbase64(public_key)).verify(
-        encode_canonical_json(signed), _unbase64(signature)
-    )
-
-
 def test_js_sdk_dehydration(node_modules: Path, tmp_path: Path) -> None:
     config = make_config(tmp_path, rc_message={"per_second": 1000, "burst_count": 1000})
     with running_server(config) as s:
@@ -269,21 +253,9 @@ def test_js_sdk_dehydration(node_modules: Path, tmp_path: Path) -> None:
             "alice": {"user": "dhalice", "password": "pw-alice"},
             "bob": {"user": "dhbob", "password": "pw-bob"},
         }
-        proc = subprocess.run(
-            ["node", str(JS / "dehydration_scenario.mjs"), json.dumps(scenario)],
-            cwd=JS,
-            capture_output=True,
-            text=True,
-            timeout=150,
-        )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, output
-        assert "ok the new login reads bob's message" in proc.stdout, output
-        result = next(
-            json.loads(line.removeprefix("result "))
-            for line in proc.stdout.splitlines()
-            if line.startswith("result ")
-        )
+        ran = run_scenario("dehydration_scenario.mjs", scenario, 150)
+        assert "ok the new login reads bob's message" in ran["stdout"], ran["stdout"]
+        result = ran["result"]
         assert result["messages_for_dehydrated"] >= 1
         assert result["room_keys"] >= 1
         first, second = result["first_dehydrated"], result["second_dehydrated"]
@@ -303,10 +275,10 @@ def test_js_sdk_dehydration(node_modules: Path, tmp_path: Path) -> None:
             keys = devices[second]
             assert keys["dehydrated"] is True
             assert keys["keys"][f"curve25519:{second}"] == second  # MSC3814: its ID
-            _verify(keys, uid, f"ed25519:{second}", keys["keys"][f"ed25519:{second}"])
+            verify_signature(keys, uid, f"ed25519:{second}", keys["keys"][f"ed25519:{second}"])
             ssk = result["self_signing"]
             assert body["self_signing_keys"][uid]["keys"] == {f"ed25519:{ssk}": ssk}
-            _verify(keys, uid, f"ed25519:{ssk}", ssk)
+            verify_signature(keys, uid, f"ed25519:{ssk}", ssk)
             # The first one's messages went with it.
             events = c.post(_events_path(first), headers=_auth(alice), json={})
             _err(events, 403, "M_FORBIDDEN")

@@ -9,19 +9,14 @@ checks, with its own login and pynacl, that every signature the SDK uploaded ver
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import nacl.exceptions
-import nacl.signing
-from canonicaljson import encode_canonical_json
 
-from tests.e2e.test_js_sdk import JS, node_modules
+from tests.e2e.js_scenarios import run_scenario, verify_signature
+from tests.e2e.test_js_sdk import node_modules
 from tests.harness import make_config, running_server
 
 __all__ = ["node_modules"]  # the fixture, imported for pytest
@@ -45,44 +40,11 @@ STEPS = (
 )
 
 
-def _b64decode(s: str) -> bytes:
-    return base64.b64decode(s + "=" * (-len(s) % 4))
-
-
-def _verify(obj: dict[str, Any], user_id: str, key_id: str, public_key: str) -> None:
-    """Check ``obj``'s signature by ``user_id``'s ``key_id`` (appendix "Signing JSON")."""
-    signature = obj["signatures"][user_id][key_id]
-    unsigned = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
-    try:
-        nacl.signing.VerifyKey(_b64decode(public_key)).verify(
-            encode_canonical_json(unsigned), _b64decode(signature)
-        )
-    except nacl.exceptions.BadSignatureError:
-        raise AssertionError(f"bad signature by {key_id} on {obj}") from None
-
-
 def _only_key(cross_signing_key: dict[str, Any]) -> tuple[str, str]:
     """(key ID, public key) of a cross-signing key object's single ed25519 key."""
     ((key_id, public_key),) = cross_signing_key["keys"].items()
     assert key_id == f"ed25519:{public_key}"
     return key_id, public_key
-
-
-def _run_scenario(scenario: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["node", str(JS / "crypto_scenario.mjs"), json.dumps(scenario)],
-        cwd=JS,
-        capture_output=True,
-        text=True,
-        timeout=SCENARIO_TIMEOUT,
-    )
-
-
-def _result(stdout: str) -> dict[str, Any]:
-    for line in stdout.splitlines():
-        if line.startswith("result "):
-            return dict(json.loads(line.removeprefix("result ")))
-    raise AssertionError(f"no result line in {stdout}")
 
 
 def _check_cross_signing(c: httpx.Client, user_id: str, result: dict[str, Any]) -> None:
@@ -111,15 +73,15 @@ def _check_cross_signing(c: httpx.Client, user_id: str, result: dict[str, Any]) 
     a1_ed25519 = devices[a1]["keys"][f"ed25519:{a1}"]
     assert a1_ed25519 == result["a1_ed25519"]
     # Master key signed by A1's device key; the others by the master key.
-    _verify(master, user_id, f"ed25519:{a1}", a1_ed25519)
-    _verify(ssk, user_id, master_id, master_public)
-    _verify(usk, user_id, master_id, master_public)
+    verify_signature(master, user_id, f"ed25519:{a1}", a1_ed25519)
+    verify_signature(ssk, user_id, master_id, master_public)
+    verify_signature(usk, user_id, master_id, master_public)
     # Both devices: self-signed, and signed by the self-signing key.
     for device_id in (a1, a2):
         device = devices[device_id]
         own_key = device["keys"][f"ed25519:{device_id}"]
-        _verify(device, user_id, f"ed25519:{device_id}", own_key)
-        _verify(device, user_id, ssk_id, ssk_public)
+        verify_signature(device, user_id, f"ed25519:{device_id}", own_key)
+        verify_signature(device, user_id, ssk_id, ssk_public)
 
 
 def _check_other_user(c: httpx.Client, user_id: str, result: dict[str, Any]) -> None:
@@ -136,10 +98,10 @@ def _check_other_user(c: httpx.Client, user_id: str, result: dict[str, Any]) -> 
     ssk_id, ssk_public = _only_key(ssk)
     device = body["device_keys"][user_id][device_id]
     device_key = device["keys"][f"ed25519:{device_id}"]
-    _verify(master, user_id, f"ed25519:{device_id}", device_key)
-    _verify(ssk, user_id, master_id, master_public)
-    _verify(device, user_id, f"ed25519:{device_id}", device_key)
-    _verify(device, user_id, ssk_id, ssk_public)
+    verify_signature(master, user_id, f"ed25519:{device_id}", device_key)
+    verify_signature(ssk, user_id, master_id, master_public)
+    verify_signature(device, user_id, f"ed25519:{device_id}", device_key)
+    verify_signature(device, user_id, ssk_id, ssk_public)
 
 
 def _check_backup_signatures(
@@ -151,7 +113,7 @@ def _check_backup_signatures(
     assert signatures, auth_data
     assert set(signatures) <= set(signers), signatures
     for key_id in signatures:
-        _verify(auth_data, user_id, key_id, signers[key_id])
+        verify_signature(auth_data, user_id, key_id, signers[key_id])
 
 
 def _check_backup(c: httpx.Client, user_id: str, result: dict[str, Any]) -> None:
@@ -213,17 +175,18 @@ def test_js_sdk_rust_crypto(node_modules: Path, tmp_path: Path) -> None:
     with running_server(config) as s:
         alice = s.register("cryptoalice", "pw-alice")["user_id"]
         bob = s.register("cryptobob", "pw-bob")["user_id"]
-        proc = _run_scenario(
+        ran = run_scenario(
+            "crypto_scenario.mjs",
             {
                 "baseUrl": s.base_url,
                 "alice": {"user": "cryptoalice", "password": "pw-alice"},
                 "bob": {"user": "cryptobob", "password": "pw-bob"},
-            }
+            },
+            SCENARIO_TIMEOUT,
         )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, output
-        assert proc.stdout.splitlines()[: len(STEPS)] == [f"ok {step}" for step in STEPS], output
-        result = _result(proc.stdout)
+        lines = ran["stdout"].splitlines()
+        assert lines[: len(STEPS)] == [f"ok {step}" for step in STEPS], ran["stdout"]
+        result = ran["result"]
         token = s.login("cryptoalice", "pw-alice").json()["access_token"]
         with httpx.Client(
             base_url=s.base_url + V3,
