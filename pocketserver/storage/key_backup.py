@@ -204,15 +204,7 @@ def put_keys(
         added += existing is None
     if current.count + added > max_keys:
         raise TooManyKeys
-    if changed:
-        conn.execute(
-            "UPDATE key_backup_versions SET etag = etag + 1, key_count = key_count + ?"
-            " WHERE user_id = ? AND version = ?",
-            (added, user_id, version),
-        )
-    info = get_version(conn, user_id, version)
-    assert info is not None
-    return info
+    return _after_change(conn, user_id, version, added if changed else None)
 
 
 def delete_keys(
@@ -238,11 +230,19 @@ def delete_keys(
         sql += " AND session_id = ?"
         args.append(session_id)
     deleted = conn.execute(sql, args).rowcount
-    if deleted:
+    return _after_change(conn, user_id, version, -deleted if deleted else None)
+
+
+def _after_change(
+    conn: sqlite3.Connection, user_id: str, version: int, count_delta: int | None
+) -> VersionInfo:
+    """The version's state after a write: when keys changed (``count_delta`` not None),
+    a new ``etag`` and the count moved by ``count_delta`` first."""
+    if count_delta is not None:
         conn.execute(
-            "UPDATE key_backup_versions SET etag = etag + 1, key_count = key_count - ?"
+            "UPDATE key_backup_versions SET etag = etag + 1, key_count = key_count + ?"
             " WHERE user_id = ? AND version = ?",
-            (deleted, user_id, version),
+            (count_delta, user_id, version),
         )
     info = get_version(conn, user_id, version)
     assert info is not None
