@@ -173,7 +173,9 @@ async def knock(room_id_or_alias: str) -> dict[str, object]:
     return {"room_id": room_id}
 
 
-async def _target_change(room_id: str, membership: str) -> dict[str, object]:
+async def _target_change(
+    room_id: str, membership: str, action: str | None = None
+) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body()
     target = _user_id(body.get("user_id"))
@@ -183,6 +185,7 @@ async def _target_change(room_id: str, membership: str) -> dict[str, object]:
         target,
         membership,
         reason=optional_str(body, "reason"),
+        action=action,
     )
     return {}
 
@@ -194,7 +197,7 @@ async def invite(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/kick", methods=["POST"])
 async def kick(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave")
+    return await _target_change(room_id, "leave", "kick")
 
 
 @client_route(bp, "/rooms/<room_id>/ban", methods=["POST"])
@@ -204,7 +207,7 @@ async def ban(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/unban", methods=["POST"])
 async def unban(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave")
+    return await _target_change(room_id, "leave", "unban")
 
 
 @client_route(bp, "/rooms/<room_id>/leave", methods=["POST"])

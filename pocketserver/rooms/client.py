@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import trio
 
+from pocketserver.core.client_actions import ActionRefused, check_membership_action
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.locks import KeyedLocks
@@ -114,14 +115,33 @@ class RoomClient:
         *,
         reason: str | None = None,
         extra: Mapping[str, object] | None = None,
+        action: str | None = None,
     ) -> PersistedEvent:
-        """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``."""
+        """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``.
+
+        ``action`` names the client verb when it is narrower than the membership:
+        ``kick`` and ``unban`` both write ``leave`` but only for a target in the room
+        or banned (:func:`check_membership_action`, checked under the room's lock).
+        """
         content: dict[str, object] = {**(extra or {}), "membership": membership}
         if reason:
             content["reason"] = reason
         if await self.store.room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
-        return await self.writer.send_event(room_id, sender, MEMBER, content, target)
+        guard = None
+        if action is not None:
+
+            async def guard(state: Mapping[StateKey, str]) -> None:
+                event_id = state.get((MEMBER, target))
+                event = await self.store.get_event(event_id) if event_id else None
+                now = event.pdu.get("content") if event else None
+                current = now.get("membership") if isinstance(now, Mapping) else None
+                try:
+                    check_membership_action(action, current if isinstance(current, str) else None)
+                except ActionRefused as e:
+                    raise MatrixError(e.status, e.errcode, e.message) from None
+
+        return await self.writer.send_event(room_id, sender, MEMBER, content, target, guard=guard)
 
     # --- reading -----------------------------------------------------------------------
 
