@@ -90,6 +90,7 @@ async def create() -> dict[str, object]:
     if not isinstance(invites, list):
         raise bad_json("invite must be a list of user IDs")
     invite = [_user_id(u, "invite") for u in invites]
+    s.ratelimits.rooms.check_invite_count(len(invite))
     if body.get("invite_3pid"):
         raise MatrixError(
             400, "M_INVALID_PARAM", "inviting by email or phone is not supported here"
@@ -114,6 +115,7 @@ async def create() -> dict[str, object]:
         power_level_content_override=override,
         creator_profile=await s.profiles.member_content(requester.user_id),
     )
+    s.ratelimits.rooms.check_room_creation(requester.user_id)
     room_id = await create_room(s.rooms, requester.user_id, settings)
     if alias is not None:
         await s.directory.create_alias(alias, room_id, requester.user_id)
@@ -148,6 +150,7 @@ async def _join(room_id: str) -> dict[str, object]:
         "join",
         reason=reason,
         extra=await s.profiles.member_content(requester.user_id),
+        ratelimit=True,
     )
     return {"room_id": room_id}
 
@@ -186,6 +189,7 @@ async def _target_change(
         membership,
         reason=optional_str(body, "reason"),
         action=action,
+        ratelimit=True,
     )
     return {}
 

@@ -17,6 +17,7 @@ import trio
 from pocketserver.core.client_actions import ActionRefused, check_membership_action
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -39,11 +40,13 @@ class RoomClient:
         writer: RoomWriter,
         reader: EventReader,
         message_limit: RateLimiter,
+        limits: RoomActionLimits | None = None,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.store: RoomStore = writer.store
         self._message_limit = message_limit
+        self.limits = limits
         self._txn_locks = KeyedLocks()
 
     # --- sending -----------------------------------------------------------------------
@@ -71,7 +74,7 @@ class RoomClient:
             )
             if earlier is not None:
                 return earlier[1]
-            self._message_limit.check(user_id, trio.current_time())
+            await self._check_send_limit(user_id, event_type, redacts)
 
             def record(conn: sqlite3.Connection, event: PersistedEvent) -> None:
                 txn_store.record_txn(
@@ -82,6 +85,17 @@ class RoomClient:
                 room_id, user_id, event_type, content, state_key, redacts=redacts, in_txn=record
             )
             return event.event_id
+
+    async def _check_send_limit(self, user_id: str, event_type: str, redacts: str | None) -> None:
+        """``rc_message``; with ``rc_admin_redaction`` set, a redaction of someone else's
+        event counts under it instead (Synapse's ``is_admin_redaction``)."""
+        limiter = self._message_limit
+        admin_limit = self.limits.admin_redaction if self.limits is not None else None
+        if admin_limit is not None and event_type == "m.room.redaction" and redacts:
+            target = await self.store.get_event(redacts)
+            if target is not None and target.pdu.get("sender") != user_id:
+                limiter = admin_limit
+        limiter.check(user_id, trio.current_time())
 
     async def set_state(
         self,
@@ -116,18 +130,28 @@ class RoomClient:
         reason: str | None = None,
         extra: Mapping[str, object] | None = None,
         action: str | None = None,
+        ratelimit: bool = False,
     ) -> PersistedEvent:
         """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``.
 
         ``action`` names the client verb when it is narrower than the membership:
         ``kick`` and ``unban`` both write ``leave`` but only for a target in the room
         or banned (:func:`check_membership_action`, checked under the room's lock).
+        ``ratelimit``: a client's own request, limited by ``rc_joins`` (a join to a room
+        the user is not joined to) or ``rc_invites`` (rooms/limits.py).
         """
         content: dict[str, object] = {**(extra or {}), "membership": membership}
         if reason:
             content["reason"] = reason
         if await self.store.room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
+        if ratelimit and self.limits is not None:
+            if membership == "join" and sender == target:
+                current, _ = await self.membership_of(room_id, target)
+                if current != "join":  # a profile change is not a join (as Synapse)
+                    self.limits.check_join(sender, room_id)
+            elif membership == "invite":
+                self.limits.check_invite(sender, room_id, target)
         guard = None
         if action is not None:
 
