@@ -105,7 +105,11 @@ class RoomClient:
         state_key: str,
         content: Mapping[str, object],
     ) -> str:
-        """Send a state event; an identical one to the current state is not sent again."""
+        """Send a state event; an identical one to the current state is not sent again.
+
+        A member event is a membership change like the verbs' (Synapse sends it through
+        ``update_membership``): joins and invites count under their rate limits.
+        """
         current = await self.store.db.read(
             state_store.get_current_state_event_id, room_id, event_type, state_key
         )
@@ -117,6 +121,9 @@ class RoomClient:
                 and existing.pdu.get("content") == dict(content)
             ):
                 return current
+        if event_type == MEMBER:
+            membership = content.get("membership")
+            await self._check_membership_limit(user_id, room_id, state_key, membership)
         event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
         return event.event_id
 
@@ -145,13 +152,8 @@ class RoomClient:
             content["reason"] = reason
         if await self.store.room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
-        if ratelimit and self.limits is not None:
-            if membership == "join" and sender == target:
-                current, _ = await self.membership_of(room_id, target)
-                if current != "join":  # a profile change is not a join (as Synapse)
-                    self.limits.check_join(sender, room_id)
-            elif membership == "invite":
-                self.limits.check_invite(sender, room_id, target)
+        if ratelimit:
+            await self._check_membership_limit(sender, room_id, target, membership)
         guard = None
         if action is not None:
 
@@ -166,6 +168,20 @@ class RoomClient:
                     raise MatrixError(e.status, e.errcode, e.message) from None
 
         return await self.writer.send_event(room_id, sender, MEMBER, content, target, guard=guard)
+
+    async def _check_membership_limit(
+        self, sender: str, room_id: str, target: str, membership: object
+    ) -> None:
+        """``rc_joins`` for a join to a room the user is not joined to (a profile change
+        is not a join, as Synapse), ``rc_invites`` for an invite."""
+        if self.limits is None:
+            return
+        if membership == "join" and sender == target:
+            current, _ = await self.membership_of(room_id, target)
+            if current != "join":
+                self.limits.check_join(sender, room_id)
+        elif membership == "invite":
+            self.limits.check_invite(sender, room_id, target)
 
     # --- reading -----------------------------------------------------------------------
 

@@ -173,6 +173,9 @@ def test_joins_are_limited_per_user_and_per_room(limited: RunningServer) -> None
     joiner.join(rooms[0])  # the third join
     joiner.post(f"/rooms/{rooms[0]}/leave")
     _limited(joiner.post(f"/rooms/{rooms[0]}/join"))  # rc_joins.local: burst 3
+    # A join written as a member state event is a join too.
+    member_path = f"{V3}/rooms/{rooms[0]}/state/m.room.member/{quote(joiner.user_id)}"
+    _limited(joiner.http.put(member_path, json={"membership": "join"}))
     assert rooms[0] not in joiner.ok("/joined_rooms")["joined_rooms"]
     # A profile change of someone joined already is not a join.
     r = joiner.http.put(
@@ -199,6 +202,8 @@ def test_invites_are_limited(limited: RunningServer) -> None:
         r = alice.post(f"/rooms/{room}/invite", {"user_id": g.user_id})
         assert r.status_code == 200, r.text
     _limited(alice.post(f"/rooms/{room}/invite", {"user_id": guests[3].user_id}))
+    state_path = f"{V3}/rooms/{room}/state/m.room.member/{quote(guests[3].user_id)}"
+    _limited(alice.http.put(state_path, json={"membership": "invite"}))
     members = alice.ok(f"/rooms/{room}/members")["chunk"]
     assert guests[3].user_id not in {m["state_key"] for m in members}
     # createRoom with more invites than the per-room burst is refused outright.
