@@ -62,3 +62,16 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def take_all(now: float, *wanted: tuple[RateLimiter, Hashable]) -> None:
+    """Take one token from each ``(limiter, key)``, or none at all if one is empty.
+
+    Raises:
+        MatrixError: 429 ``M_LIMIT_EXCEEDED`` of the first empty bucket.
+    """
+    for limiter, key in wanted:
+        if not limiter.would_allow(key, now):
+            limiter.check(key, now)
+    for limiter, key in wanted:
+        limiter.record(key, now)

@@ -146,7 +146,8 @@ async def build_services(config: Config) -> Services:
     writer.add_listener(reader.on_persisted)
     writer.add_txn_hook(index_relation)
     writer.add_txn_hook(index_search_text)
-    room_client = RoomClient(writer, reader, ratelimits.message)
+    writer.add_listener(ratelimits.rooms.on_persisted)
+    room_client = RoomClient(writer, reader, ratelimits.message, ratelimits.rooms)
     accounts = AccountService(db, config, budget)
     account_api = build_account_api(
         db,

@@ -31,6 +31,7 @@ from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
@@ -52,6 +53,12 @@ class RateLimiters:
     login_failures: RateLimiter
     registration: RateLimiter
     message: RateLimiter
+    rooms: RoomActionLimits
+    media_create: RateLimiter
+    presence: RateLimiter
+    """``rc_presence.per_user`` for ``PUT /presence``; /sync's ``set_presence`` has its
+    own bucket of the same size (as Synapse: one limiter in each servlet)."""
+    presence_sync: RateLimiter
 
     @classmethod
     def from_config(cls, config: Config) -> RateLimiters:
@@ -61,6 +68,10 @@ class RateLimiters:
             login_failures=RateLimiter(config.rc_login.failed_attempts),
             registration=RateLimiter(config.rc_registration),
             message=RateLimiter(config.rc_message),
+            rooms=RoomActionLimits(config.rate_limits),
+            media_create=RateLimiter(config.rate_limits.media_create),
+            presence=RateLimiter(config.rate_limits.presence_per_user),
+            presence_sync=RateLimiter(config.rate_limits.presence_per_user),
         )
 
 

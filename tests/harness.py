@@ -42,6 +42,16 @@ def make_config(directory: Path, server_name: str = "test.local", **overrides: o
         for k in ("address", "account", "failed_attempts")
     }
     data["rc_registration"] = {"per_second": 1000, "burst_count": 1000}
+    # Likewise they join, invite and create rooms faster than people do.
+    fast = {"per_second": 1000, "burst_count": 1000}
+    data["rc_joins"] = {"local": fast, "remote": fast}
+    data["rc_joins_per_room"] = fast
+    data["rc_invites"] = {"per_room": fast, "per_user": fast, "per_issuer": fast}
+    data["rc_room_creation"] = fast
+    data["rc_media_create"] = fast
+    data["rc_presence"] = {"per_user": fast}
+    # Tests that turn on enable_registration do it without a token on purpose.
+    data["enable_registration_without_verification"] = True
     data.update(overrides)
     path.write_text(yaml.safe_dump(data))
     return path

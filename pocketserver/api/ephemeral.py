@@ -6,6 +6,7 @@ Spec: client-server-api "Typing Notifications", "Receipts", "Presence"
 
 from __future__ import annotations
 
+import trio
 from quart import Blueprint
 
 from pocketserver.api.http import json_body, require_auth, require_str, services
@@ -91,5 +92,7 @@ async def set_presence(user_id: str) -> dict[str, object]:
         raise bad_json("status_msg must be a string")
     if status_msg is not None and len(status_msg) > MAX_STATUS_MSG:
         raise MatrixError(400, "M_INVALID_PARAM", f"status_msg is over {MAX_STATUS_MSG} characters")
+    # rc_presence.per_user: 429 past it, as Synapse (which then ignores the change).
+    services().ratelimits.presence.check(user_id, trio.current_time())
     services().presence.set_state(user_id, state, status_msg)
     return {}

@@ -83,11 +83,18 @@ async def require_auth(*, allow_guest: bool = False) -> Requester:
 
 
 def client_address() -> str:
-    """The client's IP, from X-Forwarded-For when the listener trusts a proxy."""
+    """The client's IP, from X-Forwarded-For when the listener trusts a proxy.
+
+    The *last* address of the header is taken: the one the proxy in front of this
+    listener added. Earlier entries come from the client, which can write anything
+    there (nginx's ``$proxy_add_x_forwarded_for`` appends to what the client sent).
+    Synapse takes the first; the last cannot be forged through a single proxy.
+    """
     if current_app.config.get("POCKET_X_FORWARDED"):
         forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
     return request.remote_addr or "unknown"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
+import trio
 from quart import Blueprint, Response, request
 
 from pocketserver.api.http import require_auth, services
@@ -147,6 +148,8 @@ async def upload_to(server_name: str, media_id: str) -> tuple[dict[str, object],
 async def create() -> tuple[dict[str, object], int]:
     await _drain()  # no body is expected; this path streams its bodies
     requester = await require_auth()
+    # rc_media_create, per user, before the pending-uploads limit (as Synapse).
+    services().ratelimits.media_create.check(requester.user_id, trio.current_time())
     uri, expires = await _repo().create(requester.user_id)
     return {"content_uri": uri, "unused_expires_at": expires}, 200
 

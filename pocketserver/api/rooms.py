@@ -90,6 +90,7 @@ async def create() -> dict[str, object]:
     if not isinstance(invites, list):
         raise bad_json("invite must be a list of user IDs")
     invite = [_user_id(u, "invite") for u in invites]
+    s.ratelimits.rooms.check_invite_count(len(invite))
     if body.get("invite_3pid"):
         raise MatrixError(
             400, "M_INVALID_PARAM", "inviting by email or phone is not supported here"
@@ -114,6 +115,7 @@ async def create() -> dict[str, object]:
         power_level_content_override=override,
         creator_profile=await s.profiles.member_content(requester.user_id),
     )
+    s.ratelimits.rooms.check_room_creation(requester.user_id)
     room_id = await create_room(s.rooms, requester.user_id, settings)
     if alias is not None:
         await s.directory.create_alias(alias, room_id, requester.user_id)
@@ -148,6 +150,7 @@ async def _join(room_id: str) -> dict[str, object]:
         "join",
         reason=reason,
         extra=await s.profiles.member_content(requester.user_id),
+        ratelimit=True,
     )
     return {"room_id": room_id}
 
@@ -173,7 +176,9 @@ async def knock(room_id_or_alias: str) -> dict[str, object]:
     return {"room_id": room_id}
 
 
-async def _target_change(room_id: str, membership: str) -> dict[str, object]:
+async def _target_change(
+    room_id: str, membership: str, action: str | None = None
+) -> dict[str, object]:
     requester = await require_auth()
     body = await json_body()
     target = _user_id(body.get("user_id"))
@@ -183,6 +188,8 @@ async def _target_change(room_id: str, membership: str) -> dict[str, object]:
         target,
         membership,
         reason=optional_str(body, "reason"),
+        action=action,
+        ratelimit=True,
     )
     return {}
 
@@ -194,7 +201,7 @@ async def invite(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/kick", methods=["POST"])
 async def kick(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave")
+    return await _target_change(room_id, "leave", "kick")
 
 
 @client_route(bp, "/rooms/<room_id>/ban", methods=["POST"])
@@ -204,7 +211,7 @@ async def ban(room_id: str) -> dict[str, object]:
 
 @client_route(bp, "/rooms/<room_id>/unban", methods=["POST"])
 async def unban(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave")
+    return await _target_change(room_id, "leave", "unban")
 
 
 @client_route(bp, "/rooms/<room_id>/leave", methods=["POST"])

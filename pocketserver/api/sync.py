@@ -84,6 +84,12 @@ async def sync() -> dict[str, object]:
         filter=await _load_filter(requester.user_id, args.get("filter")),
         use_state_after=use_state_after == "true",
     )
+    if set_presence != "offline":
+        limiter, now = services().ratelimits.presence_sync, trio.current_time()
+        if limiter.would_allow(requester.user_id, now):
+            limiter.record(requester.user_id, now)
+        else:  # rc_presence: this sync leaves presence alone, as Synapse's affect_presence
+            set_presence = "offline"
     async with services().presence.syncing(requester.user_id, set_presence):
         return await services().sync.sync(sync_request)
 

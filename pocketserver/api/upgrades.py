@@ -34,6 +34,7 @@ async def upgrade(room_id: str) -> dict[str, object]:
     if not is_valid_room_id(room_id):
         raise invalid_param(f"not a room ID: {room_id!r}")
     s = services()
+    s.ratelimits.rooms.check_room_creation(requester.user_id)
     new_room = await s.room_upgrades.upgrade(
         requester.user_id,
         room_id,

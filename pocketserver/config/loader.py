@@ -20,6 +20,7 @@ from pocketserver.config.model import (
     LoginRateLimits,
     RateLimit,
 )
+from pocketserver.config.ratelimits import parse_room_rate_limits
 from pocketserver.config.units import parse_duration_ms, parse_size
 from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS
 
@@ -317,8 +318,11 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         ),
         key_refresh_interval_ms=root.get("key_refresh_interval", parse_duration_ms, "1d"),
         registration_shared_secret=root.get("registration_shared_secret", _opt_str, None),
-        enable_registration=root.get("enable_registration", _bool, False),
+        enable_registration=_enable_registration(root),
         registration_requires_token=root.get("registration_requires_token", _bool, False),
+        enable_registration_without_verification=root.get(
+            "enable_registration_without_verification", _bool, False
+        ),
         allow_guest_access=root.get("allow_guest_access", _bool, False),
         refreshable_access_token_lifetime_ms=root.get(
             "refreshable_access_token_lifetime", _positive_duration, "5m"
@@ -356,8 +360,30 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         warnings=(),
     )
     config = replace(config, media=parse_media_config(root))
+    config = replace(config, rate_limits=parse_room_rate_limits(root))
     root.finish(_IGNORED_SYNAPSE_KEYS)
     return _with_warnings(config, warnings)
+
+
+def _enable_registration(root: _Section) -> bool:
+    """``enable_registration``, refused without a check on who registers (as Synapse's
+    ``validate_config``): a registration token is the only check offered here, so open
+    sign-up needs ``enable_registration_without_verification: true`` said out loud."""
+    enabled = root.get("enable_registration", _bool, False)
+    if (
+        enabled
+        and not root.get("registration_requires_token", _bool, False)
+        and not root.get("enable_registration_without_verification", _bool, False)
+    ):
+        raise ConfigError(
+            "enable_registration: you have enabled open registration without any "
+            "verification. This is a known vector for spam and abuse. To let people "
+            "register, set registration_requires_token: true and hand out registration "
+            "tokens (email and captcha verification are not supported). If you really "
+            "want anyone to be able to register, set "
+            "enable_registration_without_verification: true."
+        )
+    return enabled
 
 
 def _with_warnings(config: Config, warnings: list[str]) -> Config:

@@ -67,6 +67,24 @@ class LoginRateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomRateLimits:
+    """Synapse's rc_* limits on room actions, with Synapse's defaults
+    (synapse/config/ratelimiting.py); read by config/ratelimits.py."""
+
+    joins_local: RateLimit = RateLimit(0.1, 10)
+    joins_remote: RateLimit = RateLimit(0.01, 10)
+    joins_per_room: RateLimit = RateLimit(1.0, 10)
+    invites_per_room: RateLimit = RateLimit(0.3, 10)
+    invites_per_user: RateLimit = RateLimit(0.003, 5)
+    invites_per_issuer: RateLimit = RateLimit(0.3, 10)
+    room_creation: RateLimit = RateLimit(0.016, 10)
+    media_create: RateLimit = RateLimit(10.0, 50)
+    presence_per_user: RateLimit = RateLimit(0.1, 1)
+    admin_redaction: RateLimit | None = None
+    """None: moderators' redactions of others' events count under rc_message."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the server reads from homeserver.yaml, validated."""
 
@@ -116,6 +134,11 @@ class Config:
     login_token_lifetime_ms: int | None = None
     """``login_via_existing_session``: how long a ``POST /login/get_token`` token lasts;
     None when the endpoint is off."""
+    enable_registration_without_verification: bool = False
+    """Open registration (no token) was asked for knowingly; see the loader's check."""
+    rate_limits: RoomRateLimits = field(default_factory=lambda: RoomRateLimits())
+    """The rc_* limits on joins, invites, room creation, media IDs, presence and
+    moderators' redactions (config/ratelimits.py)."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 import trio
 
+from pocketserver.core.client_actions import ActionRefused, check_membership_action
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -38,11 +40,13 @@ class RoomClient:
         writer: RoomWriter,
         reader: EventReader,
         message_limit: RateLimiter,
+        limits: RoomActionLimits | None = None,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.store: RoomStore = writer.store
         self._message_limit = message_limit
+        self.limits = limits
         self._txn_locks = KeyedLocks()
 
     # --- sending -----------------------------------------------------------------------
@@ -70,7 +74,7 @@ class RoomClient:
             )
             if earlier is not None:
                 return earlier[1]
-            self._message_limit.check(user_id, trio.current_time())
+            await self._check_send_limit(user_id, event_type, redacts)
 
             def record(conn: sqlite3.Connection, event: PersistedEvent) -> None:
                 txn_store.record_txn(
@@ -82,6 +86,17 @@ class RoomClient:
             )
             return event.event_id
 
+    async def _check_send_limit(self, user_id: str, event_type: str, redacts: str | None) -> None:
+        """``rc_message``; with ``rc_admin_redaction`` set, a redaction of someone else's
+        event counts under it instead (Synapse's ``is_admin_redaction``)."""
+        limiter = self._message_limit
+        admin_limit = self.limits.admin_redaction if self.limits is not None else None
+        if admin_limit is not None and event_type == "m.room.redaction" and redacts:
+            target = await self.store.get_event(redacts)
+            if target is not None and target.pdu.get("sender") != user_id:
+                limiter = admin_limit
+        limiter.check(user_id, trio.current_time())
+
     async def set_state(
         self,
         user_id: str,
@@ -90,7 +105,11 @@ class RoomClient:
         state_key: str,
         content: Mapping[str, object],
     ) -> str:
-        """Send a state event; an identical one to the current state is not sent again."""
+        """Send a state event; an identical one to the current state is not sent again.
+
+        A member event is a membership change like the verbs' (Synapse sends it through
+        ``update_membership``): joins and invites count under their rate limits.
+        """
         current = await self.store.db.read(
             state_store.get_current_state_event_id, room_id, event_type, state_key
         )
@@ -102,6 +121,9 @@ class RoomClient:
                 and existing.pdu.get("content") == dict(content)
             ):
                 return current
+        if event_type == MEMBER:
+            membership = content.get("membership")
+            await self._check_membership_limit(user_id, room_id, state_key, membership)
         event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
         return event.event_id
 
@@ -114,14 +136,52 @@ class RoomClient:
         *,
         reason: str | None = None,
         extra: Mapping[str, object] | None = None,
+        action: str | None = None,
+        ratelimit: bool = False,
     ) -> PersistedEvent:
-        """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``."""
+        """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``.
+
+        ``action`` names the client verb when it is narrower than the membership:
+        ``kick`` and ``unban`` both write ``leave`` but only for a target in the room
+        or banned (:func:`check_membership_action`, checked under the room's lock).
+        ``ratelimit``: a client's own request, limited by ``rc_joins`` (a join to a room
+        the user is not joined to) or ``rc_invites`` (rooms/limits.py).
+        """
         content: dict[str, object] = {**(extra or {}), "membership": membership}
         if reason:
             content["reason"] = reason
         if await self.store.room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
-        return await self.writer.send_event(room_id, sender, MEMBER, content, target)
+        if ratelimit:
+            await self._check_membership_limit(sender, room_id, target, membership)
+        guard = None
+        if action is not None:
+
+            async def guard(state: Mapping[StateKey, str]) -> None:
+                event_id = state.get((MEMBER, target))
+                event = await self.store.get_event(event_id) if event_id else None
+                now = event.pdu.get("content") if event else None
+                current = now.get("membership") if isinstance(now, Mapping) else None
+                try:
+                    check_membership_action(action, current if isinstance(current, str) else None)
+                except ActionRefused as e:
+                    raise MatrixError(e.status, e.errcode, e.message) from None
+
+        return await self.writer.send_event(room_id, sender, MEMBER, content, target, guard=guard)
+
+    async def _check_membership_limit(
+        self, sender: str, room_id: str, target: str, membership: object
+    ) -> None:
+        """``rc_joins`` for a join to a room the user is not joined to (a profile change
+        is not a join, as Synapse), ``rc_invites`` for an invite."""
+        if self.limits is None:
+            return
+        if membership == "join" and sender == target:
+            current, _ = await self.membership_of(room_id, target)
+            if current != "join":
+                self.limits.check_join(sender, room_id)
+        elif membership == "invite":
+            self.limits.check_invite(sender, room_id, target)
 
     # --- reading -----------------------------------------------------------------------
 

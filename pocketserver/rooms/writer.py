@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey, VerifyKey
@@ -28,6 +28,7 @@ from pocketserver.core.auth_rules import (
     check_auth,
     check_auth_against_state,
 )
+from pocketserver.core.client_actions import ActionRefused, check_local_redaction
 from pocketserver.core.crypto import check_content_hash, encode_canonical_json
 from pocketserver.core.event_signing import verify_event_signatures
 from pocketserver.core.events import (
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 
+Guard = Callable[[Mapping[StateKey, str]], Awaitable[None]]
+"""Checks a local event's request against the state before it (under the room's lock)."""
 TxnHook = Callable[[sqlite3.Connection, "PersistedEvent"], None]
 """Runs inside the event's write transaction (derived indexes: relations, search...)."""
 Listener = Callable[["PersistedEvent"], None]
@@ -224,20 +227,25 @@ class RoomWriter:
         *,
         redacts: str | None = None,
         in_txn: TxnHook | None = None,
+        guard: Guard | None = None,
     ) -> PersistedEvent:
         """Build, sign, authorise and persist a local event.
 
         ``in_txn`` runs inside the event's write transaction (e.g. to record the
-        client's transaction ID atomically with the event).
+        client's transaction ID atomically with the event). ``guard`` is awaited
+        with the state before the event, under the room's lock, and may refuse by
+        raising (a client verb's own preconditions, e.g. ``/kick`` needs a member).
+        A redaction must also pass :func:`check_local_redaction`.
 
         Raises:
             MatrixError: 404 ``M_NOT_FOUND`` (unknown room), 403 ``M_FORBIDDEN`` (auth
-                rules), 400 ``M_BAD_JSON`` or 413 ``M_TOO_LARGE`` (event format).
+                rules), 400 ``M_BAD_JSON`` or 413 ``M_TOO_LARGE`` (event format), or
+                what ``guard`` or the redaction check raise.
         """
         async with self._locks(room_id):
             room_version = await self._room_version(room_id)
             prepared = await self._build_local(
-                room_id, room_version, sender, event_type, content, state_key, redacts
+                room_id, room_version, sender, event_type, content, state_key, redacts, guard
             )
             return await self._persist(prepared, in_txn)
 
@@ -256,6 +264,7 @@ class RoomWriter:
         content: Mapping[str, object],
         state_key: str | None,
         redacts: str | None,
+        guard: Guard | None = None,
     ) -> _Prepared:
         version = get_room_version(room_version)
         extremities = await self.store.forward_extremities(room_id)
@@ -279,6 +288,8 @@ class RoomWriter:
         )
         await self._state_after_all(p, prev_events)
         state_before = p.state_before
+        if guard is not None:
+            await guard(state_before)
         body: dict[str, object] = dict(content)
         pdu: dict[str, object] = {
             "type": event_type,
@@ -319,8 +330,34 @@ class RoomWriter:
             check_auth(room_version, signed, auth_map)
         except AuthError as e:
             raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+        if redacts is not None and event_type == "m.room.redaction":
+            await self._check_local_redaction(room_id, room_version, sender, redacts, auth_map)
         p.event_id, p.pdu, p.auth_ids = event_id, signed, auth_ids
         return p
+
+    async def _check_local_redaction(
+        self,
+        room_id: str,
+        room_version: str,
+        sender: str,
+        redacts: str,
+        auth_map: Mapping[StateKey, Mapping[str, object]],
+    ) -> None:
+        """A client's redaction: its own event or the redact level (core/client_actions)."""
+        target = await self.store.get_event(redacts)
+        pl = auth_map.get(("m.room.power_levels", ""))
+        pl_content = pl.get("content") if pl is not None else None
+        try:
+            check_local_redaction(
+                room_version,
+                room_id,
+                sender,
+                target.pdu if target is not None and target.rejected is None else None,
+                pl_content if isinstance(pl_content, Mapping) else None,
+                auth_map[CREATE_KEY],
+            )
+        except ActionRefused as e:
+            raise MatrixError(e.status, e.errcode, e.message) from None
 
     @staticmethod
     def _check_format(pdu: dict[str, object], room_version: str) -> None:

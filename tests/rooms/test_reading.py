@@ -66,14 +66,23 @@ async def test_redaction_applied_on_read_original_kept(writer: RoomWriter, db, v
     assert stored["content"]["body"] == "oops"
 
 
-async def test_v1_same_domain_event_ids_may_redact(writer: RoomWriter) -> None:
-    """rooms/v1 auth rule 11: a member below the redact level may still redact an event
-    whose event ID has the redaction's domain (here: every event is local)."""
+async def test_v1_same_domain_local_redaction_needs_own_event(writer: RoomWriter) -> None:
+    """rooms/v1 auth rule 11 lets a member below the redact level redact an event whose
+    ID has the redaction's domain (here: every event is local), and a reader applies
+    such a redaction from another server; a local client still may only redact its own
+    events (core/client_actions.py), so the message stays as it was."""
     room = await _room(writer, "1")
     msg = await writer.send_event(room, ALICE, "m.room.message", {"body": "mine"})
-    await writer.send_event(room, BOB, "m.room.redaction", {}, redacts=msg.event_id)
+    with pytest.raises(MatrixError) as err:
+        await writer.send_event(room, BOB, "m.room.redaction", {}, redacts=msg.event_id)
+    assert (err.value.status, err.value.errcode) == (403, "M_FORBIDDEN")
     reader = EventReader(writer.store)
-    assert (await reader.get_events([msg.event_id]))[msg.event_id].pdu["content"] == {}
+    assert (await reader.get_events([msg.event_id]))[msg.event_id].pdu["content"] == {
+        "body": "mine"
+    }
+    own = await writer.send_event(room, BOB, "m.room.message", {"body": "his"})
+    await writer.send_event(room, BOB, "m.room.redaction", {}, redacts=own.event_id)
+    assert (await reader.get_events([own.event_id]))[own.event_id].pdu["content"] == {}
 
 
 async def test_non_member_cannot_redact(writer: RoomWriter) -> None:
