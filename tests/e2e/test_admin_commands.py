@@ -102,9 +102,9 @@ def test_reset_password_while_the_server_runs(tmp_path: Path) -> None:
 
         # The running server stops honouring the old tokens (at once, or within its
         # poll of the database: half a second).
-        deadline = time.monotonic() + 5
+        started = time.monotonic()
         while whoami(server, phone["access_token"]) != 401:
-            assert time.monotonic() < deadline, "the old token still works"
+            assert time.monotonic() - started < 2.0, "the old token still works"
             time.sleep(0.05)
         assert whoami(server, laptop["access_token"]) == 401
         with server.client() as c:
