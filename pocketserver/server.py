@@ -34,6 +34,7 @@ from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
+from pocketserver.preflight import startup_problems
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
@@ -48,6 +49,8 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
+from pocketserver.storage.guard import ForeignDatabaseError
+from pocketserver.storage.lock import AlreadyRunningError
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
@@ -56,6 +59,8 @@ from pocketserver.to_device.sync_source import ToDeviceSource
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_S = 10.0
+# How often the server checks whether another process wrote to the database.
+OTHER_WRITERS_POLL_S = 0.5
 
 
 class StartupError(Exception):
@@ -121,6 +126,9 @@ async def build_services(config: Config) -> Services:
     from pocketserver.storage.migrations import SchemaTooNewError
 
     budget = MemoryBudget(config.memory_budget)
+    problems = await trio.to_thread.run_sync(startup_problems, config)
+    if problems:
+        raise StartupError("; ".join(problems))
     signing_key = await trio.to_thread.run_sync(_load_signing_key, config)
     try:
         db = await trio.to_thread.run_sync(
@@ -129,9 +137,10 @@ async def build_services(config: Config) -> Services:
                 config.database.path,
                 memory_bytes=budget.sqlite_bytes,
                 synchronous=config.database.synchronous,
+                lock=True,
             )
         )
-    except SchemaTooNewError as e:
+    except (SchemaTooNewError, ForeignDatabaseError, AlreadyRunningError) as e:
         raise StartupError(str(e)) from None
     except OSError as e:
         raise StartupError(f"cannot open database {config.database.path}: {e}") from None
@@ -246,6 +255,8 @@ async def serve(
             await background.start(services.media.run)
             services.rooms.add_listener(services.guests.on_persisted)
             await background.start(services.guests.run)
+            background.start_soon(_end_long_polls_on, shutdown, services)
+            background.start_soon(_watch_other_writers, services)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 settle_memory()
@@ -257,6 +268,24 @@ async def serve(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(services.db.close)
         log.info("database closed")
+
+
+async def _end_long_polls_on(shutdown: trio.Event, services: Services) -> None:
+    """At shutdown, answer waiting /sync long-polls now: hypercorn waits for requests in
+    flight (up to ``GRACEFUL_TIMEOUT_S``), and an idle client's /sync waits 30 s."""
+    await shutdown.wait()
+    services.notifier.close()
+
+
+async def _watch_other_writers(services: Services) -> None:
+    """Notice commits by other processes (``reset-password`` deletes a user's access
+    tokens while the server runs) and drop the access tokens cached in memory, so that
+    a deleted token stops working within ``OTHER_WRITERS_POLL_S``."""
+    while True:
+        await trio.sleep(OTHER_WRITERS_POLL_S)
+        if await services.db.changed_elsewhere():
+            log.info("another process changed the database: dropping cached access tokens")
+            services.accounts.forget_all_tokens()
 
 
 def settle_memory() -> None:
@@ -324,23 +353,40 @@ def _find_in(exc: BaseException, kind: type[E]) -> E | None:
     return None
 
 
-async def run_until_signalled(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+async def run_until_signalled(config: Config) -> bool:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; a second signal
+    stops at once, without waiting for requests in flight.
+
+    Returns:
+        True after a graceful shutdown, False if a second signal cut it short.
 
     Raises:
         StartupError: the server could not start (unwrapped from trio's exception group).
     """
     shutdown = trio.Event()
+    graceful = True
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(partial(serve, config, shutdown=shutdown))
+
+                async def serve_then_stop() -> None:
+                    await serve(config, shutdown=shutdown)
+                    nursery.cancel_scope.cancel()  # done: stop waiting for signals
+
+                nursery.start_soon(serve_then_stop)
                 async for signum in signals:
-                    log.info("received %s: shutting down", signal.Signals(signum).name)
-                    shutdown.set()
+                    name = signal.Signals(signum).name
+                    if not shutdown.is_set():
+                        log.info("received %s: shutting down (send it again to stop at once)", name)
+                        shutdown.set()
+                        continue
+                    log.warning("received %s again: stopping without waiting for requests", name)
+                    graceful = False
+                    nursery.cancel_scope.cancel()  # serve() still closes the database
                     break
     except BaseExceptionGroup as group:
         startup_error = _find_in(group, StartupError)
         if startup_error is not None:
             raise startup_error from None
         raise
+    return graceful

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import stat
 from pathlib import Path
@@ -12,7 +13,8 @@ import yaml
 
 from pocketserver import __version__
 from pocketserver.cli import main
-from pocketserver.config import load_config
+from pocketserver.config import Config, load_config
+from pocketserver.config.dump import DUMPED_FIELDS
 from pocketserver.core.crypto import read_signing_keys
 
 
@@ -229,3 +231,124 @@ def test_check_config_without_a_config_fails(
     assert capsys.readouterr().err
     assert run(["check-config", "-c", str(tmp_path / "missing.yaml")]) != 0
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_check_config_output_is_the_config_a_user_writes(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed YAML uses homeserver.yaml's key names, and with the secrets filled back
+    in it loads to the same config."""
+    edit_config(
+        config_path,
+        password_config={"pepper": "my-pepper-value", "enabled": True},
+        turn_shared_secret="turn-secret-value",
+        turn_uris=["turn:turn.example.org?transport=udp"],
+        memory_budget="96M",
+        refresh_token_lifetime="1d",
+        login_via_existing_session={"enabled": True, "token_timeout": "2m"},
+        media_upload_quota_per_user="1G",
+        media_retention={"local_media_lifetime": "90d"},
+        url_preview_url_blacklist=[{"netloc": "*.internal.example.org"}],
+        thumbnail_sizes=[{"width": 64, "height": 64, "method": "crop"}],
+    )
+    original = load_config(config_path)
+    capsys.readouterr()
+    assert run(["check-config", "-c", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    for secret in ("my-pepper-value", "turn-secret-value", original.registration_shared_secret):
+        assert secret is not None
+        assert secret not in out
+    # Masked values are obvious: a run of stars and a comment on the line.
+    masked = [line for line in out.splitlines() if "********" in line]
+    assert len(masked) == 3
+    assert all("# secret" in line for line in masked)
+    printed = yaml.safe_load(out)
+    # The names a user writes, not the model's.
+    assert printed["password_config"]["pepper"] == "********"
+    assert printed["memory_budget"] == "96M"
+    assert printed["database"]["args"]["database"] == str(original.database.path)
+    assert printed["presence"] == {"enabled": True}
+    for internal in ("password_pepper", "media", "key_refresh_interval_ms", "presence_enabled"):
+        assert internal not in printed
+    printed["registration_shared_secret"] = original.registration_shared_secret
+    printed["password_config"]["pepper"] = "my-pepper-value"
+    printed["turn_shared_secret"] = "turn-secret-value"
+    pasted = config_path.with_name("pasted.yaml")
+    pasted.write_text(yaml.safe_dump(printed))
+    again = load_config(pasted)
+    assert again.warnings == ()
+    assert dataclasses.replace(again, config_path=original.config_path) == original
+
+
+def test_check_config_dumps_every_field() -> None:
+    """A new Config field must be added to config/dump.py, or check-config would hide it."""
+    fields = {f.name for f in dataclasses.fields(Config)} - {"warnings", "config_path"}
+    assert fields == DUMPED_FIELDS
+
+
+def test_check_config_reports_missing_signing_key_and_tls_files(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = config_path.parent / "example.org.signing.key"
+    key.unlink()
+    cert, tls_key = config_path.parent / "cert.pem", config_path.parent / "key.pem"
+    data = yaml.safe_load(config_path.read_text())
+    data["listeners"][0]["tls"] = True
+    data["tls_certificate_path"] = str(cert)
+    data["tls_private_key_path"] = str(tls_key)
+    config_path.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert run(["check-config", "-c", str(config_path)]) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, captured.err
+    assert str(key) in errors[0]
+    assert str(cert) in errors[1]
+    assert str(tls_key) in errors[2]
+    assert "is valid" not in captured.out
+
+
+# --- --generate-keys ---------------------------------------------------------------
+
+
+def test_generate_keys_writes_a_missing_signing_key_and_keeps_an_existing_one(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = config_path.parent / "example.org.signing.key"
+    old = key.read_bytes()
+    capsys.readouterr()
+    assert run(["--generate-keys", "-c", str(config_path)]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert key.read_bytes() == old
+    key.unlink()
+    assert run(["--generate-keys", "-c", str(config_path)]) == 0
+    assert str(key) in capsys.readouterr().out
+    new = key.read_bytes()
+    assert new != old
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(read_signing_keys(new.decode())) == 1
+    # A second run keeps the new key.
+    assert run(["--generate-keys", "-c", str(config_path)]) == 0
+    assert key.read_bytes() == new
+    # The config now passes check-config again.
+    assert run(["check-config", "-c", str(config_path)]) == 0
+
+
+def test_generate_keys_never_replaces_a_broken_key(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = config_path.parent / "example.org.signing.key"
+    key.write_text("garbage\n")
+    capsys.readouterr()
+    assert run(["--generate-keys", "-c", str(config_path)]) == 1
+    assert str(key) in capsys.readouterr().err
+    assert key.read_text() == "garbage\n"
+
+
+def test_generate_keys_follows_signing_key_path(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = config_path.parent / "keys" / "my.key"
+    edit_config(config_path, signing_key_path=str(elsewhere))
+    assert run(["--generate-keys", "-c", str(config_path)]) == 0
+    assert len(read_signing_keys(elsewhere.read_text())) == 1

@@ -236,6 +236,14 @@ class AccountService:
         """Drop deleted tokens from the cache (after deleting them in a transaction)."""
         self._forget_tokens(hashes)
 
+    def forget_all_tokens(self) -> None:
+        """Drop every cached token: another process (``reset-password``) may have
+        deleted some in the database. The next use of each reads the database again."""
+        self._token_generation += 1
+        self._token_cache.clear()
+        for listener in self.tokens_revoked_listeners:
+            listener()
+
     def _forget_tokens(self, hashes: list[bytes]) -> None:
         self._token_generation += 1
         for h in hashes:

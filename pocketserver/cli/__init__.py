@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from pocketserver import __version__
-from pocketserver.cli import checkconfig, generate, passwords, register_user, run
+from pocketserver.cli import (
+    checkconfig,
+    generate,
+    passwords,
+    register_user,
+    reset_password,
+    run,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     register_user.add_parser(commands)
     passwords.add_parser(commands)
+    reset_password.add_parser(commands)
     checkconfig.add_parser(commands)
     return parser
 
@@ -29,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.generate_config:
+    if args.generate_config or args.generate_keys:
         if args.command:
-            parser.error("--generate-config cannot be combined with a command")
-        return generate.generate_command(args)
+            parser.error("--generate-config and --generate-keys cannot be combined with a command")
+        if args.generate_config:  # it writes a key too, if there is none
+            return generate.generate_command(args)
+        return generate.generate_keys_command(args)
     if args.command is None:
         if args.config_path:  # Synapse style: `-c homeserver.yaml` alone runs the server
             return run.run_command(args)

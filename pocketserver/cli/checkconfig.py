@@ -1,37 +1,24 @@
-"""``check-config``: validate a config and print what is in effect, secrets masked."""
+"""``check-config``: validate a config, check the files it names, print what is in effect."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
-
-import yaml
+import sys
 
 from pocketserver.cli.common import add_config_argument, fail, find_config, load_or_exit
-
-SECRET_FIELDS = frozenset({"registration_shared_secret", "turn_shared_secret", "password_pepper"})
+from pocketserver.config.dump import dump_config
+from pocketserver.preflight import signing_key_problem, tls_problems, write_problems
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = commands.add_parser(
         "check-config",
         help="validate a config file and print the effective settings",
+        description="Validate a config file, check that the signing key and TLS files it "
+        "names can be read, and print the effective settings as YAML (secrets masked).",
     )
     add_config_argument(p)
     p.set_defaults(func=check_config_command)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, frozenset | set):
-        return sorted(_plain(v) for v in value)  # type: ignore[type-var]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def check_config_command(args: argparse.Namespace) -> int:
@@ -41,18 +28,15 @@ def check_config_command(args: argparse.Namespace) -> int:
     config = load_or_exit(path)
     if config is None:
         return 1
-    effective = {}
-    for f in dataclasses.fields(config):
-        if f.name in ("warnings", "config_path"):
-            continue
-        value = getattr(config, f.name)
-        if f.name in SECRET_FIELDS and value:
-            value = "********"
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
-            value = [dataclasses.asdict(v) for v in value]
-        effective[f.name] = _plain(value)
+    key = signing_key_problem(config)
+    errors = [*([key] if key else []), *tls_problems(config)]
+    # Whether the server can write depends on the user it runs as, maybe not ours.
+    for problem in write_problems(config):
+        print(f"warning: {problem}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        return 1
     print(f"# {path.resolve()} is valid. Effective configuration (secrets masked):")
-    print(yaml.safe_dump(effective, sort_keys=False, default_flow_style=False), end="")
+    print(dump_config(config), end="")
     return 0

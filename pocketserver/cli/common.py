@@ -53,3 +53,23 @@ def load_or_exit(path: Path) -> Config | None:
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def local_user_id(user: str, server_name: str) -> str:
+    """``alice`` or ``@alice:SERVER`` -> ``@alice:SERVER``.
+
+    Raises:
+        ValueError: a user ID of another server, or not a user ID; the message says so.
+    """
+    from pocketserver.core.identifiers import is_valid_user_id
+
+    if not user.startswith("@"):
+        return f"@{user}:{server_name}"
+    if not is_valid_user_id(user):
+        raise ValueError(f"{user} is not a valid user ID")
+    if user.split(":", 1)[1] != server_name:
+        raise ValueError(
+            f"{user} is a user of another server: this server is {server_name} "
+            f"(give just the part before the colon, or @name:{server_name})"
+        )
+    return user

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pocketserver.cli.common import DEFAULT_CONFIG, fail
-from pocketserver.config.generate import GenerateError, generate
+from pocketserver.cli.common import DEFAULT_CONFIG, fail, find_config, load_or_exit
+from pocketserver.config.generate import GenerateError, generate, write_new_signing_key
 from pocketserver.core.identifiers import is_valid_server_name
+from pocketserver.preflight import signing_key_problem
 
 
 def add_top_level_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +17,12 @@ def add_top_level_arguments(parser: argparse.ArgumentParser) -> None:
         "--generate-config",
         action="store_true",
         help="write a new commented config and signing key, then exit",
+    )
+    group.add_argument(
+        "--generate-keys",
+        action="store_true",
+        help="with -c: write the signing key the config names if it is missing "
+        "(never replaces an existing one), then exit",
     )
     group.add_argument(
         "-H", "--server-name", metavar="NAME", help="the server name (domain of user IDs)"
@@ -62,4 +69,27 @@ def generate_command(args: argparse.Namespace) -> int:
     print(f"{result.signing_key_path}.")
     print("Edit the config to taste, then start the server with:")
     print(f"  python pocket.pyz run -c {result.config_path}")
+    return 0
+
+
+def generate_keys_command(args: argparse.Namespace) -> int:
+    """``--generate-keys``: write a missing signing key (Synapse's flag)."""
+    path = find_config(args.config_path)
+    if path is None:
+        return fail("--generate-keys needs the config: give -c PATH")
+    config = load_or_exit(path)
+    if config is None:
+        return 1
+    key_path = config.signing_key_path
+    try:
+        written = write_new_signing_key(key_path)
+    except GenerateError as e:
+        return fail(str(e))
+    if written:
+        print(f"Wrote a new signing key {key_path} (mode 0600).")
+        return 0
+    problem = signing_key_problem(config)
+    if problem is not None:
+        return fail(f"{problem}; not replacing it (move it away to make a new one)")
+    print(f"The signing key {key_path} exists already; kept it.")
     return 0

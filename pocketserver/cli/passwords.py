@@ -23,17 +23,54 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=hash_password_command)
 
 
-def prompt_new_password() -> str | None:
-    """Ask twice without echo; None if they differ or there is no terminal."""
+class PasswordInputError(Exception):
+    """No usable new password: the two entries differ, or nothing was entered."""
+
+
+def prompt_new_password() -> str:
+    """Ask twice without echo.
+
+    Raises:
+        PasswordInputError: the entries differ ("Passwords do not match"), are empty, or
+            there is no input.
+    """
     try:
         first = getpass.getpass("Password: ")
         second = getpass.getpass("Confirm password: ")
     except (EOFError, KeyboardInterrupt):
-        return None
+        raise PasswordInputError("no password given") from None
     if first != second:
-        print("Passwords do not match", file=sys.stderr)
-        return None
+        raise PasswordInputError("Passwords do not match")
+    if not first:
+        raise PasswordInputError("no password given")
     return first
+
+
+def read_password_file(name: str) -> str:
+    """The first line of a file (``-``: standard input), for scripts.
+
+    Raises:
+        PasswordInputError: the file cannot be read or its first line is empty.
+    """
+    try:
+        if name == "-":
+            text = sys.stdin.readline()
+        else:
+            with open(name, encoding="utf-8") as f:
+                text = f.readline()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PasswordInputError(f"cannot read the password file {name}: {e}") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise PasswordInputError(f"the password file {name} has an empty first line")
+    return password
+
+
+def password_error(e: PasswordInputError) -> int:
+    """Report a password input problem: a mismatch says only that (as Synapse's tools do)."""
+    message = str(e)
+    print(message if message == "Passwords do not match" else f"error: {message}", file=sys.stderr)
+    return 1
 
 
 def hash_password_command(args: argparse.Namespace) -> int:
@@ -43,7 +80,10 @@ def hash_password_command(args: argparse.Namespace) -> int:
         if config is None:
             return 1
         pepper, rounds = config.password_pepper, config.bcrypt_rounds
-    password = args.password if args.password is not None else prompt_new_password()
+    try:
+        password = args.password if args.password is not None else prompt_new_password()
+    except PasswordInputError as e:
+        return password_error(e)
     if not password:
         return fail("no password given")
     print(hash_password(password, pepper=pepper, rounds=rounds))

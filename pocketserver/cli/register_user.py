@@ -11,8 +11,14 @@ import getpass
 import sys
 
 from pocketserver.accounts.shared_secret import registration_mac
-from pocketserver.cli.common import add_config_argument, fail, find_config, load_or_exit
-from pocketserver.cli.passwords import prompt_new_password
+from pocketserver.cli.common import (
+    add_config_argument,
+    fail,
+    find_config,
+    load_or_exit,
+    local_user_id,
+)
+from pocketserver.cli.passwords import PasswordInputError, password_error, prompt_new_password
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,7 +29,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "API (registration_shared_secret in the config). Prompts for what is missing.",
     )
     add_config_argument(p, help_suffix=", else ./pocket-data/homeserver.yaml")
-    p.add_argument("-u", "--user", help="the localpart of the new user")
+    p.add_argument(
+        "-u", "--user", help="the new user: its localpart (alice) or user ID (@alice:SERVER)"
+    )
     p.add_argument("-p", "--password", help="the password (prompted twice if not given)")
     admin = p.add_mutually_exclusive_group()
     admin.add_argument(
@@ -71,13 +79,18 @@ def register_command(args: argparse.Namespace) -> int:
     import httpx
 
     secret, url = args.shared_secret, args.server_url
-    if secret is None or url is None:
-        path = find_config(getattr(args, "config_path", None))
+    server_name = None
+    wants_config = secret is None or url is None or (args.user or "").startswith("@")
+    path = find_config(getattr(args, "config_path", None)) if wants_config else None
+    if wants_config:
+        if path is None and secret is not None and url is not None:
+            return fail(f"give the localpart, or -c CONFIG to check the server of {args.user}")
         if path is None:
             return fail("no config: give -c PATH, or --shared-secret and the server URL")
         config = load_or_exit(path)
         if config is None:
             return 1
+        server_name = config.server_name
         secret = secret or config.registration_shared_secret
         if url is None:
             try:
@@ -89,7 +102,16 @@ def register_command(args: argparse.Namespace) -> int:
     user = args.user or _ask(f"New user localpart [{getpass.getuser()}]: ", getpass.getuser())
     if not user:
         return fail("no user name given")
-    password = args.password if args.password is not None else prompt_new_password()
+    if user.startswith("@"):  # Synapse's tool wants the localpart; take the ID too
+        assert server_name is not None
+        try:
+            user = local_user_id(user, server_name)[1:].split(":", 1)[0]
+        except ValueError as e:
+            return fail(str(e))
+    try:
+        password = args.password if args.password is not None else prompt_new_password()
+    except PasswordInputError as e:
+        return password_error(e)
     if not password:
         return fail("no password given")
     admin = args.admin

@@ -67,9 +67,11 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         log.info("using config %s", path.resolve())
     try:
-        trio.run(run_until_signalled, config)
+        graceful = trio.run(run_until_signalled, config)
     except StartupError as e:
         return fail(str(e))
-    except KeyboardInterrupt:  # a second ^C during shutdown
+    except KeyboardInterrupt:  # ^C before the signal handlers were in place
         return 130
-    return 0
+    # SIGTERM or SIGINT: 0, as systemd expects of a clean stop; 130 (as for ^C) when a
+    # second signal cut the shutdown short.
+    return 0 if graceful else 130

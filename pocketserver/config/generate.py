@@ -73,6 +73,25 @@ def _write_private(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def write_new_signing_key(path: Path) -> bool:
+    """Write a fresh signing key to ``path`` (mode 0600) unless a file is there.
+
+    Returns:
+        True if a key was written, False if the file exists (it is never overwritten).
+
+    Raises:
+        GenerateError: the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, write_signing_keys([generate_signing_key(new_key_version())]))
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise GenerateError(f"cannot write {path}: {e.strerror}") from None
+    return True
+
+
 def generate(
     server_name: str,
     config_path: Path,

@@ -28,6 +28,8 @@ from typing import TypeVar
 import outcome
 import trio
 
+from pocketserver.storage.guard import check_not_foreign
+from pocketserver.storage.lock import DatabaseLock
 from pocketserver.storage.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
@@ -124,28 +126,48 @@ async def run_in_worker(limiter: trio.CapacityLimiter, fn: Callable[..., T], *ar
 class Database:
     """The one SQLite file: serialised writes, pooled reads, all off the event loop."""
 
-    def __init__(self, path: Path, *, memory_bytes: int, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: Path, *, memory_bytes: int, synchronous: str = "full", lock: bool = False
+    ) -> None:
         """Open (creating if needed) and migrate the database. Call from a thread or at start.
 
         Args:
             path: The database file.
             memory_bytes: What SQLite may use for page cache and mmap, in total.
             synchronous: ``"full"`` or ``"normal"`` (see the module docstring).
+            lock: Hold ``<path>.lock`` until :meth:`close` (the server does: one
+                server per database).
 
         Raises:
+            storage.guard.ForeignDatabaseError: another program's file (left unchanged).
+            storage.lock.AlreadyRunningError: ``lock`` and another server holds it.
             storage.migrations.SchemaTooNewError: the file was written by newer code.
         """
         self.path = path
         writer_kib, reader_kib = cache_sizes_kib(memory_bytes)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(path, cache_kib=writer_kib, mmap_bytes=0, synchronous=synchronous)
+        self._lock = DatabaseLock(path) if lock else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            check_not_foreign(path)
+            self._writer = _connect(
+                path, cache_kib=writer_kib, mmap_bytes=0, synchronous=synchronous
+            )
+        except BaseException:
+            self._release_lock()
+            raise
         try:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise RuntimeError(f"could not put {path} into WAL mode (got {mode})")
             apply_migrations(self._writer)
+            # What this connection last saw of other processes' commits (see
+            # ``changed_elsewhere``); our own commits never change it.
+            self._data_version = self._read_data_version()
         except BaseException:
             self._writer.close()
+            self._release_lock()
             raise
         self._readers = [
             _connect(path, cache_kib=reader_kib, mmap_bytes=0, synchronous=synchronous)
@@ -216,6 +238,24 @@ class Database:
         """Run a write on the calling thread; only for CLI tools and start-up, never in the loop."""
         return self._run_write(fn, args)
 
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process (a CLI tool such as ``reset-password``, the sqlite3
+        shell) has committed to the file since the last call.
+
+        SQLite's ``PRAGMA data_version`` on the write connection changes only for
+        commits made through other connections, and all of this process's writes go
+        through that one connection. It reads the WAL index in shared memory: no
+        disk access.
+        """
+        async with self._write_lock:
+            version = await run_in_worker(self._write_limiter, self._read_data_version)
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    def _read_data_version(self) -> int:
+        return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+
     def statistics(self) -> DatabaseStatistics:
         return DatabaseStatistics(
             writes=self._writes,
@@ -237,3 +277,8 @@ class Database:
         except sqlite3.Error as e:  # pragma: no cover - best effort at shutdown
             log.warning("WAL checkpoint at shutdown failed: %s", e)
         self._writer.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()

@@ -140,3 +140,13 @@ def token_hashes_for_device(conn: sqlite3.Connection, user_id: str, device_id: s
             (user_id, device_id),
         )
     ]
+
+
+def delete_user_tokens(conn: sqlite3.Connection, user_id: str) -> int:
+    """Delete every access token of a user (and so their refresh tokens); the devices
+    stay. Returns how many devices had a session."""
+    row = conn.execute(
+        "SELECT count(DISTINCT device_id) FROM access_tokens WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    conn.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+    return int(row[0])

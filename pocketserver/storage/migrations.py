@@ -67,6 +67,23 @@ def applied_versions(conn: sqlite3.Connection) -> set[int]:
     return {row[0] for row in conn.execute("SELECT number FROM schema_migrations")}
 
 
+def check_not_too_new(done: set[int], known: set[int] | None = None) -> None:
+    """Refuse a database that records migrations this code does not have.
+
+    Raises:
+        SchemaTooNewError: naming them.
+    """
+    if known is None:
+        known = {mig.number for mig in available_migrations()}
+    newer = sorted(done - known)
+    if newer:
+        raise SchemaTooNewError(
+            f"the database has schema migration(s) {newer} that this version of "
+            f"pocketserver does not know (it knows up to {max(known, default=0)}): it was "
+            "written by a newer pocketserver. Run that version, or restore a backup."
+        )
+
+
 def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
     """Bring the schema up to date; return how many migrations were applied.
 
@@ -76,13 +93,7 @@ def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration] | Non
     migrations = available_migrations() if migrations is None else migrations
     known = {mig.number for mig in migrations}
     done = applied_versions(conn)
-    newer = sorted(done - known)
-    if newer:
-        raise SchemaTooNewError(
-            f"the database has schema migration(s) {newer} that this version of "
-            f"pocketserver does not know (it knows up to {max(known, default=0)}): it was "
-            "written by a newer pocketserver. Run that version, or restore a backup."
-        )
+    check_not_too_new(done, known)
     count = 0
     for mig in migrations:
         if mig.number in done:

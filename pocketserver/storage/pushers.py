@@ -165,3 +165,8 @@ def unread_total(conn: sqlite3.Connection, user_id: str) -> int:
         (user_id,),
     ).fetchone()
     return int(row[0])
+
+
+def delete_for_user(conn: sqlite3.Connection, user_id: str) -> int:
+    """Delete every pusher of a user; return how many there were."""
+    return conn.execute("DELETE FROM pushers WHERE user_id = ?", (user_id,)).rowcount

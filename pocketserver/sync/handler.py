@@ -136,7 +136,7 @@ class SyncHandler:
         while True:
             body, changed, upto = await self._build(request)
             remaining = deadline - trio.current_time()
-            if changed or remaining <= 0:
+            if changed or remaining <= 0 or self.notifier.closing:
                 return body
             await self.notifier.wait_for_change(upto.events, _stream_positions(upto), remaining)
 

@@ -32,6 +32,18 @@ class Notifier:
         self._changed = trio.Event()
         self._waiters = 0
         self._notifications = 0
+        self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        """True once the server shuts down: waits end at once from then on."""
+        return self._closing
+
+    def close(self) -> None:
+        """The server is shutting down: wake every waiter now and never wait again,
+        so long-polls answer at once instead of holding the shutdown up."""
+        self._closing = True
+        self._wake()
 
     @property
     def position(self) -> int:
@@ -69,13 +81,13 @@ class Notifier:
     ) -> None:
         """Wait until the event stream is past ``events`` or any named stream is past
         its position in ``streams``, or the timeout passes."""
-        if self._past(events, streams):
+        if self._past(events, streams) or self._closing:
             await trio.lowlevel.checkpoint()
             return
         self._waiters += 1
         try:
             with trio.move_on_after(timeout_s):
-                while not self._past(events, streams):
+                while not self._past(events, streams) and not self._closing:
                     await self._changed.wait()
         finally:
             self._waiters -= 1
@@ -83,13 +95,13 @@ class Notifier:
     async def wait_past(self, position: int, timeout_s: float = math.inf) -> int:
         """Wait until the stream is past ``position`` or the timeout passes; return the
         current position either way."""
-        if self._position > position:
+        if self._position > position or self._closing:
             await trio.lowlevel.checkpoint()  # an async function always checkpoints
             return self._position
         self._waiters += 1
         try:
             with trio.move_on_after(timeout_s):
-                while self._position <= position:
+                while self._position <= position and not self._closing:
                     await self._changed.wait()
         finally:
             self._waiters -= 1

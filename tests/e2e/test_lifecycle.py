@@ -7,13 +7,15 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from tests.harness import make_config, running_server, start_server
+from tests.harness import RunningServer, make_config, running_server, start_server
 
 
 def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
@@ -173,3 +175,86 @@ def test_tryout_default_without_config(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert (tmp_path / "pocket-data" / "homeserver.db").exists()
+
+
+def _long_poll_in_background(server: RunningServer, token: str) -> tuple[threading.Thread, dict]:
+    """Start a /sync long-poll (30 s) that nothing will wake, as an idle Element does."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with server.client() as c:
+        since = c.get("/_matrix/client/v3/sync", headers=headers).json()["next_batch"]
+    result: dict[str, object] = {}
+
+    def poll() -> None:
+        with server.client() as c:
+            try:
+                r = c.get(
+                    "/_matrix/client/v3/sync",
+                    params={"since": since, "timeout": 30000},
+                    headers=headers,
+                )
+                result["status"] = r.status_code
+            except httpx.HTTPError as e:
+                result["error"] = repr(e)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_answers_long_polls_at_once(tmp_path: Path, sig: signal.Signals) -> None:
+    """A waiting /sync no longer holds the shutdown for the 10 s grace period; exit 0."""
+    server = start_server(make_config(tmp_path))
+    try:
+        server.register("alice")
+        token = server.login("alice").json()["access_token"]
+        thread, result = _long_poll_in_background(server, token)
+        time.sleep(0.5)  # the request is waiting in the server
+        assert thread.is_alive()
+        started = time.monotonic()
+        server.proc.send_signal(sig)
+        code = server.proc.wait(20)
+        took = time.monotonic() - started
+        thread.join(10)
+    finally:
+        server.stop()
+    assert code == 0, server.log_text()
+    assert took < 2.0, took  # typically 0.05 s; was 10 s
+    assert result == {"status": 200}
+    log = server.log_text()
+    assert "database closed" in log
+    assert "Traceback" not in log
+
+
+def test_second_sigint_stops_at_once(tmp_path: Path) -> None:
+    """An upload still arriving holds a graceful shutdown (up to 10 s); a second ^C
+    stops at once, still closing the database."""
+    server = start_server(make_config(tmp_path))
+    try:
+        server.register("alice")
+        token = server.login("alice").json()["access_token"]
+        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        upload = socket.create_connection((host, int(port)))
+        upload.sendall(
+            b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+            + b"x"
+            * 1000
+        )
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert server.proc.poll() is None, "the first ^C waits for the upload in flight"
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        code = server.proc.wait(20)
+        took = time.monotonic() - started
+        upload.close()
+    finally:
+        server.stop()
+    assert took < 2.0, took
+    assert code == 130
+    log = server.log_text()
+    assert "again" in log
+    assert "database closed" in log

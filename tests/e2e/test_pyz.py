@@ -134,16 +134,22 @@ def test_pyz_generate_run_register_login(pyz: Path, tmp_path: Path) -> None:
         login = server.login("alice", "pyz password")
         assert login.status_code == 200, login.text
         assert login.json()["user_id"] == "@alice:pyz.test"
-        # The password reset recipe from the README works against this schema.
-        r = _pyz(pyz, "hash-password", "-c", str(config), "-p", "new password", cwd=work, env=env)
+        # The README's password reset works from the pyz, with the server running.
+        new_password = tmp_path / "new-password"
+        new_password.write_text("new password\n")
+        r = _pyz(
+            pyz,
+            "reset-password",
+            "-c",
+            str(config),
+            "-u",
+            "alice",
+            "--password-file",
+            str(new_password),
+            cwd=work,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
-        new_hash = r.stdout.strip()
-        import sqlite3
-
-        db = sqlite3.connect(Path(data["database"]["args"]["database"]))
-        db.execute("UPDATE users SET password_hash=? WHERE name=?", (new_hash, "@alice:pyz.test"))
-        db.commit()
-        db.close()
         assert server.login("alice", "new password").status_code == 200
         assert server.login("alice", "pyz password").status_code == 403
     finally:

@@ -1,0 +1,208 @@
+"""The effective config as homeserver.yaml keys (what ``check-config`` prints).
+
+The output uses the key names and units a user writes (``password_config.pepper``,
+``memory_budget: 128M``), not the model's field names, so it can be pasted back
+into a config file. Secrets are replaced by :data:`MASK`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pocketserver.config.media import MediaConfig, UrlPattern
+from pocketserver.config.model import Config, ListenerConfig, LoginRateLimits, RateLimit
+from pocketserver.config.units import format_size
+
+MASK = "********"
+SECRET_NOTE = "  # secret: not shown"
+
+# Every field of Config that dump_config writes (tests check none is forgotten).
+DUMPED_FIELDS = frozenset(
+    {
+        "server_name",
+        "public_baseurl",
+        "serve_server_wellknown",
+        "listeners",
+        "tls_certificate_path",
+        "tls_private_key_path",
+        "memory_budget",
+        "database",
+        "signing_key_path",
+        "key_refresh_interval_ms",
+        "registration_shared_secret",
+        "enable_registration",
+        "registration_requires_token",
+        "allow_guest_access",
+        "refreshable_access_token_lifetime_ms",
+        "refresh_token_lifetime_ms",
+        "rc_registration_token_validity",
+        "bcrypt_rounds",
+        "password_enabled",
+        "password_pepper",
+        "login_token_lifetime_ms",
+        "max_upload_size",
+        "max_request_body_size",
+        "rc_message",
+        "rc_registration",
+        "rc_login",
+        "default_room_version",
+        "redaction_retention_period_ms",
+        "presence_enabled",
+        "url_preview_enabled",
+        "url_preview_ip_range_blacklist",
+        "url_preview_ip_range_whitelist",
+        "turn_uris",
+        "turn_shared_secret",
+        "turn_user_lifetime_ms",
+        "media_store_path",
+        "log_level",
+        "report_stats",
+        "media",
+        "ip_range_blacklist",
+        "ip_range_whitelist",
+    }
+)
+
+_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000))
+
+
+def format_duration(ms: int) -> str:
+    """Render milliseconds the way the config writes durations (``"5m"``, ``"250ms"``)."""
+    for unit, factor in _DURATION_UNITS:
+        if ms >= factor and ms % factor == 0:
+            return f"{ms // factor}{unit}"
+    return f"{ms}ms"
+
+
+def _opt_duration(ms: int | None) -> str | None:
+    return None if ms is None else format_duration(ms)
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _secret(value: str | None, mask: bool) -> str | None:
+    return MASK if mask and value else value
+
+
+def _rate(limit: RateLimit) -> dict[str, object]:
+    return {"per_second": limit.per_second, "burst_count": limit.burst_count}
+
+
+def _login_rates(limits: LoginRateLimits) -> dict[str, object]:
+    return {
+        "address": _rate(limits.address),
+        "account": _rate(limits.account),
+        "failed_attempts": _rate(limits.failed_attempts),
+    }
+
+
+def _listener(listener: ListenerConfig) -> dict[str, object]:
+    return {
+        "port": listener.port,
+        "bind_addresses": list(listener.bind_addresses),
+        "type": listener.type,
+        "tls": listener.tls,
+        "x_forwarded": listener.x_forwarded,
+        "resources": [{"names": sorted(listener.resources)}],
+    }
+
+
+def _url_pattern(pattern: UrlPattern) -> dict[str, str]:
+    return dict(pattern.components)
+
+
+def _media(media: MediaConfig) -> dict[str, object]:
+    return {
+        "enable_media_repo": media.enable_media_repo,
+        "enable_authenticated_media": media.enable_authenticated_media,
+        "thumbnail_sizes": [
+            {"width": w, "height": h, "method": m} for w, h, m in media.thumbnail_sizes
+        ],
+        "dynamic_thumbnails": media.dynamic_thumbnails,
+        "max_image_pixels": format_size(media.max_image_pixels),
+        "max_pending_media_uploads": media.max_pending_media_uploads,
+        "unused_expiration_time": format_duration(media.unused_expiration_time_ms),
+        "media_upload_quota_per_user": (
+            None
+            if media.upload_quota_per_user is None
+            else format_size(media.upload_quota_per_user)
+        ),
+        "media_retention": {"local_media_lifetime": _opt_duration(media.local_media_lifetime_ms)},
+        "url_preview_url_blacklist": [_url_pattern(p) for p in media.url_preview_url_blacklist],
+        "max_spider_size": format_size(media.max_spider_size),
+    }
+
+
+def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[str, object]:
+    """The config as a homeserver.yaml document: parsing it gives ``config`` back
+    (with the secrets filled in when they were masked)."""
+    c = config
+    login = c.login_token_lifetime_ms
+    return {
+        "server_name": c.server_name,
+        "public_baseurl": c.public_baseurl,
+        "serve_server_wellknown": c.serve_server_wellknown,
+        "listeners": [_listener(listener) for listener in c.listeners],
+        "tls_certificate_path": _path(c.tls_certificate_path),
+        "tls_private_key_path": _path(c.tls_private_key_path),
+        "memory_budget": format_size(c.memory_budget),
+        "database": {
+            "name": "sqlite3",
+            "args": {"database": str(c.database.path)},
+            "synchronous": c.database.synchronous,
+        },
+        "signing_key_path": str(c.signing_key_path),
+        "key_refresh_interval": format_duration(c.key_refresh_interval_ms),
+        "registration_shared_secret": _secret(c.registration_shared_secret, mask_secrets),
+        "enable_registration": c.enable_registration,
+        "registration_requires_token": c.registration_requires_token,
+        "allow_guest_access": c.allow_guest_access,
+        "refreshable_access_token_lifetime": format_duration(
+            c.refreshable_access_token_lifetime_ms
+        ),
+        "refresh_token_lifetime": _opt_duration(c.refresh_token_lifetime_ms),
+        "bcrypt_rounds": c.bcrypt_rounds,
+        "password_config": {
+            "enabled": c.password_enabled,
+            "pepper": _secret(c.password_pepper, mask_secrets) or "",
+        },
+        "login_via_existing_session": {
+            "enabled": login is not None,
+            "token_timeout": format_duration(login if login is not None else 300_000),
+        },
+        "max_upload_size": format_size(c.max_upload_size),
+        "max_request_body_size": format_size(c.max_request_body_size),
+        "rc_message": _rate(c.rc_message),
+        "rc_registration": _rate(c.rc_registration),
+        "rc_registration_token_validity": _rate(c.rc_registration_token_validity),
+        "rc_login": _login_rates(c.rc_login),
+        "default_room_version": c.default_room_version,
+        "redaction_retention_period": _opt_duration(c.redaction_retention_period_ms),
+        "presence": {"enabled": c.presence_enabled},
+        "url_preview_enabled": c.url_preview_enabled,
+        "url_preview_ip_range_blacklist": list(c.url_preview_ip_range_blacklist),
+        "url_preview_ip_range_whitelist": list(c.url_preview_ip_range_whitelist),
+        "ip_range_blacklist": list(c.ip_range_blacklist),
+        "ip_range_whitelist": list(c.ip_range_whitelist),
+        "turn_uris": list(c.turn_uris),
+        "turn_shared_secret": _secret(c.turn_shared_secret, mask_secrets),
+        "turn_user_lifetime": format_duration(c.turn_user_lifetime_ms),
+        "media_store_path": str(c.media_store_path),
+        **_media(c.media),
+        "log_level": c.log_level,
+        "report_stats": c.report_stats,
+    }
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as YAML with secrets masked, each marked by a comment."""
+    text = yaml.safe_dump(config_as_yaml_keys(config), sort_keys=False, default_flow_style=False)
+    masked = f": '{MASK}'"
+    return "".join(
+        line + SECRET_NOTE + "\n" if line.endswith(masked) else line + "\n"
+        for line in text.splitlines()
+    )
