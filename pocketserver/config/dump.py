@@ -12,7 +12,13 @@ from pathlib import Path
 import yaml
 
 from pocketserver.config.media import MediaConfig, UrlPattern
-from pocketserver.config.model import Config, ListenerConfig, LoginRateLimits, RateLimit
+from pocketserver.config.model import (
+    Config,
+    ListenerConfig,
+    LoginRateLimits,
+    RateLimit,
+    RoomRateLimits,
+)
 from pocketserver.config.units import format_size
 
 MASK = "********"
@@ -34,6 +40,7 @@ DUMPED_FIELDS = frozenset(
         "registration_shared_secret",
         "enable_registration",
         "registration_requires_token",
+        "enable_registration_without_verification",
         "allow_guest_access",
         "refreshable_access_token_lifetime_ms",
         "refresh_token_lifetime_ms",
@@ -47,6 +54,7 @@ DUMPED_FIELDS = frozenset(
         "rc_message",
         "rc_registration",
         "rc_login",
+        "rate_limits",
         "default_room_version",
         "redaction_retention_period_ms",
         "presence_enabled",
@@ -98,6 +106,24 @@ def _login_rates(limits: LoginRateLimits) -> dict[str, object]:
         "account": _rate(limits.account),
         "failed_attempts": _rate(limits.failed_attempts),
     }
+
+
+def _room_rates(limits: RoomRateLimits) -> dict[str, object]:
+    keys: dict[str, object] = {
+        "rc_joins": {"local": _rate(limits.joins_local), "remote": _rate(limits.joins_remote)},
+        "rc_joins_per_room": _rate(limits.joins_per_room),
+        "rc_invites": {
+            "per_room": _rate(limits.invites_per_room),
+            "per_user": _rate(limits.invites_per_user),
+            "per_issuer": _rate(limits.invites_per_issuer),
+        },
+        "rc_room_creation": _rate(limits.room_creation),
+        "rc_media_create": _rate(limits.media_create),
+        "rc_presence": {"per_user": _rate(limits.presence_per_user)},
+    }
+    if limits.admin_redaction is not None:
+        keys["rc_admin_redaction"] = _rate(limits.admin_redaction)
+    return keys
 
 
 def _listener(listener: ListenerConfig) -> dict[str, object]:
@@ -160,6 +186,7 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "registration_shared_secret": _secret(c.registration_shared_secret, mask_secrets),
         "enable_registration": c.enable_registration,
         "registration_requires_token": c.registration_requires_token,
+        "enable_registration_without_verification": c.enable_registration_without_verification,
         "allow_guest_access": c.allow_guest_access,
         "refreshable_access_token_lifetime": format_duration(
             c.refreshable_access_token_lifetime_ms
@@ -180,6 +207,7 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "rc_registration": _rate(c.rc_registration),
         "rc_registration_token_validity": _rate(c.rc_registration_token_validity),
         "rc_login": _login_rates(c.rc_login),
+        **_room_rates(c.rate_limits),
         "default_room_version": c.default_room_version,
         "redaction_retention_period": _opt_duration(c.redaction_retention_period_ms),
         "presence": {"enabled": c.presence_enabled},
