@@ -49,6 +49,7 @@ from pocketserver.services import RateLimiters, Services
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
 from pocketserver.sync.handler import SyncHandler
+from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
@@ -174,6 +175,15 @@ async def build_services(config: Config) -> Services:
         config, room_client, notifier, sync, account_data
     )
     media, url_previews = await build_media(db, config, budget)
+    directory = Directory(room_store, config.server_name)
+    legacy_sync = LegacySync(
+        room_client,
+        notifier,
+        directory,
+        presence,
+        (AccountDataSource(account_data), receipts, typing, presence),
+        account_data.ignored_users,
+    )
     return Services(
         config=config,
         db=db,
@@ -189,7 +199,7 @@ async def build_services(config: Config) -> Services:
         events=reader,
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
         room_client=room_client,
-        directory=Directory(room_store, config.server_name),
+        directory=directory,
         profiles=Profiles(room_client, config.server_name),
         sync=sync,
         typing=typing,
@@ -209,6 +219,7 @@ async def build_services(config: Config) -> Services:
         e2e_keys=e2e_keys,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
+        legacy_sync=legacy_sync,
     )
 
 
