@@ -63,3 +63,13 @@ def user_stream(
     if own:
         rows = heapq.nsmallest(limit, [*rows, *own], key=lambda r: r[2])
     return UserStream(joined_set, rows)
+
+
+def joined_members(conn: sqlite3.Connection, room_id: str) -> list[str]:
+    """The room's joined members, from its current state."""
+    rows = conn.execute(
+        "SELECT state_key FROM current_state WHERE room_id = ? AND type = 'm.room.member'"
+        " AND membership = 'join' ORDER BY state_key",
+        (room_id,),
+    )
+    return [str(r[0]) for r in rows]

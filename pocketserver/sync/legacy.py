@@ -26,6 +26,7 @@ from pocketserver.errors import MatrixError, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.history import Access, History, encode_position, room_access
+from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import event_stream
 from pocketserver.storage import history as history_store
@@ -63,6 +64,23 @@ def _empty_body() -> dict[str, object]:
 def _events_of(section: object) -> list[dict[str, object]]:
     events = section.get("events") if isinstance(section, Mapping) else None
     return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+
+_V1_TOP_LEVEL = ("age", "redacted_because", "prev_content", "replaces_state")
+
+
+def legacy_event(
+    event: ReadEvent, now_ms: int, *, transaction_id: str | None = None
+) -> dict[str, object]:
+    """A ClientEvent in the form the deprecated API has always used (Synapse's "client
+    v1" format, which SyTest checks): ``user_id`` beside ``sender``, and ``age``,
+    ``redacted_because``, ``prev_content`` also at the top level."""
+    out = client_event(event, now_ms, transaction_id=transaction_id)
+    out["user_id"] = out.get("sender")
+    unsigned = out.get("unsigned")
+    if isinstance(unsigned, dict):
+        out.update({k: unsigned[k] for k in _V1_TOP_LEVEL if k in unsigned})
+    return out
 
 
 def legacy_presence(event: Mapping[str, object]) -> dict[str, object]:
@@ -179,7 +197,17 @@ class LegacySync:
                 chunk, reached, rooms = await self._user_stream(
                     user_id, device_id, token.events, upto, limit
                 )
-            chunk += await self._stream_items(user_id, device_id, token, positions, rooms)
+            peeking = access is not None and not access.member
+            chunk += await self._stream_items(
+                user_id,
+                device_id,
+                token,
+                positions,
+                rooms,
+                streams=_PEEK_STREAMS if peeking else None,
+            )
+            if peeking and room_id is not None:
+                chunk += await self._peeked_presence(room_id, token.presence, positions)
             token = replace(token, events=reached, **positions)
             remaining = deadline - trio.current_time()
             if chunk or remaining <= 0:
@@ -212,7 +240,7 @@ class LegacySync:
             txn_store.transaction_ids_for, user_id, device_id, [ev.event_id for ev in visible]
         )
         now = _now_ms()
-        chunk = [client_event(ev, now, transaction_id=txn_ids.get(ev.event_id)) for ev in visible]
+        chunk = [legacy_event(ev, now, transaction_id=txn_ids.get(ev.event_id)) for ev in visible]
         return chunk, reached, sorted(found.joined)
 
     async def _room_stream(
@@ -234,7 +262,28 @@ class LegacySync:
         )
         reached = page.position - 1 if page.more else upto
         now = _now_ms()
-        return [client_event(ev, now) for ev in page.events], reached, [room_id]
+        return [legacy_event(ev, now) for ev in page.events], reached, [room_id]
+
+    async def _peeked_presence(
+        self, room_id: str, since: int, positions: Mapping[str, int]
+    ) -> list[dict[str, object]]:
+        """Presence changes of the members of a room a user peeks into (whose presence
+        the presence source, which follows shared rooms, would not send them)."""
+        upto = positions.get(self.presence.stream, since)
+        changed = self.presence.changed_between(since, upto) if since < upto else set()
+        if not self.presence.enabled or not changed:
+            await trio.lowlevel.checkpoint()
+            return []
+        members = await self.store.db.read(event_stream.joined_members, room_id)
+        return self._presence_of([m for m in members if m in changed])
+
+    def _presence_of(self, user_ids: Sequence[str]) -> list[dict[str, object]]:
+        return [
+            legacy_presence(
+                {"type": "m.presence", "sender": u, "content": self.presence.get(u).to_json()}
+            )
+            for u in user_ids
+        ]
 
     async def _stream_items(
         self,
@@ -281,7 +330,7 @@ class LegacySync:
         except MatrixError:
             raise not_found("event not found") from None
         event = await self.history.visible_event(user_id, stored.room_id, event_id, access)
-        return client_event(event, _now_ms())
+        return legacy_event(event, _now_ms())
 
     # --- GET /rooms/{roomId}/initialSync -----------------------------------------------
 
@@ -317,7 +366,7 @@ class LegacySync:
             _without_room(e) for e in items if e.get("room_id") == room_id and _is_account_data(e)
         ]
         result["receipts"] = [] if parted else [e for e in items if e.get("type") == "m.receipt"]
-        result["presence"] = [] if parted else await self._members_presence(result["state"])
+        result["presence"] = [] if parted else await self._members_presence(room_id)
         return result
 
     async def _room_snapshot(
@@ -353,31 +402,18 @@ class LegacySync:
         return {
             "room_id": room_id,
             "messages": {
-                "chunk": [client_event(ev, now) for ev in reversed(page.events)],
+                "chunk": [legacy_event(ev, now) for ev in reversed(page.events)],
                 "start": encode_position(page.position),
                 "end": end.encode(),
             },
-            "state": [client_event(state[i], now) for i in state_ids.values() if i in state],
+            "state": [legacy_event(state[i], now) for i in state_ids.values() if i in state],
         }
 
-    async def _members_presence(self, state: object) -> list[dict[str, object]]:
-        if not self.presence.enabled or not isinstance(state, list):
+    async def _members_presence(self, room_id: str) -> list[dict[str, object]]:
+        if not self.presence.enabled:
             await trio.lowlevel.checkpoint()
             return []
-        members = [
-            str(ev.get("state_key"))
-            for ev in state
-            if ev.get("type") == "m.room.member"
-            and isinstance(ev.get("content"), dict)
-            and ev["content"].get("membership") == "join"
-        ]
-        await trio.lowlevel.checkpoint()
-        return [
-            legacy_presence(
-                {"type": "m.presence", "sender": m, "content": self.presence.get(m).to_json()}
-            )
-            for m in members
-        ]
+        return self._presence_of(await self.store.db.read(event_stream.joined_members, room_id))
 
     # --- GET /initialSync ----------------------------------------------------------------
 
@@ -425,7 +461,7 @@ class LegacySync:
             if m.membership == "invite":
                 invite = (await self.reader.get_events([m.event_id])).get(m.event_id)
                 if invite is not None:
-                    entry["invite"] = client_event(invite, now)
+                    entry["invite"] = legacy_event(invite, now)
                     entry["inviter"] = invite.pdu.get("sender")
             elif m.membership in ("join", "leave", "ban"):
                 left = m.membership != "join"
@@ -445,6 +481,8 @@ class LegacySync:
         }
 
 
+_PEEK_STREAMS = frozenset(("account_data", "receipts", "typing"))
+"""A peeker gets the room's members' presence from :meth:`LegacySync._peeked_presence`."""
 _NOT_ACCOUNT_DATA = frozenset(("m.presence", "m.receipt", "m.typing"))
 
 

@@ -108,6 +108,8 @@ def test_initial_sync_then_events_stream(server: RunningServer) -> None:
         assert _messages(messages["chunk"]) == ["m2", "m3"]  # oldest first, at most limit
         assert all(e["room_id"] == room for e in messages["chunk"])
         state_types = {e["type"] for e in entry["state"]}  # type: ignore[attr-defined]
+        # The old "v1" event format: user_id beside sender.
+        assert all(e["user_id"] == e["sender"] for e in entry["state"])  # type: ignore[attr-defined]
         assert {"m.room.create", "m.room.name", "m.room.member"} <= state_types
         assert {"type": "m.tag", "content": {"tags": {"work": {"order": 1}}}} in entry[
             "account_data"
@@ -316,6 +318,20 @@ def test_peeking_world_readable_room(server: RunningServer) -> None:
                 f"{V3}/events", headers=h, params={"room_id": room, "timeout": 0, "from": token}
             ).json()
             assert [e["event_id"] for e in got["chunk"] if e["type"] == "m.room.message"] == [sent]
+            # The room's members' presence reaches the peeker, who shares no room with them.
+            status = f"peeked {len(token)}-{time.monotonic()}"
+            alice.put(
+                f"/presence/{quote(alice.user_id)}/status",
+                {"presence": "online", "status_msg": status},
+            )
+            got = c.get(
+                f"{V3}/events",
+                headers=h,
+                params={"room_id": room, "timeout": 5000, "from": got["end"]},
+            ).json()
+            presence = [e for e in got["chunk"] if e["type"] == "m.presence"]
+            assert [p["content"]["user_id"] for p in presence] == [alice.user_id]
+            assert presence[0]["content"]["status_msg"] == status
 
         # A guest must name a room; nobody may peek into a room that is not world-readable.
         r = c.get(f"{V3}/events", headers=guest_h, params={"timeout": 0})
