@@ -167,6 +167,7 @@ async def build_services(config: Config) -> Services:
     sync.ignored_users = account_data.ignored_users
     device_lists = await DeviceListStream.open(db, notifier)
     accounts.tokens_revoked_listeners.append(device_lists.poke)
+    accounts.device_list_listeners.append(device_lists.committed)
     e2e_keys = E2eKeys(db, device_lists, config.server_name)
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
