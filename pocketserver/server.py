@@ -52,6 +52,7 @@ from pocketserver.storage.events import max_stream_ordering
 from pocketserver.storage.guard import ForeignDatabaseError
 from pocketserver.storage.lock import AlreadyRunningError
 from pocketserver.sync.handler import SyncHandler
+from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
@@ -176,6 +177,7 @@ async def build_services(config: Config) -> Services:
     sync.ignored_users = account_data.ignored_users
     device_lists = await DeviceListStream.open(db, notifier)
     accounts.tokens_revoked_listeners.append(device_lists.poke)
+    accounts.device_list_listeners.append(device_lists.committed)
     e2e_keys = E2eKeys(db, device_lists, config.server_name)
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
@@ -184,6 +186,15 @@ async def build_services(config: Config) -> Services:
         config, room_client, notifier, sync, account_data
     )
     media, url_previews = await build_media(db, config, budget)
+    directory = Directory(room_store, config.server_name)
+    legacy_sync = LegacySync(
+        room_client,
+        notifier,
+        directory,
+        presence,
+        (AccountDataSource(account_data), receipts, typing, presence),
+        account_data.ignored_users,
+    )
     return Services(
         config=config,
         db=db,
@@ -199,7 +210,7 @@ async def build_services(config: Config) -> Services:
         events=reader,
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
         room_client=room_client,
-        directory=Directory(room_store, config.server_name),
+        directory=directory,
         profiles=Profiles(room_client, config.server_name),
         sync=sync,
         typing=typing,
@@ -219,6 +230,7 @@ async def build_services(config: Config) -> Services:
         e2e_keys=e2e_keys,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
+        legacy_sync=legacy_sync,
     )
 
 

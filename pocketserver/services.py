@@ -39,6 +39,7 @@ from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
 from pocketserver.sync.handler import SyncHandler
+from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 
@@ -108,4 +109,5 @@ class Services:
     cross_signing: CrossSigning
     dehydrated: DehydratedDevices
     media: MediaRepository
+    legacy_sync: LegacySync
     url_previews: UrlPreviewer | None = None

@@ -118,8 +118,10 @@ class DeviceManager:
                 "M_INVALID_PARAM",
                 f"device display name is longer than {MAX_DISPLAY_NAME_LENGTH}",
             )
-        if not await self._db.write(store.set_display_name, user_id, device_id, display_name):
+        position = await self._db.write(store.set_display_name, user_id, device_id, display_name)
+        if position is None:
             raise not_found("no such device")
+        self._accounts.device_list_changed(position)
 
     async def delete(self, user_id: str, device_ids: Iterable[str]) -> None:
         """Delete devices (unknown ones are ignored) and revoke their tokens."""

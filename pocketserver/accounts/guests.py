@@ -14,8 +14,10 @@ allow (``get_user_by_req(request, allow_guest=True)``), which clients use in a g
 
 * reading: ``GET /rooms/{roomId}/state``, ``/state/{type}/{key}``, ``/event/{id}``,
   ``/context/{id}``, ``/messages``, ``/members``; ``GET /sync``; ``GET
-  /_matrix/client/v1/media/download/...`` and ``/thumbnail/...`` (spec).
-  ``/initialSync`` and ``/events`` are in the spec's list but not in pocketserver.
+  /_matrix/client/v1/media/download/...`` and ``/thumbnail/...``; ``GET
+  /rooms/{roomId}/initialSync`` and ``GET /events`` with a ``room_id`` (room previews)
+  (spec). The global ``GET /initialSync`` and ``GET /events/{eventId}`` are refused,
+  as in Synapse.
 * sending: ``POST /rooms/{roomId}/join``, ``/leave``; ``PUT /rooms/{roomId}/send/...``,
   ``PUT /rooms/{roomId}/state/...``; ``PUT /sendToDevice/...`` (spec), and
   ``POST /join/{roomIdOrAlias}`` (Synapse: same servlet family as /rooms/{id}/join).

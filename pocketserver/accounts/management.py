@@ -104,7 +104,9 @@ class AccountManagement:
         if session.user_id is None:
             session.user_id = user_id
         elif session.user_id != user_id:
-            raise StageFailed("M_FORBIDDEN", "that is not the password of this account")
+            # Another account's password is no failed attempt at this one's: refused
+            # outright, as Synapse does (403), and the session keeps its stages.
+            raise forbidden("that is not the password of this account")
 
     async def has_password(self, user_id: str) -> bool:
         user = await self._db.read(user_store.get_user, user_id)

@@ -18,6 +18,7 @@ from pocketserver.core.identifiers import is_valid_localpart, is_valid_user_id
 from pocketserver.errors import MatrixError, forbidden, unknown_token
 from pocketserver.storage import dehydrated as dehydrated_store
 from pocketserver.storage import devices as device_store
+from pocketserver.storage import e2e_keys as e2e_key_store
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
 
@@ -74,6 +75,9 @@ class AccountService:
         self._token_generation = 0
         # Called (never blocking) after tokens are revoked, i.e. devices may be gone.
         self.tokens_revoked_listeners: list[Callable[[], None]] = []
+        # Called (never blocking) with the device list stream position of a device
+        # created or renamed, once committed.
+        self.device_list_listeners: list[Callable[[int], None]] = []
 
     # --- identifiers -----------------------------------------------------------------
 
@@ -210,7 +214,11 @@ class AccountService:
         token = tokens.new_access_token()
         token_hash = tokens.hash_token(token)
         chosen = device_id or tokens.new_device_id()
-        old = await self._db.write(self._store_session, user_id, chosen, display_name, token_hash)
+        old, position = await self._db.write(
+            self._store_session, user_id, chosen, display_name, token_hash
+        )
+        if position is not None:
+            self.device_list_changed(position)
         self._forget_tokens(old)
         return Session(user_id=user_id, device_id=chosen, access_token=token)
 
@@ -221,16 +229,27 @@ class AccountService:
         device_id: str,
         display_name: str | None,
         token_hash: bytes,
-    ) -> list[bytes]:
+    ) -> tuple[list[bytes], int | None]:
         now = _now_ms()
         old: list[bytes] = []
         if dehydrated_store.is_dehydrated(conn, user_id, device_id):  # MSC3814: no takeover
             raise MatrixError(400, "M_INVALID_PARAM", "that device ID is a dehydrated device")
-        if not device_store.ensure_device(conn, user_id, device_id, display_name, now):
+        position = None
+        if device_store.ensure_device(conn, user_id, device_id, display_name, now):
+            # A new device changes the user's device list (end_to_end_encryption.md
+            # "Tracking the device list for a user"), as in Synapse.
+            position = e2e_key_store.record_change(conn, user_id)
+        else:
             old = device_store.token_hashes_for_device(conn, user_id, device_id)
             device_store.delete_device_tokens(conn, user_id, device_id)
         device_store.insert_token(conn, token_hash, user_id, device_id, now)
-        return old
+        return old, position
+
+    def device_list_changed(self, position: int) -> None:
+        """A device was created or renamed, at device list stream ``position``
+        (committed): tell the listeners at once. Never blocks."""
+        for listener in self.device_list_listeners:
+            listener(position)
 
     def forget_tokens(self, hashes: list[bytes]) -> None:
         """Drop deleted tokens from the cache (after deleting them in a transaction)."""

@@ -62,7 +62,7 @@ async def delete_devices() -> dict[str, object]:
     if len(ids) > 1000:
         raise MatrixError(400, "M_INVALID_PARAM", "at most 1000 devices at once")
     api = services().account_api
-    session = await confirm_identity("delete_devices", body, requester)
+    session = await confirm_identity("delete_devices", body, requester, target=sorted(set(ids)))
     await api.devices.delete(requester.user_id, ids)
     api.uia.finish(session)
     return {}

@@ -7,6 +7,7 @@ be read, enabled or disabled and given other actions, but not replaced or delete
 
 from __future__ import annotations
 
+import trio
 from quart import Blueprint, request
 
 from pocketserver.api.http import json_body, require_auth, services
@@ -38,9 +39,11 @@ async def get_all_rules() -> dict[str, object]:
     return {"global": await services().push.rules.ruleset(requester.user_id)}
 
 
-@client_route(bp, "/pushrules", methods=["GET"])
-async def get_all_rules_no_slash() -> dict[str, object]:
-    return await get_all_rules()
+@client_route(bp, "/pushrules", methods=["GET", "PUT", "DELETE", "POST"])
+async def no_trailing_slash() -> dict[str, object]:
+    """``/pushrules`` without its slash: 404, as Synapse (not a redirect to it)."""
+    await trio.lowlevel.checkpoint()
+    raise MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request")
 
 
 @client_route(bp, "/pushrules/<scope>/", methods=["GET"])
@@ -52,9 +55,29 @@ async def get_scope_rules(scope: str) -> dict[str, object]:
     return dict(rules)
 
 
-@client_route(bp, "/pushrules/<scope>", methods=["GET"])
-async def get_scope_rules_no_slash(scope: str) -> dict[str, object]:
-    return await get_scope_rules(scope)
+@client_route(bp, "/pushrules/<scope>/<kind>/", methods=["GET"])
+async def get_kind_rules(scope: str, kind: str) -> list[object]:
+    user_id = await _rule_owner(scope, kind)
+    rules = await services().push.rules.ruleset(user_id)
+    return list(rules.get(kind, []))
+
+
+_ALL = ["GET", "PUT", "DELETE", "POST"]
+_WRITES = ["PUT", "DELETE", "POST"]
+
+
+@client_route(bp, "/pushrules/", methods=_WRITES)
+@client_route(bp, "/pushrules/<scope>", methods=_ALL)
+@client_route(bp, "/pushrules/<scope>/", methods=_WRITES)
+@client_route(bp, "/pushrules/<scope>/<kind>", methods=_ALL)
+@client_route(bp, "/pushrules/<scope>/<kind>/", methods=_WRITES)
+@client_route(bp, "/pushrules/<path:path>", methods=_ALL)
+async def unrecognised_path(**_: str) -> dict[str, object]:
+    """Any other path under ``/pushrules/`` (a scope or kind without its trailing slash,
+    an empty rule ID, an unknown attribute): 400 ``M_UNRECOGNIZED``, as Synapse answers
+    (its SyTest suite checks it). ``/pushrules`` without the slash is 404."""
+    await require_auth()
+    raise MatrixError(400, "M_UNRECOGNIZED", "unrecognised push rules path")
 
 
 @client_route(bp, "/pushrules/<scope>/<kind>/<rule_id>", methods=["GET"])

@@ -267,5 +267,12 @@ class PresenceService:
             )
         return bool(visible)
 
+    def changed_between(self, since: int, upto: int) -> set[str] | None:
+        """Users whose presence others see changed in ``(since, upto]``; None when the
+        position is too old (or from another process) to tell."""
+        if not self._clock.knows(since):
+            return None
+        return set(self._clock.changed_between(since, upto))
+
     def statistics(self) -> PresenceStatistics:
         return PresenceStatistics(len(self._users), len(self._live), self._clock.position)

@@ -176,11 +176,11 @@ class History:
                 and _not_ignored(events[eid].pdu, ignored)
             ]
             seen = await filter_visible(self.store, user_id, candidates, joined_now=access.member)
-            visible = {ev.event_id for ev in seen}
+            visible = {ev.event_id: ev for ev in seen}  # as shown (erased senders: redacted)
             for i, (eid, so) in enumerate(rows):
                 position = so + 1 if forwards else so
                 if eid in visible:
-                    found.append(events[eid])
+                    found.append(visible[eid])
                 if len(found) >= limit:
                     more = more or i < len(rows) - 1
                     break
@@ -297,9 +297,10 @@ class History:
         stored = await self.store.get_event(event_id)
         if stored is None or stored.outlier or access.cap(END) <= event.stream_ordering:
             raise not_found("event not found")
-        if not await filter_visible(self.store, user_id, [event], joined_now=access.member):
+        shown = await filter_visible(self.store, user_id, [event], joined_now=access.member)
+        if not shown:
             raise not_found("event not found")
-        return event
+        return shown[0]
 
     async def _members_at(self, at: ReadEvent, events: Sequence[ReadEvent]) -> list[ReadEvent]:
         """Lazy-loaded members: the member events of the senders of ``events`` in the

@@ -1,13 +1,19 @@
 """History visibility on read paths: which events a user may see (core.visibility rules
-fed with the state after each event)."""
+fed with the state after each event), and in what form: an event of a user erased at
+deactivation (``erase: true``) is shown redacted to anyone who was not joined when it
+was sent (as Synapse; the spec leaves erasure to the server: client-server API
+"Account deactivation", ``erase``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
+from pocketserver.core.redaction import redact
 from pocketserver.core.visibility import UserVisibilityContext, is_event_visible_to_user
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
+from pocketserver.storage import deactivation
 
 
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
@@ -39,6 +45,8 @@ async def filter_visible(
             visible to members who joined after the event).
     """
     result = []
+    senders = {str(ev.pdu.get("sender")) for ev in events}
+    erased = await store.db.read(deactivation.erased_among, senders) if senders else set()
     for ev in events:
         stored = await store.get_event(ev.event_id)
         if stored is None:
@@ -49,5 +57,7 @@ async def filter_visible(
             history_visibility=visibility, membership=membership, joined_later=joined_now
         )
         if is_event_visible_to_user(user_id, ev.pdu, context):
+            if membership != "join" and ev.pdu.get("sender") in erased:
+                ev = replace(ev, pdu=redact(ev.pdu, ev.room_version))
             result.append(ev)
     return result

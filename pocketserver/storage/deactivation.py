@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from pocketserver.storage import device_info
 
@@ -26,3 +27,17 @@ def deactivate_user(conn: sqlite3.Connection, user_id: str, *, erase: bool) -> l
 def is_erased(conn: sqlite3.Connection, user_id: str) -> bool:
     row = conn.execute("SELECT 1 FROM erased_users WHERE user_id = ?", (user_id,)).fetchone()
     return row is not None
+
+
+def erased_among(conn: sqlite3.Connection, user_ids: Iterable[str]) -> set[str]:
+    """Which of ``user_ids`` asked to be erased when they deactivated."""
+    ids = list(dict.fromkeys(user_ids))
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        rows = conn.execute(
+            f"SELECT user_id FROM erased_users WHERE user_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update(str(r[0]) for r in rows)
+    return found

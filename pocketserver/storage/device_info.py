@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pocketserver.storage import e2e_keys as e2e_key_store
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
@@ -57,12 +59,18 @@ def get_device(conn: sqlite3.Connection, user_id: str, device_id: str) -> Device
 
 def set_display_name(
     conn: sqlite3.Connection, user_id: str, device_id: str, display_name: str
-) -> bool:
+) -> int | None:
+    """Rename a device: its device list stream position, None for an unknown device.
+
+    A rename changes the user's device list (as Synapse: /keys/query shows the name),
+    so it is recorded on the device list stream."""
     cur = conn.execute(
         "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
         (display_name, user_id, device_id),
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return None
+    return e2e_key_store.record_change(conn, user_id)
 
 
 def record_last_seen(conn: sqlite3.Connection, seen: Iterable[tuple[str, str, int, str]]) -> None:

@@ -147,12 +147,32 @@ def room_summaries(
     result: dict[str, dict[str, object]] = {}
     for room_id in room_ids:
         counts = member_counts(conn, room_id)
-        result[room_id] = {
-            "m.heroes": room_heroes(conn, room_id, user_id),
+        summary: dict[str, object] = {
             "m.joined_member_count": counts.get("join", 0),
             "m.invited_member_count": counts.get("invite", 0),
         }
+        if not has_name_or_alias(conn, room_id):
+            summary["m.heroes"] = room_heroes(conn, room_id, user_id)
+        result[room_id] = summary
     return result
+
+
+def has_name_or_alias(conn: sqlite3.Connection, room_id: str) -> bool:
+    """Whether the room has a non-empty ``m.room.name`` or ``m.room.canonical_alias``.
+
+    sync.yaml (RoomSummary ``m.heroes``): heroes are required when both are unset or
+    empty; for a named room they are left out, as Synapse does (clients show the name)."""
+    row = conn.execute(
+        "SELECT 1 FROM current_state c JOIN events e ON e.event_id = c.event_id"
+        " WHERE c.room_id = ? AND c.state_key = ''"
+        " AND ((c.type = 'm.room.name' AND json_extract(e.json, '$.content.name') != '')"
+        " OR (c.type = 'm.room.canonical_alias'"
+        " AND json_extract(e.json, '$.content.alias') != ''))"
+        " AND e.event_id NOT IN (SELECT redacts FROM redactions)"
+        " LIMIT 1",
+        (room_id,),
+    ).fetchone()
+    return row is not None
 
 
 def stream_position_of(conn: sqlite3.Connection, event_id: str) -> int | None:

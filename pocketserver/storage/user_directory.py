@@ -26,15 +26,17 @@ def search_users(
 
     Visible: users sharing a room with the searcher, and users joined to rooms with a
     public join rule or world-readable history (client-server API "User directory").
+    The searcher finds themself only through such open rooms: sharing a private room
+    with oneself does not count (as Synapse, whose SyTest suite checks it).
     The display name is the one in a member event of theirs (any of their rooms).
     """
     pattern = f"%{_escape_like(term.lower())}%"
     rows = conn.execute(
         f"""
-        WITH visible_rooms AS (
+        WITH open_rooms AS ({_OPEN_ROOMS}),
+        shared_rooms AS (
             SELECT room_id FROM current_state
             WHERE type = 'm.room.member' AND state_key = ? AND membership = 'join'
-            UNION {_OPEN_ROOMS}
         ),
         candidates AS (
             SELECT c.state_key AS user_id,
@@ -42,7 +44,8 @@ def search_users(
                    json_extract(e.json, '$.content.avatar_url') AS avatar_url
             FROM current_state c JOIN events e ON e.event_id = c.event_id
             WHERE c.type = 'm.room.member' AND c.membership = 'join'
-              AND c.room_id IN (SELECT room_id FROM visible_rooms)
+              AND (c.room_id IN (SELECT room_id FROM open_rooms)
+                   OR (c.state_key != ? AND c.room_id IN (SELECT room_id FROM shared_rooms)))
         )
         SELECT user_id, max(displayname), max(avatar_url) FROM candidates
         WHERE lower(user_id) LIKE ? ESCAPE '\\' OR lower(displayname) LIKE ? ESCAPE '\\'
@@ -50,6 +53,6 @@ def search_users(
         ORDER BY (lower(displayname) LIKE ? ESCAPE '\\') DESC, user_id
         LIMIT ?
         """,
-        (searcher, pattern, pattern, f"{_escape_like(term.lower())}%", limit + 1),
+        (searcher, searcher, pattern, pattern, f"{_escape_like(term.lower())}%", limit + 1),
     ).fetchall()
     return [(str(r[0]), r[1], r[2]) for r in rows]

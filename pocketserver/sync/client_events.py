@@ -50,6 +50,23 @@ def client_event(
     return out
 
 
+def federation_event(
+    event: ReadEvent, now_ms: int, *, transaction_id: str | None = None
+) -> dict[str, object]:
+    """The event as servers exchange it (a filter's ``event_format: federation``): the
+    PDU (redacted if a redaction applies) with its ``event_id``, and ``unsigned`` as in
+    :func:`client_event` (as Synapse's raw format)."""
+    out: dict[str, object] = dict(event.pdu)
+    out["event_id"] = event.event_id
+    out["room_id"] = event.room_id
+    unsigned = client_event(event, now_ms, transaction_id=transaction_id)["unsigned"]
+    pdu_unsigned = event.pdu.get("unsigned")
+    if isinstance(pdu_unsigned, Mapping) and isinstance(unsigned, dict):
+        unsigned = {**pdu_unsigned, **unsigned}
+    out["unsigned"] = unsigned
+    return out
+
+
 def stripped_state(pdu: Mapping[str, object]) -> dict[str, object]:
     """The StrippedStateEvent form (invite and knock state)."""
     return {

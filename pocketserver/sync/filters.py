@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError
 
 DEFAULT_TIMELINE_LIMIT = 10
@@ -33,6 +34,23 @@ def _strings(body: Mapping[str, object], key: str, where: str) -> tuple[str, ...
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of strings")
     return tuple(value)
+
+
+def _room_ids(body: Mapping[str, object], key: str, where: str) -> tuple[str, ...] | None:
+    """A list of room IDs: anything else is 400 ``M_BAD_JSON`` (as Synapse's filter
+    schema, whose ``rooms`` items have the ``matrix_room_id`` format)."""
+    ids = _strings(body, key, where)
+    if ids is not None and not all(is_valid_room_id(r) for r in ids):
+        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of room IDs")
+    return ids
+
+
+def _user_ids(body: Mapping[str, object], key: str, where: str) -> tuple[str, ...] | None:
+    """A list of user IDs (``senders``: no wildcards), as :func:`_room_ids`."""
+    ids = _strings(body, key, where)
+    if ids is not None and not all(is_valid_user_id(u) for u in ids):
+        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of user IDs")
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +121,10 @@ class EventFilter:
             limit=None if limit is None else min(limit, MAX_TIMELINE_LIMIT),
             types=_strings(body, "types", where),
             not_types=_strings(body, "not_types", where) or (),
-            senders=_strings(body, "senders", where),
-            not_senders=_strings(body, "not_senders", where) or (),
-            rooms=_strings(body, "rooms", where),
-            not_rooms=_strings(body, "not_rooms", where) or (),
+            senders=_user_ids(body, "senders", where),
+            not_senders=_user_ids(body, "not_senders", where) or (),
+            rooms=_room_ids(body, "rooms", where),
+            not_rooms=_room_ids(body, "not_rooms", where) or (),
             contains_url=contains_url,
             **flags,
         )
@@ -126,6 +144,8 @@ class SyncFilter:
     not_rooms: tuple[str, ...] = ()
     include_leave: bool = False
     event_fields: tuple[str, ...] | None = None
+    event_format: str = "client"
+    """``federation``: room events in /sync as the server has them (sync_filter.yaml)."""
 
     @property
     def timeline_limit(self) -> int:
@@ -161,8 +181,9 @@ class SyncFilter:
             room_account_data=EventFilter.parse(room.get("account_data"), "room.account_data"),
             account_data=EventFilter.parse(body.get("account_data"), "account_data"),
             presence=EventFilter.parse(body.get("presence"), "presence"),
-            rooms=_strings(room, "rooms", "room"),
-            not_rooms=_strings(room, "not_rooms", "room") or (),
+            rooms=_room_ids(room, "rooms", "room"),
+            not_rooms=_room_ids(room, "not_rooms", "room") or (),
             include_leave=include_leave,
             event_fields=_strings(body, "event_fields", "filter"),
+            event_format=str(event_format),
         )

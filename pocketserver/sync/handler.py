@@ -267,7 +267,9 @@ class SyncHandler:
             out = {}
             for room_id, section in rooms[kind].items():
                 assert isinstance(section, RoomSection)
-                entry = serialise_section(section, now_ms, txn_ids)
+                entry = serialise_section(
+                    section, now_ms, txn_ids, federation=request.filter.event_format == "federation"
+                )
                 add_sync_bundles(entry, bundles, now_ms)
                 entry["account_data"] = {"events": []}
                 if kind == "join":

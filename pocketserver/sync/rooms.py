@@ -17,7 +17,7 @@ from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
-from pocketserver.sync.client_events import client_event, stripped_state
+from pocketserver.sync.client_events import client_event, federation_event, stripped_state
 from pocketserver.sync.filters import SyncFilter
 
 INVITE_STATE_TYPES = (
@@ -263,8 +263,23 @@ class RoomSyncer:
 
 
 def serialise_section(
-    section: RoomSection, now_ms: int, txn_ids: Mapping[str, str]
+    section: RoomSection, now_ms: int, txn_ids: Mapping[str, str], *, federation: bool = False
 ) -> dict[str, object]:
+    """The section's JSON; ``federation``: events in the filter's ``federation`` format."""
+    if federation:
+        return {
+            "timeline": {
+                "events": [
+                    federation_event(ev, now_ms, transaction_id=txn_ids.get(ev.event_id))
+                    for ev in section.timeline
+                ],
+                "limited": section.limited,
+                "prev_batch": section.prev_batch,
+            },
+            "state_after" if section.state_after else "state": {
+                "events": [federation_event(ev, now_ms) for ev in section.state]
+            },
+        }
     return {
         "timeline": {
             "events": [

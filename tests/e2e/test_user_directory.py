@@ -61,3 +61,39 @@ def test_user_directory_visibility_and_errors(server: RunningServer, new_user: s
         assert r.json()["errcode"] == "M_BAD_JSON"
         r = c.post(f"{V3}/user_directory/search", json={"search_term": "x"})
         assert r.status_code == 401
+
+
+def test_searcher_finds_themself_only_through_open_rooms(
+    server: RunningServer, new_user: str
+) -> None:
+    """As Synapse (SyTest 52user-directory): a private room shared with others does not
+    list the searcher to themself; a public room does."""
+    names = {k: f"{new_user}self{k}" for k in ("alice", "bob")}
+    tok = {k: server.register(v)["access_token"] for k, v in names.items()}
+    uid = {k: f"@{v}:{server.server_name}" for k, v in names.items()}
+    with server.client() as c:
+        room = c.post(
+            f"{V3}/createRoom",
+            headers=_h(tok["alice"]),
+            json={"preset": "private_chat", "invite": [uid["bob"]]},
+        ).json()["room_id"]
+        assert c.post(f"{V3}/join/{room}", headers=_h(tok["bob"])).status_code == 200
+
+        def found(term: str) -> set[str]:
+            r = c.post(
+                f"{V3}/user_directory/search",
+                headers=_h(tok["bob"]),
+                json={"search_term": term},
+            )
+            assert r.status_code == 200, r.text
+            return {res["user_id"] for res in r.json()["results"]}
+
+        assert found(names["bob"]) == set()  # not themself, through a private room
+        assert found(names["alice"]) == {uid["alice"]}  # the other member, yes
+        r = c.put(
+            f"{V3}/rooms/{room}/state/m.room.join_rules",
+            headers=_h(tok["alice"]),
+            json={"join_rule": "public"},
+        )
+        assert r.status_code == 200
+        assert found(names["bob"]) == {uid["bob"]}  # now in a public room
