@@ -1,40 +1,61 @@
 #!/usr/bin/env python3
 """Build dist/pocket.pyz: pocketserver and all its runtime dependencies in one file.
 
+One pocket.pyz runs on every CPython it was built for: by default 3.11, 3.12, 3.13
+and 3.14 (each one that has wheels for every binary dependency). Started with
+another Python (3.10, 3.15, PyPy) it stops with a one-line message naming them.
+
 The zipapp is made with shiv. Its shebang is `/usr/bin/env python3` and it runs
 `pocketserver.cli:main`. On its first start it unpacks into $SHIV_ROOT (default
 ~/.shiv)/pocket.pyz_<build id>/; each different build adds one such directory.
 
 Steps: build pocketserver as a wheel from a copy of the source tree (the checkout
-is left untouched), install that wheel and its dependencies (read from
-pyproject.toml) into a staging directory with pip, and pack the directory with
-shiv. If this Python lacks shiv, it is installed into a throwaway venv first, so
-only Python, pip (or venv's ensurepip) and access to PyPI are needed. Builds are
-reproducible: the same source and dependency versions give the same file, and
-so the same build id.
+is left untouched); for each CPython X.Y download the wheels of its dependencies
+(read from pyproject.toml) and install them into a staging directory of its own;
+merge the staging directories into one site-packages (see plan_layout); pack it
+with shiv; put a version check in front of shiv's bootstrap. If this Python lacks
+shiv, it is installed into a throwaway venv first, so only Python, pip (or venv's
+ensurepip) and access to PyPI are needed. Builds are reproducible: the same source
+and dependency versions give the same file, and so the same build id.
 
-Targets (the pyz holds binary wheels: the target needs the same CPython X.Y):
-  this machine          `python build_zipapp.py` (pip may compile dependencies
-                        from source here if no wheel fits)
+Layout of site-packages in the pyz: everything that is the same for every X.Y
+(pure-Python packages, abi3 wheels such as pynacl and bcrypt) once; extension
+modules named for one CPython (`_yaml.cpython-312-x86_64-linux-gnu.so`) beside
+them, since each CPython imports only its own; and under by-python/cpXY/ what
+differs otherwise (the .dist-info of those binary packages, or a whole package
+that differs between versions). _pocket_python.pth puts this CPython's directory
+on sys.path when shiv adds site-packages.
+
+Targets (the pyz holds binary wheels for one CPU kind and C library):
+  this machine          `python build_zipapp.py` (on Linux with glibc it downloads
+                        wheels for every CPython; where PyPI has none, it builds for
+                        this Python only, and pip may compile dependencies here)
   x86_64, aarch64 glibc cross build from PyPI wheels, e.g.
-                        `python build_zipapp.py --platform aarch64 --python-version 3.11`
+                        `python build_zipapp.py --platform aarch64`
                         (64-bit Raspberry Pi OS / Debian bookworm: glibc 2.36)
   armv7l, OpenBSD       PyPI has no wheels for pynacl, cffi, pyyaml there: copy the
-                        source to the box and run `python3 build_zipapp.py` on it.
+                        source to the box and run `python3 build_zipapp.py` on it
+                        (the pyz then runs on that box's Python X.Y only).
   musllinux (Alpine)    accepted (e.g. musllinux_1_2_aarch64) but not tested.
 
-A cross build downloads wheels only (pip --only-binary=:all:) for every
-platform tag from the target's glibc down to manylinux2014, and fails, naming
-the dependencies, if one has no wheel for the target. Run it with the same
-Python X.Y as the target: pip evaluates environment markers for this machine.
+A build downloads wheels only (pip --only-binary=:all:) for every platform tag
+from the target's glibc down to manylinux2014, and fails, naming the
+dependencies, if one has no wheel for a CPython given with --python-version; from
+the default list such a CPython is left out with a warning. pip evaluates
+environment markers for the Python that runs the build; a dependency that a
+marker requires only on another X.Y is added for that X.Y (see missing_requirements).
 
 A service user without a writable home needs SHIV_ROOT set to a writable
 directory; delete the old pocket.pyz_* directories there after an upgrade.
 """
 
 import argparse
+import csv
+import hashlib
 import importlib.util
 import json
+import platform
+import posixpath
 import re
 import shutil
 import subprocess
@@ -55,6 +76,63 @@ SHEBANG = "/usr/bin/env python3"
 # extra that cannot be installed for the target (no wheel, nothing to compile it
 # with) is dropped with a warning, so the default build works everywhere.
 DEFAULT_EXTRAS = ["thumbnails"]
+# The CPythons a pyz is built for unless --python-version says otherwise. One that
+# lacks a wheel for some binary dependency on the target is left out with a warning.
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")
+# Under site-packages: cpXY/ directories of what differs between CPython versions.
+VERSIONS_DIR = "by-python"
+# The module that puts by-python/cpXY on sys.path, and the .pth line that runs it
+# when shiv's bootstrap calls site.addsitedir() on the unpacked site-packages.
+SELECT_MODULE = "_pocket_python"
+SELECT_MODULE_SOURCE = f'''"""pocket.pyz: put this CPython's own packages on sys.path.
+
+build_zipapp.py wrote this. {SELECT_MODULE}.pth imports it when shiv adds
+site-packages; shiv then moves every directory added before the system's own.
+"""
+
+import os
+import site
+import sys
+
+_dir = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "{VERSIONS_DIR}", "cp%d%d" % sys.version_info[:2]
+)
+if os.path.isdir(_dir):
+    site.addsitedir(_dir)
+'''
+# The zipapp's __main__.py: refuse an unsupported Python in one line before shiv
+# unpacks anything, then run shiv's bootstrap. Plain enough for any Python to parse.
+MAIN_TEMPLATE = """\
+# -*- coding: utf-8 -*-
+# pocket.pyz (build_zipapp.py): check the Python, then start shiv's bootstrap.
+import platform
+import sys
+import sysconfig
+
+SUPPORTED = {supported!r}
+_here = "%d.%d" % tuple(sys.version_info[:2])
+if (
+    platform.python_implementation() != "CPython"
+    or _here not in SUPPORTED
+    or sysconfig.get_config_var("Py_GIL_DISABLED")
+):
+    sys.exit(
+        "pocket.pyz runs on CPython %s, not on %s %s (%s): start it with one of those,"
+        " e.g. python%s %s"
+        % (
+            ", ".join(SUPPORTED),
+            platform.python_implementation(),
+            platform.python_version(),
+            sys.executable,
+            SUPPORTED[-1],
+            sys.argv[0],
+        )
+    )
+
+import _bootstrap
+
+_bootstrap.bootstrap()
+"""
 
 # Short names for common targets; glibc 2.36 is Debian bookworm (Raspberry Pi OS 12).
 PLATFORM_ALIASES = {
@@ -76,6 +154,8 @@ _MANYLINUX_RE = re.compile(r"manylinux_2_(\d+)_(\w+)")
 _LEGACY_RE = re.compile(r"(manylinux2014|manylinux2010|manylinux1)_(\w+)")
 _MUSLLINUX_RE = re.compile(r"musllinux_1_(\d+)_(\w+)")
 _PYTHON_VERSION_RE = re.compile(r"3\.(\d+)")
+# An extension module built for one CPython X.Y, e.g. _yaml.cpython-312-x86_64-linux-gnu.so.
+_EXT_MODULE_RE = re.compile(r"\.cpython-3(\d+)[^./]*\.so$")
 _NAME_RE = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _MISSING_RE = re.compile(r"No matching distribution found for (\S+)")
 _NETWORK_RE = re.compile(
@@ -86,6 +166,10 @@ _NETWORK_RE = re.compile(
 
 class BuildError(Exception):
     """A build step failed; the message is meant for the user."""
+
+
+class NoWheelError(BuildError):
+    """A dependency has no wheel for the target (platform and CPython X.Y)."""
 
 
 def expand_platform(tag: str) -> list[str]:
@@ -118,6 +202,48 @@ def expand_platform(tag: str) -> list[str]:
     return [tag]
 
 
+def native_platforms() -> list[str]:
+    """The manylinux tags of this machine (Linux with glibc), or [] elsewhere.
+
+    Where PyPI has wheels for them, a build here gets every CPython's wheels;
+    elsewhere (musl, OpenBSD, macOS) pip installs for this Python only.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    libc, version = platform.libc_ver()
+    match = re.match(r"2\.(\d+)", version)
+    if libc != "glibc" or not match:
+        return []
+    try:
+        return expand_platform(f"manylinux_2_{match[1]}_{platform.machine()}")
+    except ValueError:
+        return []
+
+
+def parse_python_versions(value: str | None, requires_python: str) -> list[str]:
+    """The CPython X.Y list of --python-version ("3.11,3.12"), or the default list.
+
+    Raises:
+        BuildError: for a malformed version or one below pyproject's floor.
+    """
+    if value is None:
+        floor = re.fullmatch(r"\s*>=\s*3\.(\d+)\s*", requires_python)
+        return [v for v in PYTHON_VERSIONS if not floor or int(v[2:]) >= int(floor[1])]
+    versions: list[str] = []
+    for version in filter(None, (part.strip() for part in value.split(","))):
+        check_python_version(version, requires_python)
+        if version not in versions:
+            versions.append(version)
+    if not versions:
+        raise BuildError("--python-version needs at least one X.Y, e.g. 3.11,3.12")
+    return sorted(versions, key=lambda v: int(v[2:]))
+
+
+def abi_tag(version: str) -> str:
+    """cp312 for 3.12."""
+    return "cp" + version.replace(".", "")
+
+
 @dataclass(frozen=True)
 class Target:
     """Another machine to build for: its platform tags and CPython X.Y."""
@@ -127,14 +253,14 @@ class Target:
 
     @property
     def abi(self) -> str:
-        return "cp" + self.python_version.replace(".", "")
+        return abi_tag(self.python_version)
 
     def pip_args(self) -> list[str]:
         """The pip options that select wheels for this target only."""
         args = ["--only-binary=:all:", "--implementation", "cp"]
         args += ["--python-version", self.python_version, "--abi", self.abi]
-        for platform in self.platforms:
-            args += ["--platform", platform]
+        for tag in self.platforms:
+            args += ["--platform", tag]
         return args
 
 
@@ -306,7 +432,7 @@ def download_for_target(
             break
         remaining = kept
     if missing:
-        raise BuildError(
+        raise NoWheelError(
             "no wheel on PyPI for "
             + ", ".join(missing)
             + f" on {target.platforms[0]} with CPython {target.python_version}"
@@ -338,6 +464,9 @@ def install_into(
     args = ["install", "--target", str(site_packages), "--no-compile", "-q"]
     if target is not None:
         args += ["--no-index", "--find-links", str(download_dir), *target.pip_args()]
+        # pip install checks Requires-Python against the Python running it (pip
+        # download checked it against the target's X.Y already).
+        args += ["--ignore-requires-python"]
     tools.run(tools.pip(*args, str(wheel), *requirements), what="installing dependencies")
     strip_build_paths(site_packages)
 
@@ -363,9 +492,291 @@ def strip_build_paths(site_packages: Path) -> None:
             record.write_text("".join(kept), encoding="utf-8")
 
 
+def missing_requirements(site_packages: Path, version: str) -> list[str]:
+    """Requirements of the installed distributions that CPython `version` lacks.
+
+    pip evaluates environment markers for the Python running the build, not for
+    --python-version; this evaluates them again for `version` and returns, without
+    their markers, the requirements whose project is not installed. [] if neither
+    `packaging` nor pip's copy of it can be imported to read markers with.
+    """
+    try:
+        from packaging.markers import default_environment
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:
+        try:
+            from pip._vendor.packaging.markers import default_environment
+            from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+        except ImportError:
+            return []
+    environment = {
+        **default_environment(),
+        "python_version": version,
+        "python_full_version": f"{version}.0",
+        "extra": "",
+    }
+    installed = {requirement_name(p.name.split("-")[0]) for p in site_packages.glob("*.dist-info")}
+    missing: list[str] = []
+    for metadata in sorted(site_packages.glob("*.dist-info/METADATA")):
+        for line in metadata.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("Requires-Dist:"):
+                if not line:  # the headers end at the first empty line
+                    break
+                continue
+            try:
+                requirement = Requirement(line.split(":", 1)[1].strip())
+            except InvalidRequirement:
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
+                continue
+            if requirement_name(requirement.name) not in installed:
+                text = f"{requirement.name}{requirement.specifier}"
+                if text not in missing:
+                    missing.append(text)
+    return missing
+
+
+def stage_wheels(
+    site_packages: Path,
+    wheel: Path,
+    project: Project,
+    extras: list[str],
+    target: Target,
+    download_dir: Path,
+    tools: Tools,
+) -> None:
+    """Install pocketserver and the wheels of its dependencies for one target CPython.
+
+    Raises:
+        NoWheelError: a dependency has no wheel for the target.
+    """
+    kept = download_for_target(project, extras, target, download_dir, tools)
+    requirements = [r for extra in kept for r in project.extras[extra]]
+    install_into(site_packages, wheel, requirements, target, download_dir, tools)
+    if missing := missing_requirements(site_packages, target.python_version):
+        ok, output = probe(missing, target, download_dir, tools)
+        if not ok:
+            names = ", ".join(missing_distributions(output)) or ", ".join(missing)
+            raise NoWheelError(f"no wheel on PyPI for {names} (needed on {target.python_version})")
+        install_into(site_packages, wheel, requirements + missing, target, download_dir, tools)
+        if still := missing_requirements(site_packages, target.python_version):
+            raise BuildError(f"CPython {target.python_version} still lacks {', '.join(still)}")
+
+
+def stage_here(
+    site_packages: Path, wheel: Path, requirements: list[str], extras_given: bool, tools: Tools
+) -> None:
+    """Install pocketserver and its dependencies for this Python with plain pip.
+
+    pip may compile a dependency that has no wheel here. When the default extras
+    (Pillow) cannot be installed, the build goes on without them.
+    """
+    try:
+        install_into(site_packages, wheel, requirements, None, site_packages, tools)
+    except BuildError:
+        if extras_given or not requirements:
+            raise
+        warn("default extras could not be installed for this Python; built without them")
+        shutil.rmtree(site_packages, ignore_errors=True)
+        install_into(site_packages, wheel, [], None, site_packages, tools)
+
+
+# --- one site-packages for several CPython versions -----------------------------------
+
+
+def installed_files(site_packages: Path) -> dict[str, str]:
+    """Every file under site_packages (relative POSIX path) and its SHA-256."""
+    return {
+        path.relative_to(site_packages).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(site_packages.rglob("*"))
+        if path.is_file()
+    }
+
+
+def file_groups(site_packages: Path, files: set[str]) -> dict[str, set[str]]:
+    """The files of each installed distribution, keyed by its .dist-info name (RECORD).
+
+    A file that no RECORD lists makes a group of its top-level name ("?name").
+    """
+    groups: dict[str, set[str]] = {}
+    owned: set[str] = set()
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        group = groups.setdefault(record.parent.name, set())
+        for row in csv.reader(record.read_text(encoding="utf-8").splitlines()):
+            path = posixpath.normpath(row[0]) if row else ""
+            if path in files and path not in owned:
+                group.add(path)
+                owned.add(path)
+    for path in sorted(files - owned):
+        groups.setdefault("?" + path.split("/")[0], set()).add(path)
+    return groups
+
+
+def ext_module_version(path: str) -> str | None:
+    """ "3.12" for an extension module only CPython 3.12 imports, else None."""
+    match = _EXT_MODULE_RE.search(path)
+    return f"3.{match[1]}" if match else None
+
+
+def plan_layout(staged: dict[str, Path]) -> dict[str, Path]:
+    """Where each file of the per-version installs goes in the pyz: {destination: source}.
+
+    `staged` maps each CPython X.Y to its own complete install. A distribution
+    installed for every X.Y whose files are the same for all, apart from extension
+    modules named for one X.Y, goes to the top level once, with each X.Y's
+    extension modules side by side (CPython imports only the ones with its own
+    suffix, PEP 3149). Its .dist-info goes there too if the same for all, else to
+    by-python/cpXY/. Any other distribution (another release for one X.Y, files
+    that differ, or installed for some X.Y only) goes whole to by-python/cpXY/ of
+    each X.Y that has it.
+    """
+    hashes = {v: installed_files(root) for v, root in staged.items()}
+    groups = {v: file_groups(root, set(hashes[v])) for v, root in staged.items()}
+    plan: dict[str, Path] = {}
+    for key in sorted(set().union(*groups.values())):
+        present = {v: groups[v][key] for v in staged if key in groups[v]}
+        shared = _shared_files(key, present, hashes) if present.keys() == staged.keys() else set()
+        for version, files in present.items():
+            for path in sorted(files):
+                dest = path if path in shared else f"{VERSIONS_DIR}/{abi_tag(version)}/{path}"
+                plan.setdefault(dest, staged[version] / path)
+    return plan
+
+
+def _shared_files(
+    key: str, present: dict[str, set[str]], hashes: dict[str, dict[str, str]]
+) -> set[str]:
+    """The files of one distribution, installed for every X.Y, that go to the top level."""
+    paths = set().union(*present.values())
+    info = {p for p in paths if key.endswith(".dist-info") and p.startswith(key + "/")}
+
+    def same_for_all(path: str) -> bool:
+        digests = {hashes[version].get(path) for version in present}
+        return len(digests) == 1 and None not in digests
+
+    def own_module(path: str) -> bool:
+        return {v for v in present if path in present[v]} == {ext_module_version(path)}
+
+    if not all(same_for_all(p) or own_module(p) for p in paths - info):
+        return set()
+    if all(same_for_all(p) for p in info):
+        return paths
+    return paths - info
+
+
+def write_layout(plan: dict[str, Path], site_packages: Path) -> None:
+    """Copy the planned files into site_packages and add the sys.path selector."""
+    for dest, source in sorted(plan.items()):
+        target = site_packages / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    (site_packages / f"{SELECT_MODULE}.py").write_text(SELECT_MODULE_SOURCE, encoding="utf-8")
+    (site_packages / f"{SELECT_MODULE}.pth").write_text(f"import {SELECT_MODULE}\n")
+
+
+def replace_main(pyz: Path, main_py: str) -> None:
+    """Give the zipapp another __main__.py; every other entry is kept as it was."""
+    data = pyz.read_bytes()
+    prefix = data[: data.index(b"\n") + 1] if data.startswith(b"#!") else b""
+    rewritten = pyz.with_name(pyz.name + ".main")
+    with zipfile.ZipFile(pyz) as old, rewritten.open("wb") as fd:
+        fd.write(prefix)
+        with zipfile.ZipFile(fd, "w") as new:
+            for info in old.infolist():
+                content = main_py.encode() if info.filename == "__main__.py" else old.read(info)
+                clone = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                clone.compress_type = info.compress_type
+                clone.external_attr = info.external_attr
+                new.writestr(clone, content)
+    rewritten.chmod(pyz.stat().st_mode)
+    rewritten.replace(pyz)
+
+
+def supported_pythons(pyz: Path) -> tuple[str, ...]:
+    """The CPython versions a built pocket.pyz runs on (read from its __main__.py)."""
+    with zipfile.ZipFile(pyz) as archive:
+        main_py = archive.read("__main__.py").decode()
+    match = re.search(r"^SUPPORTED = (\(.*\))$", main_py, re.MULTILINE)
+    if not match:
+        return ()
+    return tuple(re.findall(r"'(3\.\d+)'", match[1]))
+
+
 def build_id(pyz: Path) -> str:
     with zipfile.ZipFile(pyz) as archive:
         return str(json.loads(archive.read("environment.json"))["build_id"])
+
+
+def resolve_targets(
+    args: argparse.Namespace, project: Project
+) -> tuple[list[str], list[str] | None]:
+    """The CPython versions to build for and the platform tags of --platform (None: here).
+
+    Raises:
+        BuildError: for a malformed or too old version, or an impossible platform tag.
+    """
+    versions = parse_python_versions(args.python_version, project.requires_python)
+    if not args.platform:
+        return versions, None
+    try:
+        return versions, expand_platform(args.platform)
+    except ValueError as e:
+        raise BuildError(str(e)) from e
+
+
+def stage_all(
+    args: argparse.Namespace,
+    project: Project,
+    extras: list[str],
+    wheel: Path,
+    scratch: Path,
+    tools: Tools,
+) -> dict[str, Path]:
+    """Install everything once per CPython X.Y; return {X.Y: its site-packages}.
+
+    A version given with --python-version must build; from the default list a
+    version without wheels is left out with a warning. Built here (no --platform),
+    this Python's own version falls back to plain pip, which may compile.
+
+    Raises:
+        BuildError: a version given with --python-version cannot be built, or none can.
+    """
+    versions, platforms = resolve_targets(args, project)
+    given = args.python_version is not None
+    if platforms is None:
+        platforms = native_platforms()
+    elif not wheel.name.endswith("-none-any.whl"):
+        raise BuildError(f"{wheel.name} is not pure Python: build on the target instead")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    staged: dict[str, Path] = {}
+    errors: list[BuildError] = []
+    for version in versions:
+        site_packages = scratch / "stage" / abi_tag(version)
+        try:
+            if not platforms:
+                raise NoWheelError(
+                    f"PyPI has no wheels for this machine; run build_zipapp.py with python{version}"
+                )
+            print(f"downloading wheels for {platforms[0]}, CPython {version}")
+            download_dir = scratch / "download" / abi_tag(version)
+            target = Target(tuple(platforms), version)
+            stage_wheels(site_packages, wheel, project, extras, target, download_dir, tools)
+        except NoWheelError as e:
+            shutil.rmtree(site_packages, ignore_errors=True)
+            if not args.platform and version == here:
+                print(f"installing for this Python ({here}) with pip, which may compile")
+                requirements = [r for extra in extras for r in project.extras[extra]]
+                stage_here(site_packages, wheel, requirements, bool(args.extras), tools)
+            elif given:
+                raise
+            else:
+                warn(f"CPython {version} left out: {str(e).splitlines()[0]}")
+                errors.append(e)
+                continue
+        staged[version] = site_packages
+    if not staged:
+        raise errors[0] if errors else BuildError("no CPython version to build for")
+    return staged
 
 
 def build(args: argparse.Namespace) -> Path:
@@ -373,48 +784,21 @@ def build(args: argparse.Namespace) -> Path:
     project = read_project(ROOT / "pyproject.toml")
     requested = args.extras or DEFAULT_EXTRAS
     extras = select_extras([e for e in requested if e != "none"], project)
-    target = None
-    if args.platform:
-        if not args.python_version:
-            raise BuildError("--platform needs --python-version (the target's python3 X.Y)")
-        check_python_version(args.python_version, project.requires_python)
-        try:
-            target = Target(tuple(expand_platform(args.platform)), args.python_version)
-        except ValueError as e:
-            raise BuildError(str(e)) from e
-        here = f"{sys.version_info.major}.{sys.version_info.minor}"
-        if args.python_version != here:
-            warn(f"building with Python {here} for {args.python_version}: markers use {here}")
-    elif args.python_version:
-        raise BuildError("--python-version only makes sense with --platform")
-
+    resolve_targets(args, project)  # bad arguments fail before any work
     output = Path(args.output).expanduser().resolve()
     with tempfile.TemporaryDirectory(prefix="pocket-build-") as tmp:
         scratch = Path(tmp)
         tools = build_tools(scratch, shiv_requirement(project), verbose=args.verbose)
         wheel = build_project_wheel(scratch / "wheel", scratch, tools)
-        if target is not None and not wheel.name.endswith("-none-any.whl"):
-            raise BuildError(f"{wheel.name} is not pure Python: build on the target instead")
-        download_dir = scratch / "download"
-        if target is not None:
-            print(f"downloading wheels for {target.platforms[0]}, CPython {target.python_version}")
-            extras = download_for_target(project, extras, target, download_dir, tools)
-        requirements = [r for extra in extras for r in project.extras[extra]]
+        staged = stage_all(args, project, extras, wheel, scratch, tools)
         site_packages = scratch / "site-packages"
-        try:
-            install_into(site_packages, wheel, requirements, target, download_dir, tools)
-        except BuildError:
-            if args.extras or not requirements:
-                raise
-            # The default extras (Pillow) may have no wheel here and no compiler.
-            warn(f"default extras {', '.join(extras)} could not be installed; built without")
-            shutil.rmtree(site_packages, ignore_errors=True)
-            install_into(site_packages, wheel, [], target, download_dir, tools)
+        write_layout(plan_layout(staged), site_packages)
         built = scratch / output.name
         shiv = [tools.python, "-m", "shiv", "--site-packages", str(site_packages)]
         shiv += ["-e", args.entry_point, "-o", str(built), "-p", args.shebang]
         shiv += ["--reproducible", "--compressed"]
         tools.run(shiv, what="shiv")
+        replace_main(built, MAIN_TEMPLATE.format(supported=tuple(staged)))
         # Replace the output in one step: a failed build, or a full SD card, never
         # leaves a half-written pocket.pyz where a working one was.
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -463,8 +847,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--python-version",
-        metavar="X.Y",
-        help="the target's CPython version (required with --platform; bookworm has 3.11)",
+        metavar="X.Y[,X.Y...]",
+        help="the CPython versions to build for (default: "
+        + ",".join(PYTHON_VERSIONS)
+        + ", each one that has wheels; bookworm has 3.11, trixie 3.13, Ubuntu 24.04 3.12)",
     )
     parser.add_argument(
         "--shebang",
@@ -490,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     size_mb = output.stat().st_size / 1_000_000
     print(f"built {output} ({size_mb:.1f} MB)")
+    print(f"it runs on CPython {', '.join(supported_pythons(output))}")
     print(
         f"note: the first run unpacks to $SHIV_ROOT (default ~/.shiv)/{output.name}_<build id>/"
         f" (this one: {build_id(output)[:12]}...); every new build adds one, delete old ones."

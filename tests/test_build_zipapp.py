@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 import zipfile
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import pocketserver
+from tests.pyz_build import built_pyz
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,6 +243,245 @@ def test_strip_build_paths(tmp_path):
     )
 
 
+# --- one site-packages for several CPythons ----------------------------------------
+
+
+def _install(site, dist, files):
+    """Fake what pip install --target leaves: the files and a dist-info with RECORD."""
+    info = site / f"{dist}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Name: {dist.split('-')[0]}\n")
+    rows = []
+    for name, content in {**files, f"{info.name}/METADATA": None}.items():
+        path = site / name
+        if content is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        rows.append(f"{name},sha256=x,1")
+    (info / "RECORD").write_text("\n".join([*rows, f"{info.name}/RECORD,,"]) + "\n")
+
+
+def _staged(tmp_path, versions=("3.11", "3.12")):
+    staged = {}
+    for version in versions:
+        tag = version.replace(".", "")
+        site = tmp_path / f"cp{tag}"
+        _install(site, "trio-1.0", {"trio/__init__.py": b"pure"})
+        _install(site, "nacl-1.6", {"nacl/__init__.py": b"n", "nacl/_sodium.abi3.so": b"abi3"})
+        _install(
+            site,
+            "pyyaml-6.0",
+            {
+                "yaml/__init__.py": b"y",
+                f"yaml/_yaml.cpython-{tag}-x86_64-linux-gnu.so": f"elf {tag}".encode(),
+                f"_cffi_backend.cpython-{tag}-x86_64-linux-gnu.so": f"cffi {tag}".encode(),
+            },
+        )
+        # A newer release for the newer Python only, like quart-trio for 3.13.
+        quart = "quart_trio-0.13" if version >= "3.12" else "quart_trio-0.12"
+        _install(site, quart, {"quart_trio/__init__.py": quart.encode()})
+        if version == "3.11":  # a backport some marker wants on 3.11 only
+            _install(site, "backport-1.0", {"backport.py": b"b"})
+        staged[version] = site
+    return staged
+
+
+def test_layout_shares_what_is_the_same_and_splits_what_differs(tmp_path):
+    staged = _staged(tmp_path)
+    plan = bz.plan_layout(staged)
+    # Pure and abi3 packages, with their dist-info, once.
+    for path in ("trio/__init__.py", "nacl/_sodium.abi3.so", "trio-1.0.dist-info/RECORD"):
+        assert path in plan
+        assert not any(d.endswith("/" + path) for d in plan if d.startswith("by-python/"))
+    # Extension modules named for one CPython side by side; their dist-info per version.
+    assert plan["yaml/__init__.py"].read_bytes() == b"y"
+    for tag in ("311", "312"):
+        so = f"yaml/_yaml.cpython-{tag}-x86_64-linux-gnu.so"
+        assert plan[so].read_bytes() == f"elf {tag}".encode()
+        assert f"_cffi_backend.cpython-{tag}-x86_64-linux-gnu.so" in plan
+        assert f"by-python/cp{tag}/pyyaml-6.0.dist-info/RECORD" in plan
+    assert "pyyaml-6.0.dist-info/RECORD" not in plan
+    # Another release per version, or a package one version lacks: whole, per version.
+    assert plan["by-python/cp311/quart_trio/__init__.py"].read_bytes() == b"quart_trio-0.12"
+    assert plan["by-python/cp312/quart_trio/__init__.py"].read_bytes() == b"quart_trio-0.13"
+    assert "quart_trio/__init__.py" not in plan
+    assert "by-python/cp311/backport.py" in plan
+    assert "backport.py" not in plan
+    assert not any(d.startswith("by-python/cp312/backport") for d in plan)
+
+
+def test_layout_of_one_version_is_flat(tmp_path):
+    plan = bz.plan_layout(_staged(tmp_path, ("3.11",)))
+    assert not any(d.startswith("by-python/") for d in plan)
+    assert "backport.py" in plan
+    assert "pyyaml-6.0.dist-info/RECORD" in plan
+
+
+def test_a_differing_file_keeps_the_whole_distribution_per_version(tmp_path):
+    staged = _staged(tmp_path)
+    (staged["3.12"] / "yaml" / "__init__.py").write_bytes(b"generated for 3.12")
+    plan = bz.plan_layout(staged)
+    assert "yaml/__init__.py" not in plan
+    assert not [d for d in plan if "_yaml.cpython" in d and not d.startswith("by-python/")]
+    assert plan["by-python/cp312/yaml/__init__.py"].read_bytes() == b"generated for 3.12"
+    assert "by-python/cp311/yaml/_yaml.cpython-311-x86_64-linux-gnu.so" in plan
+
+
+def test_ext_module_version():
+    assert bz.ext_module_version("yaml/_yaml.cpython-312-aarch64-linux-gnu.so") == "3.12"
+    assert bz.ext_module_version("_cffi_backend.cpython-311-x86_64-linux-musl.so") == "3.11"
+    assert bz.ext_module_version("nacl/_sodium.abi3.so") is None
+    assert bz.ext_module_version("foo/cpython-312.py") is None
+
+
+def _run_selector(site, python=sys.executable):
+    code = f"import site, sys; site.addsitedir({str(site)!r}); import which; print(which.NAME)"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_selector_puts_this_cpythons_directory_on_sys_path(tmp_path):
+    site = tmp_path / "site-packages"
+    here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    plan = {}
+    for tag in (here, "cp399"):
+        source = tmp_path / tag / "which.py"
+        source.parent.mkdir()
+        source.write_text(f"NAME = {tag!r}\n")
+        plan[f"by-python/{tag}/which.py"] = source
+    bz.write_layout(plan, site)
+    result = _run_selector(site)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == here
+
+
+def test_selector_without_a_directory_for_this_cpython_adds_nothing(tmp_path):
+    site = tmp_path / "site-packages"
+    source = tmp_path / "which.py"
+    source.write_text("NAME = 'other'\n")
+    bz.write_layout({"by-python/cp399/which.py": source}, site)
+    result = _run_selector(site)
+    assert "No module named 'which'" in result.stderr
+
+
+def _zipapp(path, main_py, files):
+    with path.open("wb") as fd:
+        fd.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(fd, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in {"__main__.py": main_py, **files}.items():
+                archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+    path.chmod(0o755)
+
+
+def test_main_refuses_another_python_in_one_line_before_unpacking(tmp_path):
+    pyz = tmp_path / "pocket.pyz"
+    boot = "raise SystemExit('bootstrap ran')\n"
+    _zipapp(pyz, "old main", {"_bootstrap/__init__.py": boot, "site-packages/x.py": "x"})
+    bz.replace_main(pyz, bz.MAIN_TEMPLATE.format(supported=("3.98", "3.99")))
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert os.access(pyz, os.X_OK)
+    assert bz.supported_pythons(pyz) == ("3.98", "3.99")
+    result = subprocess.run([sys.executable, str(pyz)], capture_output=True, text=True)
+    assert result.returncode == 1
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}"
+    assert result.stderr == (
+        f"pocket.pyz runs on CPython 3.98, 3.99, not on CPython {here} ({sys.executable}):"
+        f" start it with one of those, e.g. python3.99 {pyz}\n"
+    )
+    with zipfile.ZipFile(pyz) as archive:
+        assert archive.read("site-packages/x.py") == b"x"
+        assert archive.getinfo("site-packages/x.py").date_time == (2020, 1, 1, 0, 0, 0)
+
+
+def test_main_starts_shivs_bootstrap_on_a_supported_python(tmp_path):
+    pyz = tmp_path / "pocket.pyz"
+    boot = "def bootstrap():\n    raise SystemExit('bootstrap ran')\n"
+    _zipapp(pyz, "old main", {"_bootstrap/__init__.py": boot})
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    bz.replace_main(pyz, bz.MAIN_TEMPLATE.format(supported=(here,)))
+    result = subprocess.run([sys.executable, str(pyz)], capture_output=True, text=True)
+    assert result.stderr.strip() == "bootstrap ran"
+
+
+def test_missing_requirements_reads_markers_for_the_target_version(tmp_path):
+    info = tmp_path / "demo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: demo\n"
+        'Requires-Dist: newer-only>=2; python_version >= "3.13"\n'
+        'Requires-Dist: old-backport; python_version < "3.11"\n'
+        'Requires-Dist: testing-only; extra == "test"\n'
+        "Requires-Dist: Demo_Dep\n"
+        "\nRequires-Dist: not a header, the description\n"
+    )
+    (tmp_path / "demo_dep-1.0.dist-info").mkdir()
+    assert bz.missing_requirements(tmp_path, "3.12") == []
+    assert bz.missing_requirements(tmp_path, "3.13") == ["newer-only>=2"]
+
+
+def _fake_stage_wheels(no_wheel_for):
+    calls = []
+
+    def stage_wheels(site_packages, wheel, project, extras, target, download_dir, tools):
+        calls.append(target.python_version)
+        if target.python_version in no_wheel_for:
+            raise bz.NoWheelError(f"no wheel on PyPI for cffi on {target.platforms[0]}\nmore")
+        site_packages.mkdir(parents=True)
+
+    return stage_wheels, calls
+
+
+def _stage_all(monkeypatch, tmp_path, argv, no_wheel_for=()):
+    stage_wheels, calls = _fake_stage_wheels(no_wheel_for)
+    monkeypatch.setattr(bz, "stage_wheels", stage_wheels)
+    here_calls = []
+    monkeypatch.setattr(
+        bz, "stage_here", lambda site, *a: here_calls.append(site) or site.mkdir(parents=True)
+    )
+    project = bz.read_project(ROOT / "pyproject.toml")
+    wheel = tmp_path / "pocketserver-1-py3-none-any.whl"
+    staged = bz.stage_all(bz.parse_args(argv), project, [], wheel, tmp_path, bz.Tools())
+    return staged, calls, here_calls
+
+
+def test_default_versions_without_wheels_are_left_out_with_a_warning(monkeypatch, tmp_path, capsys):
+    argv = ["--platform", "aarch64"]
+    staged, calls, _ = _stage_all(monkeypatch, tmp_path, argv, no_wheel_for={"3.14"})
+    assert list(staged) == ["3.11", "3.12", "3.13"]
+    assert calls == ["3.11", "3.12", "3.13", "3.14"]
+    err = capsys.readouterr().err
+    assert "CPython 3.14 left out: no wheel on PyPI for cffi" in err
+    assert "more" not in err
+
+
+def test_a_version_given_must_build(monkeypatch, tmp_path):
+    argv = ["--platform", "aarch64", "--python-version", "3.11,3.14"]
+    with pytest.raises(bz.NoWheelError, match="cffi"):
+        _stage_all(monkeypatch, tmp_path, argv, no_wheel_for={"3.14"})
+
+
+def test_no_version_with_wheels_fails_naming_the_first_reason(monkeypatch, tmp_path):
+    with pytest.raises(bz.NoWheelError, match="cffi on manylinux_2_36_armv7l"):
+        _stage_all(monkeypatch, tmp_path, ["--platform", "armv7l"], no_wheel_for=bz.PYTHON_VERSIONS)
+
+
+def test_a_native_build_without_wheels_installs_this_python_with_pip(monkeypatch, tmp_path):
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    staged, _, here_calls = _stage_all(monkeypatch, tmp_path, [], no_wheel_for=bz.PYTHON_VERSIONS)
+    assert list(staged) == [here]
+    assert here_calls == [staged[here]]
+
+
+def test_native_platforms_of_this_machine():
+    libc, version = platform.libc_ver()
+    tags = bz.native_platforms()
+    if not sys.platform.startswith("linux") or libc != "glibc":
+        assert tags == []
+    else:
+        minor = version.split(".")[1]
+        assert tags[0] == f"manylinux_2_{minor}_{platform.machine()}"
+        assert tags == bz.expand_platform(tags[0])
+
+
 # --- argument handling ---------------------------------------------------------------
 
 
@@ -255,14 +496,25 @@ def test_help_documents_targets(capsys):
     assert "SHIV_ROOT" in out
 
 
-def test_platform_needs_python_version(capsys):
-    assert bz.main(["--platform", "aarch64"]) == 1
-    assert "--python-version" in capsys.readouterr().err
+def test_python_versions_default_to_every_supported_cpython():
+    assert bz.parse_python_versions(None, ">=3.11") == ["3.11", "3.12", "3.13", "3.14"]
+    assert bz.parse_python_versions(None, ">=3.12") == ["3.12", "3.13", "3.14"]
+    assert bz.parse_python_versions("3.13, 3.11,3.13", ">=3.11") == ["3.11", "3.13"]
+    with pytest.raises(bz.BuildError, match="requires Python"):
+        bz.parse_python_versions("3.10,3.11", ">=3.11")
+    with pytest.raises(bz.BuildError, match="look like"):
+        bz.parse_python_versions("3.11,312", ">=3.11")
+    with pytest.raises(bz.BuildError, match="at least one"):
+        bz.parse_python_versions(" , ", ">=3.11")
 
 
-def test_python_version_needs_platform(capsys):
-    assert bz.main(["--python-version", "3.11"]) == 1
-    assert "only makes sense with --platform" in capsys.readouterr().err
+def test_bad_arguments_fail_before_any_work(monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("started building")
+
+    monkeypatch.setattr(bz, "build_tools", no_work)
+    assert bz.main(["--python-version", "3.11,3.9"]) == 1
+    assert "requires Python" in capsys.readouterr().err
 
 
 def test_bad_platform_and_python_version_are_refused(capsys):
@@ -270,6 +522,8 @@ def test_bad_platform_and_python_version_are_refused(capsys):
     assert "glibc 2.17" in capsys.readouterr().err
     assert bz.main(["--platform", "aarch64", "--python-version", "3.9"]) == 1
     assert "requires Python" in capsys.readouterr().err
+    assert bz.main(["--platform", "aarch64", "--python-version", "3.12,three"]) == 1
+    assert "look like" in capsys.readouterr().err
 
 
 def test_default_output_is_in_the_checkout_not_the_cwd():
@@ -295,14 +549,18 @@ def _run_pyz(pyz, *args, cwd, shiv_root, env_extra=None):
     )
 
 
+@pytest.fixture(scope="session")
+def build(tmp_path_factory):
+    return built_pyz(tmp_path_factory)
+
+
 @pytest.mark.slow
-def test_builds_a_working_pyz_for_this_machine(tmp_path, capsys):
-    pyz = tmp_path / "out" / "pocket.pyz"
-    assert bz.main(["--output", str(pyz)]) == 0
-    out = capsys.readouterr().out
-    assert str(pyz) in out
-    assert "MB" in out
-    assert "SHIV_ROOT" in out
+def test_builds_a_working_pyz_for_this_machine(build, tmp_path):
+    pyz = build.pyz
+    assert str(pyz) in build.output
+    assert "MB" in build.output
+    assert "SHIV_ROOT" in build.output
+    assert "it runs on CPython 3.11, 3.12, 3.13, 3.14" in build.output
 
     assert zipfile.is_zipfile(pyz)
     with zipfile.ZipFile(pyz) as archive:
@@ -330,6 +588,7 @@ def test_builds_a_working_pyz_for_this_machine(tmp_path, capsys):
     assert Path(location).is_relative_to(shiv_root)
     # Nothing is written beside the pyz, so it can live in a read-only place.
     assert list(pyz.parent.iterdir()) == [pyz]
+    assert not os.access(pyz.parent, os.W_OK) or os.geteuid() == 0
     assert list(elsewhere.iterdir()) == []
 
     result = _run_pyz(pyz, "--version", cwd=elsewhere, shiv_root=shiv_root)
@@ -368,9 +627,14 @@ def test_cross_build_for_armv7l_fails_naming_pynacl(tmp_path, capsys):
 @pytest.mark.slow
 def test_cross_build_for_aarch64(tmp_path, capsys):
     pyz = tmp_path / "pocket.pyz"
-    assert bz.main(["--platform", "aarch64", "--python-version", "3.11", "-o", str(pyz)]) == 0
+    assert bz.main(["--platform", "aarch64", "-o", str(pyz)]) == 0
+    assert "it runs on CPython 3.11, 3.12, 3.13, 3.14" in capsys.readouterr().out
+    assert bz.supported_pythons(pyz) == bz.PYTHON_VERSIONS
     with zipfile.ZipFile(pyz) as archive:
         binaries = [n for n in archive.namelist() if n.endswith(".so")]
-    assert any(n.startswith("site-packages/nacl/") for n in binaries)
+    assert "site-packages/nacl/_sodium.abi3.so" in binaries
     assert all("x86_64" not in n for n in binaries)
-    assert any("aarch64" in n for n in binaries)
+    for version in bz.PYTHON_VERSIONS:
+        tag = version.replace(".", "")
+        for module in ("_cffi_backend", "yaml/_yaml", "PIL/_imaging"):
+            assert f"site-packages/{module}.cpython-{tag}-aarch64-linux-gnu.so" in binaries
