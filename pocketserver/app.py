@@ -19,6 +19,7 @@ from quart import Response, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
 from pocketserver.api import (
     account,
@@ -41,6 +42,7 @@ from pocketserver.api import (
     public_rooms,
     push,
     pushers,
+    rawpath,
     register,
     relations,
     reports,
@@ -120,6 +122,16 @@ class CompactJSONProvider(DefaultJSONProvider):
         return self._app.response_class(f"{body}\n", mimetype=self.mimetype)  # type: ignore[return-value]
 
 
+class PocketApp(QuartTrio):
+    """Matches routes on the raw path (api/rawpath.py): ``%2F`` never splits a segment."""
+
+    def create_url_adapter(self, request: Any) -> MapAdapter | None:
+        adapter = super().create_url_adapter(request)
+        if adapter is not None and request is not None:
+            adapter.path_info = rawpath.routing_path(request.scope)
+        return adapter
+
+
 def create_app(
     services: Services,
     resources: Iterable[str] = ("client", "federation"),
@@ -127,7 +139,8 @@ def create_app(
     x_forwarded: bool = False,
 ) -> QuartTrio:
     """Build the app for one listener, with the routes of its ``resources``."""
-    app = QuartTrio("pocketserver")
+    app = PocketApp("pocketserver")
+    rawpath.install(app.url_map)
     # Media uploads stream to disk with backpressure (api/streaming.py).
     app.request_class = StreamingRequest
     app.asgi_http_class = BackpressureHTTPConnection
