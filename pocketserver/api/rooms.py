@@ -342,8 +342,12 @@ async def joined_members(room_id: str) -> dict[str, object]:
     for ev in events:
         content = ev.pdu.get("content")
         content = content if isinstance(content, dict) else {}
-        joined[str(ev.pdu.get("state_key"))] = {
-            "display_name": content.get("displayname"),
-            "avatar_url": content.get("avatar_url"),
-        }
+        # Both fields are optional strings (joined_members.yaml "RoomMember"): a
+        # member without one has no key, never null.
+        member: dict[str, object] = {}
+        for ours, theirs in (("display_name", "displayname"), ("avatar_url", "avatar_url")):
+            value = content.get(theirs)
+            if isinstance(value, str):
+                member[ours] = value
+        joined[str(ev.pdu.get("state_key"))] = member
     return {"joined": joined}
