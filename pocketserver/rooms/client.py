@@ -16,6 +16,7 @@ import trio
 
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, check_canonical_alias
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -90,18 +91,28 @@ class RoomClient:
         state_key: str,
         content: Mapping[str, object],
     ) -> str:
-        """Send a state event; an identical one to the current state is not sent again."""
+        """Send a state event; an identical one to the current state is not sent again.
+
+        Raises:
+            MatrixError: as :meth:`RoomWriter.send_event`; 400 ``M_BAD_ALIAS`` or
+                ``M_INVALID_PARAM`` for a canonical alias event (rooms/canonical_alias.py).
+        """
         current = await self.store.db.read(
             state_store.get_current_state_event_id, room_id, event_type, state_key
         )
-        if current is not None:
-            existing = await self.store.get_event(current)
-            if (
-                existing is not None
-                and existing.pdu.get("sender") == user_id
-                and existing.pdu.get("content") == dict(content)
-            ):
-                return current
+        existing = await self.store.get_event(current) if current is not None else None
+        if event_type == CANONICAL_ALIAS:
+            before = existing.pdu.get("content") if existing is not None else None
+            await check_canonical_alias(
+                self.store.db, room_id, content, before if isinstance(before, Mapping) else None
+            )
+        if (
+            current is not None
+            and existing is not None
+            and existing.pdu.get("sender") == user_id
+            and existing.pdu.get("content") == dict(content)
+        ):
+            return current
         event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
         return event.event_id
 
