@@ -38,6 +38,7 @@ from pocketserver.api import (
     login,
     media,
     meta,
+    openid,
     profile,
     public_rooms,
     push,
@@ -184,6 +185,7 @@ def create_app(
             key_backup.bp,
             e2e_keys.bp,
             dehydrated.bp,
+            openid.bp,
         ):
             app.register_blueprint(bp)
     if wanted & {"client", "media"}:
@@ -194,6 +196,8 @@ def create_app(
         app.register_blueprint(keys.bp)
     if "federation" in wanted:
         app.register_blueprint(meta.federation_bp)
+    if wanted & {"federation", "openid"}:
+        app.register_blueprint(openid.federation_bp)
     _install_hooks(app)
     return app
 

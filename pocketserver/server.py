@@ -18,6 +18,7 @@ from pocketserver.account_data.service import AccountDataService
 from pocketserver.account_data.sync_source import AccountDataSource
 from pocketserver.accounts.account_api import build_account_api
 from pocketserver.accounts.guests import GuestAccess
+from pocketserver.accounts.openid import OpenIdTokens
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -203,6 +204,7 @@ async def build_services(config: Config) -> Services:
         ),
         room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
         media=media,
+        openid=OpenIdTokens(db, config.server_name),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),
