@@ -56,6 +56,7 @@ from pocketserver.api import (
     upgrades,
     user_directory,
     voip,
+    whois,
 )
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
 from pocketserver.errors import MatrixError
@@ -186,6 +187,7 @@ def create_app(
             e2e_keys.bp,
             dehydrated.bp,
             openid.bp,
+            whois.bp,
         ):
             app.register_blueprint(bp)
     if wanted & {"client", "media"}:
