@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pocketserver.core.power_levels import get_room_creators
@@ -131,6 +131,18 @@ class _OldState:
         found = self.events.get(eid) if eid is not None else None
         return _content(found.pdu) if found is not None else None
 
+    def local_members(self, server_name: str) -> list[str]:
+        """This server's users joined to the old room."""
+        suffix = f":{server_name}"
+        return sorted(
+            key
+            for (etype, key), eid in self.state.items()
+            if etype == "m.room.member"
+            and key.endswith(suffix)
+            and eid in self.events
+            and _content(self.events[eid].pdu).get("membership") == "join"
+        )
+
     def create_pdu(self) -> Mapping[str, object]:
         create = self.events.get(self.state.get(("m.room.create", ""), ""))
         return create.pdu if create is not None else {}
@@ -156,6 +168,9 @@ class RoomUpgrader:
         self.store = room_client.store
         self.directory = directory
         self._locks = KeyedLocks()
+        self.after_upgrade: Callable[[str, str, list[str]], Awaitable[None]] | None = None
+        """Called with (old room, new room, local members joined to the old room) to
+        carry over their own state (m.direct, tags, push rules; account_data/)."""
 
     async def upgrade(
         self,
@@ -235,6 +250,10 @@ class RoomUpgrader:
         if await self.directory.is_public(old_room):
             await self.directory.set_visibility(old_room, public=False)
             await self.directory.set_visibility(new.room_id, public=True)
+        if self.after_upgrade is not None:
+            await self.after_upgrade(
+                old_room, new.room_id, old.local_members(self.writer.server_name)
+            )
         return new.room_id
 
     async def _set_up(
