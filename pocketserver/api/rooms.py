@@ -364,12 +364,13 @@ async def joined_members(room_id: str) -> dict[str, object]:
     for ev in events:
         content = ev.pdu.get("content")
         content = content if isinstance(content, dict) else {}
-        # Both fields are optional strings (joined_members.yaml "RoomMember"): a
-        # member without one has no key, never null.
+        # Both keys always, null when unset: the spec types them as optional strings,
+        # but Synapse sends null and SyTest requires the keys ("We always have these
+        # keys even if they're undef", 10apidoc/31room-state.pl, which proves
+        # can_get_room_joined_members for later tests). Not a string: null.
         member: dict[str, object] = {}
         for ours, theirs in (("display_name", "displayname"), ("avatar_url", "avatar_url")):
             value = content.get(theirs)
-            if isinstance(value, str):
-                member[ours] = value
+            member[ours] = value if isinstance(value, str) else None
         joined[str(ev.pdu.get("state_key"))] = member
     return {"joined": joined}
