@@ -32,7 +32,7 @@ async def whois(
         asking = await db.read(user_store.get_user, requester)
         if asking is None or not asking.admin:
             raise forbidden("You are not a server admin")
-    if user_id.rsplit(":", 1)[-1] != server_name or not user_id.startswith("@"):
+    if not user_id.startswith("@") or user_id.partition(":")[2] != server_name:
         raise MatrixError(400, "M_INVALID_PARAM", "Can only whois a local user")
     if await db.read(user_store.get_user, user_id) is None:
         raise not_found("no such user")

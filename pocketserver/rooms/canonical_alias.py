@@ -68,3 +68,15 @@ async def check_canonical_alias(
         found = await db.read(directory_store.get_alias, alias)
         if found is None or found[0] != room_id:
             raise MatrixError(400, "M_BAD_ALIAS", f"room alias {alias} does not point to the room")
+
+
+def without_alias(content: Mapping[str, object], alias: str) -> dict[str, object] | None:
+    """``content`` with ``alias`` taken out of ``alias`` and ``alt_aliases``; None when
+    it names ``alias`` nowhere (pure)."""
+    changed = dict(content)
+    if changed.get("alias") == alias:
+        del changed["alias"]
+    alt = changed.get("alt_aliases")
+    if isinstance(alt, list) and alias in alt:
+        changed["alt_aliases"] = [a for a in alt if a != alias]
+    return None if changed == dict(content) else changed

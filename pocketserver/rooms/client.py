@@ -8,6 +8,7 @@ was when they left), and rate limits.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -16,7 +17,11 @@ import trio
 
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
-from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, check_canonical_alias
+from pocketserver.rooms.canonical_alias import (
+    CANONICAL_ALIAS,
+    check_canonical_alias,
+    without_alias,
+)
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -25,6 +30,8 @@ from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
+
+log = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 
@@ -115,6 +122,24 @@ class RoomClient:
             return current
         event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
         return event.event_id
+
+    async def drop_canonical_alias(self, user_id: str, room_id: str, alias: str) -> None:
+        """After ``alias`` is deleted from the directory, take it out of the room's
+        canonical alias event as ``user_id``, as Synapse does
+        (``DirectoryHandler._update_canonical_alias``); a user without the power to
+        change the event leaves it as it is (logged)."""
+        current = await self.store.db.read(
+            state_store.get_current_state_event_id, room_id, CANONICAL_ALIAS, ""
+        )
+        existing = await self.store.get_event(current) if current is not None else None
+        content = existing.pdu.get("content") if existing is not None else None
+        changed = without_alias(content, alias) if isinstance(content, Mapping) else None
+        if changed is None:
+            return
+        try:
+            await self.writer.send_event(room_id, user_id, CANONICAL_ALIAS, changed, "")
+        except MatrixError as e:
+            log.info("alias %s deleted; %s not updated: %s", alias, CANONICAL_ALIAS, e.error)
 
     async def membership(
         self,

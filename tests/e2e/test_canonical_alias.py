@@ -49,14 +49,9 @@ def test_put_state_checks_every_new_alias(server: RunningServer, new_user: str) 
         r = c.put(url, headers=auth, json={"alias": mine, "alt_aliases": [mine]})
         assert r.status_code == 200, r.text
         assert _alias_state(c, auth, room).json() == {"alias": mine, "alt_aliases": [mine]}
-        # Only new aliases are checked (as Synapse): after "mine" is deleted from the
-        # directory, the event can still be changed as long as it adds nothing unknown.
-        assert c.delete(f"{V3}/directory/room/{quote(mine)}", headers=auth).status_code == 200
-        r = c.put(url, headers=auth, json={"alias": mine, "alt_aliases": []})
-        assert r.status_code == 200, r.text
         r = c.put(url, headers=auth, json={"alias": mine, "alt_aliases": [theirs]})
         assert r.json()["errcode"] == "M_BAD_ALIAS"
-        assert _alias_state(c, auth, room).json() == {"alias": mine, "alt_aliases": []}
+        assert _alias_state(c, auth, room).json() == {"alias": mine, "alt_aliases": [mine]}
         # Clearing it is always allowed.
         assert c.put(url, headers=auth, json={}).status_code == 200
 
@@ -150,4 +145,48 @@ def test_create_room(server: RunningServer, new_user: str) -> None:
                 ],
             },
         )
+        assert r.status_code == 200, r.text
+
+
+def test_deleting_an_alias_takes_it_out_of_the_event(server: RunningServer, new_user: str) -> None:
+    """As Synapse (SyTest 30rooms/05aliases.pl "Can delete canonical alias")."""
+    auth = _user(server, new_user)
+    hs = server.server_name
+    with server.client() as c:
+        room = c.post(f"{V3}/createRoom", headers=auth, json={}).json()["room_id"]
+        one, two = f"#{new_user}-1:{hs}", f"#{new_user}-2:{hs}"
+        for alias in (one, two):
+            r = c.put(f"{V3}/directory/room/{quote(alias)}", headers=auth, json={"room_id": room})
+            assert r.status_code == 200
+        url = f"{V3}/rooms/{room}/state/m.room.canonical_alias"
+        r = c.put(url, headers=auth, json={"alias": one, "alt_aliases": [one, two]})
+        assert r.status_code == 200, r.text
+        assert c.delete(f"{V3}/directory/room/{quote(one)}", headers=auth).status_code == 200
+        assert _alias_state(c, auth, room).json() == {"alt_aliases": [two]}
+        assert c.delete(f"{V3}/directory/room/{quote(two)}", headers=auth).status_code == 200
+        assert _alias_state(c, auth, room).json() == {"alt_aliases": []}
+
+
+def test_only_new_aliases_are_checked(server: RunningServer, new_user: str) -> None:
+    """As Synapse: an alias gone from the directory but still in the event does not
+    block other changes. Its creator (no power in the room) deleted it, so the event
+    could not be updated on deletion."""
+    owner = _user(server, new_user)
+    helper = _user(server, f"{new_user}-h")
+    hs = server.server_name
+    with server.client() as c:
+        r = c.post(f"{V3}/createRoom", headers=owner, json={"preset": "public_chat"})
+        room = r.json()["room_id"]
+        assert c.post(f"{V3}/rooms/{room}/join", headers=helper, json={}).status_code == 200
+        theirs = f"#{new_user}-h:{hs}"
+        r = c.put(f"{V3}/directory/room/{quote(theirs)}", headers=helper, json={"room_id": room})
+        assert r.status_code == 200, r.text
+        url = f"{V3}/rooms/{room}/state/m.room.canonical_alias"
+        assert c.put(url, headers=owner, json={"alt_aliases": [theirs]}).status_code == 200
+        assert c.delete(f"{V3}/directory/room/{quote(theirs)}", headers=helper).status_code == 200
+        assert _alias_state(c, owner, room).json() == {"alt_aliases": [theirs]}
+        mine = f"#{new_user}-o:{hs}"
+        r = c.put(f"{V3}/directory/room/{quote(mine)}", headers=owner, json={"room_id": room})
+        assert r.status_code == 200
+        r = c.put(url, headers=owner, json={"alias": mine, "alt_aliases": [theirs]})
         assert r.status_code == 200, r.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pocketserver.errors import MatrixError
-from pocketserver.rooms.canonical_alias import new_aliases
+from pocketserver.rooms.canonical_alias import new_aliases, without_alias
 
 A, B, C = "#a:hs", "#b:hs", "#c:hs"
 
@@ -42,3 +42,17 @@ def test_refused(content) -> None:
     with pytest.raises(MatrixError) as e:
         new_aliases(content, None)
     assert (e.value.status, e.value.errcode) == (400, "M_INVALID_PARAM")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"alias": A}, {}),
+        ({"alias": A, "alt_aliases": [A, B]}, {"alt_aliases": [B]}),
+        ({"alias": B, "alt_aliases": [A]}, {"alias": B, "alt_aliases": []}),
+        ({"alias": B, "alt_aliases": [C]}, None),
+        ({}, None),
+    ],
+)
+def test_without_alias(content, expected) -> None:
+    assert without_alias(content, A) == expected
