@@ -1,9 +1,10 @@
 """``GET /admin/whois/{userId}`` (client-server API "Server administration"): a user's
 devices and where they were last seen.
 
-Per device, one session with one connection: the last address and time the server
-noted (``accounts/devices.py`` keeps one per device, no history and no user agent, so
-``user_agent`` is left out; a device never seen since login has no connection).
+Per device, one session with one connection: the last address, time and user agent
+the server noted (``accounts/devices.py`` keeps one of each per device, no history; a
+request without a User-Agent leaves it out; a device never seen since login has no
+connection).
 Synapse answers every connection under one device named ``""``; here each device is
 its own key, as the spec's shape ("each key is an identifier for one of the user's
 devices") means.
@@ -43,6 +44,8 @@ async def whois(
             connection: dict[str, object] = {"last_seen": device.last_seen_ts}
             if device.last_seen_ip is not None:
                 connection["ip"] = device.last_seen_ip
+            if device.last_seen_user_agent is not None:
+                connection["user_agent"] = device.last_seen_user_agent
             connections.append(connection)
         found[device.device_id] = {"sessions": [{"connections": connections}]}
     return {"user_id": user_id, "devices": found}

@@ -96,7 +96,10 @@ async def require_auth(*, allow_guest: bool = False) -> Requester:
     g.user_id = requester.user_id
     # Last-seen time and address of the device, batched in memory (accounts/devices.py).
     services().account_api.devices.activity.seen(
-        requester.user_id, requester.device_id, client_address()
+        requester.user_id,
+        requester.device_id,
+        client_address(),
+        request.headers.get("User-Agent"),
     )
     if requester.is_guest and not allow_guest:
         # As Synapse: noted as seen first, then refused (client-server API "Guest Access").

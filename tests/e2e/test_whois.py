@@ -21,7 +21,9 @@ def test_whois(server: RunningServer, new_user: str) -> None:
     hs = server.server_name
     with server.client() as c:
         # One authenticated request from the first device: it is seen now.
-        assert c.get("/_matrix/client/v3/account/whoami", headers=_auth(me["access_token"]))
+        c.headers["User-Agent"] = "whois-test/1.0"
+        r = c.get("/_matrix/client/v3/account/whoami", headers=_auth(me["access_token"]))
+        assert r.status_code == 200
         for path in PATHS:
             url = path + quote(me["user_id"])
             for token in (me["access_token"], admin["access_token"]):
@@ -35,7 +37,7 @@ def test_whois(server: RunningServer, new_user: str) -> None:
                 (connection,) = session["connections"]
                 assert connection["ip"] == "127.0.0.1"
                 assert isinstance(connection["last_seen"], int)
-                assert "user_agent" not in connection  # not stored: left out, never null
+                assert connection["user_agent"] == "whois-test/1.0"
             # Someone else (not an admin) is refused, existing user or not.
             for target in (me["user_id"], f"@nobody-{new_user}:{hs}", "@x:elsewhere.example"):
                 r = c.get(path + quote(target), headers=_auth(other["access_token"]))

@@ -9,3 +9,7 @@ CREATE TABLE openid_tokens (
 );
 CREATE INDEX openid_tokens_user ON openid_tokens(user_id, created_ts);
 CREATE INDEX openid_tokens_expiry ON openid_tokens(expires_ts);
+
+-- The user agent of each device's last request, beside its address and time, for
+-- GET /admin/whois/{userId} (whose connections carry ip, last_seen and user_agent).
+ALTER TABLE devices ADD COLUMN last_seen_user_agent TEXT;
