@@ -19,6 +19,7 @@ from quart import Response, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
 from pocketserver.api import (
     account,
@@ -38,10 +39,12 @@ from pocketserver.api import (
     login,
     media,
     meta,
+    openid,
     profile,
     public_rooms,
     push,
     pushers,
+    rawpath,
     register,
     relations,
     reports,
@@ -54,6 +57,7 @@ from pocketserver.api import (
     upgrades,
     user_directory,
     voip,
+    whois,
 )
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
 from pocketserver.errors import MatrixError
@@ -121,6 +125,16 @@ class CompactJSONProvider(DefaultJSONProvider):
         return self._app.response_class(f"{body}\n", mimetype=self.mimetype)  # type: ignore[return-value]
 
 
+class PocketApp(QuartTrio):
+    """Matches routes on the raw path (api/rawpath.py): ``%2F`` never splits a segment."""
+
+    def create_url_adapter(self, request: Any) -> MapAdapter | None:
+        adapter = super().create_url_adapter(request)
+        if adapter is not None and request is not None:
+            adapter.path_info = rawpath.routing_path(request.scope)
+        return adapter
+
+
 def create_app(
     services: Services,
     resources: Iterable[str] = ("client", "federation"),
@@ -128,7 +142,8 @@ def create_app(
     x_forwarded: bool = False,
 ) -> QuartTrio:
     """Build the app for one listener, with the routes of its ``resources``."""
-    app = QuartTrio("pocketserver")
+    app = PocketApp("pocketserver")
+    rawpath.install(app.url_map)
     # Media uploads stream to disk with backpressure (api/streaming.py).
     app.request_class = StreamingRequest
     app.asgi_http_class = BackpressureHTTPConnection
@@ -173,6 +188,8 @@ def create_app(
             key_backup.bp,
             e2e_keys.bp,
             dehydrated.bp,
+            openid.bp,
+            whois.bp,
         ):
             app.register_blueprint(bp)
     if wanted & {"client", "media"}:
@@ -183,6 +200,8 @@ def create_app(
         app.register_blueprint(keys.bp)
     if "federation" in wanted:
         app.register_blueprint(meta.federation_bp)
+    if wanted & {"federation", "openid"}:
+        app.register_blueprint(openid.federation_bp)
     _install_hooks(app)
     return app
 

@@ -14,10 +14,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from pocketserver.account_data.room_upgrade import UpgradeTransfer
 from pocketserver.account_data.service import AccountDataService
 from pocketserver.account_data.sync_source import AccountDataSource
 from pocketserver.accounts.account_api import build_account_api
 from pocketserver.accounts.guests import GuestAccess
+from pocketserver.accounts.openid import OpenIdTokens
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -195,6 +197,9 @@ async def build_services(config: Config) -> Services:
         (AccountDataSource(account_data), receipts, typing, presence),
         account_data.ignored_users,
     )
+    push = PushService(room_store, reader, notifier, budget, config.server_name)
+    upgrader = RoomUpgrader(room_client, directory)
+    upgrader.after_upgrade = UpgradeTransfer(account_data, push.rules).transfer
     return Services(
         config=config,
         db=db,
@@ -218,12 +223,13 @@ async def build_services(config: Config) -> Services:
         presence=presence,
         account_api=account_api,
         account_data=account_data,
-        push=PushService(room_store, reader, notifier, budget, config.server_name),
+        push=push,
         pushers=PusherService(
             db, reader, policy=outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
         ),
-        room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
+        room_upgrades=upgrader,
         media=media,
+        openid=OpenIdTokens(db, config.server_name),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),

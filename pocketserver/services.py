@@ -13,6 +13,7 @@ import nacl.signing
 from pocketserver.account_data.service import AccountDataService
 from pocketserver.accounts.account_api import AccountApi
 from pocketserver.accounts.guests import GuestAccess
+from pocketserver.accounts.openid import OpenIdTokens
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
@@ -110,4 +111,5 @@ class Services:
     dehydrated: DehydratedDevices
     media: MediaRepository
     legacy_sync: LegacySync
+    openid: OpenIdTokens
     url_previews: UrlPreviewer | None = None

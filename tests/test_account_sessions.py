@@ -307,3 +307,18 @@ def test_config_keys_and_defaults(tmp_path: Path) -> None:
     for bad in ({"refreshable_access_token_lifetime": 0}, {"allow_guest_access": "maybe"}):
         with pytest.raises(ConfigError):
             make_config(tmp_path, **bad)
+
+
+async def test_device_activity_keeps_the_user_agent(db: Database, accounts: AccountService) -> None:
+    await accounts.register("dave", "pw")
+    user = "@dave:example.org"
+    await accounts.create_session(user, "D", None)
+    activity = DeviceActivity(db)
+    devices = DeviceManager(db, accounts, activity)
+    activity.seen(user, "D", "10.0.0.4", "Agent/" + "x" * 1000)
+    (pending,) = await devices.list(user)
+    assert pending.last_seen_user_agent == "Agent/" + "x" * 250  # cut to 256 characters
+    await activity.flush()
+    (stored,) = await devices.list(user)
+    assert stored.last_seen_user_agent == pending.last_seen_user_agent
+    assert "last_seen_user_agent" not in stored.to_json()  # not part of the spec's Device

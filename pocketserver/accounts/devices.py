@@ -1,7 +1,8 @@
 """Device management (client-server API "Device management") and last-seen tracking.
 
-Every authenticated request notes ``(device, time, address)`` in a bounded
-in-memory map; a background task writes the map in one transaction every
+Every authenticated request notes ``(device, time, address, user agent)`` in a
+bounded in-memory map (user agents cut to :data:`MAX_USER_AGENT` characters and
+shared between entries); a background task writes the map in one transaction every
 ``flush_interval_s``. So a busy client costs one row update per interval, not
 one per request, and reads merge in what is not written yet.
 """
@@ -9,6 +10,7 @@ one per request, and reads merge in what is not written yet.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterable
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLUSH_INTERVAL_S = 60.0
 DEFAULT_MAX_PENDING = 10_000
+MAX_USER_AGENT = 256
 
 DeviceKey = tuple[str, str]
 
@@ -45,18 +48,21 @@ class DeviceActivity:
         self._db = db
         self._interval = flush_interval_s
         self._max = max_pending
-        self._pending: dict[DeviceKey, tuple[int, str]] = {}
+        self._pending: dict[DeviceKey, tuple[int, str, str | None]] = {}
         self.dropped = 0
 
-    def seen(self, user_id: str, device_id: str, address: str) -> None:
+    def seen(
+        self, user_id: str, device_id: str, address: str, user_agent: str | None = None
+    ) -> None:
         """Note a request by the device (never blocks; past the bound the sighting is dropped)."""
         key = (user_id, device_id)
         if key not in self._pending and len(self._pending) >= self._max:
             self.dropped += 1
             return
-        self._pending[key] = (_now_ms(), address)
+        agent = sys.intern(user_agent[:MAX_USER_AGENT]) if user_agent else None
+        self._pending[key] = (_now_ms(), address, agent)
 
-    def pending(self, user_id: str, device_id: str) -> tuple[int, str] | None:
+    def pending(self, user_id: str, device_id: str) -> tuple[int, str, str | None] | None:
         return self._pending.get((user_id, device_id))
 
     def forget(self, user_id: str, device_ids: Iterable[str]) -> None:
@@ -67,7 +73,7 @@ class DeviceActivity:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        rows = [(u, d, ts, ip) for (u, d), (ts, ip) in batch.items()]
+        rows = [(u, d, ts, ip, agent) for (u, d), (ts, ip, agent) in batch.items()]
         await self._db.write(store.record_last_seen, rows)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -97,7 +103,7 @@ class DeviceManager:
         noted = self.activity.pending(user_id, device.device_id)
         if noted is None:
             return device
-        return DeviceInfo(device.device_id, device.display_name, noted[0], noted[1])
+        return DeviceInfo(device.device_id, device.display_name, *noted)
 
     async def list(self, user_id: str) -> list[DeviceInfo]:
         devices = await self._db.read(store.list_devices, user_id)

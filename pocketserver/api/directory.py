@@ -37,9 +37,10 @@ async def delete_alias(room_alias: str) -> dict[str, object]:
     requester = await require_auth()
     s = services()
     user = await s.db.read(user_store.get_user, requester.user_id)
-    await s.directory.delete_alias(
+    room_id = await s.directory.delete_alias(
         room_alias, requester.user_id, is_admin=bool(user and user.admin)
     )
+    await s.room_client.drop_canonical_alias(requester.user_id, room_id, room_alias)
     return {}
 
 

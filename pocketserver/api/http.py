@@ -48,12 +48,34 @@ async def json_body(*, allow_empty: bool = False) -> dict[str, object]:
 
 
 def access_token() -> str | None:
-    """The token from ``Authorization: Bearer``; query-string tokens are not accepted."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    """The request's access token: ``Authorization: Bearer``, or the ``access_token``
+    query parameter unless ``allow_access_token_in_query`` is false.
+
+    Spec: client-server API "Using access tokens" (the query parameter is deprecated
+    since v1.11 but part of the versions we advertise; Synapse accepts it and clients
+    such as matrix-nio's downloads and SyTest send it). Both at once are refused as
+    Synapse does (``get_access_token_from_request``). The access log prints the path
+    only, never the query string, so the token is never logged.
+
+    Raises:
+        MatrixError: 401 ``M_MISSING_TOKEN`` for a header and a query token together.
+    """
+    header = request.headers.get("Authorization")
+    query = (
+        request.args.get("access_token") if services().config.allow_access_token_in_query else None
+    )
+    if header is not None:
+        if query is not None:
+            raise MatrixError(
+                401,
+                "M_MISSING_TOKEN",
+                "Mixing Authorization headers and access_token query parameters.",
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return token.strip()
+    return query or None
 
 
 async def require_auth(*, allow_guest: bool = False) -> Requester:
@@ -74,7 +96,10 @@ async def require_auth(*, allow_guest: bool = False) -> Requester:
     g.user_id = requester.user_id
     # Last-seen time and address of the device, batched in memory (accounts/devices.py).
     services().account_api.devices.activity.seen(
-        requester.user_id, requester.device_id, client_address()
+        requester.user_id,
+        requester.device_id,
+        client_address(),
+        request.headers.get("User-Agent"),
     )
     if requester.is_guest and not allow_guest:
         # As Synapse: noted as seen first, then refused (client-server API "Guest Access").

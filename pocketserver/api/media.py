@@ -1,8 +1,9 @@
 """Content repository routes: upload, create, download, thumbnail, config, preview_url.
 
 Spec: client-server API "Content repository" (authenticated media, v1.11) and the
-deprecated unauthenticated ``/_matrix/media/v3`` downloads, which answer 404 unless
-``enable_authenticated_media`` is false (as in Synapse).
+deprecated unauthenticated ``/_matrix/media/v3`` downloads and thumbnails, which answer
+404 unless ``enable_authenticated_media`` is false (as in Synapse; its ``config`` and
+``preview_url``, which need a token anyway, stay served).
 """
 
 from __future__ import annotations
@@ -258,14 +259,15 @@ async def legacy_thumbnail(server_name: str, media_id: str) -> Response:
 
 
 async def legacy_config() -> dict[str, object]:
-    _legacy_allowed()
+    # Served whatever enable_authenticated_media says, as by Synapse: it needs a token
+    # anyway, and clients that predate Matrix 1.11 read the upload limit here.
     await require_auth()
     _repo()
     return _config()
 
 
 async def legacy_preview_url() -> dict[str, object]:
-    _legacy_allowed()
+    # Authenticated already; Synapse keeps it too (see legacy_config).
     return await _preview()
 
 

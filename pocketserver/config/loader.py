@@ -324,6 +324,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
             "enable_registration_without_verification", _bool, False
         ),
         allow_guest_access=root.get("allow_guest_access", _bool, False),
+        allow_access_token_in_query=root.get("allow_access_token_in_query", _bool, True),
         refreshable_access_token_lifetime_ms=root.get(
             "refreshable_access_token_lifetime", _positive_duration, "5m"
         ),

@@ -131,6 +131,8 @@ class Config:
     # Outgoing requests on a user's behalf (push gateways); see homeserver.yaml.in.
     ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
     ip_range_whitelist: tuple[str, ...] = ()
+    allow_access_token_in_query: bool = True
+    """Accept ``?access_token=`` (deprecated by the spec; Synapse always accepts it)."""
     login_token_lifetime_ms: int | None = None
     """``login_via_existing_session``: how long a ``POST /login/get_token`` token lasts;
     None when the endpoint is off."""

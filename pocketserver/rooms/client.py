@@ -8,6 +8,7 @@ was when they left), and rate limits.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -17,6 +18,11 @@ import trio
 from pocketserver.core.client_actions import ActionRefused, check_membership_action
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.canonical_alias import (
+    CANONICAL_ALIAS,
+    check_canonical_alias,
+    without_alias,
+)
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
@@ -26,6 +32,8 @@ from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
+
+log = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 
@@ -109,23 +117,50 @@ class RoomClient:
 
         A member event is a membership change like the verbs' (Synapse sends it through
         ``update_membership``): joins and invites count under their rate limits.
+
+        Raises:
+            MatrixError: as :meth:`RoomWriter.send_event`; 400 ``M_BAD_ALIAS`` or
+                ``M_INVALID_PARAM`` for a canonical alias event (rooms/canonical_alias.py).
         """
         current = await self.store.db.read(
             state_store.get_current_state_event_id, room_id, event_type, state_key
         )
-        if current is not None:
-            existing = await self.store.get_event(current)
-            if (
-                existing is not None
-                and existing.pdu.get("sender") == user_id
-                and existing.pdu.get("content") == dict(content)
-            ):
-                return current
+        existing = await self.store.get_event(current) if current is not None else None
+        if event_type == CANONICAL_ALIAS:
+            before = existing.pdu.get("content") if existing is not None else None
+            await check_canonical_alias(
+                self.store.db, room_id, content, before if isinstance(before, Mapping) else None
+            )
+        if (
+            current is not None
+            and existing is not None
+            and existing.pdu.get("sender") == user_id
+            and existing.pdu.get("content") == dict(content)
+        ):
+            return current
         if event_type == MEMBER:
             membership = content.get("membership")
             await self._check_membership_limit(user_id, room_id, state_key, membership)
         event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
         return event.event_id
+
+    async def drop_canonical_alias(self, user_id: str, room_id: str, alias: str) -> None:
+        """After ``alias`` is deleted from the directory, take it out of the room's
+        canonical alias event as ``user_id``, as Synapse does
+        (``DirectoryHandler._update_canonical_alias``); a user without the power to
+        change the event leaves it as it is (logged)."""
+        current = await self.store.db.read(
+            state_store.get_current_state_event_id, room_id, CANONICAL_ALIAS, ""
+        )
+        existing = await self.store.get_event(current) if current is not None else None
+        content = existing.pdu.get("content") if existing is not None else None
+        changed = without_alias(content, alias) if isinstance(content, Mapping) else None
+        if changed is None:
+            return
+        try:
+            await self.writer.send_event(room_id, user_id, CANONICAL_ALIAS, changed, "")
+        except MatrixError as e:
+            log.info("alias %s deleted; %s not updated: %s", alias, CANONICAL_ALIAS, e.error)
 
     async def membership(
         self,

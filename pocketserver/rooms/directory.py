@@ -66,8 +66,9 @@ class Directory:
             raise not_found(f"room alias {alias} not found")
         return found[0]
 
-    async def delete_alias(self, alias: str, user_id: str, *, is_admin: bool) -> None:
-        """Only the alias's creator, a server admin, or a room moderator may delete it."""
+    async def delete_alias(self, alias: str, user_id: str, *, is_admin: bool) -> str:
+        """Only the alias's creator, a server admin, or a room moderator may delete it.
+        Returns the room it pointed at."""
         self._check_local(alias)
         found = await self.store.db.read(directory_store.get_alias, alias)
         if found is None:
@@ -80,6 +81,7 @@ class Directory:
         ):
             raise forbidden("you may not delete this alias")
         await self.store.db.write(directory_store.delete_alias, alias)
+        return room_id
 
     async def aliases(self, room_id: str) -> list[str]:
         return await self.store.db.read(directory_store.aliases_for_room, room_id)

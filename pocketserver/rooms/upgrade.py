@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pocketserver.core.power_levels import get_room_creators
 from pocketserver.core.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from pocketserver.errors import MatrixError, forbidden
+from pocketserver.rooms import building
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.store import StateKey
-from pocketserver.storage import stream as stream_store
 from pocketserver.storage import upgrades as upgrade_store
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,52 @@ def _join_rules(content: dict[str, object], version: RoomVersion) -> dict[str, o
     return content
 
 
+def _tombstone(new_room: str) -> dict[str, object]:
+    return {"body": TOMBSTONE_BODY, "replacement_room": new_room}
+
+
+@dataclass(frozen=True, slots=True)
+class _OldState:
+    """The old room's current state as the upgrade found it."""
+
+    state: Mapping[StateKey, str]
+    events: Mapping[str, ReadEvent]
+
+    def content_of(self, key: StateKey) -> dict[str, object] | None:
+        eid = self.state.get(key)
+        found = self.events.get(eid) if eid is not None else None
+        return _content(found.pdu) if found is not None else None
+
+    def local_members(self, server_name: str) -> list[str]:
+        """This server's users joined to the old room."""
+        suffix = f":{server_name}"
+        return sorted(
+            key
+            for (etype, key), eid in self.state.items()
+            if etype == "m.room.member"
+            and key.endswith(suffix)
+            and eid in self.events
+            and _content(self.events[eid].pdu).get("membership") == "join"
+        )
+
+    def create_pdu(self) -> Mapping[str, object]:
+        create = self.events.get(self.state.get(("m.room.create", ""), ""))
+        return create.pdu if create is not None else {}
+
+
+@dataclass(slots=True)
+class _NewRoom:
+    """The replacement room as it is set up."""
+
+    user_id: str
+    version: RoomVersion
+    old_version: RoomVersion
+    member_content: Mapping[str, object]
+    room_id: str = ""
+    final_levels: dict[str, object] = field(default_factory=dict)
+    boosted: dict[str, object] = field(default_factory=dict)
+
+
 class RoomUpgrader:
     def __init__(self, room_client: RoomClient, directory: Directory) -> None:
         self.client = room_client
@@ -121,6 +168,9 @@ class RoomUpgrader:
         self.store = room_client.store
         self.directory = directory
         self._locks = KeyedLocks()
+        self.after_upgrade: Callable[[str, str, list[str]], Awaitable[None]] | None = None
+        """Called with (old room, new room, local members joined to the old room) to
+        carry over their own state (m.direct, tags, push rules; account_data/)."""
 
     async def upgrade(
         self,
@@ -171,16 +221,57 @@ class RoomUpgrader:
     ) -> str:
         state = await self.store.current_state_ids(old_room)
         events = await self.client.reader.get_events(state.values())
+        old = _OldState(state, events)
+        new = _NewRoom(user_id, version, get_room_version(old_version), member_content)
+        if version.hydra:
+            # A v12 room's ID is its create event's hash, so the create event cannot
+            # name a tombstone that names the room: Synapse leaves event_id out too.
+            await self._set_up(new, old_room, old, additional_creators, None)
+            await self.writer.send_event(
+                old_room, user_id, "m.room.tombstone", _tombstone(new.room_id), ""
+            )
+        else:
+            # room_upgrades.md: predecessor.event_id is "the last known event in the old
+            # room"; Synapse names the tombstone, built (not yet sent) before the new
+            # room so that its ID is known, and sent once the new room is set up.
+            new.room_id = building.new_room_id(self.writer.server_name)
+            async with self.writer.held_event(
+                old_room, user_id, "m.room.tombstone", _tombstone(new.room_id), ""
+            ) as tombstone_id:
+                await self._set_up(new, old_room, old, additional_creators, tombstone_id)
+        await self._move_aliases(
+            old_room, new.room_id, user_id, old.content_of(("m.room.canonical_alias", ""))
+        )
+        if new.boosted != new.final_levels:
+            await self.writer.send_event(
+                new.room_id, user_id, "m.room.power_levels", new.final_levels, ""
+            )
+        await self._lock_old_room(old_room, user_id, old.content_of(("m.room.power_levels", "")))
+        if await self.directory.is_public(old_room):
+            await self.directory.set_visibility(old_room, public=False)
+            await self.directory.set_visibility(new.room_id, public=True)
+        if self.after_upgrade is not None:
+            await self.after_upgrade(
+                old_room, new.room_id, old.local_members(self.writer.server_name)
+            )
+        return new.room_id
 
-        def content_of(key: StateKey) -> dict[str, object] | None:
-            eid = state.get(key)
-            return _content(events[eid].pdu) if eid in events else None
-
-        create = events.get(state.get(("m.room.create", ""), ""))
-        old_create = create.pdu if create is not None else {}
-        creation: dict[str, object] = {}
-        last = await self.store.db.read(stream_store.last_event_before, old_room, 2**62)
-        creation["predecessor"] = {"room_id": old_room, **({"event_id": last} if last else {})}
+    async def _set_up(
+        self,
+        new: _NewRoom,
+        old_room: str,
+        old: _OldState,
+        additional_creators: list[str],
+        tombstone_id: str | None,
+    ) -> None:
+        """Create the new room, join it, and copy the old room's state (with the
+        upgrading user's level boosted; ``new.final_levels`` is what it ends with)."""
+        user_id, version = new.user_id, new.version
+        old_create = old.create_pdu()
+        predecessor: dict[str, object] = {"room_id": old_room}
+        if tombstone_id is not None:
+            predecessor["event_id"] = tombstone_id
+        creation: dict[str, object] = {"predecessor": predecessor}
         room_type = _content(old_create).get("type")
         if isinstance(room_type, str):
             creation["type"] = room_type
@@ -192,59 +283,53 @@ class RoomUpgrader:
             if extra:
                 creation["additional_creators"] = extra
             creators.update(extra)
-        new_create = await self.writer.create_room(version.identifier, user_id, creation)
-        new_room = new_create.room_id
-        send = self.writer.send_event
-
-        await send(
-            new_room, user_id, "m.room.member", {**member_content, "membership": "join"}, user_id
+        created = await self.writer.create_room(
+            version.identifier, user_id, creation, room_id=new.room_id or None
         )
-        final_levels = self._new_levels(
-            content_of(("m.room.power_levels", "")),
+        new.room_id = new_room = created.room_id
+        send = self.writer.send_event
+        await send(
+            new_room,
+            user_id,
+            "m.room.member",
+            {**new.member_content, "membership": "join"},
+            user_id,
+        )
+        new.final_levels = self._new_levels(
+            old.content_of(("m.room.power_levels", "")),
             old_create,
             creators,
             version,
-            get_room_version(old_version),
+            new.old_version,
             user_id,
         )
-        boosted = dict(final_levels)
+        boosted = dict(new.final_levels)
         if not version.hydra:
             users = dict(boosted.get("users") or {})  # type: ignore[call-overload]
             needed = _needed_level(boosted)
             if _int_level(users.get(user_id), 0) < needed:
                 users[user_id] = needed
             boosted["users"] = users
+        new.boosted = boosted
         await send(new_room, user_id, "m.room.power_levels", boosted, "")
+        await self._copy_state(new_room, user_id, old, version)
+
+    async def _copy_state(
+        self, new_room: str, user_id: str, old: _OldState, version: RoomVersion
+    ) -> None:
         for etype in COPIED_TYPES:
-            found = content_of((etype, ""))
+            found = old.content_of((etype, ""))
             if found is None:
                 continue
             if etype == "m.room.join_rules":
                 found = _join_rules(found, version)
             await self._try_send(new_room, user_id, etype, found, "")
-        for (etype, state_key), _ in sorted(state.items()):
+        for (etype, state_key), _ in sorted(old.state.items()):
             if etype in COPIED_KEYED_TYPES:
-                found = content_of((etype, state_key))
+                found = old.content_of((etype, state_key))
                 if found:
                     await self._try_send(new_room, user_id, etype, found, state_key)
-        await self._copy_bans(new_room, user_id, state, events)
-        await self._move_aliases(
-            old_room, new_room, user_id, content_of(("m.room.canonical_alias", ""))
-        )
-        if boosted != final_levels:
-            await send(new_room, user_id, "m.room.power_levels", final_levels, "")
-        await send(
-            old_room,
-            user_id,
-            "m.room.tombstone",
-            {"body": TOMBSTONE_BODY, "replacement_room": new_room},
-            "",
-        )
-        await self._lock_old_room(old_room, user_id, content_of(("m.room.power_levels", "")))
-        if await self.directory.is_public(old_room):
-            await self.directory.set_visibility(old_room, public=False)
-            await self.directory.set_visibility(new_room, public=True)
-        return new_room
+        await self._copy_bans(new_room, user_id, old.state, old.events)
 
     def _new_levels(
         self,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey, VerifyKey
@@ -159,8 +160,14 @@ class RoomWriter:
         room_version: str,
         creator: str,
         extra_content: Mapping[str, object] | None = None,
+        *,
+        room_id: str | None = None,
     ) -> PersistedEvent:
         """Create a room by persisting its ``m.room.create`` event; return that event.
+
+        ``room_id`` is the ID chosen beforehand for versions 1-11 (a room upgrade names
+        it in the old room's tombstone first); by default a new one. From v12 on the
+        ID is the create event's hash and ``room_id`` must be None.
 
         Raises:
             MatrixError: 400 ``M_UNSUPPORTED_ROOM_VERSION``; 400 ``M_BAD_JSON`` for a
@@ -185,8 +192,10 @@ class RoomWriter:
             "prev_events": [],
             "auth_events": [],
         }
+        if version.hydra and room_id is not None:
+            raise ValueError("a v12+ room ID comes from its create event")
         if not version.hydra:
-            pdu["room_id"] = building.new_room_id(self.server_name)
+            pdu["room_id"] = room_id or building.new_room_id(self.server_name)
         if version.event_ids_in_pdu:
             pdu["origin"] = self.server_name
         event_id, signed = building.finish_pdu(
@@ -248,6 +257,32 @@ class RoomWriter:
                 room_id, room_version, sender, event_type, content, state_key, redacts, guard
             )
             return await self._persist(prepared, in_txn)
+
+    @asynccontextmanager
+    async def held_event(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, object],
+        state_key: str | None = None,
+    ) -> AsyncIterator[str]:
+        """Build and authorise a local event, yield its ID, and persist it when the
+        block ends without an exception (not at all otherwise). The room takes no other
+        event meanwhile (its lock is held), so the event's prev events stay its forward
+        extremities. A room upgrade names the tombstone in the new room's
+        ``predecessor`` before sending it, as Synapse does.
+
+        Raises:
+            MatrixError: as :meth:`send_event`, before the block runs.
+        """
+        async with self._locks(room_id):
+            room_version = await self._room_version(room_id)
+            prepared = await self._build_local(
+                room_id, room_version, sender, event_type, content, state_key, None
+            )
+            yield prepared.event_id
+            await self._persist(prepared)
 
     async def _room_version(self, room_id: str) -> str:
         version = await self.store.room_version(room_id)

@@ -15,6 +15,8 @@ class DeviceInfo:
     display_name: str | None
     last_seen_ts: int | None
     last_seen_ip: str | None
+    last_seen_user_agent: str | None = None
+    """Not part of the spec's ``Device``: only ``/admin/whois`` shows it."""
 
     def to_json(self) -> dict[str, object]:
         """The spec's ``Device`` object.
@@ -36,10 +38,11 @@ def _row(row: sqlite3.Row) -> DeviceInfo:
         display_name=row["display_name"],
         last_seen_ts=row["last_seen_ts"],
         last_seen_ip=row["last_seen_ip"],
+        last_seen_user_agent=row["last_seen_user_agent"],
     )
 
 
-_COLUMNS = "device_id, display_name, last_seen_ts, last_seen_ip"
+_COLUMNS = "device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent"
 
 
 def list_devices(conn: sqlite3.Connection, user_id: str) -> list[DeviceInfo]:
@@ -73,11 +76,15 @@ def set_display_name(
     return e2e_key_store.record_change(conn, user_id)
 
 
-def record_last_seen(conn: sqlite3.Connection, seen: Iterable[tuple[str, str, int, str]]) -> None:
-    """Store ``(user_id, device_id, ts, ip)`` sightings; devices gone meanwhile are skipped."""
+def record_last_seen(
+    conn: sqlite3.Connection, seen: Iterable[tuple[str, str, int, str, str | None]]
+) -> None:
+    """Store ``(user_id, device_id, ts, ip, user_agent)`` sightings; devices gone
+    meanwhile are skipped."""
     conn.executemany(
-        "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?",
-        [(ts, ip, user_id, device_id) for user_id, device_id, ts, ip in seen],
+        "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?, last_seen_user_agent = ?"
+        " WHERE user_id = ? AND device_id = ?",
+        [(ts, ip, agent, user_id, device_id) for user_id, device_id, ts, ip, agent in seen],
     )
 
 

@@ -395,14 +395,6 @@ def test_missing_and_unknown_token(server: RunningServer) -> None:
         assert r.json()["errcode"] == "M_MISSING_TOKEN"
 
 
-def test_query_string_token_not_accepted(server: RunningServer, new_user: str) -> None:
-    token = server.register(new_user)["access_token"]
-    with server.client() as c:
-        r = c.get("/_matrix/client/v3/account/whoami", params={"access_token": token})
-    assert r.status_code == 401
-    assert r.json()["errcode"] == "M_MISSING_TOKEN"
-
-
 def test_logout(server: RunningServer, new_user: str) -> None:
     server.register(new_user)
     a = server.login(new_user).json()["access_token"]

@@ -163,12 +163,20 @@ def test_legacy_endpoints_are_off_by_default(server: RunningServer, new_user: st
                 f"/download/test.local/{media_id}",
                 f"/download/test.local/{media_id}/a.txt",
                 f"/thumbnail/test.local/{media_id}?width=32&height=32",
-                "/config",
-                "/preview_url?url=http://example.com/",
             ):
                 r = c.get(prefix + path, headers=h)
                 assert r.status_code == 404, path
                 assert r.json()["errcode"] == "M_NOT_FOUND"
+            # As in Synapse, config and preview_url (which need a token) stay served.
+            r = c.get(f"{prefix}/config", headers=h)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"m.upload.size": MAX_UPLOAD}
+            assert c.get(f"{prefix}/config").status_code == 401
+            r = c.get(f"{prefix}/preview_url", params={"url": "http://x/"})
+            assert r.status_code == 401
+            r = c.get(f"{prefix}/preview_url", params={"url": "http://x/"}, headers=h)
+            assert r.status_code == 404  # previews are off on this server
+            assert r.json()["errcode"] == "M_UNRECOGNIZED"
 
 
 def test_headers_inline_and_attachment(server: RunningServer, new_user: str) -> None:
@@ -433,6 +441,14 @@ def test_url_previews_through_the_server(tmp_path: Path) -> None:
             body = r.json()
             assert body["og:title"] == "Hello"
             assert body["matrix:image:size"] == len(png_bytes((30, 20)))
+            # The legacy route still previews with authenticated media on.
+            r = c.get(
+                "/_matrix/media/v3/preview_url",
+                params={"url": public.url("/page")},
+                headers=h,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["og:title"] == "Hello"
             media_id = body["og:image"].rsplit("/", 1)[1]
             r = c.get(f"/_matrix/client/v1/media/download/test.local/{media_id}", headers=h)
             assert r.content == png_bytes((30, 20))

@@ -384,6 +384,13 @@ def test_upgrade_end_to_end(server: RunningServer, users, new_user) -> None:
     create = _state(a, new, "m.room.create")
     assert create["room_version"] == "11"
     assert create["predecessor"]["room_id"] == old
+    # room_upgrades.md: the predecessor names the old room's last event, its tombstone
+    # (as Synapse does).
+    r = a.get(f"{V3}/rooms/{old}/state/m.room.tombstone/", params={"format": "event"})
+    tombstone_id = r.json()["event_id"]
+    assert create["predecessor"]["event_id"] == tombstone_id
+    r = a.get(f"{V3}/rooms/{old}/event/{quote(tombstone_id)}")
+    assert r.status_code == 200, r.text
     assert _state(a, new, "m.room.name") == {"name": "Upgrade me"}
     assert _state(a, new, "m.room.topic")["topic"] == "old topic"
     assert _state(a, new, "m.room.avatar") == {"url": "mxc://x/y"}
@@ -424,7 +431,11 @@ def test_upgrade_to_v12_with_additional_creators(users) -> None:
     r = a.get(f"{V3}/rooms/{new}/state/m.room.create/", params={"format": "event"})
     create = r.json()
     assert create["content"]["additional_creators"] == [b.user_id]
-    assert create["content"]["predecessor"]["room_id"] == old
+    # A v12 room ID is its create event's hash: it can't name the tombstone that
+    # names the room (Synapse leaves event_id out too).
+    assert create["content"]["predecessor"] == {"room_id": old}
+    tombstone = _state(a, old, "m.room.tombstone")
+    assert tombstone["replacement_room"] == new
     pl = _state(a, new, "m.room.power_levels")
     assert a.user_id not in pl["users"]
     assert b.user_id not in pl["users"]
