@@ -42,6 +42,7 @@ DUMPED_FIELDS = frozenset(
         "registration_requires_token",
         "enable_registration_without_verification",
         "allow_guest_access",
+        "allow_access_token_in_query",
         "refreshable_access_token_lifetime_ms",
         "refresh_token_lifetime_ms",
         "rc_registration_token_validity",
@@ -188,6 +189,7 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "registration_requires_token": c.registration_requires_token,
         "enable_registration_without_verification": c.enable_registration_without_verification,
         "allow_guest_access": c.allow_guest_access,
+        "allow_access_token_in_query": c.allow_access_token_in_query,
         "refreshable_access_token_lifetime": format_duration(
             c.refreshable_access_token_lifetime_ms
         ),
