@@ -22,6 +22,9 @@ from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.app import create_app
+from pocketserver.appservice.sender import TransactionSender
+from pocketserver.appservice.service import AppServices
+from pocketserver.appservice.thirdparty import ThirdParty
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
@@ -175,6 +178,14 @@ async def build_services(config: Config) -> Services:
         config, room_client, notifier, sync, account_data
     )
     media, url_previews = await build_media(db, config, budget)
+    directory = Directory(room_store, config.server_name)
+    appservices = AppServices(config.app_services, db, config.server_name)
+    if appservices.all:
+        await appservices.ensure_senders()
+        ratelimits.exempt_users(appservices.is_unlimited)
+        directory.ask_unknown_alias = appservices.query_alias
+    appservice_sender = TransactionSender(appservices, db, reader)
+    writer.add_listener(appservice_sender.on_persisted)
     return Services(
         config=config,
         db=db,
@@ -190,7 +201,7 @@ async def build_services(config: Config) -> Services:
         events=reader,
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
         room_client=room_client,
-        directory=Directory(room_store, config.server_name),
+        directory=directory,
         profiles=Profiles(room_client, config.server_name),
         sync=sync,
         typing=typing,
@@ -202,7 +213,7 @@ async def build_services(config: Config) -> Services:
         pushers=PusherService(
             db, reader, policy=outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
         ),
-        room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
+        room_upgrades=RoomUpgrader(room_client, directory),
         media=media,
         url_previews=url_previews,
         to_device=to_device,
@@ -210,6 +221,9 @@ async def build_services(config: Config) -> Services:
         e2e_keys=e2e_keys,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
+        appservices=appservices,
+        appservice_sender=appservice_sender,
+        thirdparty=ThirdParty(appservices),
     )
 
 
@@ -246,6 +260,7 @@ async def serve(
             await background.start(services.media.run)
             services.rooms.add_listener(services.guests.on_persisted)
             await background.start(services.guests.run)
+            await background.start(services.appservice_sender.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 settle_memory()

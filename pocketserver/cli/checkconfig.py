@@ -48,6 +48,9 @@ def check_config_command(args: argparse.Namespace) -> int:
         value = getattr(config, f.name)
         if f.name in SECRET_FIELDS and value:
             value = "********"
+        elif f.name == "app_services":
+            # The registrations by file, without their tokens.
+            value = [f"{s.id}: {s.source} (sender {s.sender})" for s in value]
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = dataclasses.asdict(value)
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
