@@ -59,7 +59,11 @@ def server(
     directory = tmp_path_factory.mktemp("as-server")
     registration = write_registration(directory, bridge.url)
     config = make_config(
-        directory, app_service_config_files=[str(registration)], enable_registration=True
+        directory,
+        app_service_config_files=[str(registration)],
+        enable_registration=True,
+        # Few messages for normal users (the service's users are exempt: rate_limited: false).
+        rc_message={"per_second": 0.01, "burst_count": 4},
     )
     with running_server(config) as s:
         yield s
@@ -375,3 +379,45 @@ def test_queue_survives_a_down_service_and_a_restart(tmp_path: Path) -> None:
         assert len(ids) == len(set(ids))  # once each
         positions = [ids.index(e) for e in sent]
         assert positions == sorted(positions)
+
+
+def test_devices_and_rate_limits(server: RunningServer) -> None:
+    _, auth = _user(server)
+    with server.client() as c:
+        r = _as_register(c, "br_gina")
+        device_id = r.json()["device_id"]
+        gina = "@br_gina:test.local"
+        who = c.get(
+            f"{V3}/account/whoami",
+            params={"user_id": gina, "device_id": device_id},
+            headers=AS_AUTH,
+        ).json()
+        assert (who["user_id"], who["device_id"]) == (gina, device_id)
+        r = c.get(
+            f"{V3}/account/whoami", params={"user_id": gina, "device_id": "NOPE"}, headers=AS_AUTH
+        )
+        assert (r.status_code, r.json()["errcode"]) == (400, "M_UNKNOWN_DEVICE")
+        room_id = c.post(f"{V3}/createRoom", json={"preset": "public_chat"}, headers=auth).json()[
+            "room_id"
+        ]
+        c.post(f"{V3}/rooms/{room_id}/join", params={"user_id": gina}, json={}, headers=AS_AUTH)
+        statuses = []
+        for i in range(8):
+            r = c.put(
+                f"{V3}/rooms/{room_id}/send/m.room.message/g{i}",
+                params={"user_id": gina},
+                json={"msgtype": "m.text", "body": str(i)},
+                headers=AS_AUTH,
+            )
+            statuses.append(r.status_code)
+        assert statuses == [200] * 8
+        for i in range(8):
+            r = c.put(
+                f"{V3}/rooms/{room_id}/send/m.room.message/u{i}",
+                json={"msgtype": "m.text", "body": str(i)},
+                headers=auth,
+            )
+            if r.status_code == 429:
+                break
+        else:
+            pytest.fail("a normal user was never rate limited")
