@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from pocketserver.config.model import RateLimit
 from pocketserver.errors import MatrixError
@@ -25,6 +25,9 @@ class RateLimiter:
         self._max_keys = max_keys
         # key -> (tokens available, time they were counted)
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        self.exempt: Callable[[Hashable], bool] | None = None
+        """Keys never limited (users of application services with ``rate_limited:
+        false``); set once at start-up for the limiters keyed by user ID."""
 
     def _available(self, key: Hashable, now: float) -> float:
         tokens, then = self._buckets.get(key, (float(self.limit.burst_count), now))
@@ -36,6 +39,8 @@ class RateLimiter:
         Raises:
             MatrixError: 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
         """
+        if self.exempt is not None and self.exempt(key):
+            return
         tokens = self._available(key, now)
         if tokens < cost:
             wait_s = (cost - tokens) / self.limit.per_second
@@ -48,6 +53,8 @@ class RateLimiter:
         self._store(key, tokens - cost, now)
 
     def would_allow(self, key: Hashable, now: float) -> bool:
+        if self.exempt is not None and self.exempt(key):
+            return True
         return self._available(key, now) >= 1.0
 
     def record(self, key: Hashable, now: float) -> None:

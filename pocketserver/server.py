@@ -24,6 +24,9 @@ from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.app import create_app
+from pocketserver.appservice.sender import TransactionSender
+from pocketserver.appservice.service import AppServices
+from pocketserver.appservice.thirdparty import ThirdParty
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
@@ -200,6 +203,13 @@ async def build_services(config: Config) -> Services:
     push = PushService(room_store, reader, notifier, budget, config.server_name)
     upgrader = RoomUpgrader(room_client, directory)
     upgrader.after_upgrade = UpgradeTransfer(account_data, push.rules).transfer
+    appservices = AppServices(config.app_services, db, config.server_name)
+    if appservices.all:
+        await appservices.ensure_senders()
+        ratelimits.exempt_users(appservices.is_unlimited)
+        directory.ask_unknown_alias = appservices.query_alias
+    appservice_sender = TransactionSender(appservices, db, reader)
+    writer.add_listener(appservice_sender.on_persisted)
     return Services(
         config=config,
         db=db,
@@ -237,6 +247,9 @@ async def build_services(config: Config) -> Services:
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
+        appservices=appservices,
+        appservice_sender=appservice_sender,
+        thirdparty=ThirdParty(appservices),
     )
 
 
@@ -275,6 +288,7 @@ async def serve(
             await background.start(services.guests.run)
             background.start_soon(_end_long_polls_on, shutdown, services)
             background.start_soon(_watch_other_writers, services)
+            await background.start(services.appservice_sender.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 settle_memory()

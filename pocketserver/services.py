@@ -5,6 +5,7 @@ Handed to ``create_app(services)``: no globals, no service locator.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,9 @@ from pocketserver.accounts.openid import OpenIdTokens
 from pocketserver.accounts.profiles import Profiles
 from pocketserver.accounts.service import AccountService
 from pocketserver.accounts.shared_secret import NonceStore
+from pocketserver.appservice.sender import TransactionSender
+from pocketserver.appservice.service import AppServices
+from pocketserver.appservice.thirdparty import ThirdParty
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.e2e.cross_signing import CrossSigning
@@ -76,6 +80,21 @@ class RateLimiters:
             presence_sync=RateLimiter(config.rate_limits.presence_per_user),
         )
 
+    def exempt_users(self, exempt: Callable[[Hashable], bool]) -> None:
+        """Never limit the users ``exempt`` names in the limiters keyed by user ID
+        (application services' users with ``rate_limited: false``)."""
+        rooms = self.rooms
+        for limiter in (
+            self.message,
+            self.media_create,
+            self.presence,
+            self.presence_sync,
+            rooms.joins_local,
+            rooms.invites_per_issuer,
+            rooms.room_creation,
+        ):
+            limiter.exempt = exempt
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -112,4 +131,7 @@ class Services:
     media: MediaRepository
     legacy_sync: LegacySync
     openid: OpenIdTokens
+    appservices: AppServices
+    appservice_sender: TransactionSender
+    thirdparty: ThirdParty
     url_previews: UrlPreviewer | None = None

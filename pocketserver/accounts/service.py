@@ -35,6 +35,9 @@ class Requester:
     user_id: str
     device_id: str
     is_guest: bool = False
+    app_service: str | None = None
+    """The ID of the application service making the request with its ``as_token``
+    (then ``device_id`` is empty unless the service named a device)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,11 @@ async def deactivate() -> dict[str, object]:
     body = await json_body()
     optional_str(body, "id_server")
     erase = get_bool(body, "erase")
+    if requester is not None and requester.app_service is not None:
+        # An application service deactivates its users without UIA (as Synapse);
+        # require_auth already checked the user is in its namespace.
+        await s.account_api.management.deactivate(requester.user_id, erase=erase)
+        return {"id_server_unbind_result": "no-support"}
     session = await confirm_identity("deactivate", body, requester)
     assert session.user_id is not None
     s.account_api.uia.finish(session)

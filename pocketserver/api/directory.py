@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from pocketserver.api.http import json_body, require_auth, require_str, services
+from pocketserver.api.http import (
+    json_body,
+    requesting_service,
+    require_auth,
+    require_str,
+    services,
+)
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id
 from pocketserver.errors import MatrixError, forbidden, not_found
@@ -28,7 +34,9 @@ async def put_alias(room_alias: str) -> dict[str, object]:
     room_id = require_str(body, "room_id")
     if not is_valid_room_id(room_id):
         raise MatrixError(400, "M_INVALID_PARAM", "not a room ID")
-    await services().directory.create_alias(room_alias, room_id, requester.user_id)
+    s = services()
+    s.appservices.check_alias_allowed(room_alias, requesting_service(requester))
+    await s.directory.create_alias(room_alias, room_id, requester.user_id)
     return {}
 
 

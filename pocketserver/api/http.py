@@ -8,6 +8,7 @@ from typing import cast
 from quart import current_app, g, request
 
 from pocketserver.accounts.service import Requester
+from pocketserver.appservice.registration import AppService
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
 
@@ -92,19 +93,56 @@ async def require_auth(*, allow_guest: bool = False) -> Requester:
     token = access_token()
     if token is None:
         raise MatrixError(401, "M_MISSING_TOKEN", "missing access token")
-    requester = await services().accounts.authenticate(token)
+    requester = await _authenticate(token)
     g.user_id = requester.user_id
-    # Last-seen time and address of the device, batched in memory (accounts/devices.py).
-    services().account_api.devices.activity.seen(
-        requester.user_id,
-        requester.device_id,
-        client_address(),
-        request.headers.get("User-Agent"),
-    )
+    if requester.device_id:
+        # Last-seen time and address of the device, batched in memory (accounts/devices.py).
+        services().account_api.devices.activity.seen(
+            requester.user_id,
+            requester.device_id,
+            client_address(),
+            request.headers.get("User-Agent"),
+        )
     if requester.is_guest and not allow_guest:
         # As Synapse: noted as seen first, then refused (client-server API "Guest Access").
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "guest accounts cannot use this")
     return requester
+
+
+async def _authenticate(token: str) -> Requester:
+    """A user's access token, or an application service's ``as_token`` acting as the
+    ``user_id`` (and ``device_id``) of the query string (application service API,
+    "Identity assertion"; pocketserver/appservice/service.py)."""
+    s = services()
+    service = s.appservices.by_token(token)
+    if service is None:
+        return await s.accounts.authenticate(token)
+    args = request.args
+    device_id = args.get("device_id") or args.get("org.matrix.msc3202.device_id")
+    return await s.appservices.requester(service, args.get("user_id"), device_id)
+
+
+def require_appservice() -> AppService:
+    """The application service whose ``as_token`` the request carries.
+
+    Raises:
+        MatrixError: 401 ``M_MISSING_TOKEN`` or ``M_UNKNOWN_TOKEN`` (application
+            service API, "Server admin style permissions").
+    """
+    token = access_token()
+    if token is None:
+        raise MatrixError(401, "M_MISSING_TOKEN", "missing access token")
+    service = services().appservices.by_token(token)
+    if service is None:
+        raise MatrixError(401, "M_UNKNOWN_TOKEN", "not an application service's token")
+    return service
+
+
+def requesting_service(requester: Requester) -> AppService | None:
+    """The application service a requester acts through, if any."""
+    if requester.app_service is None:
+        return None
+    return services().appservices.by_id(requester.app_service)
 
 
 def client_address() -> str:

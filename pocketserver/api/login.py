@@ -1,7 +1,8 @@
 """Login, logout and whoami (client-server-api/_index.md "Login", "Logout", "whoami").
 
-Login types: ``m.login.password``, and ``m.login.token`` with tokens from
-``POST /login/get_token`` when ``login_via_existing_session`` is enabled.
+Login types: ``m.login.password``, ``m.login.token`` with tokens from
+``POST /login/get_token`` when ``login_via_existing_session`` is enabled, and
+``m.login.application_service`` for the users of application services.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pocketserver.api.http import (
     get_bool,
     json_body,
     optional_str,
+    require_appservice,
     require_auth,
     require_str,
     services,
@@ -34,6 +36,8 @@ async def login_flows() -> dict[str, object]:
         flows.append({"type": "m.login.password"})
     if s.account_api.login_tokens is not None:
         flows.append({"type": "m.login.token", "get_login_token": True})
+    if s.appservices.all:
+        flows.append({"type": "m.login.application_service"})
     return {"flows": flows}
 
 
@@ -68,6 +72,8 @@ async def login() -> dict[str, object]:
         s.ratelimits.login_address.check(client_address(), trio.current_time())
         user_id = s.account_api.login_tokens.redeem(token)
         await s.accounts.check_active(user_id)
+    elif login_type == "m.login.application_service":
+        user_id = await _appservice_login(s, body)
     else:
         raise MatrixError(400, "M_UNKNOWN", f"unsupported login type: {login_type!r}")
     session = await s.accounts.create_session(user_id, device_id, display_name)
@@ -83,6 +89,21 @@ async def login() -> dict[str, object]:
         answer["refresh_token"] = refresh
         answer["expires_in_ms"] = expires_in_ms
     return answer
+
+
+async def _appservice_login(s: Services, body: dict[str, object]) -> str:
+    """``m.login.application_service`` (application service API, "Server admin style
+    permissions"): the service's ``as_token`` and a user in its namespaces.
+
+    Raises:
+        MatrixError: 401 without a service's token, 400 ``M_EXCLUSIVE`` outside its
+            namespaces, 403 for a user that does not exist or is deactivated.
+    """
+    service = require_appservice()
+    user_id = s.accounts.user_id_for(_login_user(body))
+    s.appservices.check_user_allowed(user_id, service)
+    await s.accounts.check_active(user_id)
+    return user_id
 
 
 async def _password_login(s: Services, body: dict[str, object]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from quart import Blueprint, request
 
@@ -92,12 +93,20 @@ async def post_public_rooms() -> dict[str, object]:
     for key in ("include_all_networks",):
         if body.get(key) is not None and not isinstance(body.get(key), bool):
             raise bad_json(f"{key} must be true or false")
-    if body.get("third_party_instance_id") is not None:
-        if not isinstance(body.get("third_party_instance_id"), str):
+    query = _query(body)
+    instance = body.get("third_party_instance_id")
+    if instance is not None:
+        if not isinstance(instance, str):
             raise bad_json("third_party_instance_id must be a string")
-        # No bridges here: no room belongs to a third-party network.
-        return {"chunk": [], "total_room_count_estimate": 0}
+        # "<appservice ID>|<network ID>", as Synapse's ThirdPartyInstanceID (the
+        # instance_id that /thirdparty/protocols gives each instance).
+        service_id, sep, network_id = instance.partition("|")
+        if not sep:
+            return {"chunk": [], "total_room_count_estimate": 0}
+        query = replace(query, network=(service_id, network_id))
+    elif body.get("include_all_networks"):
+        query = replace(query, all_networks=True)
     s = services()
     return await list_public_rooms(
-        s.room_store, s.events, limit=_limit(body.get("limit")), since=since, query=_query(body)
+        s.room_store, s.events, limit=_limit(body.get("limit")), since=since, query=query
     )

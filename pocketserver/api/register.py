@@ -13,7 +13,14 @@ from quart import Blueprint, request
 from pocketserver.accounts.management import check_new_password
 from pocketserver.accounts.service import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH
 from pocketserver.accounts.uia import DUMMY, REGISTRATION_TOKEN
-from pocketserver.api.http import client_address, get_bool, json_body, optional_str, services
+from pocketserver.api.http import (
+    client_address,
+    get_bool,
+    json_body,
+    optional_str,
+    require_appservice,
+    services,
+)
 from pocketserver.api.routes import client_route
 from pocketserver.errors import MatrixError, forbidden, missing_param
 from pocketserver.storage import users as user_store
@@ -31,6 +38,8 @@ REMEMBERED = (
 )
 """Fields a client may send only in the first request of its UIA session."""
 
+APPSERVICE = "m.login.application_service"
+
 NUMERIC = re.compile(r"[0-9]+")
 """Localparts kept for guest accounts (Synapse's ``GUEST_USER_ID_PATTERN``)."""
 
@@ -44,6 +53,7 @@ async def _check_available(localpart: str) -> str:
     """Raises: MatrixError 400 ``M_INVALID_USERNAME`` or ``M_USER_IN_USE``."""
     s = services()
     user_id = s.accounts.check_new_localpart(localpart)
+    s.appservices.check_user_allowed(user_id, None)  # exclusive namespaces: M_EXCLUSIVE
     if await s.db.read(user_store.find_user_case_insensitive, user_id):
         raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
     return user_id
@@ -96,6 +106,40 @@ async def _register_guest() -> dict[str, object]:
     }
 
 
+async def _register_appservice_user(body: dict[str, object]) -> dict[str, object]:
+    """``type: m.login.application_service`` with the service's ``as_token``: a user in
+    its namespaces, without UIA, rate limits or ``enable_registration`` (application
+    service API, "Server admin style permissions").
+
+    Raises:
+        MatrixError: 401 without a service's token; 400 ``M_EXCLUSIVE`` outside its
+            namespaces, ``M_INVALID_USERNAME``, ``M_USER_IN_USE``.
+    """
+    s = services()
+    service = require_appservice()
+    _check_fields(body)
+    username = optional_str(body, "username")
+    if username is None:
+        raise missing_param("username")
+    if username.startswith("@"):
+        username = s.accounts.user_id_for(username)[1:].split(":", 1)[0]
+    user_id = s.accounts.check_new_localpart(username)
+    s.appservices.check_user_allowed(user_id, service)
+    user_id = await s.accounts.register(username, None)
+    await s.profiles.set_initial(user_id, username)
+    answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
+    if get_bool(body, "inhibit_login"):
+        return answer
+    session = await s.accounts.create_session(
+        user_id,
+        optional_str(body, "device_id"),
+        optional_str(body, "initial_device_display_name"),
+    )
+    answer["access_token"] = session.access_token
+    answer["device_id"] = session.device_id
+    return answer
+
+
 def _generated_localpart() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "u" + "".join(secrets.choice(alphabet) for _ in range(11))
@@ -109,6 +153,12 @@ async def register() -> dict[str, object]:
         raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
     if kind == "guest":
         return await _register_guest()
+    try:
+        peek = await json_body(allow_empty=True)
+    except MatrixError:
+        peek = {}  # reported below, after the checks that come first
+    if peek.get("type") == APPSERVICE:
+        return await _register_appservice_user(peek)
     _registration_enabled()
     address = client_address()
     limiter = s.ratelimits.registration

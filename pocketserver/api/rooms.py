@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from quart import Blueprint, request
 
 from pocketserver.api.history import ignored_users, serialise
-from pocketserver.api.http import get_bool, json_body, optional_str, require_auth, services
+from pocketserver.api.http import (
+    get_bool,
+    json_body,
+    optional_str,
+    requesting_service,
+    require_auth,
+    services,
+)
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
@@ -119,6 +126,7 @@ async def create() -> dict[str, object]:
     alias = None
     if alias_name is not None:
         alias = await s.directory.check_new_alias(alias_name)
+        s.appservices.check_alias_allowed(alias, requesting_service(requester))
     initial_state = _initial_state(body)
     _check_initial_aliases(initial_state, alias)
     override = body.get("power_level_content_override")
@@ -204,6 +212,8 @@ async def _target_change(
     requester = await require_auth()
     body = await json_body()
     target = _user_id(body.get("user_id"))
+    if membership == "invite":
+        await services().appservices.ensure_user_known(target)
     await services().room_client.membership(
         requester.user_id,
         _room_id(room_id),

@@ -43,6 +43,7 @@ DUMPED_FIELDS = frozenset(
         "enable_registration_without_verification",
         "allow_guest_access",
         "allow_access_token_in_query",
+        "app_services",
         "refreshable_access_token_lifetime_ms",
         "refresh_token_lifetime_ms",
         "rc_registration_token_validity",
@@ -190,6 +191,8 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "enable_registration_without_verification": c.enable_registration_without_verification,
         "allow_guest_access": c.allow_guest_access,
         "allow_access_token_in_query": c.allow_access_token_in_query,
+        # The registration files, not their contents (which hold the tokens).
+        "app_service_config_files": [service.source for service in c.app_services],
         "refreshable_access_token_lifetime": format_duration(
             c.refreshable_access_token_lifetime_ms
         ),

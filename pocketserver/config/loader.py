@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
+from pocketserver.config.appservices import load_registrations
 from pocketserver.config.media import parse_media_config
 from pocketserver.config.model import (
     DEFAULT_IP_RANGE_BLACKLIST,
@@ -362,6 +364,12 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
     )
     config = replace(config, media=parse_media_config(root))
     config = replace(config, rate_limits=parse_room_rate_limits(root))
+    config = replace(
+        config,
+        app_services=root.get(
+            "app_service_config_files", partial(load_registrations, base_dir, server_name), None
+        ),
+    )
     root.finish(_IGNORED_SYNAPSE_KEYS)
     return _with_warnings(config, warnings)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pocketserver.appservice.registration import AppService
 from pocketserver.config.media import MediaConfig
 
 KNOWN_RESOURCES = frozenset({"client", "federation", "keys", "media", "health", "openid"})
@@ -141,6 +142,8 @@ class Config:
     rate_limits: RoomRateLimits = field(default_factory=lambda: RoomRateLimits())
     """The rc_* limits on joins, invites, room creation, media IDs, presence and
     moderators' redactions (config/ratelimits.py)."""
+    app_services: tuple[AppService, ...] = ()
+    """The registrations named by ``app_service_config_files``, validated."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from pocketserver.core.identifiers import is_valid_room_alias
 from pocketserver.core.power_levels import (
@@ -24,6 +25,9 @@ class Directory:
     def __init__(self, store: RoomStore, server_name: str) -> None:
         self.store = store
         self.server_name = server_name
+        self.ask_unknown_alias: Callable[[str], Awaitable[bool]] | None = None
+        """Asked about an unknown local alias before answering 404 (application
+        services' alias namespaces); True if the alias may exist now."""
 
     def _check_local(self, alias: str) -> None:
         if not is_valid_room_alias(alias):
@@ -62,6 +66,10 @@ class Directory:
         if not is_valid_room_alias(alias):
             raise MatrixError(400, "M_INVALID_PARAM", f"not a room alias: {alias!r}")
         found = await self.store.db.read(directory_store.get_alias, alias)
+        ask = self.ask_unknown_alias
+        local = alias.split(":", 1)[1] == self.server_name
+        if found is None and ask is not None and local and await ask(alias):
+            found = await self.store.db.read(directory_store.get_alias, alias)
         if found is None:
             raise not_found(f"room alias {alias} not found")
         return found[0]

@@ -26,9 +26,18 @@ WITH listing AS (
         lower(coalesce({_NAME}, '') || ' ' || coalesce({_TOPIC}, '')
             || ' ' || coalesce({_ALIAS}, '') || ' ' || d.room_id) AS words,
         {_TYPE} AS room_type
-    FROM room_directory d
+    FROM {{source}} d
 )
 """
+
+_SOURCES = {
+    "main": "room_directory",
+    # An application service's network (third_party_instance_id): its own list.
+    "network": "(SELECT room_id FROM appservice_room_list"
+    " WHERE appservice_id = ? AND network_id = ?)",
+    # include_all_networks: the main list and every service's.
+    "all": "(SELECT room_id FROM room_directory UNION SELECT room_id FROM appservice_room_list)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,9 @@ class Position:
 class ListingQuery:
     term: str | None = None
     room_types: Sequence[str | None] | None = None
+    network: tuple[str, str] | None = None
+    """(application service ID, network ID): that network's list instead of the main one."""
+    all_networks: bool = False
 
 
 def _filters(q: ListingQuery) -> tuple[str, list[object]]:
@@ -73,6 +85,10 @@ def list_page(
     """Up to ``limit + 1`` rooms after ``after`` (forwards) or before ``before``
     (backwards, returned in listing order)."""
     where, args = _filters(q)
+    if q.network is not None:
+        source, args = _SOURCES["network"], [*q.network, *args]
+    else:
+        source = _SOURCES["all" if q.all_networks else "main"]
     if after is not None:
         where += " AND (joined < ? OR (joined = ? AND room_id > ?))"
         args += [after.joined, after.joined, after.room_id]
@@ -84,7 +100,8 @@ def list_page(
     else:
         order = "joined DESC, room_id ASC"
     rows = conn.execute(
-        f"{_LISTING} SELECT joined, room_id FROM listing WHERE {where} ORDER BY {order} LIMIT ?",
+        _LISTING.format(source=source)
+        + f"SELECT joined, room_id FROM listing WHERE {where} ORDER BY {order} LIMIT ?",
         [*args, limit + 1],
     ).fetchall()
     found = [Position(int(r[0]), str(r[1])) for r in rows]
