@@ -22,6 +22,7 @@ from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
 from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
 from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.lazy_members import SentMembers
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.rooms import (
     RoomSection,
@@ -63,6 +64,26 @@ def _rooms_needing_summary(join: Mapping[str, object], new_rooms: set[str]) -> l
         if room_id in new_rooms or members_changed:
             result.append(room_id)
     return result
+
+
+def _newly_joined_users(join: Mapping[str, object], user_id: str) -> set[str]:
+    """Other users whose join (or invite, or knock) the joined rooms' sections carry,
+    and who did not leave again in them (Synapse's ``calculate_user_changes``)."""
+    users: set[str] = set()
+    for section in join.values():
+        assert isinstance(section, RoomSection)
+        for ev in (*section.state, *section.timeline):
+            target = ev.pdu.get("state_key")
+            if ev.pdu.get("type") != "m.room.member" or not isinstance(target, str):
+                continue
+            content = ev.pdu.get("content")
+            membership = content.get("membership") if isinstance(content, Mapping) else None
+            if membership in ("join", "invite", "knock"):
+                users.add(target)
+            else:
+                users.discard(target)
+    users.discard(user_id)
+    return users
 
 
 def _stream_positions(token: SyncToken) -> dict[str, int]:
@@ -108,6 +129,8 @@ class SyncHandler:
             else LruCache("sync_filters", FILTER_CACHE_BYTES)
         )
         """(user, filter ID) -> parsed stored filter (stored filters never change)."""
+        self.sent_members = SentMembers(budget)
+        """Lazy-loading: which member events each device has been sent."""
         self._full_builds = trio.CapacityLimiter(full_sync_slots(budget))
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
@@ -149,9 +172,12 @@ class SyncHandler:
             events_upto, joined_ids = quiet
             body_rooms: dict[str, object] = {"join": {}, "leave": {}, "invite": {}, "knock": {}}
             new_rooms: set[str] = set()
+            newly_joined: set[str] = set()
             changed = False
         else:
-            events_upto, joined_ids, body_rooms, new_rooms = await self._room_part(request)
+            events_upto, joined_ids, body_rooms, new_rooms, newly_joined = await self._room_part(
+                request
+            )
             changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
         token = replace((request.since or SyncToken()).with_events(events_upto), **positions)
         body: dict[str, object] = {
@@ -173,6 +199,7 @@ class SyncHandler:
             joined_rooms=[r for r in joined_ids if request.filter.allows_room(r)],
             new_rooms=new_rooms,
             body=body,
+            newly_joined_users=newly_joined,
         )
         for source in self._sources:
             source_since = None if request.since is None else getattr(request.since, source.stream)
@@ -207,9 +234,9 @@ class SyncHandler:
 
     async def _room_part(
         self, request: SyncRequest
-    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str]]:
+    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str], set[str]]:
         """The ``rooms`` section read from the database: (event position reached, joined
-        room IDs, the section, rooms sent from scratch)."""
+        room IDs, the section, rooms sent from scratch, other users who newly joined)."""
         since = request.since.events if request.since else None
         syncer = RoomSyncer(
             self.store,
@@ -219,6 +246,7 @@ class SyncHandler:
             await self.ignored_users(request.user_id),
         )
         syncer.use_state_after = request.use_state_after
+        syncer.incremental = since is not None and not request.full_state
         found = await self.store.db.read(
             read_changes,
             request.user_id,
@@ -234,6 +262,10 @@ class SyncHandler:
             self._joined.set(request.user_id, (snap.upto, joined_ids))
         if since is not None and since > snap.upto:
             since = snap.upto  # a token from before a restore: start over from here
+        if request.filter.state.lazy_load_members:
+            syncer.sent_members = self.sent_members.request(
+                request.user_id, request.device_id, since, snap.upto, reset=request.full_state
+            )
         rooms, new_rooms = await self._rooms(request, syncer, snap, since, found.timelines)
         now_ms = int(time.time() * 1000)
         timeline_ids = [
@@ -278,7 +310,10 @@ class SyncHandler:
             body_rooms[kind] = out
         body_rooms["invite"] = rooms["invite"]
         body_rooms["knock"] = rooms["knock"]
-        return snap.upto, joined_ids, body_rooms, new_rooms
+        newly_joined = (
+            _newly_joined_users(rooms["join"], request.user_id) if since is not None else set()
+        )
+        return snap.upto, joined_ids, body_rooms, new_rooms, newly_joined
 
     async def _rooms(
         self,
@@ -291,8 +326,13 @@ class SyncHandler:
         flt = request.filter
         new_rooms: set[str] = set()
         first_change: dict[str, Membership] = {}
+        left_in_window: set[str] = set()
+        joined_in_window: set[str] = set()
         for change in snap.changes:
             first_change.setdefault(change.room_id, change)
+            (joined_in_window if change.membership == "join" else left_in_window).add(
+                change.room_id
+            )
         join: dict[str, object] = {}
         invite: dict[str, object] = {}
         leave: dict[str, object] = {}
@@ -303,8 +343,15 @@ class SyncHandler:
                 continue
             changed_here = m.room_id in first_change
             if m.membership == "join":
+                # Joined now after a leave (or any other non-join) in the window, or
+                # joined in the window: sent from scratch, full state at the start of its
+                # timeline (as Synapse: a rejoin counts as newly joined).
                 newly = since is None or (
-                    changed_here and await self._was_not_joined(first_change[m.room_id])
+                    changed_here
+                    and (
+                        m.room_id in left_in_window
+                        or await self._was_not_joined(first_change[m.room_id])
+                    )
                 )
                 if newly or request.full_state:
                     new_rooms.add(m.room_id)
@@ -322,8 +369,14 @@ class SyncHandler:
             elif m.membership in ("leave", "ban"):
                 left_now = since is not None and changed_here
                 if left_now or (since is None and flt.include_leave):
+                    # Joined (or invited) and left within the window: the room is new to
+                    # the client, so it comes with its full state (as Synapse does).
+                    from_scratch = not left_now or (
+                        m.room_id in joined_in_window
+                        and await self._was_not_joined(first_change[m.room_id])
+                    )
                     leave[m.room_id] = await syncer.left_room(
-                        m.room_id, since if left_now else None, m.stream_ordering
+                        m.room_id, None if from_scratch else since, m.stream_ordering
                     )
         syncer.joined_throughout = (
             frozenset(room_id for room_id, room_since in joined if room_since is not None)
