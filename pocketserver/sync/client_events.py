@@ -50,6 +50,19 @@ def client_event(
     return out
 
 
+def federation_event(
+    event: ReadEvent, now_ms: int, *, transaction_id: str | None = None
+) -> dict[str, object]:
+    """A room event in the federation format (a filter's ``event_format``): the PDU as
+    stored (redacted if a redaction applies), with ``event_id``, ``room_id`` and the
+    client ``unsigned`` added, as Synapse does."""
+    out: dict[str, object] = dict(event.pdu)
+    out["event_id"] = event.event_id
+    out["room_id"] = event.room_id
+    out["unsigned"] = client_event(event, now_ms, transaction_id=transaction_id)["unsigned"]
+    return out
+
+
 def stripped_state(pdu: Mapping[str, object]) -> dict[str, object]:
     """The StrippedStateEvent form (invite and knock state)."""
     return {

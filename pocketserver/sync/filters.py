@@ -126,6 +126,9 @@ class SyncFilter:
     not_rooms: tuple[str, ...] = ()
     include_leave: bool = False
     event_fields: tuple[str, ...] | None = None
+    event_format: str = "client"
+    """``client`` or ``federation`` (room events as PDUs, with ``event_id`` and
+    ``unsigned`` added, as Synapse sends them)."""
 
     @property
     def timeline_limit(self) -> int:
@@ -165,4 +168,5 @@ class SyncFilter:
             not_rooms=_strings(room, "not_rooms", "room") or (),
             include_leave=include_leave,
             event_fields=_strings(body, "event_fields", "filter"),
+            event_format=event_format,
         )

@@ -86,6 +86,28 @@ def _newly_joined_users(join: Mapping[str, object], user_id: str) -> set[str]:
     return users
 
 
+def _drop_empty_rooms(rooms: Mapping[str, object], keep: set[str]) -> None:
+    """Incremental syncs leave out joined and left rooms with nothing to show (their
+    new events all filtered out): no timeline events, state, ephemeral or account
+    data. Unread counts alone do not count, as in Synapse's ``JoinedSyncResult``."""
+    for kind in ("join", "leave"):
+        section = rooms.get(kind)
+        if not isinstance(section, dict):
+            continue
+        for room_id in [r for r, entry in section.items() if r not in keep and _empty(entry)]:
+            del section[room_id]
+
+
+def _empty(entry: object) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
+    for part in ("timeline", "state", "state_after", "ephemeral", "account_data"):
+        value = entry.get(part)
+        if isinstance(value, Mapping) and value.get("events"):
+            return False
+    return True
+
+
 def _stream_positions(token: SyncToken) -> dict[str, int]:
     return {f.name: getattr(token, f.name) for f in fields(token) if f.name != "events"}
 
@@ -210,6 +232,8 @@ class SyncHandler:
             body["next_batch"] = token.encode()
         for finish in self._finishers:
             await finish(ctx)
+        if request.since is not None and not request.full_state:
+            _drop_empty_rooms(body_rooms, new_rooms)
         return body, changed, token
 
     def _quiet_rooms(self, request: SyncRequest) -> tuple[int, tuple[str, ...]] | None:
@@ -299,7 +323,9 @@ class SyncHandler:
             out = {}
             for room_id, section in rooms[kind].items():
                 assert isinstance(section, RoomSection)
-                entry = serialise_section(section, now_ms, txn_ids)
+                entry = serialise_section(
+                    section, now_ms, txn_ids, event_format=request.filter.event_format
+                )
                 add_sync_bundles(entry, bundles, now_ms)
                 entry["account_data"] = {"events": []}
                 if kind == "join":

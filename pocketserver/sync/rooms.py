@@ -17,7 +17,7 @@ from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
-from pocketserver.sync.client_events import client_event, stripped_state
+from pocketserver.sync.client_events import client_event, federation_event, stripped_state
 from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.lazy_members import MemberMemory
 
@@ -31,6 +31,9 @@ INVITE_STATE_TYPES = (
     "m.room.topic",
 )
 
+
+FILL_ROUNDS = 3
+"""How many more reads a timeline whose events history visibility hid may take."""
 
 Timeline = tuple[list[str], bool]
 """A room's timeline event IDs (oldest first) and whether it is limited."""
@@ -197,7 +200,7 @@ class RoomSyncer:
         if since is None or room_id not in self.joined_throughout:
             # A member sees every event of the time they are joined, whatever the
             # history visibility: only other timelines need the check.
-            timeline = await self._visible(timeline)
+            timeline, limited = await self._visible_filled(room_id, since, timeline, limited)
         full = since is None or full_state
         gappy = full or limited or self.use_state_after
         state_ids: dict[StateKey, str] = {}
@@ -226,6 +229,37 @@ class RoomSyncer:
         prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
         limited = limited or (since is None and self.incremental)
         return RoomSection(timeline, limited, state, prev_batch, self.use_state_after)
+
+    async def _visible_filled(
+        self, room_id: str, since: int | None, timeline: list[ReadEvent], limited: bool
+    ) -> tuple[list[ReadEvent], bool]:
+        """The visible part of a timeline, filled up from older events when history
+        visibility hid some (at most :data:`FILL_ROUNDS` more reads), as Synapse's
+        ``_load_filtered_recents`` does: a user back in a room whose recent history
+        they may not see still gets the events they may see."""
+        limit = self.flt.timeline_limit
+        visible = await self._visible(timeline)
+        oldest = timeline[0].stream_ordering if timeline else None
+        rounds = 0
+        while limited and len(visible) < limit and oldest is not None and rounds < FILL_ROUNDS:
+            rounds += 1
+            ids, limited = await self.store.db.read(
+                stream_store.recent_event_ids,
+                room_id,
+                since or 0,
+                oldest - 1,
+                2 * limit,
+                self._conditions(),
+            )
+            found = await self.reader.get_events(ids)
+            batch = [found[i] for i in ids if i in found]
+            if not batch:
+                break
+            oldest = batch[0].stream_ordering
+            visible = [*await self._visible(batch), *visible]
+        if len(visible) > limit:
+            return visible[-limit:], True
+        return visible, limited
 
     async def _state_at_timeline_start(
         self, room_id: str, upto: int, timeline: Sequence[ReadEvent]
@@ -356,21 +390,25 @@ class RoomSyncer:
 
 
 def serialise_section(
-    section: RoomSection, now_ms: int, txn_ids: Mapping[str, str]
+    section: RoomSection,
+    now_ms: int,
+    txn_ids: Mapping[str, str],
+    *,
+    event_format: str = "client",
 ) -> dict[str, object]:
+    def render(ev: ReadEvent, txn_id: str | None = None) -> dict[str, object]:
+        if event_format == "federation":
+            return federation_event(ev, now_ms, transaction_id=txn_id)
+        return client_event(ev, now_ms, include_room_id=False, transaction_id=txn_id)
+
     return {
         "timeline": {
-            "events": [
-                client_event(
-                    ev, now_ms, include_room_id=False, transaction_id=txn_ids.get(ev.event_id)
-                )
-                for ev in section.timeline
-            ],
+            "events": [render(ev, txn_ids.get(ev.event_id)) for ev in section.timeline],
             "limited": section.limited,
             "prev_batch": section.prev_batch,
         },
         "state_after" if section.state_after else "state": {
-            "events": [client_event(ev, now_ms, include_room_id=False) for ev in section.state]
+            "events": [render(ev) for ev in section.state]
         },
     }
 

@@ -72,6 +72,8 @@ def test_leave_and_rejoin_in_one_window_sends_the_room_from_scratch(server: Runn
 def test_join_and_leave_in_one_window_carries_state(server: RunningServer) -> None:
     alice, bob = User(server, "jlalice"), User(server, "jlbob")
     room = alice.create(preset="public_chat", name="visited", topic="a topic")
+    for i in range(12):  # more than a timeline holds
+        alice.text(room, f"old {i}")
     since = bob.sync(timeout=0)["next_batch"]
     bob.join(room)
     alice.text(room, "hello bob")
