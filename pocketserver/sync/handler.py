@@ -318,6 +318,8 @@ class SyncHandler:
             if summary_rooms
             else {}
         )
+        if request.filter.state.lazy_load_members:
+            await syncer.add_hero_members(rooms["join"], summaries)
         body_rooms: dict[str, object] = {}
         for kind in ("join", "leave"):
             out = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -320,7 +320,9 @@ class RoomSyncer:
         memory = self.sent_members
         if memory is None:
             return state_ids
-        if not self.flt.state.include_redundant_members:
+        if not full and not self.flt.state.include_redundant_members:
+            # A room sent from scratch (newly joined, rejoined) gets its members again:
+            # the client may have dropped what it knew of the room.
             state_ids = {
                 k: v
                 for k, v in state_ids.items()
@@ -333,6 +335,42 @@ class RoomSyncer:
             if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
                 memory.mark(room_id, str(ev.pdu["state_key"]), ev.event_id)
         return state_ids
+
+    async def add_hero_members(
+        self, sections: dict[str, object], summaries: Mapping[str, Mapping[str, object]]
+    ) -> None:
+        """Lazy loading: add the current member events of each summary's heroes that the
+        section does not carry and the device was not sent, so that a client can name
+        an unnamed room (a DM) with display names (as Synapse's ``compute_summary``)."""
+        for room_id, summary in summaries.items():
+            section = sections.get(room_id)
+            heroes = summary.get("m.heroes")
+            if not isinstance(section, RoomSection) or not isinstance(heroes, list):
+                continue
+            have = {
+                str(ev.pdu.get("state_key"))
+                for ev in (*section.state, *section.timeline)
+                if ev.pdu.get("type") == "m.room.member"
+            }
+            missing = [h for h in heroes if isinstance(h, str) and h not in have]
+            if not missing:
+                continue
+            current = await self.store.current_state_ids(room_id)
+            memory = self.sent_members
+            wanted = {
+                h: current[("m.room.member", h)]
+                for h in missing
+                if ("m.room.member", h) in current
+                and (memory is None or not memory.known(room_id, h, current[("m.room.member", h)]))
+            }
+            found = await self.reader.get_events(wanted.values())
+            extra = [found[e] for e in wanted.values() if e in found]
+            if not extra:
+                continue
+            if memory is not None:
+                for ev in extra:
+                    memory.mark(room_id, str(ev.pdu.get("state_key")), ev.event_id)
+            sections[room_id] = replace(section, state=[*section.state, *extra])
 
     async def left_room(self, room_id: str, since: int | None, left_at: int) -> RoomSection:
         """The timeline up to (and including) the user's leave; ``since`` None: the room

@@ -44,7 +44,7 @@ def _members(body: dict[str, Any], room: str) -> dict[str, str]:
 
 def _room_of_three(server: RunningServer, name: str) -> tuple[User, User, User, str]:
     alice, bob, carol = (User(server, f"{name}{who}") for who in ("alice", "bob", "carol"))
-    room = alice.create(preset="public_chat")
+    room = alice.create(preset="public_chat", name=name)  # named: no heroes
     bob.join(room)
     carol.join(room)
     return alice, bob, carol, room
@@ -167,3 +167,28 @@ def test_after_a_restart_members_are_sent_again(tmp_path: Path) -> None:
         # The new process does not know what the device was sent: it sends both.
         assert _members(body, room) == {carol.user_id: "join", bob.user_id: "join"}
         assert "Traceback" not in s.log_text()
+
+
+def test_a_rejoined_room_gets_its_senders_again(server: RunningServer) -> None:
+    alice, bob, _carol, room = _room_of_three(server, "rejoin")
+    for i in range(10):
+        bob.text(room, f"bob {i}")
+    first = _sync(alice)
+    assert bob.user_id in _members(first, room)
+    assert alice.post(f"/rooms/{room}/leave").status_code == 200
+    alice.join(room)
+    bob.text(room, "welcome back")
+    again = _sync(alice, since=first["next_batch"])
+    # Sent from scratch: Bob's member event comes again, though this device had it.
+    assert _members(again, room).get(bob.user_id) == "join"
+
+
+def test_heroes_of_an_unnamed_room_come_with_their_members(server: RunningServer) -> None:
+    alice, bob = User(server, "dmalice"), User(server, "dmbob")
+    room = alice.create(preset="public_chat")  # no name: clients name it by its heroes
+    bob.join(room)
+    for i in range(12):
+        alice.text(room, f"talking to myself {i}")
+    body = _sync(alice)
+    assert body["rooms"]["join"][room]["summary"]["m.heroes"] == [bob.user_id]
+    assert _members(body, room) == {alice.user_id: "join", bob.user_id: "join"}
