@@ -220,11 +220,12 @@ class History:
         state: list[ReadEvent] = []
         if flt.lazy_load_members and page.events:
             state = await self._members_at(page.events[0], page.events)
-        # Going forwards, a page with events always has an ``end``: more may come after
-        # it (Synapse omits ``end`` only for an empty, final page; SyTest "A next_batch
-        # token can be used in the v1 messages API"). Backwards, ``end`` is omitted at
-        # the start of the room, as the spec says.
-        more = page.more or (forwards and bool(page.events))
+        # A page with events always has an ``end``; only an empty page at the end of the
+        # history has none. That is Synapse's rule (the spec would omit ``end`` already
+        # on the page that reaches the start of the room), and SyTest checks it
+        # ("GET /rooms/:room_id/messages returns a message", "A next_batch token can be
+        # used in the v1 messages API"); clients stop at the empty page either way.
+        more = page.more or bool(page.events)
         return Messages(page.events, from_pos, page.position if more else None, state)
 
     async def context(

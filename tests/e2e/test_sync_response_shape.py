@@ -132,3 +132,15 @@ def test_forward_pagination_from_next_batch_has_an_end(server: RunningServer) ->
     after = alice.ok(f"/rooms/{room}/messages", dir="f", **{"from": page["end"]})
     assert after["chunk"] == []
     assert "end" not in after
+
+
+def test_backward_page_reaching_the_start_still_has_an_end(server: RunningServer) -> None:
+    alice = User(server, "backalice")
+    room = alice.create(preset="public_chat")
+    alice.text(room, "only message")
+    page = alice.ok(f"/rooms/{room}/messages", dir="b", limit=100)
+    assert page["chunk"][-1]["type"] == "m.room.create"
+    assert "end" in page  # as Synapse: only the empty page after it has none
+    last = alice.ok(f"/rooms/{room}/messages", dir="b", **{"from": page["end"]})
+    assert last["chunk"] == []
+    assert "end" not in last
