@@ -223,10 +223,11 @@ class SyncHandler:
             body=body,
             newly_joined_users=newly_joined,
         )
+        sources_changed = False
         for source in self._sources:
             source_since = None if request.since is None else getattr(request.since, source.stream)
             if await source.add_to_sync(ctx, source_since, positions[source.stream]):
-                changed = True
+                sources_changed = True
         if ctx.delivered_upto:  # a source sent a bounded batch: resume after it next time
             token = replace(token, **ctx.delivered_upto)
             body["next_batch"] = token.encode()
@@ -234,7 +235,9 @@ class SyncHandler:
             await finish(ctx)
         if request.since is not None and not request.full_state:
             _drop_empty_rooms(body_rooms, new_rooms)
-        return body, changed, token
+            # Only filtered-out events: a long-poll goes on waiting.
+            changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
+        return body, changed or sources_changed, token
 
     def _quiet_rooms(self, request: SyncRequest) -> tuple[int, tuple[str, ...]] | None:
         """For an incremental sync with no room event since its token: the token's event

@@ -6,6 +6,8 @@ sync token."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,3 +146,26 @@ def test_backward_page_reaching_the_start_still_has_an_end(server: RunningServer
     last = alice.ok(f"/rooms/{room}/messages", dir="b", **{"from": page["end"]})
     assert last["chunk"] == []
     assert "end" not in last
+
+
+def test_long_poll_is_not_ended_by_a_filtered_out_event(server: RunningServer) -> None:
+    alice = User(server, "pollalice")
+    room = alice.create(preset="public_chat")
+    flt = json.dumps({"room": {"timeline": {"types": ["m.room.message"]}}})
+    since = alice.sync(filter=flt, timeout=0)["next_batch"]
+    answers: list[dict[str, Any]] = []
+
+    def poll() -> None:
+        answers.append(alice.sync(filter=flt, since=since, timeout=10_000))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.3)
+    alice.send(room, {"n": 1}, etype="org.example.filtered")
+    time.sleep(0.5)
+    assert not answers, "a filtered-out event ended the long-poll with an empty answer"
+    alice.text(room, "wanted")
+    thread.join(15)
+    [body] = answers
+    events = body["rooms"]["join"][room]["timeline"]["events"]
+    assert [e["content"]["body"] for e in events] == ["wanted"]
