@@ -246,9 +246,9 @@ class PresenceService:
             if ctx.new_rooms:
                 candidates |= self._live
             # Users who just started sharing a room with this one: their current
-            # presence, offline included (as Synapse's "newly joined" users), for those
-            # the server tracks (a user it never saw is offline, which clients assume).
-            candidates |= {u for u in ctx.newly_joined_users if u in self._users}
+            # presence, offline included, as Synapse sends its "newly joined" users'
+            # (SyTest 31sync/03joined.pl expects it of users who never set any).
+            candidates |= ctx.newly_joined_users
         candidates = {
             u
             for u in candidates

@@ -87,3 +87,11 @@ def test_presence_of_a_new_room_mate_comes_both_ways(server: RunningServer) -> N
     # A stranger sharing no room still gets nothing of Bob's.
     carol = User(server, "prcarol")
     assert bob.user_id not in _presence_of(carol.sync(timeout=0))
+
+
+def test_presence_of_a_room_mate_never_seen_is_offline(server: RunningServer) -> None:
+    alice, dave = User(server, "offalice"), User(server, "offdave")
+    room = alice.create(preset="public_chat")
+    since = alice.sync(timeout=0)["next_batch"]
+    dave.join(room)  # Dave never syncs nor sets a presence
+    assert _presence_of(alice.sync(since=since, timeout=0)).get(dave.user_id) == "offline"
