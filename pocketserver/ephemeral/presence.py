@@ -234,7 +234,8 @@ class PresenceService:
     async def add_to_sync(self, ctx: SyncContext, since: int | None, upto: int) -> bool:
         """``m.presence`` events of the users sharing a room with ``ctx.user_id`` whose
         presence changed in ``(since, upto]``; everyone not offline for an initial
-        sync, a token from another process, or when rooms are newly joined."""
+        sync, a token from another process, or when rooms are newly joined; and the
+        current presence of users who newly joined a room the user is in."""
         if not self.enabled:
             await trio.lowlevel.checkpoint()
             return False
@@ -244,6 +245,10 @@ class PresenceService:
             candidates = set(self._clock.changed_between(since, upto))
             if ctx.new_rooms:
                 candidates |= self._live
+            # Users who just started sharing a room with this one: their current
+            # presence, offline included, as Synapse sends its "newly joined" users'
+            # (SyTest 31sync/03joined.pl expects it of users who never set any).
+            candidates |= ctx.newly_joined_users
         candidates = {
             u
             for u in candidates

@@ -37,7 +37,7 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -223,6 +223,11 @@ class PushEvaluator:
         self._dropped = 0
         self._notifications = 0
         self._progress = trio.Event()
+        self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] | None = None
+        """Set by the account data feature: whose events a user ignores. They never
+        notify nor count as unread for that user (client-server API "Ignoring Users":
+        the server must not send the user anything from them; Synapse's push
+        evaluation skips them too)."""
         self.notification_listeners: list[Callable[[list[Notify]], None]] = []
         """Called (sync, must not block) with each batch's notifications once committed."""
 
@@ -444,6 +449,8 @@ class PushEvaluator:
         if invitee is not None:  # not joined, but their rules decide (.m.rule.invite_for_me)
             name = _content(pdu).get("displayname")
             targets.append((invitee, name if isinstance(name, str) else None))
+        if targets and self.ignored_users is not None:
+            targets = [(u, n) for u, n in targets if sender not in await self.ignored_users(u)]
         if not targets:
             return ops
         sender_level, levels = facts.sender_levels(sender)

@@ -52,6 +52,8 @@ class _AccountData(Protocol):
         self, user_id: str, room_id: str | None, type_: str, content: Mapping[str, object]
     ) -> None: ...
 
+    async def ignored_users(self, user_id: str) -> frozenset[str]: ...
+
 
 class _WiredServices(Protocol):
     """What :meth:`PushService.connect` needs from ``Services``."""
@@ -90,6 +92,7 @@ class PushService:
         if account_data is not None:
             self._account_data = account_data
             self.rules.on_change = self._publish
+            self.evaluator.ignored_users = account_data.ignored_users
         receipts = getattr(services, "receipts", None)
         if receipts is not None:
             receipts.add_listener(self.evaluator.on_receipt)

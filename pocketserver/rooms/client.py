@@ -232,12 +232,26 @@ class RoomClient:
         membership = content.get("membership") if isinstance(content, Mapping) else None
         return (membership if isinstance(membership, str) else None), event_id
 
+    async def is_world_readable(self, room_id: str) -> bool:
+        """Whether the room's current ``history_visibility`` is ``world_readable``."""
+        hv_id = await self.store.db.read(
+            state_store.get_current_state_event_id, room_id, "m.room.history_visibility", ""
+        )
+        hv_event = await self.store.get_event(hv_id) if hv_id else None
+        content = hv_event.pdu.get("content") if hv_event else None
+        return isinstance(content, Mapping) and content.get("history_visibility") == (
+            "world_readable"
+        )
+
     async def visible_state_ids(self, user_id: str, room_id: str) -> dict[StateKey, str]:
         """The state the user may read: current while joined, else as it was when they
-        left (client-server API "GET /rooms/{roomId}/state").
+        left (client-server API "GET /rooms/{roomId}/state"); anyone may read the
+        current state of a room whose history is ``world_readable`` now (spec
+        history_visibility.md; Synapse's ``check_user_in_room_or_world_readable``).
 
         Raises:
-            MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room.
+            MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room (and it
+                is not world-readable).
         """
         if await self.store.room_version(room_id) is None:
             raise forbidden("you are not in this room")
@@ -251,6 +265,8 @@ class RoomClient:
                 was = before.get((MEMBER, user_id))
                 if was is not None:  # they had been in the room
                     return dict(await self.store.group_state(event.state_after))
+        if await self.is_world_readable(room_id):
+            return await self.store.current_state_ids(room_id)
         raise forbidden("you are not in this room")
 
     async def visible_state_events(self, user_id: str, room_id: str) -> list[ReadEvent]:
@@ -322,6 +338,13 @@ class RoomClient:
             if left is not None:
                 bound = min(bound, left.stream_ordering)
         last = await self.store.db.read(stream_store.last_event_before, room_id, bound)
+        if last is not None and membership not in ("join", "leave", "ban"):
+            # A non-member reading a world-readable room: only a point they may see.
+            readable = await self.reader.get_events([last])
+            if not await filter_visible(
+                self.store, user_id, list(readable.values()), joined_now=False
+            ):
+                raise forbidden("you may not read the room at that point")
         event = await self.store.get_event(last) if last else None
         ids = await self.store.group_state(event.state_after) if event else visible
         events = await self.reader.get_events(ids.values())

@@ -22,7 +22,6 @@ from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import history as history_store
-from pocketserver.storage import state as state_store
 from pocketserver.sync.filters import EventFilter
 from pocketserver.sync.token import PREFIX as SYNC_TOKEN_PREFIX
 from pocketserver.sync.token import SyncToken
@@ -88,12 +87,7 @@ async def room_access(client: RoomClient, user_id: str, room_id: str) -> Access:
         event = await client.store.get_event(event_id)
         if event is not None:
             return Access(member=True, upto=event.stream_ordering + 1)
-    hv_id = await client.store.db.read(
-        state_store.get_current_state_event_id, room_id, "m.room.history_visibility", ""
-    )
-    hv_event = await client.store.get_event(hv_id) if hv_id else None
-    content = hv_event.pdu.get("content") if hv_event else None
-    if isinstance(content, dict) and content.get("history_visibility") == "world_readable":
+    if await client.is_world_readable(room_id):
         return Access(member=False, upto=None)
     raise forbidden("you are not allowed to view this room")
 
@@ -226,7 +220,13 @@ class History:
         state: list[ReadEvent] = []
         if flt.lazy_load_members and page.events:
             state = await self._members_at(page.events[0], page.events)
-        return Messages(page.events, from_pos, page.position if page.more else None, state)
+        # A page with events always has an ``end``; only an empty page at the end of the
+        # history has none. That is Synapse's rule (the spec would omit ``end`` already
+        # on the page that reaches the start of the room), and SyTest checks it
+        # ("GET /rooms/:room_id/messages returns a message", "A next_batch token can be
+        # used in the v1 messages API"); clients stop at the empty page either way.
+        more = page.more or bool(page.events)
+        return Messages(page.events, from_pos, page.position if more else None, state)
 
     async def context(
         self,

@@ -40,6 +40,10 @@ async def filter_visible(
 ) -> list[ReadEvent]:
     """The events ``user_id`` may see, in the given order.
 
+    The user's own member events and history visibility changes are judged with the
+    state before them too (history_visibility.md "Server behaviour"), so a user
+    always sees their own leave, even with ``joined`` visibility.
+
     Args:
         joined_now: whether the user is joined to the room now (``shared`` history is
             visible to members who joined after the event).
@@ -53,11 +57,31 @@ async def filter_visible(
             continue
         state = await store.group_state(stored.state_after)
         visibility, membership = await _visibility_at(store, state, user_id)
+        prev_visibility: str | None = None
+        prev_membership: str | None = None
+        if _needs_state_before(ev.pdu, user_id):
+            before = await store.group_state(stored.state_before)
+            prev_visibility, prev_membership = await _visibility_at(store, before, user_id)
         context = UserVisibilityContext(
-            history_visibility=visibility, membership=membership, joined_later=joined_now
+            history_visibility=visibility,
+            membership=membership,
+            joined_later=joined_now,
+            prev_history_visibility=prev_visibility,
+            prev_membership=prev_membership,
         )
         if is_event_visible_to_user(user_id, ev.pdu, context):
             if membership != "join" and ev.pdu.get("sender") in erased:
                 ev = replace(ev, pdu=redact(ev.pdu, ev.room_version))
             result.append(ev)
     return result
+
+
+def _needs_state_before(pdu: Mapping[str, object], user_id: str) -> bool:
+    """History visibility changes and the user's own member events are judged with the
+    state before them as well as after."""
+    if not isinstance(pdu.get("state_key"), str):
+        return False
+    kind = pdu.get("type")
+    return kind == "m.room.history_visibility" or (
+        kind == "m.room.member" and pdu.get("state_key") == user_id
+    )

@@ -22,6 +22,7 @@ from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
 from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
 from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.lazy_members import SentMembers
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.rooms import (
     RoomSection,
@@ -63,6 +64,48 @@ def _rooms_needing_summary(join: Mapping[str, object], new_rooms: set[str]) -> l
         if room_id in new_rooms or members_changed:
             result.append(room_id)
     return result
+
+
+def _newly_joined_users(join: Mapping[str, object], user_id: str) -> set[str]:
+    """Other users whose join (or invite, or knock) the joined rooms' sections carry,
+    and who did not leave again in them (Synapse's ``calculate_user_changes``)."""
+    users: set[str] = set()
+    for section in join.values():
+        assert isinstance(section, RoomSection)
+        for ev in (*section.state, *section.timeline):
+            target = ev.pdu.get("state_key")
+            if ev.pdu.get("type") != "m.room.member" or not isinstance(target, str):
+                continue
+            content = ev.pdu.get("content")
+            membership = content.get("membership") if isinstance(content, Mapping) else None
+            if membership in ("join", "invite", "knock"):
+                users.add(target)
+            else:
+                users.discard(target)
+    users.discard(user_id)
+    return users
+
+
+def _drop_empty_rooms(rooms: Mapping[str, object], keep: set[str]) -> None:
+    """Incremental syncs leave out joined and left rooms with nothing to show (their
+    new events all filtered out): no timeline events, state, ephemeral or account
+    data. Unread counts alone do not count, as in Synapse's ``JoinedSyncResult``."""
+    for kind in ("join", "leave"):
+        section = rooms.get(kind)
+        if not isinstance(section, dict):
+            continue
+        for room_id in [r for r, entry in section.items() if r not in keep and _empty(entry)]:
+            del section[room_id]
+
+
+def _empty(entry: object) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
+    for part in ("timeline", "state", "state_after", "ephemeral", "account_data"):
+        value = entry.get(part)
+        if isinstance(value, Mapping) and value.get("events"):
+            return False
+    return True
 
 
 def _stream_positions(token: SyncToken) -> dict[str, int]:
@@ -108,6 +151,8 @@ class SyncHandler:
             else LruCache("sync_filters", FILTER_CACHE_BYTES)
         )
         """(user, filter ID) -> parsed stored filter (stored filters never change)."""
+        self.sent_members = SentMembers(budget)
+        """Lazy-loading: which member events each device has been sent."""
         self._full_builds = trio.CapacityLimiter(full_sync_slots(budget))
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
@@ -149,9 +194,12 @@ class SyncHandler:
             events_upto, joined_ids = quiet
             body_rooms: dict[str, object] = {"join": {}, "leave": {}, "invite": {}, "knock": {}}
             new_rooms: set[str] = set()
+            newly_joined: set[str] = set()
             changed = False
         else:
-            events_upto, joined_ids, body_rooms, new_rooms = await self._room_part(request)
+            events_upto, joined_ids, body_rooms, new_rooms, newly_joined = await self._room_part(
+                request
+            )
             changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
         token = replace((request.since or SyncToken()).with_events(events_upto), **positions)
         body: dict[str, object] = {
@@ -173,17 +221,23 @@ class SyncHandler:
             joined_rooms=[r for r in joined_ids if request.filter.allows_room(r)],
             new_rooms=new_rooms,
             body=body,
+            newly_joined_users=newly_joined,
         )
+        sources_changed = False
         for source in self._sources:
             source_since = None if request.since is None else getattr(request.since, source.stream)
             if await source.add_to_sync(ctx, source_since, positions[source.stream]):
-                changed = True
+                sources_changed = True
         if ctx.delivered_upto:  # a source sent a bounded batch: resume after it next time
             token = replace(token, **ctx.delivered_upto)
             body["next_batch"] = token.encode()
         for finish in self._finishers:
             await finish(ctx)
-        return body, changed, token
+        if request.since is not None and not request.full_state:
+            _drop_empty_rooms(body_rooms, new_rooms)
+            # Only filtered-out events: a long-poll goes on waiting.
+            changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
+        return body, changed or sources_changed, token
 
     def _quiet_rooms(self, request: SyncRequest) -> tuple[int, tuple[str, ...]] | None:
         """For an incremental sync with no room event since its token: the token's event
@@ -207,9 +261,9 @@ class SyncHandler:
 
     async def _room_part(
         self, request: SyncRequest
-    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str]]:
+    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str], set[str]]:
         """The ``rooms`` section read from the database: (event position reached, joined
-        room IDs, the section, rooms sent from scratch)."""
+        room IDs, the section, rooms sent from scratch, other users who newly joined)."""
         since = request.since.events if request.since else None
         syncer = RoomSyncer(
             self.store,
@@ -219,6 +273,7 @@ class SyncHandler:
             await self.ignored_users(request.user_id),
         )
         syncer.use_state_after = request.use_state_after
+        syncer.incremental = since is not None and not request.full_state
         found = await self.store.db.read(
             read_changes,
             request.user_id,
@@ -234,6 +289,10 @@ class SyncHandler:
             self._joined.set(request.user_id, (snap.upto, joined_ids))
         if since is not None and since > snap.upto:
             since = snap.upto  # a token from before a restore: start over from here
+        if request.filter.state.lazy_load_members:
+            syncer.sent_members = self.sent_members.request(
+                request.user_id, request.device_id, since, snap.upto, reset=request.full_state
+            )
         rooms, new_rooms = await self._rooms(request, syncer, snap, since, found.timelines)
         now_ms = int(time.time() * 1000)
         timeline_ids = [
@@ -262,13 +321,15 @@ class SyncHandler:
             if summary_rooms
             else {}
         )
+        if request.filter.state.lazy_load_members:
+            await syncer.add_hero_members(rooms["join"], summaries)
         body_rooms: dict[str, object] = {}
         for kind in ("join", "leave"):
             out = {}
             for room_id, section in rooms[kind].items():
                 assert isinstance(section, RoomSection)
                 entry = serialise_section(
-                    section, now_ms, txn_ids, federation=request.filter.event_format == "federation"
+                    section, now_ms, txn_ids, event_format=request.filter.event_format
                 )
                 add_sync_bundles(entry, bundles, now_ms)
                 entry["account_data"] = {"events": []}
@@ -280,7 +341,10 @@ class SyncHandler:
             body_rooms[kind] = out
         body_rooms["invite"] = rooms["invite"]
         body_rooms["knock"] = rooms["knock"]
-        return snap.upto, joined_ids, body_rooms, new_rooms
+        newly_joined = (
+            _newly_joined_users(rooms["join"], request.user_id) if since is not None else set()
+        )
+        return snap.upto, joined_ids, body_rooms, new_rooms, newly_joined
 
     async def _rooms(
         self,
@@ -293,8 +357,13 @@ class SyncHandler:
         flt = request.filter
         new_rooms: set[str] = set()
         first_change: dict[str, Membership] = {}
+        left_in_window: set[str] = set()
+        joined_in_window: set[str] = set()
         for change in snap.changes:
             first_change.setdefault(change.room_id, change)
+            (joined_in_window if change.membership == "join" else left_in_window).add(
+                change.room_id
+            )
         join: dict[str, object] = {}
         invite: dict[str, object] = {}
         leave: dict[str, object] = {}
@@ -305,8 +374,15 @@ class SyncHandler:
                 continue
             changed_here = m.room_id in first_change
             if m.membership == "join":
+                # Joined now after a leave (or any other non-join) in the window, or
+                # joined in the window: sent from scratch, full state at the start of its
+                # timeline (as Synapse: a rejoin counts as newly joined).
                 newly = since is None or (
-                    changed_here and await self._was_not_joined(first_change[m.room_id])
+                    changed_here
+                    and (
+                        m.room_id in left_in_window
+                        or await self._was_not_joined(first_change[m.room_id])
+                    )
                 )
                 if newly or request.full_state:
                     new_rooms.add(m.room_id)
@@ -324,8 +400,14 @@ class SyncHandler:
             elif m.membership in ("leave", "ban"):
                 left_now = since is not None and changed_here
                 if left_now or (since is None and flt.include_leave):
+                    # Joined (or invited) and left within the window: the room is new to
+                    # the client, so it comes with its full state (as Synapse does).
+                    from_scratch = not left_now or (
+                        m.room_id in joined_in_window
+                        and await self._was_not_joined(first_change[m.room_id])
+                    )
                     leave[m.room_id] = await syncer.left_room(
-                        m.room_id, since if left_now else None, m.stream_ordering
+                        m.room_id, None if from_scratch else since, m.stream_ordering
                     )
         syncer.joined_throughout = (
             frozenset(room_id for room_id, room_since in joined if room_since is not None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -19,6 +19,7 @@ from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
 from pocketserver.sync.client_events import client_event, federation_event, stripped_state
 from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.lazy_members import MemberMemory
 
 INVITE_STATE_TYPES = (
     "m.room.create",
@@ -30,6 +31,9 @@ INVITE_STATE_TYPES = (
     "m.room.topic",
 )
 
+
+FILL_ROUNDS = 3
+"""How many more reads a timeline whose events history visibility hid may take."""
 
 Timeline = tuple[list[str], bool]
 """A room's timeline event IDs (oldest first) and whether it is limited."""
@@ -106,6 +110,11 @@ class RoomSyncer:
         self.use_state_after = False
         self.joined_throughout: frozenset[str] = frozenset()
         """Rooms the user was joined to for the whole of (since, upto]: all visible."""
+        self.incremental = False
+        """An incremental sync: a room sent from scratch in it is marked ``limited``
+        (there is history before its timeline the client has not seen), as Synapse does."""
+        self.sent_members: MemberMemory | None = None
+        """Lazy-loading: the member events the device has been sent (None: unknown)."""
 
     async def state_at_position(self, room_id: str, position: int) -> dict[StateKey, str]:
         """The room state after the last event at or before ``position``."""
@@ -191,23 +200,25 @@ class RoomSyncer:
         if since is None or room_id not in self.joined_throughout:
             # A member sees every event of the time they are joined, whatever the
             # history visibility: only other timelines need the check.
-            timeline = await self._visible(timeline)
-        state_ids: Mapping[StateKey, str] = {}
-        if since is None or full_state or limited or self.use_state_after:
-            if self.use_state_after:
-                # The state at the END of the timeline (client-server API: use_state_after).
-                target = await self.state_at_position(room_id, upto)
-            elif timeline:
-                first = await self.store.get_event(timeline[0].event_id)
-                target = dict(await self.store.group_state(first.state_before if first else None))
+            timeline, limited = await self._visible_filled(room_id, since, timeline, limited)
+        full = since is None or full_state
+        gappy = full or limited or self.use_state_after
+        state_ids: dict[StateKey, str] = {}
+        changed: set[StateKey] = set()
+        at_start: Mapping[StateKey, str] | None = None
+        if gappy:
+            at_start = await self._state_at_timeline_start(room_id, upto, timeline)
+            if full:
+                state_ids = dict(at_start)
             else:
-                target = await self.state_at_position(room_id, upto)
-            if since is None or full_state:
-                state_ids = target
-            else:
-                at_since = await self.state_at_position(room_id, since)
-                state_ids = {k: v for k, v in state_delta(at_since, target).items() if v}
+                at_since = await self.state_at_position(room_id, since or 0)
+                state_ids = {k: v for k, v in state_delta(at_since, at_start).items() if v}
+                changed = set(state_ids)
         # else: the whole (since, upto] is in the timeline, which carries every change.
+        if self.flt.state.lazy_load_members:
+            state_ids = await self._lazy_members(
+                room_id, upto, timeline, state_ids, changed, at_start, full=full
+            )
         state = await self._state_events(state_ids, timeline, include_timeline=self.use_state_after)
         timeline = [
             ev
@@ -216,10 +227,154 @@ class RoomSyncer:
             and ("state_key" in ev.pdu or ev.pdu.get("sender") not in self.ignored)
         ]
         prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
+        limited = limited or (since is None and self.incremental)
         return RoomSection(timeline, limited, state, prev_batch, self.use_state_after)
 
+    async def _visible_filled(
+        self, room_id: str, since: int | None, timeline: list[ReadEvent], limited: bool
+    ) -> tuple[list[ReadEvent], bool]:
+        """The visible part of a timeline, filled up from older events when history
+        visibility hid some (at most :data:`FILL_ROUNDS` more reads), as Synapse's
+        ``_load_filtered_recents`` does: a user back in a room whose recent history
+        they may not see still gets the events they may see."""
+        limit = self.flt.timeline_limit
+        visible = await self._visible(timeline)
+        oldest = timeline[0].stream_ordering if timeline else None
+        rounds = 0
+        while limited and len(visible) < limit and oldest is not None and rounds < FILL_ROUNDS:
+            rounds += 1
+            ids, limited = await self.store.db.read(
+                stream_store.recent_event_ids,
+                room_id,
+                since or 0,
+                oldest - 1,
+                2 * limit,
+                self._conditions(),
+            )
+            found = await self.reader.get_events(ids)
+            batch = [found[i] for i in ids if i in found]
+            if not batch:
+                break
+            oldest = batch[0].stream_ordering
+            visible = [*await self._visible(batch), *visible]
+        if len(visible) > limit:
+            return visible[-limit:], True
+        return visible, limited
+
+    async def _state_at_timeline_start(
+        self, room_id: str, upto: int, timeline: Sequence[ReadEvent]
+    ) -> dict[StateKey, str]:
+        """The state before the timeline's first event (with ``use_state_after``, or
+        for an empty timeline: the state at ``upto``)."""
+        if self.use_state_after or not timeline:
+            # The state at the END of the timeline (client-server API: use_state_after).
+            return await self.state_at_position(room_id, upto)
+        first = await self.store.get_event(timeline[0].event_id)
+        return dict(await self.store.group_state(first.state_before if first else None))
+
+    def _members_to_fetch(self, timeline: Sequence[ReadEvent]) -> set[str]:
+        """Timeline senders whose member event the client needs from ``state``: all of
+        them with ``use_state_after``, else those whose own member event does not come
+        earlier in the timeline (as Synapse's ``compute_state_delta``)."""
+        wanted: set[str] = set()
+        in_timeline: set[str] = set()
+        for ev in timeline:
+            sender = str(ev.pdu.get("sender"))
+            if self.use_state_after or sender not in in_timeline:
+                wanted.add(sender)
+            if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
+                in_timeline.add(str(ev.pdu["state_key"]))
+        return wanted
+
+    async def _lazy_members(
+        self,
+        room_id: str,
+        upto: int,
+        timeline: Sequence[ReadEvent],
+        state_ids: dict[StateKey, str],
+        changed: set[StateKey],
+        at_start: Mapping[StateKey, str] | None,
+        *,
+        full: bool,
+    ) -> dict[StateKey, str]:
+        """Lazy-loading members (client-server API "Lazy-loading room members"): the
+        member events of the timeline's senders, at the start of the timeline, unless
+        the device was sent that same event before (``include_redundant_members``
+        turns that off). A full sync keeps only those and the user's own; an
+        incremental gappy sync keeps every member change of the gap too, as Synapse
+        does (lazy loading is off for the gap: riot-web#7211), and those changes are
+        always sent."""
+        wanted = self._members_to_fetch(timeline)
+        if full:
+            keep = wanted | {self.user_id}
+            state_ids = {
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in keep
+            }
+        if wanted:
+            if at_start is None:
+                at_start = await self._state_at_timeline_start(room_id, upto, timeline)
+            for member in wanted:
+                key = ("m.room.member", member)
+                if key in at_start and key not in state_ids:
+                    state_ids[key] = at_start[key]
+        memory = self.sent_members
+        if memory is None:
+            return state_ids
+        if not full and not self.flt.state.include_redundant_members:
+            # A room sent from scratch (newly joined, rejoined) gets its members again:
+            # the client may have dropped what it knew of the room.
+            state_ids = {
+                k: v
+                for k, v in state_ids.items()
+                if k[0] != "m.room.member" or k in changed or not memory.known(room_id, k[1], v)
+            }
+        for (etype, member), event_id in state_ids.items():
+            if etype == "m.room.member":
+                memory.mark(room_id, member, event_id)
+        for ev in timeline:
+            if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
+                memory.mark(room_id, str(ev.pdu["state_key"]), ev.event_id)
+        return state_ids
+
+    async def add_hero_members(
+        self, sections: dict[str, object], summaries: Mapping[str, Mapping[str, object]]
+    ) -> None:
+        """Lazy loading: add the current member events of each summary's heroes that the
+        section does not carry and the device was not sent, so that a client can name
+        an unnamed room (a DM) with display names (as Synapse's ``compute_summary``)."""
+        for room_id, summary in summaries.items():
+            section = sections.get(room_id)
+            heroes = summary.get("m.heroes")
+            if not isinstance(section, RoomSection) or not isinstance(heroes, list):
+                continue
+            have = {
+                str(ev.pdu.get("state_key"))
+                for ev in (*section.state, *section.timeline)
+                if ev.pdu.get("type") == "m.room.member"
+            }
+            missing = [h for h in heroes if isinstance(h, str) and h not in have]
+            if not missing:
+                continue
+            current = await self.store.current_state_ids(room_id)
+            memory = self.sent_members
+            wanted = {
+                h: current[("m.room.member", h)]
+                for h in missing
+                if ("m.room.member", h) in current
+                and (memory is None or not memory.known(room_id, h, current[("m.room.member", h)]))
+            }
+            found = await self.reader.get_events(wanted.values())
+            extra = [found[e] for e in wanted.values() if e in found]
+            if not extra:
+                continue
+            if memory is not None:
+                for ev in extra:
+                    memory.mark(room_id, str(ev.pdu.get("state_key")), ev.event_id)
+            sections[room_id] = replace(section, state=[*section.state, *extra])
+
     async def left_room(self, room_id: str, since: int | None, left_at: int) -> RoomSection:
-        """The timeline up to (and including) the user's leave."""
+        """The timeline up to (and including) the user's leave; ``since`` None: the room
+        is sent from scratch (full state at the start of the timeline)."""
         return await self.joined_room(room_id, since, left_at, full_state=since is None)
 
     async def _state_events(
@@ -231,9 +386,6 @@ class RoomSyncer:
     ) -> list[ReadEvent]:
         wanted = dict(state_ids)
         timeline_ids = {ev.event_id for ev in timeline}
-        if self.flt.state.lazy_load_members:
-            senders = {str(ev.pdu.get("sender")) for ev in timeline} | {self.user_id}
-            wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in senders}
         if not include_timeline:
             wanted = {k: v for k, v in wanted.items() if v not in timeline_ids}
         events = await self.reader.get_events(wanted.values())
@@ -241,8 +393,21 @@ class RoomSyncer:
         return [ev for ev in result if self.flt.state.matches(ev.pdu)]
 
     async def _visible(self, events: list[ReadEvent]) -> list[ReadEvent]:
-        """History visibility: drop events from before the user could see the room."""
-        return await filter_visible(self.store, self.user_id, events, joined_now=True)
+        """History visibility: drop events from before the user could see the room.
+
+        State events that are part of the room's current state stay, whatever the
+        visibility: the client needs them to know the room as it is (Synapse's
+        ``always_include_ids`` in ``_load_filtered_recents``; matrix-ios-sdk#341)."""
+        seen = await filter_visible(self.store, self.user_id, events, joined_now=True)
+        if len(seen) == len(events):
+            return seen
+        kept = {ev.event_id for ev in seen}
+        hidden_state = [ev for ev in events if ev.event_id not in kept and "state_key" in ev.pdu]
+        if not hidden_state:
+            return seen
+        current = set((await self.store.current_state_ids(hidden_state[0].room_id)).values())
+        kept.update(ev.event_id for ev in hidden_state if ev.event_id in current)
+        return [ev for ev in events if ev.event_id in kept]
 
     async def invited_by_ignored(self, event_id: str) -> bool:
         """Whether an invite was sent by an ignored user: it is not sent (ignore_users.md)."""
@@ -263,36 +428,25 @@ class RoomSyncer:
 
 
 def serialise_section(
-    section: RoomSection, now_ms: int, txn_ids: Mapping[str, str], *, federation: bool = False
+    section: RoomSection,
+    now_ms: int,
+    txn_ids: Mapping[str, str],
+    *,
+    event_format: str = "client",
 ) -> dict[str, object]:
-    """The section's JSON; ``federation``: events in the filter's ``federation`` format."""
-    if federation:
-        return {
-            "timeline": {
-                "events": [
-                    federation_event(ev, now_ms, transaction_id=txn_ids.get(ev.event_id))
-                    for ev in section.timeline
-                ],
-                "limited": section.limited,
-                "prev_batch": section.prev_batch,
-            },
-            "state_after" if section.state_after else "state": {
-                "events": [federation_event(ev, now_ms) for ev in section.state]
-            },
-        }
+    def render(ev: ReadEvent, txn_id: str | None = None) -> dict[str, object]:
+        if event_format == "federation":
+            return federation_event(ev, now_ms, transaction_id=txn_id)
+        return client_event(ev, now_ms, include_room_id=False, transaction_id=txn_id)
+
     return {
         "timeline": {
-            "events": [
-                client_event(
-                    ev, now_ms, include_room_id=False, transaction_id=txn_ids.get(ev.event_id)
-                )
-                for ev in section.timeline
-            ],
+            "events": [render(ev, txn_ids.get(ev.event_id)) for ev in section.timeline],
             "limited": section.limited,
             "prev_batch": section.prev_batch,
         },
         "state_after" if section.state_after else "state": {
-            "events": [client_event(ev, now_ms, include_room_id=False) for ev in section.state]
+            "events": [render(ev) for ev in section.state]
         },
     }
 

@@ -28,6 +28,10 @@ class SyncContext:
     """Joined rooms that are sent from scratch in this response (initial sync, newly
     joined, full_state): sources should send their complete current data for these."""
     body: dict[str, object] = field(default_factory=dict)
+    newly_joined_users: set[str] = field(default_factory=set)
+    """Incremental syncs: other users who joined (or were invited to, or knocked on) a
+    joined room, as the response's room sections show (state and timeline): sources
+    send their current data for these (presence, as Synapse does)."""
     delivered_upto: dict[str, int] = field(default_factory=dict)
     """Stream -> position: a source that sent only part of ``(since, upto]`` (a bounded
     batch) names the position it reached; the response's token then stops there, so

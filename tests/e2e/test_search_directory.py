@@ -397,6 +397,8 @@ def test_upgrade_end_to_end(server: RunningServer, users, new_user) -> None:
     assert _state(a, new, "m.room.encryption")["algorithm"] == "m.megolm.v1.aes-sha2"
     assert _state(a, new, "m.room.join_rules")["join_rule"] == "public"
     assert _state(a, new, "m.room.history_visibility")["history_visibility"] == "shared"
+    # A public_chat room has no guest_access event (forbidden); the new room says so.
+    assert _state(a, new, "m.room.guest_access") == {"guest_access": "forbidden"}
     new_pl = _state(a, new, "m.room.power_levels")
     assert new_pl["users"][a.user_id] == 100
     assert new_pl["events_default"] == 0

@@ -92,6 +92,8 @@ class World:
     typing_now: dict[str, bool] = field(default_factory=dict)
     presence: str | None = None
     presence_now: str | None = None
+    presence_due: bool = False
+    """Alice's presence (status ``presence``) is pending for Bob."""
     latest: dict[str, str] = field(default_factory=dict)
     """Alice's latest message per room."""
     own_read: str | None = None
@@ -160,9 +162,11 @@ class World:
         _ok(self.http.post(f"{V3}/rooms/{quote(room)}/join", headers=_auth(self.bob), json={}))
         self.joined.append(room)
         self.joins.add(room)
-        # Bob now shares a new room with Alice: her devices and presence come again.
+        # Bob now shares a new room with Alice: her devices and presence come again
+        # (her presence even if she never set one: offline, as Synapse sends it).
         self.device_list = True
         self.presence = self.presence_now
+        self.presence_due = True
 
     def _account_data(self) -> None:
         kind = f"org.example.global{next(self.n)}"
@@ -207,6 +211,7 @@ class World:
         body = {"presence": "online", "status_msg": status}
         _ok(self.http.put(url, headers=_auth(self.alice), json=body))
         self.presence = self.presence_now = status
+        self.presence_due = True
 
     def _to_device(self) -> None:
         k = next(self.n)
@@ -353,8 +358,9 @@ class World:
             for e in body["presence"]["events"]
             if e["sender"] == self.alice["user_id"]
         ]
-        assert presence == ([self.presence] if self.presence else [])
+        assert presence == ([self.presence] if self.presence_due else [])
         self.presence = None
+        self.presence_due = False
         messages = {
             e["content"]["n"]
             for e in body["to_device"]["events"]
