@@ -113,10 +113,16 @@ def test_bad_uploads(server: RunningServer, c: httpx.Client, new_user: str) -> N
     keys = device_keys(uid, dev, sk)
     _err(c.post(V3 + "/keys/upload", json={}), 401, "M_MISSING_TOKEN")
     _err(c.post(V3 + "/keys/upload", headers=_auth(alice), content=b"{"), 400, "M_NOT_JSON")
-    tampered = {**keys, "algorithms": ["m.olm.v1.curve25519-aes-sha2"]}
-    _err(_post(c, alice, "/keys/upload", {"device_keys": tampered}), 400, "M_INVALID_SIGNATURE")
+    # Shape errors are M_BAD_JSON, as Synapse (SyTest 01-upload-key "Rejects invalid
+    # device keys": algorithms, keys and signatures are required), and store nothing.
+    missing = {"user_id": uid, "device_id": dev}
+    _err(_post(c, alice, "/keys/upload", {"device_keys": missing}), 400, "M_BAD_JSON")
     other = device_keys(uid, "OTHERDEVICE", sk)
-    _err(_post(c, alice, "/keys/upload", {"device_keys": other}), 400, "M_INVALID_PARAM")
+    _err(_post(c, alice, "/keys/upload", {"device_keys": other}), 400, "M_BAD_JSON")
+    foreign = {**keys, "user_id": "@someone:else.example"}
+    _err(_post(c, alice, "/keys/upload", {"device_keys": foreign}), 400, "M_BAD_JSON")
+    q = _ok(_post(c, alice, "/keys/query", {"device_keys": {uid: []}}))
+    assert q["device_keys"][uid] == {}
     _err(
         _post(c, alice, "/keys/upload", {"one_time_keys": {"nocolon": "k"}}), 400, "M_INVALID_PARAM"
     )
@@ -193,6 +199,45 @@ def test_device_lists_in_sync_and_changes(
     assert list(q["device_keys"][alice["user_id"]]) == [alice["device_id"]]
 
 
+def test_opaque_device_keys_as_synapse(
+    server: RunningServer, c: httpx.Client, new_user: str
+) -> None:
+    """SyTest 01-upload-key "Can upload device keys": placeholder keys and a
+    placeholder self-signature are stored and served as uploaded (as Synapse; the
+    clients that fetch them verify signatures), and keys/changes and /sync see them."""
+    alice = server.register(new_user + "a")
+    bob = server.register(new_user + "b")
+    uid, dev = alice["user_id"], alice["device_id"]
+    since = _sync(c, alice)["next_batch"]
+    keys = {
+        "user_id": uid,
+        "device_id": dev,
+        "algorithms": ["m.olm.curve25519-aes-sha256", "m.megolm.v1.aes-sha"],
+        "keys": {f"curve25519:{dev}": "curve25519+key", f"ed25519:{dev}": "ed25519+key"},
+        "signatures": {uid: {f"ed25519:{dev}": "self+signature"}},
+    }
+    r = _ok(
+        _post(
+            c,
+            alice,
+            "/keys/upload",
+            {"device_keys": keys, "one_time_keys": {"my_algorithm:my_id_1": "KIhHVk"}},
+        )
+    )
+    assert r == {"one_time_key_counts": {"my_algorithm": 1}}
+    got = _ok(_post(c, bob, "/keys/query", {"device_keys": {uid: [dev]}}))
+    served = got["device_keys"][uid][dev]
+    assert {k: served[k] for k in keys} == keys
+    changes = _ok(
+        c.get(
+            f"{V3}/keys/changes",
+            headers=_auth(alice),
+            params={"from": since, "to": _sync(c, alice)["next_batch"]},
+        )
+    )
+    assert uid in changes["changed"]
+
+
 def test_cross_signing(server: RunningServer, c: httpx.Client, new_user: str) -> None:
     alice = server.register(new_user + "a")
     bob = server.register(new_user + "b")
@@ -207,9 +252,13 @@ def test_cross_signing(server: RunningServer, c: httpx.Client, new_user: str) ->
     }
     bad = {**body, "self_signing_key": cross_signing_key(uid, "self_signing", ssk, usk)}
     _err(_post(c, alice, "/keys/device_signing/upload", bad), 400, "M_INVALID_SIGNATURE")
-    # The first upload needs no UIA; the same keys again neither.
+    # The first upload needs no UIA; the same keys again neither (also at MSC1756's
+    # unstable path, which Synapse serves and SyTest 08-cross-signing calls).
     assert _ok(_post(c, alice, "/keys/device_signing/upload", body)) == {}
-    assert _ok(_post(c, alice, "/keys/device_signing/upload", body)) == {}
+    unstable = "/_matrix/client/unstable/keys/device_signing/upload"
+    assert _ok(c.post(unstable, headers=_auth(alice), json=body)) == {}
+    r = c.post("/_matrix/client/unstable/keys/signatures/upload", headers=_auth(alice), json={})
+    assert _ok(r) == {"failures": {}}
     # Replacing them does.
     new_master = nacl.signing.SigningKey.generate()
     replace = {"master_key": cross_signing_key(uid, "master", new_master, None)}

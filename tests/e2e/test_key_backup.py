@@ -230,11 +230,28 @@ def test_wrong_version_errors(http: httpx.Client) -> None:
     assert _ok(http.get(f"/room_keys/version/{old}"))["count"] == 1
 
 
+def test_opaque_string_auth_data(http: httpx.Client) -> None:
+    """SyTest 41end-to-end-keys/07-backup sends MSC1219's opaque string as auth_data;
+    Synapse keeps it, and so do we (create, read back, update)."""
+    version = _ok(
+        http.post("/room_keys/version", json={"algorithm": ALG, "auth_data": "anopaquestring"})
+    )["version"]
+    assert _ok(http.get("/room_keys/version"))["auth_data"] == "anopaquestring"
+    _ok(
+        http.put(
+            f"/room_keys/version/{version}",
+            json={"algorithm": ALG, "auth_data": "another", "version": version},
+        )
+    )
+    assert _ok(http.get(f"/room_keys/version/{version}"))["auth_data"] == "another"
+
+
 def test_bad_requests(server: RunningServer, http: httpx.Client) -> None:
     for body, errcode in (
         ({"auth_data": {}}, "M_MISSING_PARAM"),
         ({"algorithm": ALG}, "M_MISSING_PARAM"),
-        ({"algorithm": ALG, "auth_data": "x"}, "M_BAD_JSON"),
+        ({"algorithm": ALG, "auth_data": ["x"]}, "M_BAD_JSON"),
+        ({"algorithm": ALG, "auth_data": 5}, "M_BAD_JSON"),
         ({"algorithm": 5, "auth_data": {}}, "M_BAD_JSON"),
     ):
         _err(http.post("/room_keys/version", json=body), 400, errcode)
