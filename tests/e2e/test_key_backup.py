@@ -343,10 +343,17 @@ def test_bad_requests(server: RunningServer, http: httpx.Client) -> None:
         ),
         (http.put("/room_keys/keys/notaroom/s", params=v, json=_key()), 400, "M_INVALID_PARAM"),
         (http.get("/room_keys/keys/notaroom", params=v), 400, "M_INVALID_PARAM"),
+        (http.get(f"/room_keys/keys/!{'x' * 255}", params=v), 400, "M_INVALID_PARAM"),
+        # A room ID without a server name is only a key here (SyTest 07-backup, Synapse).
+        (http.get("/room_keys/keys/!notaroom/nosession", params=v), 404, "M_NOT_FOUND"),
     ):
         _err(r, status, errcode)
     info = _ok(http.get("/room_keys/version"))
     assert info["count"] == 0
+    assert _ok(http.get("/room_keys/keys/!notaroom", params=v)) == {"sessions": {}}
+    _ok(http.put("/room_keys/keys/!abcd/1234", params=v, json=_key()))
+    assert _ok(http.get("/room_keys/keys/!abcd/1234", params=v)) == _key()
+    _ok(http.delete("/room_keys/keys/!abcd/1234", params=v))
     with server.client() as anon:
         _err(anon.get(V3 + "/room_keys/version"), 401, "M_MISSING_TOKEN")
         _err(anon.get(V3 + "/room_keys/keys", params=v), 401, "M_MISSING_TOKEN")
