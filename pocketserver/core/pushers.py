@@ -233,6 +233,9 @@ def notification(
     event_type = event_type if isinstance(event_type, str) else ""
     note: dict[str, object] = {"event_id": event_id, "room_id": room_id}
     if not event_id_only:
+        # ``id``: the event ID again under its pre-r0 name, which Synapse still sends
+        # (marked "deprecated") and SyTest 61push expects; gateways ignore it.
+        note["id"] = event_id
         note["type"] = event_type
         sender = pdu.get("sender")
         if isinstance(sender, str):
@@ -245,6 +248,10 @@ def notification(
             note["room_alias"] = room.room_alias
         if event_type == "m.room.member":
             note["user_is_target"] = pdu.get("state_key") == user_id
+            content = pdu.get("content")
+            membership = content.get("membership") if isinstance(content, Mapping) else None
+            if isinstance(membership, str):
+                note["membership"] = membership  # as Synapse (not in push_notifier.yaml)
         content = pdu.get("content")
         if isinstance(content, Mapping) and content:
             note["content"] = dict(content)

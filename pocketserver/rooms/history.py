@@ -226,7 +226,14 @@ class History:
         state: list[ReadEvent] = []
         if flt.lazy_load_members and page.events:
             state = await self._members_at(page.events[0], page.events)
-        return Messages(page.events, from_pos, page.position if page.more else None, state)
+        # ``end`` is left out only when this page is empty and nothing more can follow,
+        # as Synapse does: a page that ends at the edge of history still carries it, so a
+        # client paginating forwards from the live end can continue from it later
+        # (SyTest 10apidoc/34room-messages, 31sync/04timeline). The spec's "omitted if
+        # no further events are available" then holds one request later, with an empty
+        # chunk; clients (matrix-js-sdk, matrix-nio) stop at the response without ``end``.
+        end = page.position if page.more or page.events else None
+        return Messages(page.events, from_pos, end, state)
 
     async def context(
         self,

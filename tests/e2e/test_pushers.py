@@ -457,6 +457,8 @@ def test_invite_notifies_the_target(
     (note,) = gateway.wait_for(key, 1)
     assert note["type"] == "m.room.member"
     assert note["user_is_target"] is True
+    assert note["membership"] == "invite"  # and the event ID as "id": as Synapse, SyTest
+    assert note["id"] == note["event_id"]
     assert note["prio"] == "high"
     assert note["content"]["membership"] == "invite"  # type: ignore[index]
 
