@@ -422,9 +422,14 @@ class PushDelivery:
             event = events.get(event_id or "")
             return event.pdu if event is not None else None
 
+        name = _content_str(pdu(name_id), "name")
+        alias = _content_str(pdu(alias_id), "alias")
         return RoomFacts(
-            room_name=_content_str(pdu(name_id), "name"),
-            room_alias=_content_str(pdu(alias_id), "alias"),
+            # A room without a name is named by its canonical alias, as Synapse's
+            # calculate_room_name does (and SyTest 61push expects): gateways such as
+            # Sygnal show room_name only.
+            room_name=name or alias,
+            room_alias=alias,
             sender_display_name=_content_str(pdu(member_id), "displayname"),
         )
 

@@ -445,6 +445,28 @@ def test_event_id_only_format_and_low_priority(
     }
 
 
+def test_room_named_by_canonical_alias(
+    server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
+) -> None:
+    """A room without a name: room_name is its canonical alias (as Synapse, SyTest 61push
+    "Rooms with canonical alias are correctly named in pushed")."""
+    a = server.register(new_user + "a")
+    b = server.register(new_user + "b")
+    key = _key()
+    assert _set(c, b, _pusher(gateway.url, key)).status_code == 200
+    r = c.post(
+        f"{V3}/createRoom",
+        headers=_auth(a),
+        json={"preset": "public_chat", "room_alias_name": new_user},
+    )
+    room = r.json()["room_id"]
+    assert c.post(f"{V3}/rooms/{room}/join", headers=_auth(b)).status_code == 200
+    event_id = _send(c, a, room, "hi")
+    note = gateway.wait_event(key, event_id)
+    alias = f"#{new_user}:{server.server_name}"
+    assert (note["room_name"], note["room_alias"]) == (alias, alias)
+
+
 def test_invite_notifies_the_target(
     server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
 ) -> None:
