@@ -120,6 +120,9 @@ class DeviceManager:
             )
         if not await self._db.write(store.set_display_name, user_id, device_id, display_name):
             raise not_found("no such device")
+        # A trigger recorded the rename in the device list stream; the listeners of
+        # revoked tokens wake it (no token is revoked here).
+        self._accounts.forget_tokens([])
 
     async def delete(self, user_id: str, device_ids: Iterable[str]) -> None:
         """Delete devices (unknown ones are ignored) and revoke their tokens."""

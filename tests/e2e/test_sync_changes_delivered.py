@@ -100,6 +100,8 @@ class World:
     """Alice's latest message per room, while she has no receipt on it yet."""
     to_device: set[int] = field(default_factory=set)
     device_list: bool = False
+    alice_device: dict[str, str] | None = None
+    """A device of Alice's logged in by a device list change, to upload keys next."""
     otks: int = 0
     fallback_unused: bool = True
     seen: set[object] = field(default_factory=set)
@@ -210,11 +212,21 @@ class World:
         self.to_device.add(k)
 
     def _device_list(self) -> None:
-        device = self.server.login(self.alice["user_id"]).json()
-        keys = device_keys(
-            device["user_id"], device["device_id"], nacl.signing.SigningKey.generate()
-        )
-        _ok(self.http.post(f"{V3}/keys/upload", headers=_auth(device), json={"device_keys": keys}))
+        """One change of Alice's device list: a new device (a login), or new keys of a
+        device she has (a login and a key upload are two changes, which a long-poll
+        could see apart)."""
+        if self.alice_device is None:
+            self.alice_device = self.server.login(self.alice["user_id"]).json()
+        else:
+            device = self.alice_device
+            keys = device_keys(
+                device["user_id"], device["device_id"], nacl.signing.SigningKey.generate()
+            )
+            r = self.http.post(
+                f"{V3}/keys/upload", headers=_auth(device), json={"device_keys": keys}
+            )
+            _ok(r)
+            self.alice_device = None
         self.device_list = True
 
     def _otk_upload(self) -> None:
