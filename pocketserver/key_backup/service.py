@@ -137,7 +137,7 @@ def parse_key(room_id: str, session_id: str, data: object) -> BackedUpKey:
     if not isinstance(verified, bool):
         raise bad_json("is_verified must be true or false")
     session_data = data.get("session_data")
-    if not isinstance(session_data, dict):
+    if not isinstance(session_data, dict | str):  # a string: as auth_data (MSC1219)
         raise bad_json("session_data must be an object")
     encoded = _encode(session_data)
     if len(encoded.encode("utf-8")) > MAX_SESSION_DATA_BYTES:

@@ -107,8 +107,6 @@ def delta(
         changed.discard(user_id)
     if lists_upto > lists_after:
         public, private = _key_changes(conn, lists_after, lists_upto, user_id)
-        changed |= private | {
-            other for other in public if other == user_id or shares_room(other)
-        }
+        changed |= private | {other for other in public if other == user_id or shares_room(other)}
     left = {other for other in maybe_left if other != user_id and not shares_room(other)}
     return DeviceListDelta(changed=sorted(changed - left), left=sorted(left))

@@ -244,6 +244,13 @@ def test_opaque_string_auth_data(http: httpx.Client) -> None:
         )
     )
     assert _ok(http.get(f"/room_keys/version/{version}"))["auth_data"] == "another"
+    key = {**_key(first=3), "session_data": "anopaquestring"}
+    v = {"version": version}
+    _ok(http.put("/room_keys/keys/!abcd/1234", params=v, json=key))
+    assert _ok(http.get("/room_keys/keys/!abcd/1234", params=v)) == key
+    for bad in (5, ["x"], None):
+        r = http.put("/room_keys/keys/!abcd/1234", params=v, json={**key, "session_data": bad})
+        _err(r, 400, "M_BAD_JSON")
 
 
 def test_bad_requests(server: RunningServer, http: httpx.Client) -> None:
