@@ -259,3 +259,21 @@ def notification(
     note["counts"] = {"unread": unread} if unread > 0 else {}
     note["devices"] = [device]
     return {"notification": note}
+
+
+def badge_notification(unread: int, device: dict[str, object]) -> dict[str, object]:
+    """The ``/notify`` body of a badge-only update (no event: push_notifier.yaml allows
+    leaving out ``event_id`` "for notifications that only contain updated badge
+    counts"), sent when the user's unread count drops.
+
+    ``counts.unread`` is sent even when 0, against the spec's "counts whose value is
+    zero should be omitted": a badge update is only useful with it (Sygnal sets the
+    iOS badge from it and leaves it alone without it), and Synapse sends it so.
+    """
+    return {
+        "notification": {
+            "prio": "low",
+            "counts": {"unread": unread},
+            "devices": [{**device, "tweaks": {}}],
+        }
+    }
