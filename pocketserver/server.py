@@ -282,6 +282,7 @@ async def serve(
             services.push.evaluator.notification_listeners.append(
                 services.pushers.delivery.on_notifications
             )
+            services.push.evaluator.read_listeners.append(services.pushers.delivery.on_read)
             await background.start(services.pushers.run)
             await background.start(services.media.run)
             services.rooms.add_listener(services.guests.on_persisted)

@@ -168,9 +168,10 @@ class RegistrationTokens:
             session.registration_token = token
 
     async def count_use(self, session: UiaSession) -> None:
-        """The registration of ``session`` completed: its pending use becomes completed."""
+        """The registration of ``session`` completed: its pending use becomes completed
+        (the session itself stays, for a repeat of the request, no longer pending)."""
         token = session.registration_token
         async with self._lock:
             if token is not None:
                 await self._db.write(store.count_use, token)
-            self._uia.finish(session)
+            session.registration_token = None

@@ -44,6 +44,9 @@ class UiaSession:
     """A registration token this session has validated (a reserved, pending use)."""
     request: dict[str, object] = field(default_factory=dict)
     """Request parameters remembered from an earlier request of the session."""
+    registered: str | None = None
+    """The user ID a completed registration session created: a repeat of the session
+    logs that user in again instead of registering another (as Synapse)."""
 
 
 class StageFailed(Exception):
@@ -118,6 +121,17 @@ class UserInteractiveAuth:
             self._sessions.popitem(last=False)
         return session
 
+    def get(self, body: Mapping[str, object], operation: str) -> UiaSession | None:
+        """The live session of ``operation`` that ``body["auth"]["session"]`` names, if any
+        (nothing is checked or changed: for a look before :meth:`authenticate`)."""
+        auth = body.get("auth")
+        sid = auth.get("session") if isinstance(auth, Mapping) else None
+        if not isinstance(sid, str):
+            return None
+        self._sweep()
+        session = self._sessions.get(sid)
+        return session if session is not None and session.operation == operation else None
+
     def finish(self, session: UiaSession) -> None:
         """The operation succeeded: the session is used up."""
         self._sessions.pop(session.session_id, None)
@@ -162,7 +176,7 @@ class UserInteractiveAuth:
         if remember:
             session.request.update(remember)
         if auth is None:
-            raise self._required(session, flows, params)
+            raise self._required(session, flows, params, completed=False)
         stage = auth.get("type")
         if stage is not None and not isinstance(stage, str):
             raise bad_json("auth.type must be a string")
@@ -224,12 +238,18 @@ class UserInteractiveAuth:
         params: Mapping[str, object] | None,
         errcode: str | None = None,
         error: str | None = None,
+        *,
+        completed: bool = True,
     ) -> AuthRequired:
+        """The 401 answer. ``completed`` is left out only of the answer to a request
+        without ``auth`` (as Synapse); every later answer lists it, even when empty
+        (SyTest 14account/02deactivate expects it beside ``errcode`` after a wrong
+        password; the spec's AuthenticationResponse lists it as optional)."""
         body: dict[str, object] = {
             "flows": [{"stages": list(flow)} for flow in flows],
             "params": dict(params or {}),
             "session": session.session_id,
         }
-        if session.completed:
+        if completed:
             body["completed"] = list(session.completed)
         return AuthRequired(body, errcode, error)

@@ -51,7 +51,9 @@ async def keys_changes() -> dict[str, object]:
     )
 
 
-@client_route(bp, "/keys/device_signing/upload", methods=["POST"])
+# MSC1756's unstable paths (before Matrix 1.1) stay served, as by Synapse: older
+# clients and SyTest 41end-to-end-keys/08-cross-signing call them.
+@client_route(bp, "/keys/device_signing/upload", methods=["POST"], unstable=True)
 async def upload_cross_signing_keys() -> dict[str, object]:
     requester = await require_auth()
     body = await json_body()
@@ -65,7 +67,7 @@ async def upload_cross_signing_keys() -> dict[str, object]:
     return {}
 
 
-@client_route(bp, "/keys/signatures/upload", methods=["POST"])
+@client_route(bp, "/keys/signatures/upload", methods=["POST"], unstable=True)
 async def upload_signatures() -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     body = await json_body()

@@ -12,7 +12,7 @@ from quart import Blueprint, request
 
 from pocketserver.accounts.management import check_new_password
 from pocketserver.accounts.service import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH
-from pocketserver.accounts.uia import DUMMY, REGISTRATION_TOKEN
+from pocketserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, UiaSession
 from pocketserver.api.http import (
     client_address,
     get_bool,
@@ -145,6 +145,43 @@ def _generated_localpart() -> str:
     return "u" + "".join(secrets.choice(alphabet) for _ in range(11))
 
 
+def _requested_localpart(fields: dict[str, object]) -> str | None:
+    """The ``username`` asked for, lowercased as Synapse does (so ``user-UPPER`` gets
+    ``@user-upper``; the spec's grammar for new user IDs has no capitals, and the spec
+    calls ``username`` only "the basis for the localpart")."""
+    username = optional_str(fields, "username")
+    return None if username is None else username.lower()
+
+
+async def _create_account(
+    session: UiaSession, fields: dict[str, object], token_required: bool
+) -> str:
+    """Register the account (or upgrade the guest) of a completed session; the session
+    stays alive, remembering the user ID, for a repeat of the request."""
+    s = services()
+    api = s.account_api
+    password = optional_str(fields, "password")
+    if password is None:
+        raise missing_param("password")
+    guest_token = optional_str(fields, "guest_access_token")
+    localpart = _requested_localpart(fields)
+    if guest_token is not None:
+        user_id = await s.guests.check_upgrade(guest_token, localpart)
+        await s.guests.upgrade(user_id, password)
+    else:
+        if localpart is None:
+            localpart = _generated_localpart()
+        _check_not_numeric(localpart)
+        await _check_available(localpart)
+        user_id = await s.accounts.register(localpart, password)
+        await s.profiles.set_initial(user_id, localpart)
+    if token_required:
+        await api.registration_tokens.count_use(session)
+    session.registered = user_id
+    session.request.pop("password", None)
+    return user_id
+
+
 @client_route(bp, "/register", methods=["POST"])
 async def register() -> dict[str, object]:
     s = services()
@@ -166,15 +203,22 @@ async def register() -> dict[str, object]:
         limiter.check(address, trio.current_time())
     body = await json_body()
     _check_fields(body)
-    username = optional_str(body, "username")
+    api = s.account_api
+    # A repeat of a session that registered an account logs that account in again
+    # (as Synapse; SyTest 11register "registration is idempotent").
+    earlier = api.uia.get(body, "register")
+    registered = earlier.registered if earlier is not None else None
+    username = _requested_localpart(body)
     guest_token = optional_str(body, "guest_access_token")
-    if guest_token is not None:
+    if registered is not None:
+        if username is not None and s.accounts.check_new_localpart(username) != registered:
+            raise MatrixError(400, "M_INVALID_PARAM", "this session has registered another user ID")
+    elif guest_token is not None:
         # Upgrading a guest: checked before UIA, as Synapse's check_username does.
         await s.guests.check_upgrade(guest_token, username)
     elif username is not None:
         _check_not_numeric(username)
         await _check_available(username)
-    api = s.account_api
     token_required = s.config.registration_requires_token
     session = await api.uia.authenticate(
         "register",
@@ -186,26 +230,12 @@ async def register() -> dict[str, object]:
     )
     fields = {**session.request, **{k: body[k] for k in REMEMBERED if k in body}}
     _check_fields(fields)
-    password = optional_str(fields, "password")
-    if password is None:
-        raise missing_param("password")
-    guest_token = optional_str(fields, "guest_access_token")
-    localpart = optional_str(fields, "username")
-    if guest_token is not None:
-        user_id = await s.guests.check_upgrade(guest_token, localpart)
-        await s.guests.upgrade(user_id, password)
+    if session.registered is not None:
+        user_id = session.registered
+        await s.accounts.check_active(user_id)
     else:
-        if localpart is None:
-            localpart = _generated_localpart()
-        _check_not_numeric(localpart)
-        await _check_available(localpart)
-        user_id = await s.accounts.register(localpart, password)
-        await s.profiles.set_initial(user_id, localpart)
-    if token_required:
-        await api.registration_tokens.count_use(session)
-    else:
-        api.uia.finish(session)
-    limiter.record(address, trio.current_time())
+        user_id = await _create_account(session, fields, token_required)
+        limiter.record(address, trio.current_time())
     answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
     if get_bool(fields, "inhibit_login"):
         return answer

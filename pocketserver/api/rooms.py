@@ -7,11 +7,13 @@ room_send.yaml, room_state.yaml, redaction.yaml, rooms.yaml, list_joined_rooms.y
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Mapping
 
 from quart import Blueprint, request
 
+from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
 from pocketserver.api.history import ignored_users, serialise
 from pocketserver.api.http import (
     get_bool,
@@ -31,6 +33,7 @@ from pocketserver.rooms.relations import check_new_relation
 from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
+JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
 
 
 def _room_id(room_id: str) -> str:
@@ -163,6 +166,24 @@ async def _resolve_room(room_id_or_alias: str) -> str:
     return _room_id(room_id_or_alias)
 
 
+_NOT_FROM_CLIENTS = ("membership", "reason", "third_party_signed", JOIN_AUTHORISED_VIA)
+"""Join body keys that are not copied into the member event: ``reason`` is added on
+its own; ``join_authorised_via_users_server`` only this server may name (room v8+
+restricted joins: a client naming an admin here would bypass the join rules)."""
+
+
+def _join_content(body: Mapping[str, object], profile: Mapping[str, object]) -> dict[str, object]:
+    """The member event content of a join: the user's profile, then the other keys of
+    the request body (as Synapse, SyTest 10apidoc/33room-members "can join a room with
+    custom content"; a ``displayname``/``avatar_url`` there is a per-room profile)."""
+    custom = {k: v for k, v in body.items() if k not in _NOT_FROM_CLIENTS}
+    for key, limit in (("displayname", MAX_DISPLAYNAME), ("avatar_url", MAX_AVATAR_URL)):
+        value = custom.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise bad_json(f"{key} must be a string of at most {limit} characters")
+    return {**profile, **custom}
+
+
 async def _join(room_id: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
@@ -173,13 +194,17 @@ async def _join(room_id: str) -> dict[str, object]:
             "this server does not know that room (joining over federation is not supported yet)"
         )
     await s.guests.check_join(requester, room_id)  # guests: only rooms with can_join
+    extra = _join_content(body, await s.profiles.member_content(requester.user_id))
+    content = {**extra, "membership": "join", **({"reason": reason} if reason else {})}
+    if await s.room_client.is_current_member_event(room_id, requester.user_id, content):
+        return {"room_id": room_id}  # joined already with this content: no new event
     await s.room_client.membership(
         requester.user_id,
         room_id,
         requester.user_id,
         "join",
         reason=reason,
-        extra=await s.profiles.member_content(requester.user_id),
+        extra=extra,
         ratelimit=True,
     )
     return {"room_id": room_id}
@@ -280,6 +305,14 @@ async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
         requester.user_id, requester.device_id, _room_id(room_id), event_type, content, txn_id
     )
     return {"event_id": event_id}
+
+
+@client_route(bp, "/rooms/<room_id>/send/<event_type>", methods=["POST"])
+async def send_without_txn(room_id: str, event_type: str) -> dict[str, object]:
+    """``POST`` without a transaction ID: not in the spec since r0, but Synapse still
+    serves it (and SyTest sends with it); each request sends a new event. The server
+    picks a transaction ID no client is likely to use."""
+    return await send(room_id, event_type, f"pocket-post-{secrets.token_urlsafe(16)}")
 
 
 @client_route(bp, "/rooms/<room_id>/redact/<path:event_id>/<txn_id>", methods=["PUT"])

@@ -25,8 +25,17 @@ def _drop_prefix_arg(endpoint: str | None, values: dict[str, object] | None) -> 
         values.pop(_PREFIX_ARG, None)
 
 
-def client_route(bp: Blueprint, path: str, *, methods: list[str]) -> Callable[[F], F]:
-    """Register the decorated view at ``path`` under each client API prefix."""
+UNSTABLE_PREFIX = "/_matrix/client/unstable"
+
+
+def client_route(
+    bp: Blueprint, path: str, *, methods: list[str], unstable: bool = False
+) -> Callable[[F], F]:
+    """Register the decorated view at ``path`` under each client API prefix.
+
+    ``unstable`` also serves it under ``/_matrix/client/unstable``, the path of the MSC
+    it came from, for endpoints whose unstable path clients and SyTest still call
+    (as Synapse serves them)."""
     if _drop_prefix_arg not in bp.url_value_preprocessors[None]:
         bp.url_value_preprocessor(_drop_prefix_arg)
 
@@ -37,6 +46,13 @@ def client_route(bp: Blueprint, path: str, *, methods: list[str]) -> Callable[[F
             view_func=fn,  # type: ignore[arg-type]
             methods=methods,
         )
+        if unstable:
+            bp.add_url_rule(
+                UNSTABLE_PREFIX + path,
+                endpoint=f"{fn.__name__}_client_unstable",
+                view_func=fn,  # type: ignore[arg-type]
+                methods=methods,
+            )
         return fn
 
     return decorator

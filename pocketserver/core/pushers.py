@@ -233,6 +233,9 @@ def notification(
     event_type = event_type if isinstance(event_type, str) else ""
     note: dict[str, object] = {"event_id": event_id, "room_id": room_id}
     if not event_id_only:
+        # ``id``: the event ID again under its pre-r0 name, which Synapse still sends
+        # (marked "deprecated") and SyTest 61push expects; gateways ignore it.
+        note["id"] = event_id
         note["type"] = event_type
         sender = pdu.get("sender")
         if isinstance(sender, str):
@@ -245,6 +248,10 @@ def notification(
             note["room_alias"] = room.room_alias
         if event_type == "m.room.member":
             note["user_is_target"] = pdu.get("state_key") == user_id
+            content = pdu.get("content")
+            membership = content.get("membership") if isinstance(content, Mapping) else None
+            if isinstance(membership, str):
+                note["membership"] = membership  # as Synapse (not in push_notifier.yaml)
         content = pdu.get("content")
         if isinstance(content, Mapping) and content:
             note["content"] = dict(content)
@@ -252,3 +259,21 @@ def notification(
     note["counts"] = {"unread": unread} if unread > 0 else {}
     note["devices"] = [device]
     return {"notification": note}
+
+
+def badge_notification(unread: int, device: dict[str, object]) -> dict[str, object]:
+    """The ``/notify`` body of a badge-only update (no event: push_notifier.yaml allows
+    leaving out ``event_id`` "for notifications that only contain updated badge
+    counts"), sent when the user's unread count drops.
+
+    ``counts.unread`` is sent even when 0, against the spec's "counts whose value is
+    zero should be omitted": a badge update is only useful with it (Sygnal sets the
+    iOS badge from it and leaves it alone without it), and Synapse sends it so.
+    """
+    return {
+        "notification": {
+            "prio": "low",
+            "counts": {"unread": unread},
+            "devices": [{**device, "tweaks": {}}],
+        }
+    }

@@ -128,13 +128,19 @@ def _upload_keys_txn(
     for public_key, _ in keys.values():
         if public_key in devices:
             raise forbidden("a cross-signing public key is the ID of one of your devices")
-    changed = False
+    changed: set[str] = set()
     for usage, (public_key, key) in keys.items():
         if usage in stored and stored[usage].key == key:
             continue
         store.set_cross_signing_key(conn, user_id, usage, public_key, key)
-        changed = True
-    return store.record_change(conn, user_id) if changed else None
+        changed.add(usage)
+    if not changed:
+        return None
+    # Only the owner sees their user-signing key: a change of it alone is news for
+    # them only (as Synapse; SyTest 08-cross-signing "Changing user-signing key
+    # notifies local users" checks the others do not hear of it).
+    private = changed == {"user_signing"}
+    return store.record_change(conn, user_id, only_for=user_id if private else None)
 
 
 def _failure(errcode: str, error: str) -> dict[str, str]:
@@ -157,7 +163,11 @@ def _signatures_txn(
                 failures.setdefault(target, {})[key_id] = _failure(e.errcode, e.error)
     position = None
     for target in sorted(changed_users):
-        position = store.record_change(conn, target)
+        # A signature on another user's master key is made with the user-signing key:
+        # only the signer sees it, so only they hear of the change.
+        position = store.record_change(
+            conn, target, only_for=None if target == user_id else user_id
+        )
     return failures, position
 
 

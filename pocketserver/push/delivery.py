@@ -46,6 +46,7 @@ from pocketserver.core.pushers import (
     KIND_HTTP,
     PusherKey,
     RoomFacts,
+    badge_notification,
     device_entry,
     notification,
     tweaks_of,
@@ -79,6 +80,21 @@ class PendingPush:
     event_id: str
     room_id: str
     actions: tuple[object, ...]
+
+    @property
+    def badge_only(self) -> bool:
+        """No event: an update of the unread count (after the user read something)."""
+        return not self.event_id
+
+
+BADGE = PendingPush("", "", ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The user's read receipts were applied: their unread count may have dropped."""
+
+    user_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +175,12 @@ class PushDelivery:
         self._base_delay_s = base_delay_s
         self._max_delay_s = max_delay_s
         self._max_attempts = max_attempts
-        self._intake_send, self._intake = trio.open_memory_channel[list[Notify]](INTAKE_BATCHES)
+        self._intake_send, self._intake = trio.open_memory_channel[list[Notify | _Read]](
+            INTAKE_BATCHES
+        )
+        self._last_badge: dict[PusherKey, int] = {}
+        """The unread count each pusher's gateway was last sent (a badge update is sent
+        only when it changed); at most ``MAX_QUEUED`` entries."""
         self._queues: dict[PusherKey, deque[PendingPush]] = {}
         self._queued = 0
         self._sent = 0
@@ -185,6 +206,16 @@ class PushDelivery:
         except trio.WouldBlock:
             self._drop(len(notified), "push delivery intake full")
 
+    def on_read(self, users: Sequence[str]) -> None:
+        """Evaluator listener: read receipts of ``users`` were applied (never blocks)."""
+        reads = [_Read(u) for u in users if u in self._users]
+        if not reads:
+            return
+        try:
+            self._intake_send.send_nowait(list(reads))
+        except trio.WouldBlock:
+            self._drop(len(reads), "push delivery intake full")
+
     def add_user(self, user_id: str) -> None:
         """``user_id`` has set a pusher."""
         self._users.add(user_id)
@@ -196,6 +227,7 @@ class PushDelivery:
     def forget(self, key: PusherKey) -> None:
         """The pusher is gone: drop what waits for it (its sender stops)."""
         self._blocked_logged.discard(key)
+        self._last_badge.pop(key, None)
         queue = self._queues.pop(key, None)
         if queue is not None:
             self._queued -= len(queue)
@@ -257,8 +289,8 @@ class PushDelivery:
             )
         return self._client
 
-    async def _dispatch(self, batch: list[Notify]) -> None:
-        users = [n.user_id for n in batch if n.user_id in self._users]
+    async def _dispatch(self, batch: list[Notify | _Read]) -> None:
+        users = list(dict.fromkeys(n.user_id for n in batch if n.user_id in self._users))
         if not users:
             return
         found = await self._db.read(store.pushers_for_users, users)
@@ -268,7 +300,13 @@ class PushDelivery:
                 by_user.setdefault(pusher.user_id, []).append(pusher.key)
         for note in batch:
             for key in by_user.get(note.user_id, ()):
-                self._enqueue(key, PendingPush(note.event_id, note.room_id, tuple(note.actions)))
+                if isinstance(note, _Read):
+                    queue = self._queues.get(key)
+                    if not (queue and queue[-1].badge_only):  # one waiting update is enough
+                        self._enqueue(key, BADGE)
+                else:
+                    item = PendingPush(note.event_id, note.room_id, tuple(note.actions))
+                    self._enqueue(key, item)
 
     def _enqueue(self, key: PusherKey, item: PendingPush) -> None:
         assert self._nursery is not None
@@ -309,15 +347,19 @@ class PushDelivery:
         url = pusher.data.get("url")
         if not isinstance(url, str):
             return
-        body = await self._build(pusher, item)
-        if body is None:
+        built = await self._build(pusher, item)
+        if built is None:
             return
+        body, unread = built
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         delay = self._base_delay_s
         for attempt in range(1, self._max_attempts + 1):
             answer = await self._post(url, payload)
             if answer.outcome is _Outcome.SENT:
                 self._sent += 1
+                if len(self._last_badge) >= MAX_QUEUED:
+                    self._last_badge.clear()
+                self._last_badge[key] = unread
                 if key.pushkey in answer.rejected:
                     await self._reject(key)
                 return
@@ -389,7 +431,14 @@ class PushDelivery:
 
     async def _build(
         self, pusher: store.StoredPusher, item: PendingPush
-    ) -> dict[str, object] | None:
+    ) -> tuple[dict[str, object], int] | None:
+        """The body to send and the unread count in it; None: nothing to send."""
+        if item.badge_only:
+            unread = await self._db.read(store.unread_total, pusher.user_id)
+            if self._last_badge.get(pusher.key, -1) == unread:
+                return None  # the gateway has this count already
+            device = device_entry(pusher.app_id, pusher.pushkey, pusher.pushkey_ts, pusher.data, {})
+            return badge_notification(unread, device), unread
         event = (await self._reader.get_events([item.event_id])).get(item.event_id)
         if event is None:
             return None
@@ -402,7 +451,7 @@ class PushDelivery:
         device = device_entry(
             pusher.app_id, pusher.pushkey, pusher.pushkey_ts, pusher.data, tweaks_of(item.actions)
         )
-        return notification(
+        body = notification(
             user_id=pusher.user_id,
             pdu=event.pdu,
             event_id=item.event_id,
@@ -412,6 +461,7 @@ class PushDelivery:
             event_id_only=event_id_only,
             room=facts,
         )
+        return body, unread
 
     async def _room_facts(self, room_id: str, sender: str) -> RoomFacts:
         name_id, alias_id, member_id = await self._db.read(_room_facts_ids, room_id, sender)
@@ -422,9 +472,14 @@ class PushDelivery:
             event = events.get(event_id or "")
             return event.pdu if event is not None else None
 
+        name = _content_str(pdu(name_id), "name")
+        alias = _content_str(pdu(alias_id), "alias")
         return RoomFacts(
-            room_name=_content_str(pdu(name_id), "name"),
-            room_alias=_content_str(pdu(alias_id), "alias"),
+            # A room without a name is named by its canonical alias, as Synapse's
+            # calculate_room_name does (and SyTest 61push expects): gateways such as
+            # Sygnal show room_name only.
+            room_name=name or alias,
+            room_alias=alias,
             sender_display_name=_content_str(pdu(member_id), "displayname"),
         )
 

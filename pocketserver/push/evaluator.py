@@ -229,6 +229,9 @@ class PushEvaluator:
         the server must not send the user anything from them; Synapse's push
         evaluation skips them too)."""
         self.notification_listeners: list[Callable[[list[Notify]], None]] = []
+        self.read_listeners: list[Callable[[list[str]], None]] = []
+        """Called (never blocking) with the users whose read receipts a committed batch
+        applied: their unread counts may have dropped (badge updates)."""
         """Called (sync, must not block) with each batch's notifications once committed."""
 
     def is_local(self, user_id: str) -> bool:
@@ -313,6 +316,10 @@ class PushEvaluator:
                 notified = [op for op in ops if isinstance(op, Notify)]
                 for listener in self.notification_listeners:
                     listener(notified)
+            readers = list(dict.fromkeys(op.user_id for op in ops if isinstance(op, ReadUpTo)))
+            if readers:
+                for read_listener in self.read_listeners:
+                    read_listener(readers)
 
     def _due_for_trim(self, ops: list[Notify | ReadUpTo]) -> set[str]:
         """Users whose recent-notifications lists to trim with this batch: each after

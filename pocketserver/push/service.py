@@ -196,6 +196,9 @@ class PushService:
                 {
                     "actions": row.actions,
                     "event": client_event(event, now_ms, include_room_id=False),
+                    # Rules have no profile tags since r0: null, as Synapse sends it
+                    # (SyTest 61push/09 wants the key; clients take null as absent).
+                    "profile_tag": None,
                     "read": row.read,
                     "room_id": row.room_id,
                     "ts": row.ts,

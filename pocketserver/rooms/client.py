@@ -218,6 +218,21 @@ class RoomClient:
         elif membership == "invite":
             self.limits.check_invite(sender, room_id, target)
 
+    async def is_current_member_event(
+        self, room_id: str, user_id: str, content: Mapping[str, object]
+    ) -> bool:
+        """Whether ``user_id``'s current member event was sent by them with exactly
+        ``content``: then a repeat of the change writes nothing (as Synapse's
+        ``update_membership``; SyTest 30rooms/01state "Joining room twice is
+        idempotent"). The spec does not say; a new identical event would only add noise."""
+        _, event_id = await self.membership_of(room_id, user_id)
+        event = await self.store.get_event(event_id) if event_id else None
+        return (
+            event is not None
+            and event.pdu.get("sender") == user_id
+            and event.pdu.get("content") == dict(content)
+        )
+
     # --- reading -----------------------------------------------------------------------
 
     async def membership_of(self, room_id: str, user_id: str) -> tuple[str | None, str | None]:

@@ -4,7 +4,8 @@ Spec: client-server-api modules/end_to_end_encryption.md "Tracking the device li
 for a user" and "Extensions to /sync". Between two positions a user is told:
 
 - ``changed``: users they share a room with now whose devices, device keys or
-  cross-signing keys changed (the device list stream), themselves included; and
+  cross-signing keys changed (the device list stream), themselves included; users
+  whose changes only they may see (their own user-signing key, what it signed); and
   users who came to share a room with them (either side joined: the events stream);
 - ``left``: users who stopped sharing any room with them.
 
@@ -53,13 +54,21 @@ def _member_events(conn: sqlite3.Connection, after: int, upto: int) -> list[tupl
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def _key_changes(conn: sqlite3.Connection, after: int, upto: int) -> set[str]:
+def _key_changes(
+    conn: sqlite3.Connection, after: int, upto: int, user_id: str
+) -> tuple[set[str], set[str]]:
+    """(users with changes for all who share a room, users with changes for ``user_id``
+    alone) in the window."""
     rows = conn.execute(
-        "SELECT DISTINCT user_id FROM e2e_device_list_changes"
-        " WHERE stream_id > ? AND stream_id <= ?",
-        (after, upto),
+        "SELECT DISTINCT user_id, only_for FROM e2e_device_list_changes"
+        " WHERE stream_id > ? AND stream_id <= ? AND (only_for IS NULL OR only_for = ?)",
+        (after, upto, user_id),
     )
-    return {str(r[0]) for r in rows}
+    public: set[str] = set()
+    private: set[str] = set()
+    for changed, only_for in rows:
+        (public if only_for is None else private).add(str(changed))
+    return public, private
 
 
 def delta(
@@ -97,10 +106,7 @@ def delta(
                     maybe_left.add(target)
         changed.discard(user_id)
     if lists_upto > lists_after:
-        changed |= {
-            other
-            for other in _key_changes(conn, lists_after, lists_upto)
-            if other == user_id or shares_room(other)
-        }
+        public, private = _key_changes(conn, lists_after, lists_upto, user_id)
+        changed |= private | {other for other in public if other == user_id or shares_room(other)}
     left = {other for other in maybe_left if other != user_id and not shares_room(other)}
     return DeviceListDelta(changed=sorted(changed - left), left=sorted(left))

@@ -325,9 +325,14 @@ def signatures_for(conn: sqlite3.Connection, user_ids: Collection[str], viewer: 
 # --- the device list stream --------------------------------------------------------------
 
 
-def record_change(conn: sqlite3.Connection, user_id: str) -> int:
-    """Note that ``user_id``'s devices or keys changed; return the new stream position."""
-    cur = conn.execute("INSERT INTO e2e_device_list_changes (user_id) VALUES (?)", (user_id,))
+def record_change(conn: sqlite3.Connection, user_id: str, only_for: str | None = None) -> int:
+    """Note that ``user_id``'s devices or keys changed; return the new stream position.
+
+    ``only_for``: only that user hears of it (instead of everyone sharing a room)."""
+    cur = conn.execute(
+        "INSERT INTO e2e_device_list_changes (user_id, only_for) VALUES (?, ?)",
+        (user_id, only_for),
+    )
     return int(cur.lastrowid or 0)
 
 

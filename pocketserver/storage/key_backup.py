@@ -40,7 +40,7 @@ class TooManyKeys(Exception):
 class VersionInfo:
     version: int
     algorithm: str
-    auth_data: dict[str, object]
+    auth_data: dict[str, object] | str
     etag: int
     count: int
 
@@ -67,7 +67,7 @@ def _info(row: sqlite3.Row) -> VersionInfo:
     return VersionInfo(
         version=int(row["version"]),
         algorithm=str(row["algorithm"]),
-        auth_data=auth_data if isinstance(auth_data, dict) else {},
+        auth_data=auth_data if isinstance(auth_data, dict | str) else {},
         etag=int(row["etag"]),
         count=int(row["key_count"]),
     )

@@ -115,14 +115,77 @@ def test_register_uia_round_trip(server: RunningServer, name: str) -> None:
         assert profile == {"displayname": name}
         dev = c.get(f"{V3}/devices/MYDEVICE", headers=_auth(answer["access_token"])).json()
         assert dev["display_name"] == "Phone"
-        # The session is used up.
+        # A repeat of the completed session is idempotent (as Synapse, SyTest 11register):
+        # the same account is logged in again, nothing new is registered.
         again = c.post(
             f"{V3}/register",
-            json={"auth": {"type": "m.login.dummy", "session": body["session"]}},
+            json={
+                "username": name.upper(),
+                "auth": {"type": "m.login.dummy", "session": body["session"]},
+            },
         )
-        assert again.status_code == 400
-        assert again.json()["errcode"] == "M_UNKNOWN"
+        assert again.status_code == 200, again.text
+        assert again.json()["user_id"] == user_id
+        assert again.json()["device_id"] == "MYDEVICE"
+        assert again.json()["access_token"] != answer["access_token"]
+        who = c.get(f"{V3}/account/whoami", headers=_auth(again.json()["access_token"]))
+        assert who.json()["user_id"] == user_id
+        # ... but it cannot name another user ID.
+        other = c.post(
+            f"{V3}/register",
+            json={
+                "username": name + "x",
+                "auth": {"type": "m.login.dummy", "session": body["session"]},
+            },
+        )
+        assert other.status_code == 400
+        assert c.get(f"{V3}/profile/@{name}x:{server.server_name}").status_code == 404
     assert server.login(name).status_code == 200
+
+
+def test_register_idempotent_without_username(server: RunningServer) -> None:
+    """SyTest 11register #100: a generated user ID, the session repeated."""
+    with server.client() as c:
+        sid = c.post(f"{V3}/register", json={"password": PASSWORD}).json()["session"]
+        body = {"password": PASSWORD, "auth": {"type": "m.login.dummy", "session": sid}}
+        first = c.post(f"{V3}/register", json=body)
+        assert first.status_code == 200, first.text
+        second = c.post(f"{V3}/register", json=body)
+        assert second.status_code == 200, second.text
+        assert second.json()["user_id"] == first.json()["user_id"]
+        assert second.json()["access_token"] != first.json()["access_token"]
+
+
+def test_register_downcases_username(server: RunningServer) -> None:
+    """SyTest 10apidoc/01register #3: Synapse lowercases the requested username."""
+    with server.client() as c:
+        r = c.post(
+            f"{V3}/register",
+            json={
+                "username": "User-UPPER",
+                "password": PASSWORD,
+                "auth": {"type": "m.login.dummy"},
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["user_id"] == f"@user-upper:{server.server_name}"
+        # The same name in other capitals is then taken.
+        r = c.post(
+            f"{V3}/register",
+            json={
+                "username": "USER-upper",
+                "password": PASSWORD,
+                "auth": {"type": "m.login.dummy"},
+            },
+        )
+        assert r.status_code == 400
+        assert r.json()["errcode"] == "M_USER_IN_USE"
+        # Characters outside the grammar stay refused after lowercasing.
+        r = c.post(
+            f"{V3}/register",
+            json={"username": "ÉLAN", "password": PASSWORD, "auth": {"type": "m.login.dummy"}},
+        )
+        assert r.json()["errcode"] == "M_INVALID_USERNAME"
 
 
 def test_register_in_one_request_without_session(server: RunningServer, name: str) -> None:
@@ -170,7 +233,7 @@ def test_register_inhibit_login_and_generated_name(server: RunningServer) -> Non
     ("body", "status", "errcode"),
     [
         ({"username": "Has Space"}, 400, "M_INVALID_USERNAME"),
-        ({"username": "UPPER"}, 400, "M_INVALID_USERNAME"),
+        ({"username": "UPPER!"}, 400, "M_INVALID_USERNAME"),
         ({"username": "x" * 300}, 400, "M_INVALID_USERNAME"),
         ({"username": 5}, 400, "M_BAD_JSON"),
         ({"password": 5}, 400, "M_BAD_JSON"),
@@ -586,6 +649,19 @@ def test_deactivate_wrong_password_changes_nothing(server: RunningServer, name: 
         )
         assert r.status_code == 401
         assert r.json()["errcode"] == "M_FORBIDDEN"
+        # A wrong password in a first request (no session yet, as SyTest 14account/
+        # 02deactivate sends it): the full UIA answer, with an empty "completed".
+        auth = _password_auth(me["user_id"], sid, "wrong")
+        del auth["session"]
+        r = c.post(f"{V3}/account/deactivate", headers=h, json={"auth": auth})
+        assert r.status_code == 401
+        body = r.json()
+        assert body["errcode"] == "M_FORBIDDEN"
+        assert isinstance(body["error"], str)
+        assert body["completed"] == []
+        assert body["flows"] == [{"stages": ["m.login.password"]}]
+        assert body["params"] == {}
+        assert isinstance(body["session"], str)
         r = c.post(f"{V3}/account/deactivate", headers=h, json={"erase": "yes"})
         assert r.status_code == 400
         assert r.json()["errcode"] == "M_BAD_JSON"

@@ -113,10 +113,16 @@ def test_bad_uploads(server: RunningServer, c: httpx.Client, new_user: str) -> N
     keys = device_keys(uid, dev, sk)
     _err(c.post(V3 + "/keys/upload", json={}), 401, "M_MISSING_TOKEN")
     _err(c.post(V3 + "/keys/upload", headers=_auth(alice), content=b"{"), 400, "M_NOT_JSON")
-    tampered = {**keys, "algorithms": ["m.olm.v1.curve25519-aes-sha2"]}
-    _err(_post(c, alice, "/keys/upload", {"device_keys": tampered}), 400, "M_INVALID_SIGNATURE")
+    # Shape errors are M_BAD_JSON, as Synapse (SyTest 01-upload-key "Rejects invalid
+    # device keys": algorithms, keys and signatures are required), and store nothing.
+    missing = {"user_id": uid, "device_id": dev}
+    _err(_post(c, alice, "/keys/upload", {"device_keys": missing}), 400, "M_BAD_JSON")
     other = device_keys(uid, "OTHERDEVICE", sk)
-    _err(_post(c, alice, "/keys/upload", {"device_keys": other}), 400, "M_INVALID_PARAM")
+    _err(_post(c, alice, "/keys/upload", {"device_keys": other}), 400, "M_BAD_JSON")
+    foreign = {**keys, "user_id": "@someone:else.example"}
+    _err(_post(c, alice, "/keys/upload", {"device_keys": foreign}), 400, "M_BAD_JSON")
+    q = _ok(_post(c, alice, "/keys/query", {"device_keys": {uid: []}}))
+    assert q["device_keys"][uid] == {}
     _err(
         _post(c, alice, "/keys/upload", {"one_time_keys": {"nocolon": "k"}}), 400, "M_INVALID_PARAM"
     )
@@ -193,6 +199,131 @@ def test_device_lists_in_sync_and_changes(
     assert list(q["device_keys"][alice["user_id"]]) == [alice["device_id"]]
 
 
+def _wait_changed(c: httpx.Client, user: dict[str, str], since: str) -> dict:
+    """Long-poll until ``device_lists.changed`` is not empty (or 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        s = _sync(c, user, since, timeout=1000)
+        if s["device_lists"]["changed"] or time.monotonic() > deadline:
+            return s
+
+
+def test_new_and_renamed_devices_change_device_lists(
+    server: RunningServer, c: httpx.Client, new_user: str
+) -> None:
+    """As Synapse (SyTest 06-device-lists "Local new/update device changes appear in v2
+    /sync", "Users receive device_list updates for their own devices")."""
+    alice = server.register(new_user + "a")
+    bob = server.register(new_user + "b")
+    dave = server.register(new_user + "d")  # shares no room with Alice
+    _join(c, bob, _room(c, alice))
+    bob_token, alice_token = _sync(c, bob)["next_batch"], _sync(c, alice)["next_batch"]
+    dave_token = _sync(c, dave)["next_batch"]
+    second = server.login(alice["user_id"]).json()
+    assert _wait_changed(c, bob, bob_token)["device_lists"]["changed"] == [alice["user_id"]]
+    s = _wait_changed(c, alice, alice_token)
+    assert s["device_lists"]["changed"] == [alice["user_id"]]
+    bob_token, alice_token = _sync(c, bob)["next_batch"], s["next_batch"]
+    r = c.put(
+        f"{V3}/devices/{quote(second['device_id'])}",
+        headers=_auth(alice),
+        json={"display_name": "Phone"},
+    )
+    assert r.status_code == 200, r.text
+    assert _wait_changed(c, bob, bob_token)["device_lists"]["changed"] == [alice["user_id"]]
+    # The same name again is no change.
+    bob_token = _sync(c, bob)["next_batch"]
+    c.put(
+        f"{V3}/devices/{quote(second['device_id'])}",
+        headers=_auth(alice),
+        json={"display_name": "Phone"},
+    )
+    assert _sync(c, bob, bob_token)["device_lists"]["changed"] == []
+    assert _sync(c, dave, dave_token)["device_lists"]["changed"] == []
+
+
+def test_user_signing_key_is_news_for_its_owner_only(
+    server: RunningServer, c: httpx.Client, new_user: str
+) -> None:
+    """SyTest 08-cross-signing "Changing user-signing key notifies local users": a new
+    user-signing key alone, and signatures made with it, are private to their owner."""
+    alice = server.register(new_user + "a")
+    bob = server.register(new_user + "b")
+    uid = alice["user_id"]
+    _join(c, bob, _room(c, alice))
+    master, ssk, usk = (nacl.signing.SigningKey.generate() for _ in range(3))
+    keys = {
+        "master_key": cross_signing_key(uid, "master", master, None),
+        "self_signing_key": cross_signing_key(uid, "self_signing", ssk, master),
+    }
+    _ok(_post(c, alice, "/keys/device_signing/upload", keys))
+    bob_token, alice_token = _sync(c, bob)["next_batch"], _sync(c, alice)["next_batch"]
+    usk_only = {"user_signing_key": cross_signing_key(uid, "user_signing", usk, master)}
+    r = _post(c, alice, "/keys/device_signing/upload", usk_only)
+    if r.status_code == 401:  # replacing keys may need the password
+        auth = {
+            "type": "m.login.password",
+            "session": r.json()["session"],
+            "identifier": {"type": "m.id.user", "user": uid},
+            "password": "correct horse",
+        }
+        r = _post(c, alice, "/keys/device_signing/upload", {**usk_only, "auth": auth})
+    _ok(r)
+    assert _wait_changed(c, alice, alice_token)["device_lists"]["changed"] == [uid]
+    assert _sync(c, bob, bob_token)["device_lists"]["changed"] == []
+    # Alice signs Bob's master key with it: Alice hears of Bob, Bob and others do not.
+    bob_master = nacl.signing.SigningKey.generate()
+    bob_keys = {"master_key": cross_signing_key(bob["user_id"], "master", bob_master, None)}
+    _ok(_post(c, bob, "/keys/device_signing/upload", bob_keys))
+    bob_token, alice_token = _sync(c, bob)["next_batch"], _sync(c, alice)["next_batch"]
+    signed = sign(bob_keys["master_key"], uid, f"ed25519:{public(usk)}", usk)
+    r = _ok(
+        _post(c, alice, "/keys/signatures/upload", {bob["user_id"]: {public(bob_master): signed}})
+    )
+    assert r == {"failures": {}}
+    assert _wait_changed(c, alice, alice_token)["device_lists"]["changed"] == [bob["user_id"]]
+    assert _sync(c, bob, bob_token)["device_lists"]["changed"] == []
+
+
+def test_opaque_device_keys_as_synapse(
+    server: RunningServer, c: httpx.Client, new_user: str
+) -> None:
+    """SyTest 01-upload-key "Can upload device keys": placeholder keys and a
+    placeholder self-signature are stored and served as uploaded (as Synapse; the
+    clients that fetch them verify signatures), and keys/changes and /sync see them."""
+    alice = server.register(new_user + "a")
+    bob = server.register(new_user + "b")
+    uid, dev = alice["user_id"], alice["device_id"]
+    since = _sync(c, alice)["next_batch"]
+    keys = {
+        "user_id": uid,
+        "device_id": dev,
+        "algorithms": ["m.olm.curve25519-aes-sha256", "m.megolm.v1.aes-sha"],
+        "keys": {f"curve25519:{dev}": "curve25519+key", f"ed25519:{dev}": "ed25519+key"},
+        "signatures": {uid: {f"ed25519:{dev}": "self+signature"}},
+    }
+    r = _ok(
+        _post(
+            c,
+            alice,
+            "/keys/upload",
+            {"device_keys": keys, "one_time_keys": {"my_algorithm:my_id_1": "KIhHVk"}},
+        )
+    )
+    assert r == {"one_time_key_counts": {"my_algorithm": 1}}
+    got = _ok(_post(c, bob, "/keys/query", {"device_keys": {uid: [dev]}}))
+    served = got["device_keys"][uid][dev]
+    assert {k: served[k] for k in keys} == keys
+    changes = _ok(
+        c.get(
+            f"{V3}/keys/changes",
+            headers=_auth(alice),
+            params={"from": since, "to": _sync(c, alice)["next_batch"]},
+        )
+    )
+    assert uid in changes["changed"]
+
+
 def test_cross_signing(server: RunningServer, c: httpx.Client, new_user: str) -> None:
     alice = server.register(new_user + "a")
     bob = server.register(new_user + "b")
@@ -207,9 +338,13 @@ def test_cross_signing(server: RunningServer, c: httpx.Client, new_user: str) ->
     }
     bad = {**body, "self_signing_key": cross_signing_key(uid, "self_signing", ssk, usk)}
     _err(_post(c, alice, "/keys/device_signing/upload", bad), 400, "M_INVALID_SIGNATURE")
-    # The first upload needs no UIA; the same keys again neither.
+    # The first upload needs no UIA; the same keys again neither (also at MSC1756's
+    # unstable path, which Synapse serves and SyTest 08-cross-signing calls).
     assert _ok(_post(c, alice, "/keys/device_signing/upload", body)) == {}
-    assert _ok(_post(c, alice, "/keys/device_signing/upload", body)) == {}
+    unstable = "/_matrix/client/unstable/keys/device_signing/upload"
+    assert _ok(c.post(unstable, headers=_auth(alice), json=body)) == {}
+    r = c.post("/_matrix/client/unstable/keys/signatures/upload", headers=_auth(alice), json={})
+    assert _ok(r) == {"failures": {}}
     # Replacing them does.
     new_master = nacl.signing.SigningKey.generate()
     replace = {"master_key": cross_signing_key(uid, "master", new_master, None)}

@@ -88,15 +88,24 @@ def test_paginate_from_next_batch_both_ways(big_room) -> None:
     new = alice.text(room, "after")
     page = alice.ok(f"/rooms/{room}/messages", dir="f", **{"from": next_batch})
     assert [e["event_id"] for e in page["chunk"]] == [new]
+    # A non-empty page carries end even at the live edge (as Synapse; SyTest 31sync/
+    # 04timeline): the client continues from it; the empty page after it has none.
+    edge = alice.ok(f"/rooms/{room}/messages", dir="f", **{"from": page["end"]})
+    assert edge["chunk"] == []
+    assert "end" not in edge
+    later = alice.text(room, "later")
+    page = alice.ok(f"/rooms/{room}/messages", dir="f", **{"from": page["end"]})
+    assert [e["event_id"] for e in page["chunk"]] == [later]
+    new_ids = [new, later]
     # Forwards from the start of the room sees everything, in the opposite order.
     fwd, _ = paginate(alice, room, dir="f", limit=64)
-    assert [e["event_id"] for e in fwd] == [e["event_id"] for e in reversed(back)] + [new]
+    assert [e["event_id"] for e in fwd] == [e["event_id"] for e in reversed(back)] + new_ids
     # Without from, backwards starts at the newest event.
     latest = alice.ok(f"/rooms/{room}/messages", dir="b", limit=1)
-    assert [e["event_id"] for e in latest["chunk"]] == [new]
+    assert [e["event_id"] for e in latest["chunk"]] == [later]
     # An empty from is no from.
     empty = alice.ok(f"/rooms/{room}/messages", dir="b", limit=1, **{"from": ""})
-    assert [e["event_id"] for e in empty["chunk"]] == [new]
+    assert [e["event_id"] for e in empty["chunk"]] == [later]
 
 
 def test_to_token_and_start(big_room) -> None:
@@ -112,6 +121,11 @@ def test_to_token_and_start(big_room) -> None:
     ]
     # Forwards, a page with events has an end to go on from later (as Synapse).
     assert "end" in again
+    rest = alice.ok(
+        f"/rooms/{room}/messages", dir="f", limit=50, **{"from": again["end"], "to": first["end"]}
+    )
+    assert rest["chunk"] == []
+    assert "end" not in rest
     # Backwards to a token stops there.
     bounded = alice.ok(
         f"/rooms/{room}/messages", dir="b", limit=50, **{"from": first["end"], "to": second["end"]}

@@ -63,22 +63,27 @@ class Gateway:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def for_key(self, pushkey: str) -> list[dict[str, object]]:
+    def for_key(self, pushkey: str, badges: bool = False) -> list[dict[str, object]]:
+        """The notifications about events for ``pushkey`` (``badges``: the badge-only
+        updates instead)."""
         with self.cond:
             return [
                 r["notification"]
                 for r in self.received
                 if r["notification"]["devices"][0]["pushkey"] == pushkey  # type: ignore[index]
+                and ("event_id" not in r["notification"]) == badges
             ]
 
-    def wait_for(self, pushkey: str, count: int, timeout: float = 15.0) -> list[dict[str, object]]:
+    def wait_for(
+        self, pushkey: str, count: int, timeout: float = 15.0, badges: bool = False
+    ) -> list[dict[str, object]]:
         deadline = time.monotonic() + timeout
         with self.cond:
-            while len(self.for_key(pushkey)) < count:
+            while len(self.for_key(pushkey, badges)) < count:
                 left = deadline - time.monotonic()
                 assert left > 0, f"{count} notification(s) for {pushkey}: {self.received}"
                 self.cond.wait(left)
-            return self.for_key(pushkey)
+            return self.for_key(pushkey, badges)
 
     def wait_event(self, pushkey: str, event_id: str, timeout: float = 15.0) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -445,6 +450,62 @@ def test_event_id_only_format_and_low_priority(
     }
 
 
+def test_reading_sends_a_badge_update(
+    server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
+) -> None:
+    """A read receipt that lowers the unread count pushes the new count alone (as
+    Synapse; SyTest 61push "Test that a message is pushed": the zero badge)."""
+    a = server.register(new_user + "a")
+    b = server.register(new_user + "b")
+    third = server.register(new_user + "c")
+    room = _room(c, server, a, b, third)
+    key = _key()
+    assert _set(c, b, _pusher(gateway.url, key)).status_code == 200
+    first = _send(c, a, room, "one")
+    second = _send(c, a, room, "two")
+    gateway.wait_event(key, second)
+    assert gateway.for_key(key, badges=True) == []
+    receipt = f"{V3}/rooms/{room}/receipt/m.read/{quote(first)}"
+    assert c.post(receipt, headers=_auth(b), json={}).status_code == 200
+    (badge,) = gateway.wait_for(key, 1, badges=True)
+    assert badge["counts"] == {"unread": 1}
+    assert badge["prio"] == "low"
+    (device,) = badge["devices"]  # type: ignore[misc]
+    assert (device["pushkey"], device["tweaks"]) == (key, {})
+    receipt = f"{V3}/rooms/{room}/receipt/m.read/{quote(second)}"
+    assert c.post(receipt, headers=_auth(b), json={}).status_code == 200
+    _, zero = gateway.wait_for(key, 2, badges=True)
+    assert zero["counts"] == {"unread": 0}  # sent, though the spec omits zero counts
+    # Reading again changes nothing: no update. A third user's receipt: none for b.
+    assert c.post(receipt, headers=_auth(b), json={}).status_code == 200
+    assert c.post(receipt, headers=_auth(third), json={}).status_code == 200
+    marker = _send(c, third, room, "three")  # pushes queue in order: wait for this one
+    gateway.wait_event(key, marker)
+    assert len(gateway.for_key(key, badges=True)) == 2
+
+
+def test_room_named_by_canonical_alias(
+    server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
+) -> None:
+    """A room without a name: room_name is its canonical alias (as Synapse, SyTest 61push
+    "Rooms with canonical alias are correctly named in pushed")."""
+    a = server.register(new_user + "a")
+    b = server.register(new_user + "b")
+    key = _key()
+    assert _set(c, b, _pusher(gateway.url, key)).status_code == 200
+    r = c.post(
+        f"{V3}/createRoom",
+        headers=_auth(a),
+        json={"preset": "public_chat", "room_alias_name": new_user},
+    )
+    room = r.json()["room_id"]
+    assert c.post(f"{V3}/rooms/{room}/join", headers=_auth(b)).status_code == 200
+    event_id = _send(c, a, room, "hi")
+    note = gateway.wait_event(key, event_id)
+    alias = f"#{new_user}:{server.server_name}"
+    assert (note["room_name"], note["room_alias"]) == (alias, alias)
+
+
 def test_invite_notifies_the_target(
     server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
 ) -> None:
@@ -457,6 +518,8 @@ def test_invite_notifies_the_target(
     (note,) = gateway.wait_for(key, 1)
     assert note["type"] == "m.room.member"
     assert note["user_is_target"] is True
+    assert note["membership"] == "invite"  # and the event ID as "id": as Synapse, SyTest
+    assert note["id"] == note["event_id"]
     assert note["prio"] == "high"
     assert note["content"]["membership"] == "invite"  # type: ignore[index]
 

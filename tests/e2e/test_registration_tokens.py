@@ -137,6 +137,12 @@ def test_pending_use_is_reserved(server: RunningServer, admin) -> None:
         assert r.json()["user_id"] == f"@pendinga:{server.server_name}"
         got = c.get(ADMIN + "/shared", headers=admin).json()
         assert (got["pending"], got["completed"]) == (0, 1)
+        # Repeating the completed session logs the same user in again; no second use.
+        again = _dummy_stage(c, a)
+        assert again.status_code == 200, again.text
+        assert again.json()["user_id"] == f"@pendinga:{server.server_name}"
+        got = c.get(ADMIN + "/shared", headers=admin).json()
+        assert (got["pending"], got["completed"]) == (0, 1)
         # A completed stage is not asked again: an auth dict with only the session
         # finishes a session whose flow is complete but whose request failed.
         c.post(ADMIN + "/new", headers=admin, json={"token": "again"})

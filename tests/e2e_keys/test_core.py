@@ -26,37 +26,43 @@ def test_device_keys_signed_by_own_key_pass(key: nacl.signing.SigningKey) -> Non
 
 
 @pytest.mark.parametrize(
-    ("change", "errcode"),
+    "change",
     [
-        (lambda o: {**o, "user_id": "@bob:test.local"}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "device_id": "OTHER"}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "algorithms": "m.olm"}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "algorithms": [1]}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "keys": {"ed25519:DEVICEA": 5}}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "keys": {"curve25519:DEVICEA": "abc"}}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "signatures": {ALICE: {"ed25519:DEVICEA": 5}}}, "M_INVALID_PARAM"),
-        (lambda o: {**o, "signatures": {}}, "M_INVALID_SIGNATURE"),
-        (lambda o: {**o, "algorithms": ["changed.after.signing"]}, "M_INVALID_SIGNATURE"),
-        (
-            lambda o: {**o, "signatures": {ALICE: {"ed25519:DEVICEA": "AAAA"}}},
-            "M_INVALID_SIGNATURE",
-        ),
-        (lambda o: "not an object", "M_INVALID_PARAM"),
+        lambda o: {**o, "user_id": "@bob:test.local"},
+        lambda o: {**o, "device_id": "OTHER"},
+        lambda o: {**o, "algorithms": "m.olm"},
+        lambda o: {**o, "algorithms": [1]},
+        lambda o: {k: v for k, v in o.items() if k != "algorithms"},
+        lambda o: {k: v for k, v in o.items() if k != "keys"},
+        lambda o: {k: v for k, v in o.items() if k != "signatures"},
+        lambda o: {**o, "keys": {"ed25519:DEVICEA": 5}},
+        lambda o: {**o, "signatures": {ALICE: {"ed25519:DEVICEA": 5}}},
+        lambda o: {**o, "signatures": None},
+        lambda o: "not an object",
     ],
 )
-def test_bad_device_keys_rejected(key: nacl.signing.SigningKey, change, errcode: str) -> None:
+def test_bad_device_keys_rejected(key: nacl.signing.SigningKey, change) -> None:
+    """Shape errors are M_BAD_JSON, as Synapse (SyTest 01-upload-key "Rejects invalid
+    device keys")."""
     with pytest.raises(KeyRejected) as e:
         rules.check_device_keys(change(device_keys(ALICE, DEV, key)), ALICE, DEV)
-    assert e.value.errcode == errcode
+    assert e.value.errcode == "M_BAD_JSON"
 
 
-def test_device_keys_signed_by_another_key_fail(key: nacl.signing.SigningKey) -> None:
+def test_device_keys_are_not_verified(key: nacl.signing.SigningKey) -> None:
+    """Keys and self-signatures are the device's own claims, verified by the clients
+    that receive them (as Synapse): opaque keys, a forged or missing self-signature and
+    no ed25519 key of the device's own all pass the server."""
     other = nacl.signing.SigningKey.generate()
     obj = device_keys(ALICE, DEV, key)
     forged = sign({**obj, "signatures": {}}, ALICE, f"ed25519:{DEV}", other)
-    with pytest.raises(KeyRejected) as e:
-        rules.check_device_keys(forged, ALICE, DEV)
-    assert e.value.errcode == "M_INVALID_SIGNATURE"
+    for keys in (
+        forged,
+        {**obj, "signatures": {}},
+        {**obj, "keys": {"curve25519:DEVICEA": "curve25519+key"}},
+        {**obj, "keys": {"ed25519:DEVICEA": "ed25519+key"}},
+    ):
+        assert rules.check_device_keys(keys, ALICE, DEV)["keys"] == keys["keys"]
 
 
 def test_one_time_keys_strings_and_objects(key: nacl.signing.SigningKey) -> None:

@@ -217,7 +217,7 @@ async def test_streaming_pages(service: KeyBackupService, monkeypatch: pytest.Mo
         ({**_key(), "first_message_index": -1}, "M_INVALID_PARAM"),
         ({**_key(), "forwarded_count": "1"}, "M_BAD_JSON"),
         ({k: v for k, v in _key().items() if k != "forwarded_count"}, "M_BAD_JSON"),
-        ({**_key(), "session_data": "x"}, "M_BAD_JSON"),
+        ({**_key(), "session_data": 5}, "M_BAD_JSON"),
         ({**_key(), "session_data": {"x": "a" * svc.MAX_SESSION_DATA_BYTES}}, "M_TOO_LARGE"),
     ],
 )

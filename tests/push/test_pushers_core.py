@@ -149,12 +149,14 @@ def test_full_notification() -> None:
         "notification": {
             "event_id": "$e",
             "room_id": "!r:hs",
+            "id": "$e",
             "type": "m.room.member",
             "sender": "@a:hs",
             "sender_display_name": "Alice",
             "room_name": "Room",
             "room_alias": "#room:hs",
             "user_is_target": True,
+            "membership": "invite",
             "content": {"membership": "invite"},
             "prio": "low",
             "counts": {"unread": 3},
@@ -198,3 +200,5 @@ def test_event_id_only_and_zero_counts() -> None:
     assert "content" not in full  # empty content is omitted
     assert "room_name" not in full
     assert "user_is_target" not in full
+    assert "membership" not in full
+    assert full["id"] == "$e"
