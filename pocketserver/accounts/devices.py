@@ -127,7 +127,8 @@ class DeviceManager:
         position = await self._db.write(store.set_display_name, user_id, device_id, display_name)
         if position is None:
             raise not_found("no such device")
-        self._accounts.device_list_changed(position)
+        if position:  # 0: the same name again, no change
+            self._accounts.device_list_changed(position)
 
     async def delete(self, user_id: str, device_ids: Iterable[str]) -> None:
         """Delete devices (unknown ones are ignored) and revoke their tokens."""

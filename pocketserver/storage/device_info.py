@@ -63,16 +63,23 @@ def get_device(conn: sqlite3.Connection, user_id: str, device_id: str) -> Device
 def set_display_name(
     conn: sqlite3.Connection, user_id: str, device_id: str, display_name: str
 ) -> int | None:
-    """Rename a device: its device list stream position, None for an unknown device.
+    """Rename a device: None for an unknown device, else the device list stream position
+    of the change, or 0 when the device already has that name (nothing recorded).
 
     A rename changes the user's device list (as Synapse: /keys/query shows the name),
     so it is recorded on the device list stream."""
-    cur = conn.execute(
+    row = conn.execute(
+        "SELECT display_name FROM devices WHERE user_id = ? AND device_id = ?",
+        (user_id, device_id),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] == display_name:
+        return 0
+    conn.execute(
         "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
         (display_name, user_id, device_id),
     )
-    if cur.rowcount != 1:
-        return None
     return e2e_key_store.record_change(conn, user_id)
 
 
