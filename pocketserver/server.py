@@ -34,6 +34,7 @@ from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
+from pocketserver.net.identity import IdentityClient
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
@@ -43,6 +44,7 @@ from pocketserver.rooms.relations import index_relation
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
@@ -174,6 +176,7 @@ async def build_services(config: Config) -> Services:
         config, room_client, notifier, sync, account_data
     )
     media, url_previews = await build_media(db, config, budget)
+    outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
     return Services(
         config=config,
         db=db,
@@ -198,11 +201,12 @@ async def build_services(config: Config) -> Services:
         account_api=account_api,
         account_data=account_data,
         push=PushService(room_store, reader, notifier, budget, config.server_name),
-        pushers=PusherService(
-            db, reader, policy=outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
-        ),
+        pushers=PusherService(db, reader, policy=outbound),
         room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
         media=media,
+        third_party_invites=ThirdPartyInvites(
+            room_client, IdentityClient(outbound), config.server_name
+        ),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),

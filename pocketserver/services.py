@@ -34,6 +34,7 @@ from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
@@ -97,4 +98,5 @@ class Services:
     cross_signing: CrossSigning
     dehydrated: DehydratedDevices
     media: MediaRepository
+    third_party_invites: ThirdPartyInvites
     url_previews: UrlPreviewer | None = None
