@@ -177,6 +177,11 @@ async def build_services(config: Config) -> Services:
     )
     media, url_previews = await build_media(db, config, budget)
     outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
+    if config.use_insecure_ssl_client_just_for_testing_do_not_use:
+        log.warning(
+            "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
+            " certificates are NOT verified"
+        )
     return Services(
         config=config,
         db=db,
@@ -205,7 +210,12 @@ async def build_services(config: Config) -> Services:
         room_upgrades=RoomUpgrader(room_client, Directory(room_store, config.server_name)),
         media=media,
         third_party_invites=ThirdPartyInvites(
-            room_client, IdentityClient(outbound), config.server_name
+            room_client,
+            IdentityClient(
+                outbound,
+                verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+            ),
+            config.server_name,
         ),
         url_previews=url_previews,
         to_device=to_device,

@@ -118,7 +118,7 @@ def signing_public_keys(
 
     Returns:
         The ``(public key, key_validity_url or None)`` entries (as
-        :func:`third_party_key_entries`) with a signature in ``signed``.
+        :func:`third_party_key_entries`, without repeats) with a signature in ``signed``.
     """
     found = _signed_message(signed)
     if found is None:
@@ -127,8 +127,13 @@ def signing_public_keys(
     result: list[tuple[str, str | None]] = []
     for public_key, url in third_party_key_entries(invite_content):
         verify_key = _verify_key(public_key)
-        if verify_key is not None and _signs(verify_key, message, signatures):
-            result.append((public_key, url))
+        entry = (public_key, url)
+        if (
+            entry not in result
+            and verify_key is not None
+            and _signs(verify_key, message, signatures)
+        ):
+            result.append(entry)
     return result
 
 

@@ -12,7 +12,9 @@ the host must resolve only to addresses ``ip_range_blacklist`` /
 are not followed, each request has a deadline and at most
 :data:`MAX_RESPONSE_BYTES` of an answer is read. One short-lived client per
 operation: nothing is pooled or cached between invites, and httpx is imported only
-when a third-party invite is made.
+when a third-party invite is made. Certificates are verified against the system's
+trust (or ``SSL_CERT_FILE``) unless ``use_insecure_ssl_client_just_for_testing_do_not_use``
+is set (Synapse's key; SyTest's identity server has a self-signed certificate).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class IdentityClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = TIMEOUT_S,
+        verify_tls: bool = True,
     ) -> None:
         self.policy = policy
         """Which identity server addresses are allowed (``transport``, a test double,
@@ -127,6 +130,7 @@ class IdentityClient:
         self._resolver = resolver
         self._transport = transport
         self._timeout_s = timeout_s
+        self._verify_tls = verify_tls
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT)
 
     def _client(self) -> httpx.AsyncClient:
@@ -135,7 +139,11 @@ class IdentityClient:
         from pocketserver.net.transport import guarded_transport
 
         transport = self._transport or guarded_transport(
-            self.policy, self._resolver, max_connections=2, keepalive_expiry=1.0
+            self.policy,
+            self._resolver,
+            max_connections=2,
+            keepalive_expiry=1.0,
+            verify_tls=self._verify_tls,
         )
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout_s),
