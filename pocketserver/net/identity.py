@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -160,7 +161,6 @@ class IdentityClient:
         *,
         access_token: str | None = None,
         body: Mapping[str, object] | None = None,
-        params: Mapping[str, str] | None = None,
     ) -> dict[str, object]:
         """One request; the answer's JSON object.
 
@@ -180,19 +180,20 @@ class IdentityClient:
             content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         try:
             with trio.fail_after(2 * self._timeout_s):
-                async with client.stream(
-                    method, url, content=content, headers=headers, params=params
-                ) as r:
+                async with client.stream(method, url, content=content, headers=headers) as r:
                     raw = bytearray()
-                    async for chunk in r.aiter_bytes():
-                        raw += chunk
-                        if len(raw) > MAX_RESPONSE_BYTES:
-                            raise IdentityServerError("identity server answer is too long")
+                    async with aclosing(cast(AsyncGenerator[bytes], r.aiter_bytes())) as chunks:
+                        async for chunk in chunks:
+                            raw += chunk
+                            if len(raw) > MAX_RESPONSE_BYTES:
+                                break
                     status = r.status_code
         except AddressBlocked:
             raise
         except (httpx.HTTPError, httpx.InvalidURL, trio.TooSlowError) as e:
             raise IdentityServerError(f"identity server unreachable ({type(e).__name__})") from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise IdentityServerError("identity server answer is too long")
         try:
             parsed = json.loads(bytes(raw).decode("utf-8")) if raw.strip() else {}
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -267,12 +268,13 @@ class IdentityClient:
             AddressBlocked, IdentityServerRefused, IdentityServerError (also for a URL
             that is not https).
         """
+        import httpx
+
         if not is_https_url(key_validity_url):
             raise IdentityServerError("key_validity_url is not an https URL")
         async with self._limiter, self._client() as client:
-            data = await self._json(
-                client, "GET", key_validity_url, params={"public_key": public_key}
-            )
+            url = httpx.URL(key_validity_url).copy_merge_params({"public_key": public_key})
+            data = await self._json(client, "GET", str(url))
         return data.get("valid") is True
 
 
