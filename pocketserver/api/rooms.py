@@ -92,7 +92,8 @@ async def create() -> dict[str, object]:
     if not isinstance(invites, list):
         raise bad_json("invite must be a list of user IDs")
     invite = [_user_id(u, "invite") for u in invites]
-    invite_3pid = body.get("invite_3pid") or []
+    invite_3pid = body.get("invite_3pid")
+    invite_3pid = [] if invite_3pid is None else invite_3pid
     if not isinstance(invite_3pid, list) or not all(isinstance(i, dict) for i in invite_3pid):
         raise bad_json("invite_3pid must be a list of objects")
     by_address = [ThreePidInvite.parse(i) for i in invite_3pid]

@@ -395,3 +395,13 @@ def test_bad_onbind_bodies(server: RunningServer) -> None:
         r = post_onbind(server.base_url, body)
         assert r.status_code == 400, r.text
     assert post_onbind(server.base_url, {"mxid": "@a:b"}).status_code == 200  # nothing to do
+
+
+def test_create_room_invite_3pid_must_be_a_list_of_objects(server: RunningServer) -> None:
+    _alice, a_auth = _user(server)
+    with server.client() as c:
+        for value in ({}, "x", [5]):
+            r = c.post(f"{V3}/createRoom", headers=a_auth, json={"invite_3pid": value})
+            assert r.status_code == 400, r.text
+            assert r.json()["errcode"] == "M_BAD_JSON"
+        assert c.get(f"{V3}/joined_rooms", headers=a_auth).json()["joined_rooms"] == []
