@@ -216,6 +216,7 @@ async def build_services(config: Config) -> Services:
                 verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
             ),
             config.server_name,
+            lookups_enabled=config.enable_3pid_lookup,
         ),
         url_previews=url_previews,
         to_device=to_device,

@@ -586,3 +586,8 @@ def test_insecure_identity_server_tls_is_off_unless_asked_for() -> None:
     assert config.warnings == ()
     assert key in config_error(minimal(**{key: "sure"}))
     assert f"#{key}: false" in sample_config_text()  # documented, commented out
+
+
+def test_3pid_lookups_are_on_unless_turned_off() -> None:
+    assert parse_config(minimal(), BASE).enable_3pid_lookup is True
+    assert parse_config(minimal(enable_3pid_lookup=False), BASE).enable_3pid_lookup is False

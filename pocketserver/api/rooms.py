@@ -97,6 +97,8 @@ async def create() -> dict[str, object]:
     if not isinstance(invite_3pid, list) or not all(isinstance(i, dict) for i in invite_3pid):
         raise bad_json("invite_3pid must be a list of objects")
     by_address = [ThreePidInvite.parse(i) for i in invite_3pid]
+    if by_address:
+        s.third_party_invites.check_enabled()
     alias_name = optional_str(body, "room_alias_name")
     alias = None
     if alias_name is not None:

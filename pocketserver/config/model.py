@@ -113,6 +113,8 @@ class Config:
     # Outgoing requests on a user's behalf (push gateways); see homeserver.yaml.in.
     ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
     ip_range_whitelist: tuple[str, ...] = ()
+    enable_3pid_lookup: bool = True
+    """Invites by email address may ask the client's identity server (Synapse's key)."""
     use_insecure_ssl_client_just_for_testing_do_not_use: bool = False
     """Identity server requests accept any TLS certificate (test rigs such as SyTest)."""
     login_token_lifetime_ms: int | None = None

@@ -111,11 +111,25 @@ def _identity_error(e: Exception) -> MatrixError:
 class ThirdPartyInvites:
     """See the module docstring."""
 
-    def __init__(self, rooms: RoomClient, identity: IdentityClient, server_name: str) -> None:
+    def __init__(
+        self,
+        rooms: RoomClient,
+        identity: IdentityClient,
+        server_name: str,
+        *,
+        lookups_enabled: bool = True,
+    ) -> None:
         self._rooms = rooms
         self._store = rooms.store
         self._identity = identity
         self._server_name = server_name
+        self._lookups_enabled = lookups_enabled
+
+    def check_enabled(self) -> None:
+        """Raises: MatrixError 403 ``M_FORBIDDEN`` when ``enable_3pid_lookup`` is off
+        (Synapse's answer and wording)."""
+        if not self._lookups_enabled:
+            raise forbidden("Looking up third-party identifiers is denied from this server")
 
     # --- inviting ----------------------------------------------------------------------
 
@@ -123,11 +137,12 @@ class ThirdPartyInvites:
         """Invite the person behind ``request``'s address to the room as ``inviter``.
 
         Raises:
-            MatrixError: 404 unknown room; 403 ``M_FORBIDDEN`` (not joined, below the
-                invite level, or the auth rules); 400 ``M_SERVER_NOT_TRUSTED`` (an
+            MatrixError: 404 unknown room; 403 ``M_FORBIDDEN`` (lookups are off, not
+                joined, below the invite level, or the auth rules); 400 ``M_SERVER_NOT_TRUSTED`` (an
                 identity server address ``ip_range_blacklist`` refuses); 502
                 (identity server unreachable or unusable).
         """
+        self.check_enabled()
         room_version, state = await self._state(room_id, inviter)
         self._check_may_invite(inviter, room_version, state)
         try:

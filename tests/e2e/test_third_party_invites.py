@@ -405,3 +405,22 @@ def test_create_room_invite_3pid_must_be_a_list_of_objects(server: RunningServer
             assert r.status_code == 400, r.text
             assert r.json()["errcode"] == "M_BAD_JSON"
         assert c.get(f"{V3}/joined_rooms", headers=a_auth).json()["joined_rooms"] == []
+
+
+def test_lookups_can_be_turned_off(tmp_path: Path, tls_dir: Path, ids: FakeIdentityServer) -> None:
+    config = make_config(tmp_path, ip_range_whitelist=["127.0.0.1/32"], enable_3pid_lookup=False)
+    tls = make_tls(tls_dir, "trusted")
+    with running_server(config, env={"SSL_CERT_FILE": str(tls.ca_file)}) as off:
+        _alice, a_auth = _user(off)
+        room = _room(off, a_auth)
+        r = _invite(off, a_auth, room, _3pid(ids, _email()))
+        assert r.status_code == 403, r.text
+        assert r.json()["errcode"] == "M_FORBIDDEN"
+        with off.client() as c:
+            r = c.post(
+                f"{V3}/createRoom", headers=a_auth, json={"invite_3pid": [_3pid(ids, _email())]}
+            )
+            assert r.status_code == 403, r.text
+            assert c.get(f"{V3}/joined_rooms", headers=a_auth).json()["joined_rooms"] == [room]
+        assert not _third_party_invites(off, a_auth, room)
+    assert ids.seen == []
