@@ -48,6 +48,7 @@ from pocketserver.net.identity import (
     IdentityServerRefused,
 )
 from pocketserver.rooms.client import RoomClient
+from pocketserver.storage import users as user_store
 from pocketserver.storage.events import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _identity_error(e: Exception) -> MatrixError:
         return MatrixError(
             400, "M_SERVER_NOT_TRUSTED", "this server does not send requests to that address"
         )
-    return MatrixError(502, "M_UNKNOWN", f"identity server: {e}")
+    return MatrixError(502, "M_UNKNOWN", str(e))
 
 
 class ThirdPartyInvites:
@@ -138,9 +139,9 @@ class ThirdPartyInvites:
 
         Raises:
             MatrixError: 404 unknown room; 403 ``M_FORBIDDEN`` (lookups are off, not
-                joined, below the invite level, or the auth rules); 400 ``M_SERVER_NOT_TRUSTED`` (an
-                identity server address ``ip_range_blacklist`` refuses); 502
-                (identity server unreachable or unusable).
+                joined, below the invite level, or the auth rules); 400
+                ``M_SERVER_NOT_TRUSTED`` (an identity server address ``ip_range_blacklist``
+                refuses); 502 (identity server unreachable, refusing or unusable).
         """
         self.check_enabled()
         room_version, state = await self._state(room_id, inviter)
@@ -274,6 +275,8 @@ class ThirdPartyInvites:
             raise bad_json("invite.mxid must be a user ID")
         if get_domain(mxid) != self._server_name:
             raise MatrixError(400, "M_INVALID_PARAM", f"{mxid} is not a user of this server")
+        if await self._store.db.read(user_store.get_user, mxid) is None:
+            raise not_found(f"no user {mxid} here")
         if not isinstance(signed, Mapping):
             raise bad_json("invite.signed must be an object")
         sender = invite.get("sender")

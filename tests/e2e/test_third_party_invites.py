@@ -336,7 +336,12 @@ def test_forged_onbind_and_signed_blocks_are_refused(
     remote = {**invite, "mxid": "@m:elsewhere.example", "signed": signed}
     r = post_onbind(server.base_url, {**body, "invites": [remote]})
     assert r.status_code == 400, r.text
-    for user in (mallory, bob, "@m:elsewhere.example"):
+    nobody = "@nobody" + bob[bob.index(":") :]  # this server's, but no such account
+    r = post_onbind(
+        server.base_url, {**body, "invites": [{**invite, "mxid": nobody, "signed": signed}]}
+    )
+    assert r.status_code == 404, r.text
+    for user in (mallory, bob, "@m:elsewhere.example", nobody):
         assert _member(server, a_auth, room, user) is None
 
 
