@@ -52,6 +52,7 @@ from pocketserver.api import (
     rooms,
     search,
     sync,
+    third_party_invites,
     thirdparty,
     threepid,
     to_device,
@@ -202,6 +203,7 @@ def create_app(
         app.register_blueprint(keys.bp)
     if "federation" in wanted:
         app.register_blueprint(meta.federation_bp)
+        app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)
     _install_hooks(app)

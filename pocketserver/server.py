@@ -39,6 +39,7 @@ from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
+from pocketserver.net.identity import IdentityClient
 from pocketserver.preflight import startup_problems
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
@@ -49,6 +50,7 @@ from pocketserver.rooms.relations import index_relation
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.services import RateLimiters, Services
@@ -210,6 +212,12 @@ async def build_services(config: Config) -> Services:
         directory.ask_unknown_alias = appservices.query_alias
     appservice_sender = TransactionSender(appservices, db, reader)
     writer.add_listener(appservice_sender.on_persisted)
+    outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
+    if config.use_insecure_ssl_client_just_for_testing_do_not_use:
+        log.warning(
+            "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
+            " certificates are NOT verified"
+        )
     return Services(
         config=config,
         db=db,
@@ -234,12 +242,19 @@ async def build_services(config: Config) -> Services:
         account_api=account_api,
         account_data=account_data,
         push=push,
-        pushers=PusherService(
-            db, reader, policy=outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
-        ),
+        pushers=PusherService(db, reader, policy=outbound),
         room_upgrades=upgrader,
         media=media,
         openid=OpenIdTokens(db, config.server_name),
+        third_party_invites=ThirdPartyInvites(
+            room_client,
+            IdentityClient(
+                outbound,
+                verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+            ),
+            config.server_name,
+            lookups_enabled=config.enable_3pid_lookup,
+        ),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),

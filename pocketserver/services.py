@@ -40,6 +40,7 @@ from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
@@ -134,4 +135,5 @@ class Services:
     appservices: AppServices
     appservice_sender: TransactionSender
     thirdparty: ThirdParty
+    third_party_invites: ThirdPartyInvites
     url_previews: UrlPreviewer | None = None

@@ -576,3 +576,18 @@ def test_login_via_existing_session() -> None:
     assert "token_timeout" in config_error(
         minimal(login_via_existing_session={"enabled": True, "token_timeout": "0s"})
     )
+
+
+def test_insecure_identity_server_tls_is_off_unless_asked_for() -> None:
+    key = "use_insecure_ssl_client_just_for_testing_do_not_use"
+    assert getattr(parse_config(minimal(), BASE), key) is False
+    config = parse_config(minimal(**{key: True}), BASE)
+    assert getattr(config, key) is True
+    assert config.warnings == ()
+    assert key in config_error(minimal(**{key: "sure"}))
+    assert f"#{key}: false" in sample_config_text()  # documented, commented out
+
+
+def test_3pid_lookups_are_on_unless_turned_off() -> None:
+    assert parse_config(minimal(), BASE).enable_3pid_lookup is True
+    assert parse_config(minimal(enable_3pid_lookup=False), BASE).enable_3pid_lookup is False

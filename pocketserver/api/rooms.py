@@ -24,12 +24,14 @@ from pocketserver.api.http import (
     services,
 )
 from pocketserver.api.routes import client_route
+from pocketserver.api.third_party_invites import invite_by_address, is_third_party_invite
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
 from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, new_aliases
 from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
 from pocketserver.rooms.history import parse_position
 from pocketserver.rooms.relations import check_new_relation
+from pocketserver.rooms.third_party_invites import ThreePidInvite
 from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
@@ -121,10 +123,13 @@ async def create() -> dict[str, object]:
         raise bad_json("invite must be a list of user IDs")
     invite = [_user_id(u, "invite") for u in invites]
     s.ratelimits.rooms.check_invite_count(len(invite))
-    if body.get("invite_3pid"):
-        raise MatrixError(
-            400, "M_INVALID_PARAM", "inviting by email or phone is not supported here"
-        )
+    invite_3pid = body.get("invite_3pid")
+    invite_3pid = [] if invite_3pid is None else invite_3pid
+    if not isinstance(invite_3pid, list) or not all(isinstance(i, dict) for i in invite_3pid):
+        raise bad_json("invite_3pid must be a list of objects")
+    by_address = [ThreePidInvite.parse(i) for i in invite_3pid]
+    if by_address:
+        s.third_party_invites.check_enabled()
     alias_name = optional_str(body, "room_alias_name")
     alias = None
     if alias_name is not None:
@@ -154,6 +159,8 @@ async def create() -> dict[str, object]:
         await s.directory.create_alias(alias, room_id, requester.user_id)
     if visibility == "public":
         await s.directory.set_visibility(room_id, public=True)
+    for request_3pid in by_address:  # after the room exists, as Synapse does
+        await s.third_party_invites.invite(requester.user_id, room_id, request_3pid)
     return {"room_id": room_id}
 
 
@@ -194,6 +201,10 @@ async def _join(room_id: str) -> dict[str, object]:
             "this server does not know that room (joining over federation is not supported yet)"
         )
     await s.guests.check_join(requester, room_id)  # guests: only rooms with can_join
+    if body.get("third_party_signed") is not None:  # turn the 3pid invite into an invite
+        await s.third_party_invites.accept_signed(
+            requester.user_id, room_id, body["third_party_signed"]
+        )
     extra = _join_content(body, await s.profiles.member_content(requester.user_id))
     content = {**extra, "membership": "join", **({"reason": reason} if reason else {})}
     if await s.room_client.is_current_member_event(room_id, requester.user_id, content):
@@ -253,6 +264,11 @@ async def _target_change(
 
 @client_route(bp, "/rooms/<room_id>/invite", methods=["POST"])
 async def invite(room_id: str) -> dict[str, object]:
+    requester = await require_auth()
+    body = await json_body()
+    if is_third_party_invite(body):
+        await invite_by_address(requester, _room_id(room_id), body)
+        return {}
     return await _target_change(room_id, "invite")
 
 

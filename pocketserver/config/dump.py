@@ -72,6 +72,8 @@ DUMPED_FIELDS = frozenset(
         "media",
         "ip_range_blacklist",
         "ip_range_whitelist",
+        "enable_3pid_lookup",
+        "use_insecure_ssl_client_just_for_testing_do_not_use",
     }
 )
 
@@ -221,6 +223,10 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "url_preview_ip_range_whitelist": list(c.url_preview_ip_range_whitelist),
         "ip_range_blacklist": list(c.ip_range_blacklist),
         "ip_range_whitelist": list(c.ip_range_whitelist),
+        "enable_3pid_lookup": c.enable_3pid_lookup,
+        "use_insecure_ssl_client_just_for_testing_do_not_use": (
+            c.use_insecure_ssl_client_just_for_testing_do_not_use
+        ),
         "turn_uris": list(c.turn_uris),
         "turn_shared_secret": _secret(c.turn_shared_secret, mask_secrets),
         "turn_user_lifetime": format_duration(c.turn_user_lifetime_ms),

@@ -359,6 +359,10 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
             "ip_range_blacklist", _ip_ranges, list(DEFAULT_IP_RANGE_BLACKLIST)
         ),
         ip_range_whitelist=root.get("ip_range_whitelist", _ip_ranges, None),
+        enable_3pid_lookup=root.get("enable_3pid_lookup", _bool, True),
+        use_insecure_ssl_client_just_for_testing_do_not_use=root.get(
+            "use_insecure_ssl_client_just_for_testing_do_not_use", _bool, False
+        ),
         config_path=config_path,
         warnings=(),
     )

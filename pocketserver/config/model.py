@@ -134,6 +134,10 @@ class Config:
     ip_range_whitelist: tuple[str, ...] = ()
     allow_access_token_in_query: bool = True
     """Accept ``?access_token=`` (deprecated by the spec; Synapse always accepts it)."""
+    enable_3pid_lookup: bool = True
+    """Invites by email address may ask the client's identity server (Synapse's key)."""
+    use_insecure_ssl_client_just_for_testing_do_not_use: bool = False
+    """Identity server requests accept any TLS certificate (test rigs such as SyTest)."""
     login_token_lifetime_ms: int | None = None
     """``login_via_existing_session``: how long a ``POST /login/get_token`` token lasts;
     None when the endpoint is off."""

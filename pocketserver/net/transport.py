@@ -148,9 +148,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 1,
         keepalive_expiry: float | None = None,
+        verify_tls: bool = True,
     ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=httpx.create_ssl_context(verify=verify_tls),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
@@ -194,14 +195,18 @@ def guarded_transport(
     *,
     max_connections: int = 8,
     keepalive_expiry: float = 5.0,
+    verify_tls: bool = True,
 ) -> PoolTransport:
     """A pool whose every new connection goes to a resolved address ``policy`` allows.
 
     A request to a refused host raises
     :class:`~pocketserver.net.addresses.AddressBlocked` (not an httpx error).
+    ``verify_tls=False`` accepts any certificate (only for test rigs, see
+    ``use_insecure_ssl_client_just_for_testing_do_not_use``); the address checks stay.
     """
     return PoolTransport(
         _CheckingBackend(policy, resolver),
         max_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
+        verify_tls=verify_tls,
     )

@@ -422,8 +422,18 @@ class RoomSyncer:
         ids = [current[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in current]
         events = await self.store.get_events([*ids, own_event_id])
         stripped = [stripped_state(events[i].pdu) for i in ids if i in events]
-        if own_event_id in events:
-            stripped.append(stripped_state(events[own_event_id].pdu))
+        own = events.get(own_event_id)
+        if own is None:
+            return stripped
+        # The inviter's member event too, as Synapse sends it (clients show who invited;
+        # SyTest's third-party invite tests look for it).
+        sender = own.pdu.get("sender")
+        inviter_id = current.get(("m.room.member", sender)) if isinstance(sender, str) else None
+        if inviter_id is not None and sender != own.pdu.get("state_key"):
+            inviter = await self.store.get_event(inviter_id)
+            if inviter is not None:
+                stripped.append(stripped_state(inviter.pdu))
+        stripped.append(stripped_state(own.pdu))
         return stripped
 
 

@@ -40,6 +40,9 @@ def test_create_invite_join_send_sync(server: RunningServer, pair) -> None:
         assert {"m.room.create", "m.room.name", "m.room.member"} <= {
             e["type"] for e in invite_state
         }
+        # The inviter's member event comes along, as Synapse sends it.
+        members = {e["state_key"] for e in invite_state if e["type"] == "m.room.member"}
+        assert members == {a["user_id"], b["user_id"]}
         assert c.post(f"{V3}/rooms/{room}/join", headers=B).status_code == 200
         r = c.put(
             f"{V3}/rooms/{room}/send/m.room.message/txn1",
