@@ -4,7 +4,8 @@ client went on from, forgotten by a new epoch, bounded by bytes."""
 from __future__ import annotations
 
 from pocketserver.cache import MemoryBudget
-from pocketserver.sync.lazy_members import SentMembers
+from pocketserver.rooms.reading import ReadEvent
+from pocketserver.sync.lazy_members import SentMembers, members_to_fetch
 
 
 def test_known_only_from_responses_the_client_went_on_from() -> None:
@@ -47,3 +48,35 @@ def test_memory_is_bounded_by_the_budget() -> None:
     assert not sent.request("@a:x", "DEV", 1, 2, reset=False).known(
         "!room0:x", "@user0:x", "$event0"
     )
+
+
+def _ev(event_id: str, sender: str, etype: str = "m.room.message", **extra: object) -> ReadEvent:
+    pdu: dict[str, object] = {"type": etype, "sender": sender, "content": {}, **extra}
+    return ReadEvent(event_id, "!r:x", 1, pdu, "10")
+
+
+def test_members_to_fetch_skips_senders_whose_join_came_first() -> None:
+    timeline = [
+        _ev("$1", "@a:x"),
+        _ev("$2", "@a:x", "m.room.member", state_key="@c:x"),  # e.g. an invite, then a join
+        _ev("$3", "@c:x"),
+    ]
+    assert members_to_fetch(timeline, every_sender=False) == {"@a:x"}
+    assert members_to_fetch(timeline, every_sender=True) == {"@a:x", "@c:x"}
+
+
+def test_send_keeps_changes_and_unknown_members_and_records_the_timeline() -> None:
+    sent = SentMembers()
+    before = sent.request("@me:x", "D", 0, 10, reset=False)
+    before.mark("!r:x", "@old:x", "$old")
+    memory = sent.request("@me:x", "D", 10, 20, reset=False)
+    state = {("m.room.member", "@old:x"): "$old", ("m.room.member", "@new:x"): "$new"}
+    assert memory.send("!r:x", state, set(), [], skip_known=True) == {
+        ("m.room.member", "@new:x"): "$new"
+    }
+    changed = {("m.room.member", "@old:x")}
+    assert memory.send("!r:x", state, changed, [], skip_known=True) == state
+    assert memory.send("!r:x", state, set(), [], skip_known=False) == state
+    joined = _ev("$j", "@tl:x", "m.room.member", state_key="@tl:x")
+    memory.send("!r:x", {}, set(), [joined], skip_known=True)
+    assert sent.request("@me:x", "D", 20, 30, reset=False).known("!r:x", "@tl:x", "$j")

@@ -22,8 +22,10 @@ from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
 from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
 from pocketserver.sync.filters import SyncFilter
+from pocketserver.sync.heroes import add_hero_members
 from pocketserver.sync.lazy_members import SentMembers
 from pocketserver.sync.notifier import Notifier
+from pocketserver.sync.response import drop_empty_rooms, newly_joined_users
 from pocketserver.sync.rooms import (
     RoomSection,
     RoomSyncer,
@@ -64,48 +66,6 @@ def _rooms_needing_summary(join: Mapping[str, object], new_rooms: set[str]) -> l
         if room_id in new_rooms or members_changed:
             result.append(room_id)
     return result
-
-
-def _newly_joined_users(join: Mapping[str, object], user_id: str) -> set[str]:
-    """Other users whose join (or invite, or knock) the joined rooms' sections carry,
-    and who did not leave again in them (Synapse's ``calculate_user_changes``)."""
-    users: set[str] = set()
-    for section in join.values():
-        assert isinstance(section, RoomSection)
-        for ev in (*section.state, *section.timeline):
-            target = ev.pdu.get("state_key")
-            if ev.pdu.get("type") != "m.room.member" or not isinstance(target, str):
-                continue
-            content = ev.pdu.get("content")
-            membership = content.get("membership") if isinstance(content, Mapping) else None
-            if membership in ("join", "invite", "knock"):
-                users.add(target)
-            else:
-                users.discard(target)
-    users.discard(user_id)
-    return users
-
-
-def _drop_empty_rooms(rooms: Mapping[str, object], keep: set[str]) -> None:
-    """Incremental syncs leave out joined and left rooms with nothing to show (their
-    new events all filtered out): no timeline events, state, ephemeral or account
-    data. Unread counts alone do not count, as in Synapse's ``JoinedSyncResult``."""
-    for kind in ("join", "leave"):
-        section = rooms.get(kind)
-        if not isinstance(section, dict):
-            continue
-        for room_id in [r for r, entry in section.items() if r not in keep and _empty(entry)]:
-            del section[room_id]
-
-
-def _empty(entry: object) -> bool:
-    if not isinstance(entry, Mapping):
-        return False
-    for part in ("timeline", "state", "state_after", "ephemeral", "account_data"):
-        value = entry.get(part)
-        if isinstance(value, Mapping) and value.get("events"):
-            return False
-    return True
 
 
 def _stream_positions(token: SyncToken) -> dict[str, int]:
@@ -234,7 +194,7 @@ class SyncHandler:
         for finish in self._finishers:
             await finish(ctx)
         if request.since is not None and not request.full_state:
-            _drop_empty_rooms(body_rooms, new_rooms)
+            drop_empty_rooms(body_rooms, new_rooms)
             # Only filtered-out events: a long-poll goes on waiting.
             changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
         return body, changed or sources_changed, token
@@ -322,7 +282,7 @@ class SyncHandler:
             else {}
         )
         if request.filter.state.lazy_load_members:
-            await syncer.add_hero_members(rooms["join"], summaries)
+            await add_hero_members(syncer, rooms["join"], summaries)
         body_rooms: dict[str, object] = {}
         for kind in ("join", "leave"):
             out = {}
@@ -342,7 +302,7 @@ class SyncHandler:
         body_rooms["invite"] = rooms["invite"]
         body_rooms["knock"] = rooms["knock"]
         newly_joined = (
-            _newly_joined_users(rooms["join"], request.user_id) if since is not None else set()
+            newly_joined_users(rooms["join"], request.user_id) if since is not None else set()
         )
         return snap.upto, joined_ids, body_rooms, new_rooms, newly_joined
 

@@ -21,11 +21,30 @@ with an older one. Both maps are byte-bounded LRUs from the memory budget.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 
 from pocketserver.cache import LruCache, MemoryBudget
+from pocketserver.rooms.reading import ReadEvent
+
+StateKey = tuple[str, str]
 
 SENT_CACHE_SHARE, SENT_CACHE_BYTES = 0.02, 2 << 20
 EPOCH_CACHE_SHARE, EPOCH_CACHE_BYTES = 0.002, 256 << 10
+
+
+def members_to_fetch(timeline: Sequence[ReadEvent], *, every_sender: bool) -> set[str]:
+    """Timeline senders whose member event the client needs from ``state``: all of them
+    with ``every_sender`` (``use_state_after``), else those whose own member event does
+    not come earlier in the timeline (as Synapse's ``compute_state_delta``)."""
+    wanted: set[str] = set()
+    in_timeline: set[str] = set()
+    for ev in timeline:
+        sender = str(ev.pdu.get("sender"))
+        if every_sender or sender not in in_timeline:
+            wanted.add(sender)
+        if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
+            in_timeline.add(str(ev.pdu["state_key"]))
+    return wanted
 
 
 class SentMembers:
@@ -88,3 +107,32 @@ class MemberMemory:
     def mark(self, room_id: str, member: str, event_id: str) -> None:
         """Record that this response carries the member event."""
         self._sent.set(self._key(room_id, member), (event_id, self._upto))
+
+    def send(
+        self,
+        room_id: str,
+        state_ids: Mapping[StateKey, str],
+        changed: set[StateKey],
+        timeline: Sequence[ReadEvent],
+        *,
+        skip_known: bool,
+    ) -> dict[StateKey, str]:
+        """The state to send, without (``skip_known``) the member events the device
+        already has, except changes (``changed``); records every member event the
+        response carries, in ``state`` or in the timeline."""
+        result = {
+            k: v
+            for k, v in state_ids.items()
+            if not skip_known
+            or k[0] != "m.room.member"
+            or k in changed
+            or not self.known(room_id, k[1], v)
+        }
+        for (etype, member), event_id in result.items():
+            if etype == "m.room.member":
+                self.mark(room_id, member, event_id)
+        for ev in timeline:
+            target = ev.pdu.get("state_key")
+            if ev.pdu.get("type") == "m.room.member" and isinstance(target, str):
+                self.mark(room_id, target, ev.event_id)
+        return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -19,7 +19,7 @@ from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
 from pocketserver.sync.client_events import client_event, federation_event, stripped_state
 from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.lazy_members import MemberMemory
+from pocketserver.sync.lazy_members import MemberMemory, members_to_fetch
 
 INVITE_STATE_TYPES = (
     "m.room.create",
@@ -272,20 +272,6 @@ class RoomSyncer:
         first = await self.store.get_event(timeline[0].event_id)
         return dict(await self.store.group_state(first.state_before if first else None))
 
-    def _members_to_fetch(self, timeline: Sequence[ReadEvent]) -> set[str]:
-        """Timeline senders whose member event the client needs from ``state``: all of
-        them with ``use_state_after``, else those whose own member event does not come
-        earlier in the timeline (as Synapse's ``compute_state_delta``)."""
-        wanted: set[str] = set()
-        in_timeline: set[str] = set()
-        for ev in timeline:
-            sender = str(ev.pdu.get("sender"))
-            if self.use_state_after or sender not in in_timeline:
-                wanted.add(sender)
-            if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
-                in_timeline.add(str(ev.pdu["state_key"]))
-        return wanted
-
     async def _lazy_members(
         self,
         room_id: str,
@@ -304,7 +290,7 @@ class RoomSyncer:
         incremental gappy sync keeps every member change of the gap too, as Synapse
         does (lazy loading is off for the gap: riot-web#7211), and those changes are
         always sent."""
-        wanted = self._members_to_fetch(timeline)
+        wanted = members_to_fetch(timeline, every_sender=self.use_state_after)
         if full:
             keep = wanted | {self.user_id}
             state_ids = {
@@ -317,60 +303,17 @@ class RoomSyncer:
                 key = ("m.room.member", member)
                 if key in at_start and key not in state_ids:
                     state_ids[key] = at_start[key]
-        memory = self.sent_members
-        if memory is None:
+        if self.sent_members is None:
             return state_ids
-        if not full and not self.flt.state.include_redundant_members:
-            # A room sent from scratch (newly joined, rejoined) gets its members again:
-            # the client may have dropped what it knew of the room.
-            state_ids = {
-                k: v
-                for k, v in state_ids.items()
-                if k[0] != "m.room.member" or k in changed or not memory.known(room_id, k[1], v)
-            }
-        for (etype, member), event_id in state_ids.items():
-            if etype == "m.room.member":
-                memory.mark(room_id, member, event_id)
-        for ev in timeline:
-            if ev.pdu.get("type") == "m.room.member" and isinstance(ev.pdu.get("state_key"), str):
-                memory.mark(room_id, str(ev.pdu["state_key"]), ev.event_id)
-        return state_ids
-
-    async def add_hero_members(
-        self, sections: dict[str, object], summaries: Mapping[str, Mapping[str, object]]
-    ) -> None:
-        """Lazy loading: add the current member events of each summary's heroes that the
-        section does not carry and the device was not sent, so that a client can name
-        an unnamed room (a DM) with display names (as Synapse's ``compute_summary``)."""
-        for room_id, summary in summaries.items():
-            section = sections.get(room_id)
-            heroes = summary.get("m.heroes")
-            if not isinstance(section, RoomSection) or not isinstance(heroes, list):
-                continue
-            have = {
-                str(ev.pdu.get("state_key"))
-                for ev in (*section.state, *section.timeline)
-                if ev.pdu.get("type") == "m.room.member"
-            }
-            missing = [h for h in heroes if isinstance(h, str) and h not in have]
-            if not missing:
-                continue
-            current = await self.store.current_state_ids(room_id)
-            memory = self.sent_members
-            wanted = {
-                h: current[("m.room.member", h)]
-                for h in missing
-                if ("m.room.member", h) in current
-                and (memory is None or not memory.known(room_id, h, current[("m.room.member", h)]))
-            }
-            found = await self.reader.get_events(wanted.values())
-            extra = [found[e] for e in wanted.values() if e in found]
-            if not extra:
-                continue
-            if memory is not None:
-                for ev in extra:
-                    memory.mark(room_id, str(ev.pdu.get("state_key")), ev.event_id)
-            sections[room_id] = replace(section, state=[*section.state, *extra])
+        # A room sent from scratch (newly joined, rejoined) gets its members again: the
+        # client may have dropped what it knew of the room.
+        return self.sent_members.send(
+            room_id,
+            state_ids,
+            changed,
+            timeline,
+            skip_known=not full and not self.flt.state.include_redundant_members,
+        )
 
     async def left_room(self, room_id: str, since: int | None, left_at: int) -> RoomSection:
         """The timeline up to (and including) the user's leave; ``since`` None: the room
