@@ -70,8 +70,14 @@ INTAKE_BATCHES = 256
 QUEUE_PER_PUSHER = 32
 MAX_QUEUED = 2000
 MAX_RESPONSE_BYTES = 64 * 1024
-TIMEOUT_S = 15.0
-MAX_CONNECTIONS = 8
+TIMEOUT_S = 60.0
+"""A gateway's answer may take a while (Sygnal waits on APNs/FCM): a push is retried
+only after 60 s without one, as Synapse's pusher client waits; a shorter wait sent a
+second copy of a push the gateway was still handling."""
+MAX_CONNECTIONS = 128
+"""Requests in flight to gateways at once (each pusher has at most one): enough that
+pushers whose gateway hangs (up to ``TIMEOUT_S`` each) do not hold up the others, as a
+pool of 8 did; Synapse's pusher client has no such limit at all."""
 MAX_BLOCKED_LOGGED = 1024
 
 
