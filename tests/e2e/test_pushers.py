@@ -484,6 +484,27 @@ def test_reading_sends_a_badge_update(
     assert len(gateway.for_key(key, badges=True)) == 2
 
 
+def test_own_events_send_no_badge_update(
+    server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
+) -> None:
+    """A user's own join and messages reset their counts but push nothing: only a read
+    receipt sends a badge update, as Synapse (SyTest 61push setup_push, whose gateway
+    answers only the pushes it awaits: an extra one held up the pusher)."""
+    a = server.register(new_user + "a")
+    b = server.register(new_user + "b")
+    key = _key()
+    assert _set(c, b, _pusher(gateway.url, key)).status_code == 200
+    r = c.post(f"{V3}/createRoom", headers=_auth(a), json={"preset": "public_chat"})
+    room = r.json()["room_id"]
+    assert c.post(f"{V3}/rooms/{room}/join", headers=_auth(b)).status_code == 200
+    _send(c, b, room, "mine")
+    _send(c, b, room, "mine too")
+    marker = _send(c, a, room, "theirs")  # pushes queue in order: wait for this one
+    gateway.wait_event(key, marker)
+    assert gateway.for_key(key, badges=True) == []
+    assert [n["event_id"] for n in gateway.for_key(key)] == [marker]
+
+
 def test_room_named_by_canonical_alias(
     server: RunningServer, c: httpx.Client, gateway: Gateway, new_user: str
 ) -> None:
