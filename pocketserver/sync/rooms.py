@@ -226,9 +226,33 @@ class RoomSyncer:
             if self.flt.timeline.matches(ev.pdu)
             and ("state_key" in ev.pdu or ev.pdu.get("sender") not in self.ignored)
         ]
-        prev_batch = f"t{timeline[0].stream_ordering if timeline else upto + 1}"
         limited = limited or (since is None and self.incremental)
+        prev_batch = self._prev_batch(since, upto, timeline, limited)
         return RoomSection(timeline, limited, state, prev_batch, self.use_state_after)
+
+    @staticmethod
+    def _prev_batch(
+        since: int | None, upto: int, timeline: Sequence[ReadEvent], limited: bool
+    ) -> str:
+        """The timeline's ``prev_batch``, a ``/messages`` token (rooms/history.py).
+
+        Spec: client-server-api "Syncing": a token "to retrieve earlier events", which
+        may be omitted when there are none. Where the timeline has earlier events (it is
+        limited, or an incremental sync's), the token is the boundary just before its
+        first event: paging back gives exactly those, never the timeline again.
+
+        An initial sync's timeline that is not limited holds the whole room (as far as
+        the user may see it): there is nothing earlier. Synapse then gives the sync
+        position (``_load_filtered_recents`` keeps ``upto_token``), so paging back gives
+        the timeline again and then a page without ``end``; SyTest ("GET
+        /rooms/:room_id/messages returns a message", "... lazy loads members
+        correctly") requires that page with events and an ``end``, and requires
+        ``prev_batch`` itself ("A prev_batch token can be used..."). We do the same for
+        interop; clients already drop the events they hold when Synapse does this.
+        """
+        if since is None and not limited:
+            return f"t{upto + 1}"
+        return f"t{timeline[0].stream_ordering if timeline else upto + 1}"
 
     async def _visible_filled(
         self, room_id: str, since: int | None, timeline: list[ReadEvent], limited: bool

@@ -74,6 +74,64 @@ def test_paginate_back_from_sync_prev_batch(big_room) -> None:
     assert all(e["room_id"] == room for e in events)
 
 
+def test_prev_batch_of_a_whole_room_timeline(server: RunningServer) -> None:
+    """A room that fits in an initial sync's timeline (not limited): paging back from its
+    prev_batch gives the room from its newest event (as Synapse, whose prev_batch is then
+    the sync position; SyTest "GET /rooms/:room_id/messages returns a message" needs a
+    page with events and an ``end``), then a page without ``end``."""
+    alice = User(server, "wholealice")
+    room = alice.create(preset="public_chat")
+    alice.text(room, "only")
+    timeline = alice.sync()["rooms"]["join"][room]["timeline"]
+    assert timeline["limited"] is False
+    assert timeline["events"][0]["type"] == "m.room.create"
+    ids = [e["event_id"] for e in timeline["events"]]
+    page = alice.ok(f"/rooms/{room}/messages", dir="b", **{"from": timeline["prev_batch"]})
+    assert [e["event_id"] for e in page["chunk"]] == ids[::-1]
+    assert "end" in page
+    last = alice.ok(f"/rooms/{room}/messages", dir="b", **{"from": page["end"]})
+    assert last["chunk"] == []
+    assert "end" not in last
+    lazy = alice.ok(
+        f"/rooms/{room}/messages",
+        dir="b",
+        filter=json.dumps({"lazy_load_members": True}),
+        **{"from": timeline["prev_batch"]},
+    )
+    assert [(e["type"], e["state_key"]) for e in lazy["state"]] == [
+        ("m.room.member", alice.user_id)
+    ]
+    # A timeline filter that hides the room's start changes nothing: the page still
+    # ends at the room's create event and nothing is missed.
+    flt = json.dumps({"room": {"timeline": {"types": ["m.room.message"]}}})
+    only = alice.sync(filter=flt)["rooms"]["join"][room]["timeline"]
+    assert only["limited"] is False
+    assert _bodies(only["events"]) == ["only"]
+    back, _ = paginate(alice, room, dir="b", **{"from": only["prev_batch"]})
+    assert [e["event_id"] for e in back] == ids[::-1]
+
+
+def test_prev_batch_of_limited_and_incremental_timelines(server: RunningServer) -> None:
+    """Where there are earlier events, paging back from prev_batch gives exactly those:
+    never the timeline again, never a gap (a limited initial sync, an incremental one)."""
+    alice = User(server, "limitedalice")
+    room = alice.create(preset="public_chat")
+    ids = [alice.text(room, f"l{i}") for i in range(12)]
+    timeline = alice.sync()["rooms"]["join"][room]["timeline"]
+    assert timeline["limited"] is True
+    assert [e["event_id"] for e in timeline["events"]] == ids[2:]
+    back, _ = paginate(alice, room, dir="b", **{"from": timeline["prev_batch"]})
+    assert _bodies(back) == ["l1", "l0"]
+    assert back[-1]["type"] == "m.room.create"
+    since = alice.sync()["next_batch"]
+    new = alice.text(room, "later")
+    inc = alice.sync(since=since)["rooms"]["join"][room]["timeline"]
+    assert inc["limited"] is False
+    assert [e["event_id"] for e in inc["events"]] == [new]
+    page = alice.ok(f"/rooms/{room}/messages", dir="b", limit=3, **{"from": inc["prev_batch"]})
+    assert [e["event_id"] for e in page["chunk"]] == ids[:-4:-1]
+
+
 def test_paginate_from_next_batch_both_ways(big_room) -> None:
     alice, room, ids = big_room
     next_batch = alice.sync(filter=json.dumps({"room": {"timeline": {"limit": 1}}}))["next_batch"]
