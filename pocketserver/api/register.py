@@ -127,16 +127,7 @@ async def _register_appservice_user(body: dict[str, object]) -> dict[str, object
     s.appservices.check_user_allowed(user_id, service)
     user_id = await s.accounts.register(username, None)
     await s.profiles.set_initial(user_id, username)
-    answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
-    if get_bool(body, "inhibit_login"):
-        return answer
-    session = await s.accounts.create_session(
-        user_id,
-        optional_str(body, "device_id"),
-        optional_str(body, "initial_device_display_name"),
-    )
-    answer["access_token"] = session.access_token
-    answer["device_id"] = session.device_id
+    answer, _ = await _registered(user_id, body)
     return answer
 
 
@@ -236,21 +227,31 @@ async def register() -> dict[str, object]:
     else:
         user_id = await _create_account(session, fields, token_required)
         limiter.record(address, trio.current_time())
+    answer, access_token = await _registered(user_id, fields)
+    if access_token is not None and get_bool(fields, "refresh_token"):
+        refresh, expires_in_ms = await api.refresh.make_refreshable(access_token)
+        answer["refresh_token"] = refresh
+        answer["expires_in_ms"] = expires_in_ms
+    return answer
+
+
+async def _registered(
+    user_id: str, fields: dict[str, object]
+) -> tuple[dict[str, object], str | None]:
+    """The answer to a registration of ``user_id`` and its new access token: a new
+    device is logged in unless ``inhibit_login`` (then the token is None)."""
+    s = services()
     answer: dict[str, object] = {"user_id": user_id, "home_server": s.config.server_name}
     if get_bool(fields, "inhibit_login"):
-        return answer
-    new_session = await s.accounts.create_session(
+        return answer, None
+    session = await s.accounts.create_session(
         user_id,
         optional_str(fields, "device_id"),
         optional_str(fields, "initial_device_display_name"),
     )
-    answer["access_token"] = new_session.access_token
-    answer["device_id"] = new_session.device_id
-    if get_bool(fields, "refresh_token"):
-        refresh, expires_in_ms = await api.refresh.make_refreshable(new_session.access_token)
-        answer["refresh_token"] = refresh
-        answer["expires_in_ms"] = expires_in_ms
-    return answer
+    answer["access_token"] = session.access_token
+    answer["device_id"] = session.device_id
+    return answer, session.access_token
 
 
 @client_route(bp, "/register/available", methods=["GET"])
