@@ -9,6 +9,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 
 from pocketserver.e2e.sync_source import DeviceListSource
@@ -90,6 +91,28 @@ async def test_a_read_overlapping_a_change_is_not_remembered() -> None:
     ctx = _ctx(SyncToken())
     await source.add_to_sync(ctx, 0, 0)
     assert ctx.body["device_one_time_keys_count"] == {"signed_curve25519": 5}
+    ctx = _ctx(SyncToken())
+    await source.add_to_sync(ctx, 0, 0)
+    assert ctx.body["device_one_time_keys_count"] == {"signed_curve25519": 4}
+    assert db.reads == 2
+
+
+async def test_a_change_during_the_remembered_path_reads_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claim or upload that forgets the counts while a sync is at its checkpoint
+    must not break that sync (it raised KeyError: a 500 seen once under matrix-js-sdk's
+    Rust crypto) and must be read by it."""
+    source, db = _key_source()
+    db.answers = [(({"signed_curve25519": 5}, []), None), (({"signed_curve25519": 4}, []), None)]
+    await source.add_to_sync(_ctx(SyncToken()), 0, 0)
+    original = trio.lowlevel.checkpoint
+
+    async def checkpoint_during_a_claim() -> None:
+        source.key_counts_changed(USER, DEVICE)  # another task's claim commits here
+        await original()
+
+    monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint_during_a_claim)
     ctx = _ctx(SyncToken())
     await source.add_to_sync(ctx, 0, 0)
     assert ctx.body["device_one_time_keys_count"] == {"signed_curve25519": 4}

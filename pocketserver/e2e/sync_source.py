@@ -91,9 +91,13 @@ class DeviceListSource:
             if events_since < events_upto or lists_since < upto:
                 windows = (events_since, events_upto, lists_since, upto)
         device = (ctx.user_id, ctx.device_id)
+        if windows is None:
+            # An async function always checkpoints; done before the lookup, so that
+            # an upload or claim that forgets the counts meanwhile cannot leave us
+            # holding an entry that is gone (a KeyError, once, under js-sdk's crypto).
+            await trio.lowlevel.checkpoint()
         known = self._counts.get(device)
         if known is not None and windows is None:
-            await trio.lowlevel.checkpoint()
             self._counts.move_to_end(device)
             found = None
         else:
