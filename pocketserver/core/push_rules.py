@@ -75,7 +75,9 @@ class PushRule:
         rule_id: Unique within the kind; server-default IDs start with ``.``.
         default: True for a server-default rule.
         enabled: Disabled rules never match.
-        actions: The actions, historical ``dont_notify``/``coalesce`` stripped.
+        actions: The actions as the user or the defaults gave them; historical
+            ``dont_notify``/``coalesce`` are kept here so a client reads back what
+            it wrote (as Synapse does), and ignored by :attr:`effective_actions`.
         conditions: ``override``/``underride`` only.
         pattern: ``content`` only.
     """
@@ -87,6 +89,17 @@ class PushRule:
     actions: tuple[object, ...]
     conditions: tuple[object, ...] = ()
     pattern: str | None = None
+
+    @property
+    def effective_actions(self) -> list[object]:
+        """The actions evaluation acts on: ``actions`` without the historical ones.
+
+        Spec: push.md "Historical Actions": clients and homeservers MUST ignore
+        ``dont_notify`` and ``coalesce``, "for instance, by stripping them". We ignore
+        them when evaluating but keep them in the stored rule: Synapse echoes them
+        back, and clients (and SyTest's 61push/05) read back what they wrote.
+        """
+        return strip_legacy_actions(self.actions)
 
     def to_json(self) -> dict[str, object]:
         """Return the rule as the client-server API shows it (``PushRule``)."""
@@ -122,7 +135,7 @@ def _build(
         rule_id=rule_id,
         default=default,
         enabled=enabled is True,
-        actions=tuple(strip_legacy_actions(actions)),
+        actions=tuple(actions),
         conditions=tuple(_as_list(data.get("conditions"))),
         pattern=pattern if isinstance(pattern, str) else None,
     )
@@ -206,7 +219,7 @@ def evaluate(
 
     Spec: push.md "Push Rules": "Disabled rules never match"; only the highest
     priority matching rule counts; homeservers MUST NOT notify for events the user
-    sent themselves. "Historical Actions": ``dont_notify``/``coalesce`` are dropped.
+    sent themselves. "Historical Actions": ``dont_notify``/``coalesce`` are ignored.
 
     Args:
         rules: The user's rules in evaluation order (:func:`merge_rules`).
@@ -222,7 +235,7 @@ def evaluate(
         return None
     for rule in rules:
         if rule.enabled and rule_matches(rule, event, context):
-            return strip_legacy_actions(rule.actions)
+            return rule.effective_actions
     return None
 
 

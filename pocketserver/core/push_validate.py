@@ -84,17 +84,18 @@ def _check_tweak(action: Mapping[str, object]) -> None:
 
 
 def validate_actions(actions: object) -> list[object]:
-    """Check an actions array and return it without historical actions.
+    """Check an actions array and return it as given.
 
     Spec: push.md "Actions": ``"notify"``, or an object ``{"set_tweak": name,
     "value": ...}`` (``highlight`` takes a boolean, ``sound`` a string; other tweaks
-    pass through); ``dont_notify``/``coalesce`` are accepted and stripped.
+    pass through); ``dont_notify``/``coalesce`` are accepted and kept (evaluation
+    ignores them, see ``PushRule.effective_actions``; Synapse stores them too).
 
     Args:
         actions: The ``actions`` value from a request body.
 
     Returns:
-        The actions, historical ones removed.
+        The actions (a new list).
 
     Raises:
         PushRuleError: Not a list, or an action is not recognised.
@@ -109,7 +110,7 @@ def validate_actions(actions: object) -> list[object]:
             _check_tweak(action)
         else:
             raise PushRuleError(f"unrecognised action {action!r}")
-    return strip_legacy_actions(actions)
+    return list(actions)
 
 
 def _check_condition(condition: object) -> None:

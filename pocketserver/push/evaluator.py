@@ -493,7 +493,7 @@ class PushEvaluator:
                     thread_id=thread,
                     stream_ordering=event.stream_ordering,
                     event_id=event.event_id,
-                    actions=list(matched.rule.actions),
+                    actions=matched.rule.effective_actions,
                     highlight=matched.highlight,
                     ts=now_ms,
                     actions_json=matched.actions_json,

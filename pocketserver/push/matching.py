@@ -167,9 +167,9 @@ class RuleInterner:
                     by_name=_by_name(rule),
                     paths=paths,
                     paths_key="h" + "\x00".join(paths) if paths else None,
-                    notify=is_notifying(rule.actions),
-                    highlight=has_highlight(rule.actions),
-                    actions_json=actions_json(rule.actions),
+                    notify=is_notifying(rule.effective_actions),
+                    highlight=has_highlight(rule.effective_actions),
+                    actions_json=actions_json(rule.effective_actions),
                 )
                 size += estimate_size(rule) + 200
                 if identity is not None:

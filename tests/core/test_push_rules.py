@@ -399,7 +399,7 @@ ORDERING = [
         _ctx(),
         ["notify"],
     ),
-    (  # legacy actions are stripped: dont_notify == []
+    (  # legacy actions are ignored: dont_notify == []
         {"override": [{"rule_id": "x", "conditions": [], "actions": ["dont_notify"]}]},
         _msg(),
         _ctx(),
@@ -475,7 +475,10 @@ def test_ruleset_to_json_round_trip() -> None:
             "pattern": "cake*lie",
         }
     ]
-    assert out["room"] == [{"rule_id": ROOM, "default": False, "enabled": True, "actions": []}]
+    # Historical actions are echoed as stored (Synapse does; evaluation ignores them).
+    assert out["room"] == [
+        {"rule_id": ROOM, "default": False, "enabled": True, "actions": ["dont_notify"]}
+    ]
     assert out["override"] == default_push_rules(ME)["override"]
     assert out["underride"] == default_push_rules(ME)["underride"]
 
@@ -569,3 +572,16 @@ def test_arbitrary_conditions_never_raise(
 ) -> None:
     rule = PushRule("override", "x", False, True, ("notify",), tuple(conditions))
     assert evaluate([rule], event, _ctx()) in (None, ["notify"])
+
+
+def test_historical_actions_are_kept_but_never_notify() -> None:
+    """push.md "Historical Actions": a ["dont_notify"] rule equals a [] rule when
+    evaluated, yet the stored rule still shows what the client wrote (as Synapse)."""
+    user = {"override": [{"rule_id": "mute", "conditions": [], "actions": ["dont_notify"]}]}
+    rules = merge_rules(default_push_rules(ME), user)
+    mute = next(r for r in rules if r.rule_id == "mute")
+    assert mute.actions == ("dont_notify",)
+    assert mute.effective_actions == []
+    assert mute.to_json()["actions"] == ["dont_notify"]
+    assert evaluate(rules, _msg(), _ctx()) == []
+    assert not is_notifying(evaluate(rules, _msg(), _ctx()))
