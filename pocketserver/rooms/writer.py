@@ -284,6 +284,40 @@ class RoomWriter:
             yield prepared.event_id
             await self._persist(prepared)
 
+    async def event_template(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, object],
+        state_key: str | None,
+        *,
+        origin: str,
+    ) -> tuple[str, dict[str, object]]:
+        """An unsigned event for another server to sign (``make_join``, ``make_leave``,
+        ``make_knock``): prev and auth events from the room as it is now, checked
+        against the auth rules as if it were sent now. Returns (room version, event).
+
+        For v1/v2 rooms the event names ``origin`` (the server that will sign it) and
+        carries no ``event_id``: the signing server adds its own.
+
+        Raises:
+            MatrixError: 404 (unknown room), 403 ``M_FORBIDDEN`` (the auth rules refuse
+                the event in the room's current state).
+        """
+        room_version = await self._room_version(room_id)
+        prepared = await self._build_local(
+            room_id, room_version, sender, event_type, content, state_key, None
+        )
+        template = {
+            k: v
+            for k, v in prepared.pdu.items()
+            if k not in ("hashes", "signatures", "unsigned", "event_id")
+        }
+        if "origin" in template:
+            template["origin"] = origin
+        return room_version, template
+
     async def _room_version(self, room_id: str) -> str:
         version = await self.store.room_version(room_id)
         if version is None:
