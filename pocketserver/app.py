@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -100,6 +101,12 @@ def _has_body() -> bool:
 
 def _json_error(status: int, body: dict[str, object]) -> Response:
     response = Response(_dumps(body), status=status, content_type="application/json")
+    if status == 429:
+        # client-server-api "Rate limiting": homeservers SHOULD send Retry-After (whole
+        # seconds, RFC 9110) with every 429; retry_after_ms stays for older clients.
+        wait_ms = body.get("retry_after_ms")
+        seconds = math.ceil(wait_ms / 1000) if isinstance(wait_ms, int) and wait_ms > 0 else 1
+        response.headers["Retry-After"] = str(max(1, seconds))
     return response
 
 

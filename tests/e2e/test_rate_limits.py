@@ -152,6 +152,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
 def _limited(r: httpx.Response) -> None:
     assert err(r) == (429, "M_LIMIT_EXCEEDED"), r.text
     assert r.json()["retry_after_ms"] > 0
+    # The Retry-After header (spec v1.10), in whole seconds, rounded up.
+    assert int(r.headers["Retry-After"]) == max(1, -(-r.json()["retry_after_ms"] // 1000))
 
 
 def test_room_creation_is_limited(limited: RunningServer) -> None:
