@@ -42,6 +42,9 @@ IDLE_MS = 5 * 60 * 1000
 SYNC_TIMEOUT_MS = 30 * 1000
 CURRENTLY_ACTIVE_MS = 60 * 1000
 SWEEP_S = 10.0
+REMOTE_TIMEOUT_MS = 30 * 60 * 1000
+"""A remote user is offline when their server said nothing of them for this long
+(Synapse's FEDERATION_TIMEOUT; its servers resend presence every 25 minutes)."""
 MAX_USERS = 2_000
 MAX_STATUS_MSG = 1_024
 """Characters; a longer status message is refused (it is kept in memory)."""
@@ -56,6 +59,10 @@ class _UserPresence:
     last_sync_ms: int = 0
     syncing: int = 0
     shown: tuple[str, bool, str | None] = (OFFLINE, False, None)
+    remote_until_ms: int = 0
+    """For a user of another server: what their server last said holds until then
+    (then they are offline); 0 for our own users."""
+    remote_active: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,10 @@ class PresenceStatistics:
 
 def _view(st: _UserPresence, now_ms: int) -> PresenceView:
     ago = max(now_ms - st.last_active_ms, 0) if st.last_active_ms else None
+    if st.remote_until_ms:
+        if now_ms > st.remote_until_ms:
+            return PresenceView(OFFLINE, ago, False, st.status_msg)
+        return PresenceView(st.presence, ago, st.remote_active, st.status_msg)
     presence = st.presence
     idle_since = max(st.last_sync_ms, st.last_active_ms)
     if presence != OFFLINE and st.syncing == 0 and now_ms - idle_since > SYNC_TIMEOUT_MS:
@@ -155,13 +166,35 @@ class PresenceService:
         st.last_active_ms = self._now_ms()
         self._refresh(user_id, st)
 
+    def set_remote(
+        self,
+        user_id: str,
+        presence: str,
+        status_msg: str | None,
+        last_active_ago: int | None,
+        currently_active: bool,
+    ) -> None:
+        """An ``m.presence`` EDU from the user's own server (server-server-api.md
+        "Presence"): shown as given until :data:`REMOTE_TIMEOUT_MS` passes without news.
+        The caller checked that the sending server is the user's."""
+        if not self.enabled or presence not in STATES:
+            return
+        now = self._now_ms()
+        st = self._get(user_id)
+        st.presence = presence
+        st.status_msg = status_msg[:MAX_STATUS_MSG] if status_msg else None
+        st.last_active_ms = now - max(last_active_ago or 0, 0)
+        st.remote_active = currently_active and presence == ONLINE
+        st.remote_until_ms = now + REMOTE_TIMEOUT_MS
+        self._refresh(user_id, st)
+
     def bump_active(self, user_id: str) -> None:
         """The user did something (sent an event, typed, sent a receipt): they are
         active, and online again if they were unavailable. Users the server does not
         track (they never synced or set presence) stay untracked."""
         st = self._users.get(user_id) if self.enabled else None
-        if st is None:
-            return
+        if st is None or st.remote_until_ms:
+            return  # untracked, or another server's user: their server tells us
         st.last_active_ms = self._now_ms()
         if st.presence == UNAVAILABLE:
             st.presence = ONLINE
