@@ -1,0 +1,61 @@
+"""JSON answers written as they are read: for a room's state over federation (``/state``,
+``send_join``), which can be tens of thousands of events and must never be held whole.
+
+:func:`stream_object` encodes an object whose values are plain JSON or async iterators
+of JSON values (encoded as arrays), a chunk of about :data:`CHUNK_BYTES` at a time, and
+:func:`streamed_json` wraps that in a Quart response. The route does its checks (and
+raises its Matrix errors) before the response starts; an error while streaming can
+only cut the answer short, which the peer sees as a broken response and retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+
+from quart import Response
+
+CHUNK_BYTES = 64 * 1024
+"""Bytes gathered before a chunk is handed to the connection."""
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _dump(value: object) -> str:
+    return _encoder.encode(value)
+
+
+async def stream_object(fields: Mapping[str, object]) -> AsyncIterator[bytes]:
+    """Encode ``fields`` as one JSON object; values that are async iterables become
+    arrays written item by item."""
+    parts: list[bytes] = [b"{"]
+    size = 1
+    first_field = True
+    for key, value in fields.items():
+        head = ("" if first_field else ",") + _dump(key) + ":"
+        first_field = False
+        if not isinstance(value, AsyncIterable):
+            parts.append((head + _dump(value)).encode())
+            size += len(parts[-1])
+        else:
+            parts.append((head + "[").encode())
+            first_item = True
+            async for item in value:
+                data = (("" if first_item else ",") + _dump(item)).encode()
+                first_item = False
+                parts.append(data)
+                size += len(data)
+                if size >= CHUNK_BYTES:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+            parts.append(b"]")
+        if size >= CHUNK_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"}")
+    yield b"".join(parts)
+
+
+def streamed_json(fields: Mapping[str, object], status: int = 200) -> Response:
+    """A Quart response streaming :func:`stream_object` of ``fields``."""
+    return Response(stream_object(fields), status=status, content_type="application/json")
