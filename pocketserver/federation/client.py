@@ -39,6 +39,7 @@ from urllib.parse import quote, urlencode
 
 import trio
 
+from pocketserver import __version__
 from pocketserver.federation.errors import (
     FederationBadResponse,
     FederationBlocked,
@@ -109,7 +110,7 @@ KEEPALIVE_S = 90.0
 CONNECT_TIMEOUT_S = 20.0
 MAX_REDIRECTS = 5
 ROUTE_ENTRIES = 4096
-USER_AGENT = "pocketserver"
+USER_AGENT = f"pocketserver/{__version__}"
 
 SignRequest = Callable[[str, str, str, object | None], str]
 """``(method, destination, uri, content) -> Authorization header value``: ``uri`` is the
