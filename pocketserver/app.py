@@ -208,8 +208,11 @@ def create_app(
         app.add_url_rule("/health", view_func=meta.health)
     if wanted & {"federation", "keys"}:
         app.register_blueprint(keys.bp)
-    if "federation" in wanted:
+    if wanted & {"client", "federation"}:
+        # /.well-known/matrix/server: on client listeners too (Synapse serves it with the
+        # client resource), as a reverse proxy on 443 forwards it to the client port.
         app.register_blueprint(meta.federation_bp)
+    if "federation" in wanted:
         app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)

@@ -77,6 +77,21 @@ def tls_problems(config: Config) -> list[str]:
     return []
 
 
+def federation_ca_problems(config: Config) -> list[str]:
+    """Why a ``federation_custom_ca_list`` file cannot be used as a CA (PEM)."""
+    problems: list[str] = []
+    for path in config.federation_custom_ca_list:
+        problem = _readable("federation CA file", path)
+        if problem is None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+            except (ssl.SSLError, ValueError) as e:
+                problem = f"federation CA file {path} does not load: {e}"
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
 def _folder_problem(label: str, folder: Path) -> str | None:
     """A folder the server must create files in: it, or the nearest existing parent that
     it will be created in, must be writable and searchable."""
@@ -118,4 +133,9 @@ def write_problems(config: Config) -> list[str]:
 def startup_problems(config: Config) -> list[str]:
     """Everything that would stop the server, in the order it would matter."""
     key = signing_key_problem(config)
-    return [*([key] if key else []), *tls_problems(config), *write_problems(config)]
+    return [
+        *([key] if key else []),
+        *tls_problems(config),
+        *federation_ca_problems(config),
+        *write_problems(config),
+    ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import ssl
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 from wsgiref.handlers import format_date_time
@@ -40,6 +42,7 @@ from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
 from pocketserver.net.identity import IdentityClient
+from pocketserver.net.tls import ListenerTls
 from pocketserver.preflight import startup_problems
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
@@ -90,6 +93,13 @@ class _HypercornConfig(HypercornConfig):
 
     _date_second = -1
     _date_value = b""
+    tls_context: ssl.SSLContext | None = None
+    """The shared, reloading server context of TLS listeners (net/tls.py)."""
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_context is not None:
+            return self.tls_context
+        return super().create_ssl_context()
 
     def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
         now = int(time.time())
@@ -101,7 +111,53 @@ class _HypercornConfig(HypercornConfig):
         return headers
 
 
-def _hypercorn_config(config: Config, listener: ListenerConfig) -> HypercornConfig:
+def _server_ssl_context() -> ssl.SSLContext:
+    """An empty server context with hypercorn's settings (ciphers, TLS 1.2 or later,
+    no compression, ALPN h2 and http/1.1); the certificate is loaded by ListenerTls."""
+    hc = HypercornConfig()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_ciphers(hc.ciphers)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION
+    context.set_alpn_protocols(hc.alpn_protocols)
+    return context
+
+
+def listener_tls(config: Config) -> ListenerTls | None:
+    """The certificate of the TLS listeners, if any listener has ``tls: true``.
+
+    Raises:
+        StartupError: the certificate or key cannot be read or does not load.
+    """
+    if not any(listener.tls for listener in config.listeners):
+        return None
+    assert config.tls_certificate_path is not None  # the loader requires both
+    assert config.tls_private_key_path is not None
+    try:
+        return ListenerTls(
+            config.tls_certificate_path, config.tls_private_key_path, _server_ssl_context
+        )
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise StartupError(
+            f"TLS certificate {config.tls_certificate_path} with key "
+            f"{config.tls_private_key_path} does not load: {e}"
+        ) from None
+
+
+class HupHandlers:
+    """What SIGHUP does: each callback runs (the TLS certificate is looked at again)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def fire(self) -> None:
+        for callback in self.callbacks:
+            callback()
+
+
+def _hypercorn_config(
+    config: Config, listener: ListenerConfig, tls: ListenerTls | None = None
+) -> HypercornConfig:
     hc = _HypercornConfig()
     hc.bind = [_bind(addr, listener.port) for addr in listener.bind_addresses]
     hc.graceful_timeout = GRACEFUL_TIMEOUT_S
@@ -109,8 +165,11 @@ def _hypercorn_config(config: Config, listener: ListenerConfig) -> HypercornConf
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.include_server_header = False
     if listener.tls:
+        # certfile/keyfile turn TLS on in hypercorn; the context itself is tls's.
         hc.certfile = str(config.tls_certificate_path)
         hc.keyfile = str(config.tls_private_key_path)
+        assert tls is not None
+        hc.tls_context = tls.context
     return hc
 
 
@@ -272,6 +331,7 @@ async def serve(
     config: Config,
     *,
     shutdown: trio.Event | None = None,
+    hup: HupHandlers | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server until ``shutdown`` is set (or the task is cancelled).
@@ -280,10 +340,18 @@ async def serve(
     (``http://127.0.0.1:PORT``); a listener port of 0 binds a free port.
     Shutdown stops accepting, lets in-flight requests finish (at most
     ``GRACEFUL_TIMEOUT_S``), checkpoints the WAL and closes the database.
+    ``hup`` gets the callbacks that SIGHUP should run.
     """
     if shutdown is None:
         shutdown = trio.Event()
     services = await build_services(config)
+    try:
+        tls = listener_tls(config)
+    except StartupError:
+        await trio.to_thread.run_sync(services.db.close)
+        raise
+    if tls is not None and hup is not None:
+        hup.callbacks.append(tls.check_soon)
     log.info("signing key %s, database %s", key_id(services.signing_key), config.database.path)
     try:
         async with trio.open_nursery() as background:
@@ -305,8 +373,10 @@ async def serve(
             background.start_soon(_end_long_polls_on, shutdown, services)
             background.start_soon(_watch_other_writers, services)
             await background.start(services.appservice_sender.run)
+            if tls is not None:
+                await background.start(tls.run)
             async with trio.open_nursery() as listeners:
-                bound = await _start_listeners(listeners, config, services, shutdown)
+                bound = await _start_listeners(listeners, config, services, shutdown, tls)
                 settle_memory()
                 log.info("pocketserver for %s is ready", config.server_name)
                 task_status.started(bound)
@@ -358,7 +428,11 @@ def settle_memory() -> None:
 
 
 async def _start_listeners(
-    nursery: trio.Nursery, config: Config, services: Services, shutdown: trio.Event
+    nursery: trio.Nursery,
+    config: Config,
+    services: Services,
+    shutdown: trio.Event,
+    tls: ListenerTls | None,
 ) -> list[str]:
     """Start one hypercorn per listener, each with the routes of its resources."""
     bound: list[str] = []
@@ -369,7 +443,7 @@ async def _start_listeners(
                 partial(
                     hypercorn_serve,
                     app,
-                    _hypercorn_config(config, listener),
+                    _hypercorn_config(config, listener, tls),
                     shutdown_trigger=shutdown.wait,
                 )
             )
@@ -403,7 +477,8 @@ def _find_in(exc: BaseException, kind: type[E]) -> E | None:
 
 async def run_until_signalled(config: Config) -> bool:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; a second signal
-    stops at once, without waiting for requests in flight.
+    stops at once, without waiting for requests in flight. SIGHUP re-reads the TLS
+    certificate (if it changed), as Synapse does.
 
     Returns:
         True after a graceful shutdown, False if a second signal cut it short.
@@ -412,18 +487,23 @@ async def run_until_signalled(config: Config) -> bool:
         StartupError: the server could not start (unwrapped from trio's exception group).
     """
     shutdown = trio.Event()
+    hup = HupHandlers()
     graceful = True
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
 
                 async def serve_then_stop() -> None:
-                    await serve(config, shutdown=shutdown)
+                    await serve(config, shutdown=shutdown, hup=hup)
                     nursery.cancel_scope.cancel()  # done: stop waiting for signals
 
                 nursery.start_soon(serve_then_stop)
                 async for signum in signals:
                     name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        log.info("received SIGHUP: looking at the TLS certificate again")
+                        hup.fire()
+                        continue
                     if not shutdown.is_set():
                         log.info("received %s: shutting down (send it again to stop at once)", name)
                         shutdown.set()

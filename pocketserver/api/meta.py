@@ -62,7 +62,12 @@ federation_bp = Blueprint("meta_federation", __name__)
 
 @federation_bp.get("/.well-known/matrix/server")
 async def well_known_server() -> dict[str, object]:
-    """server-server-api.md "Server discovery": delegation, if ``serve_server_wellknown``."""
+    """server-server-api.md "Server discovery": delegation, if ``serve_server_wellknown``.
+
+    Names public_baseurl's host and port (443 by default). Synapse names server_name's
+    host there (with port 443): the same when public_baseurl is https://server_name/;
+    public_baseurl is the address known to reach this server when they differ.
+    """
     config = services().config
     if not config.serve_server_wellknown:
         raise not_found("this server does not publish /.well-known/matrix/server")

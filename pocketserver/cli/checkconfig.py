@@ -7,7 +7,12 @@ import sys
 
 from pocketserver.cli.common import add_config_argument, fail, find_config, load_or_exit
 from pocketserver.config.dump import dump_config
-from pocketserver.preflight import signing_key_problem, tls_problems, write_problems
+from pocketserver.preflight import (
+    federation_ca_problems,
+    signing_key_problem,
+    tls_problems,
+    write_problems,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +34,7 @@ def check_config_command(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     key = signing_key_problem(config)
-    errors = [*([key] if key else []), *tls_problems(config)]
+    errors = [*([key] if key else []), *tls_problems(config), *federation_ca_problems(config)]
     # Whether the server can write depends on the user it runs as, maybe not ours.
     for problem in write_problems(config):
         print(f"warning: {problem}", file=sys.stderr)

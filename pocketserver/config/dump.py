@@ -74,6 +74,10 @@ DUMPED_FIELDS = frozenset(
         "ip_range_whitelist",
         "enable_3pid_lookup",
         "use_insecure_ssl_client_just_for_testing_do_not_use",
+        "federation_verify_certificates",
+        "federation_custom_ca_list",
+        "federation_domain_whitelist",
+        "allow_public_rooms_over_federation",
     }
 )
 
@@ -224,6 +228,12 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "ip_range_blacklist": list(c.ip_range_blacklist),
         "ip_range_whitelist": list(c.ip_range_whitelist),
         "enable_3pid_lookup": c.enable_3pid_lookup,
+        "federation_verify_certificates": c.federation_verify_certificates,
+        "federation_custom_ca_list": [str(p) for p in c.federation_custom_ca_list],
+        "federation_domain_whitelist": (
+            None if c.federation_domain_whitelist is None else sorted(c.federation_domain_whitelist)
+        ),
+        "allow_public_rooms_over_federation": c.allow_public_rooms_over_federation,
         "use_insecure_ssl_client_just_for_testing_do_not_use": (
             c.use_insecure_ssl_client_just_for_testing_do_not_use
         ),

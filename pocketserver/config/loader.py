@@ -150,6 +150,19 @@ def _ip_ranges(value: object) -> tuple[str, ...]:
     return ranges
 
 
+def _path_list(base: Path, value: object) -> tuple[Path, ...]:
+    return tuple(_path(base)(entry) for entry in _str_list(value))
+
+
+def _server_name_set(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    names = _str_list(value)
+    for name in names:
+        _server_name(name)
+    return frozenset(names)
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def conv(value: object) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
@@ -360,6 +373,14 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         ),
         ip_range_whitelist=root.get("ip_range_whitelist", _ip_ranges, None),
         enable_3pid_lookup=root.get("enable_3pid_lookup", _bool, True),
+        federation_verify_certificates=root.get("federation_verify_certificates", _bool, True),
+        federation_custom_ca_list=root.get(
+            "federation_custom_ca_list", partial(_path_list, base_dir), None
+        ),
+        federation_domain_whitelist=root.get("federation_domain_whitelist", _server_name_set, None),
+        allow_public_rooms_over_federation=root.get(
+            "allow_public_rooms_over_federation", _bool, False
+        ),
         use_insecure_ssl_client_just_for_testing_do_not_use=root.get(
             "use_insecure_ssl_client_just_for_testing_do_not_use", _bool, False
         ),

@@ -132,6 +132,14 @@ class Config:
     # Outgoing requests on a user's behalf (push gateways); see homeserver.yaml.in.
     ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
     ip_range_whitelist: tuple[str, ...] = ()
+    federation_verify_certificates: bool = True
+    """Other servers' TLS certificates are checked (Synapse's key)."""
+    federation_custom_ca_list: tuple[Path, ...] = ()
+    """PEM files of the CAs trusted for federation instead of the system's."""
+    federation_domain_whitelist: frozenset[str] | None = None
+    """If set, the only server names federation talks to."""
+    allow_public_rooms_over_federation: bool = False
+    """Other servers may read this server's room directory (Synapse's key and default)."""
     allow_access_token_in_query: bool = True
     """Accept ``?access_token=`` (deprecated by the spec; Synapse always accepts it)."""
     enable_3pid_lookup: bool = True

@@ -1,1 +1,1 @@
-"""Federation: talking to other homeservers (server-server API)."""
+"""Federation: talking to other homeservers (server-server-api.md)."""

@@ -11,7 +11,8 @@ raises :class:`~pocketserver.net.addresses.AddressBlocked`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 import trio
 
 from pocketserver.net.addresses import (
+    AddressBlocked,
     AddressPolicy,
     HostUnresolvable,
     Resolver,
@@ -88,14 +90,24 @@ class _PinnedBackend(_Backend):
         )
 
 
-class _CheckingBackend(_Backend):
-    """Resolves and checks the host of every new connection, then connects to a checked
-    address (trying each in turn)."""
+Routes = Callable[[str, int], Sequence[str]]
+"""``(URL host, port) -> hosts to connect to instead``, in order (federation: the SRV
+targets of a TLS name); the URL's host still names the certificate to expect."""
 
-    def __init__(self, policy: AddressPolicy, resolver: Resolver) -> None:
+
+def _no_routes(host: str, port: int) -> Sequence[str]:
+    return (host,)
+
+
+class _CheckingBackend(_Backend):
+    """Resolves and checks the host of every new connection (or the hosts ``routes``
+    names for it), then connects to a checked address (trying each in turn)."""
+
+    def __init__(self, policy: AddressPolicy, resolver: Resolver, routes: Routes) -> None:
         super().__init__()
         self._policy = policy
         self._resolver = resolver
+        self._routes = routes
 
     async def connect_tcp(
         self,
@@ -105,22 +117,31 @@ class _CheckingBackend(_Backend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            with trio.fail_after(float("inf") if timeout is None else timeout):
-                addresses = await resolve_checked(host, port, self._policy, self._resolver)
-        except HostUnresolvable as e:
-            raise httpcore.ConnectError(str(e)) from None
-        except trio.TooSlowError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         error: Exception | None = None
-        for address in addresses:
+        blocked: AddressBlocked | None = None
+        for target in self._routes(host, port) or (host,):
             try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                error = e
-        assert error is not None
+                with trio.fail_after(float("inf") if timeout is None else timeout):
+                    addresses = await resolve_checked(target, port, self._policy, self._resolver)
+            except AddressBlocked as e:
+                blocked = e  # another target may still be allowed
+                continue
+            except HostUnresolvable as e:
+                error = httpcore.ConnectError(str(e))
+                continue
+            except trio.TooSlowError:
+                error = httpcore.ConnectTimeout(f"resolving {target} timed out")
+                continue
+            for address in addresses:
+                try:
+                    return await self._inner.connect_tcp(
+                        address, port, timeout, local_address, socket_options
+                    )
+                except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                    error = e
+        if error is None:
+            assert blocked is not None
+            raise blocked
         raise error
 
 
@@ -149,9 +170,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
         max_connections: int = 1,
         keepalive_expiry: float | None = None,
         verify_tls: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify_tls),
+            ssl_context=ssl_context or httpx.create_ssl_context(verify=verify_tls),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
@@ -183,6 +205,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._pool.aclose()
 
+    def open_connections(self) -> int:
+        """How many connections the pool holds now (busy or idle)."""
+        return len(self._pool.connections)
+
 
 def pinned_transport(address: str) -> PoolTransport:
     """One connection to ``address`` (already checked), for any URL's host."""
@@ -196,6 +222,8 @@ def guarded_transport(
     max_connections: int = 8,
     keepalive_expiry: float = 5.0,
     verify_tls: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+    routes: Routes = _no_routes,
 ) -> PoolTransport:
     """A pool whose every new connection goes to a resolved address ``policy`` allows.
 
@@ -203,10 +231,14 @@ def guarded_transport(
     :class:`~pocketserver.net.addresses.AddressBlocked` (not an httpx error).
     ``verify_tls=False`` accepts any certificate (only for test rigs, see
     ``use_insecure_ssl_client_just_for_testing_do_not_use``); the address checks stay.
+    ``ssl_context`` replaces the default one (federation's own CA list); ``routes``
+    sends a connection for a URL host to other hosts (federation's SRV targets), each
+    resolved and checked the same way.
     """
     return PoolTransport(
-        _CheckingBackend(policy, resolver),
+        _CheckingBackend(policy, resolver, routes),
         max_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
         verify_tls=verify_tls,
+        ssl_context=ssl_context,
     )

@@ -33,8 +33,18 @@ def test_well_known_client(server: RunningServer) -> None:
     assert r.json() == {"m.homeserver": {"base_url": f"https://{server.server_name}/"}}
 
 
-def test_well_known_server_off_by_default(server: RunningServer) -> None:
+def test_well_known_server_on_in_the_generated_config(server: RunningServer) -> None:
+    """--generate-config turns serve_server_wellknown on (federation through the
+    reverse proxy on 443); the loader's default stays false, as Synapse's."""
     with server.client() as c:
+        r = c.get("/.well-known/matrix/server")
+    assert r.status_code == 200
+    assert r.json() == {"m.server": f"{server.server_name}:443"}
+
+
+def test_well_known_server_off_when_disabled(tmp_path) -> None:
+    config = make_config(tmp_path, serve_server_wellknown=False)
+    with running_server(config) as s, s.client() as c:
         r = c.get("/.well-known/matrix/server")
     assert r.status_code == 404
     assert r.json()["errcode"] == "M_NOT_FOUND"
