@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.storage import profiles as profile_store
@@ -22,9 +23,10 @@ class Profiles:
         self._rooms = rooms
         self._db = rooms.store.db
         self.server_name = server_name
+        self.locality = Locality(server_name)
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.split(":", 1)[-1] == self.server_name
+        return self.locality.is_mine(user_id)
 
     async def get(self, user_id: str) -> dict[str, object]:
         """Raises: MatrixError 404 ``M_NOT_FOUND`` for an unknown (or remote) user."""

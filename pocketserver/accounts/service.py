@@ -15,6 +15,7 @@ from pocketserver.accounts import passwords, tokens
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.core.identifiers import is_valid_localpart, is_valid_user_id
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden, unknown_token
 from pocketserver.storage import dehydrated as dehydrated_store
 from pocketserver.storage import devices as device_store
@@ -70,6 +71,7 @@ class AccountService:
         self._db = db
         self._config = config
         self.server_name = config.server_name
+        self.locality = Locality(config.server_name)
         self._hash_limiter = trio.CapacityLimiter(hash_threads)
         # token hash -> Requester; dropped on logout.
         self._token_cache: LruCache[bytes, Requester] = budget.cache("access_tokens", 0.02)
@@ -92,7 +94,7 @@ class AccountService:
         """
         if localpart_or_mxid.startswith("@"):
             user_id = localpart_or_mxid
-            if not is_valid_user_id(user_id) or user_id.split(":", 1)[1] != self.server_name:
+            if not is_valid_user_id(user_id) or not self.locality.is_mine(user_id):
                 raise MatrixError(400, "M_INVALID_USERNAME", "not a user ID of this server")
             return user_id
         return f"@{localpart_or_mxid}:{self.server_name}"

@@ -12,6 +12,7 @@ from collections.abc import Hashable, Sequence
 from pocketserver.accounts.service import Requester
 from pocketserver.appservice.client import QUERY_TIMEOUT_S, AppServiceClient, app_path
 from pocketserver.appservice.registration import AppService
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden
 from pocketserver.storage import devices as device_store
 from pocketserver.storage import users as user_store
@@ -33,6 +34,7 @@ class AppServices:
         self.all = tuple(registrations)
         self._db = db
         self.server_name = server_name
+        self.locality = Locality(server_name)
         self.client = client or AppServiceClient()
         self._by_token = {s.as_token: s for s in self.all}
         self._by_id = {s.id: s for s in self.all}
@@ -120,7 +122,7 @@ class AppServices:
         """
         target = user_id or service.sender
         if target != service.sender:
-            local = target.startswith("@") and target.split(":", 1)[-1] == self.server_name
+            local = target.startswith("@") and self.locality.is_mine(target)
             if not local or not service.is_interested_in_user(target):
                 raise forbidden("the application service cannot masquerade as this user")
             if await self._db.read(user_store.get_user, target) is None:
@@ -160,10 +162,7 @@ class AppServices:
         """Before inviting or looking up a local user who has no account: the service
         that claims the ID exclusively may create it now (as Synapse's
         ``query_user_exists``)."""
-        if (
-            user_id.split(":", 1)[-1] != self.server_name
-            or self.exclusive_owner_of_user(user_id) is None
-        ):
+        if not self.locality.is_mine(user_id) or self.exclusive_owner_of_user(user_id) is None:
             return
         if await self._db.read(user_store.get_user, user_id) is None:
             await self.query_user(user_id)
