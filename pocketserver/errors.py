@@ -44,3 +44,12 @@ def not_found(error: str = "not found") -> MatrixError:
 
 def unknown_token(error: str = "unknown or expired access token") -> MatrixError:
     return MatrixError(401, "M_UNKNOWN_TOKEN", error, soft_logout=False)
+
+
+def federation_unavailable(what: str) -> MatrixError:
+    """A request that needs another server (a remote room, alias or user) while this
+    server does not federate yet: a clear 502 instead of a silent success or a
+    misleading 404 (issue #10: "Until a part works, it must answer a clear Matrix error,
+    never a silent 200"). 502 as for a peer that cannot be reached: the request is
+    well-formed and allowed, this server cannot carry it out."""
+    return MatrixError(502, "M_UNKNOWN", f"{what}: federation is not available yet")

@@ -35,8 +35,10 @@ from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.limits import RoomActionLimits
+from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
@@ -136,4 +138,6 @@ class Services:
     appservice_sender: TransactionSender
     thirdparty: ThirdParty
     third_party_invites: ThirdPartyInvites
+    membership: Membership
+    room_creator: RoomCreator
     url_previews: UrlPreviewer | None = None

@@ -26,6 +26,7 @@ from pocketserver.rooms.canonical_alias import (
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
+from pocketserver.rooms.relation_checks import check_new_relation
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
@@ -74,7 +75,8 @@ class RoomClient:
         """Send an event once per (device, transaction ID); return its event ID.
 
         A retry with the same transaction ID returns the first event's ID and sends
-        nothing (client-server API "Transaction identifiers").
+        nothing (client-server API "Transaction identifiers"); a new one is checked for
+        relations a client may not send (:func:`check_new_relation`) first.
         """
         async with self._txn_locks(f"{user_id}\x00{device_id}\x00{txn_id}"):
             earlier = await self.store.db.read(
@@ -82,6 +84,8 @@ class RoomClient:
             )
             if earlier is not None:
                 return earlier[1]
+            # Threads from related events, duplicate annotations (rooms/relation_checks.py).
+            await check_new_relation(self.store, room_id, user_id, event_type, content)
             await self._check_send_limit(user_id, event_type, redacts)
 
             def record(conn: sqlite3.Connection, event: PersistedEvent) -> None:
