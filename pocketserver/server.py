@@ -50,6 +50,7 @@ from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.relations import index_relation
+from pocketserver.rooms.reports import Reports
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
@@ -64,6 +65,7 @@ from pocketserver.storage.lock import AlreadyRunningError
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
+from pocketserver.sync.stored_filters import StoredFilters
 from pocketserver.to_device.service import ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
 
@@ -269,6 +271,7 @@ async def build_services(config: Config) -> Services:
         directory=directory,
         profiles=profiles,
         sync=sync,
+        filters=StoredFilters(db, sync.filters),
         typing=typing,
         receipts=receipts,
         presence=presence,
@@ -282,6 +285,7 @@ async def build_services(config: Config) -> Services:
         third_party_invites=third_party_invites,
         membership=membership,
         room_creator=room_creator,
+        reports=Reports(room_client, ratelimits.message, Locality(config.server_name)),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),

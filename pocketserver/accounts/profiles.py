@@ -10,6 +10,7 @@ from pocketserver.rooms.client import RoomClient
 from pocketserver.storage import profiles as profile_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage import users as user_store
+from pocketserver.storage.user_directory import search_users
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ class Profiles:
         if avatar_url is not None:
             result["avatar_url"] = avatar_url
         return result
+
+    async def search_directory(
+        self, searcher: str, term: str, limit: int
+    ) -> list[tuple[str, str | None, str | None]]:
+        """The user directory (``POST /user_directory/search``): (user ID, display
+        name, avatar URL) of users ``searcher`` may see whose ID or name contains
+        ``term``, at most ``limit + 1`` rows (one more says the answer is limited)."""
+        return await self._db.read(search_users, searcher, term, limit)
 
     async def member_content(self, user_id: str) -> dict[str, object]:
         """The profile fields a member event of this user carries."""

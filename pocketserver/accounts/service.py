@@ -39,6 +39,10 @@ class Requester:
     app_service: str | None = None
     """The ID of the application service making the request with its ``as_token``
     (then ``device_id`` is empty unless the service named a device)."""
+    is_admin: bool = False
+    """A server admin (the ``admin`` flag of the account, as Synapse's
+    ``is_server_admin``), read when the token is resolved. The flag changes only
+    offline (``register_new_matrix_user --admin``), so a cached requester stays true."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,11 @@ class AccountService:
         for listener in self.tokens_revoked_listeners:
             listener()
 
+    async def is_taken(self, user_id: str) -> bool:
+        """Whether a user ID is taken, ignoring case (as Synapse's registration check:
+        ``@Alice`` and ``@alice`` may not both exist)."""
+        return bool(await self._db.read(user_store.find_user_case_insensitive, user_id))
+
     async def authenticate(self, token: str) -> Requester:
         """Resolve an access token.
 
@@ -297,7 +306,9 @@ class AccountService:
             retired = await self._db.write(device_store.retire_replaced, token_hash)
             if retired is not None:
                 self._forget_tokens([retired])
-        requester = Requester(owner.user_id, owner.device_id, is_guest=owner.is_guest)
+        requester = Requester(
+            owner.user_id, owner.device_id, is_guest=owner.is_guest, is_admin=owner.is_admin
+        )
         if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)
         return requester

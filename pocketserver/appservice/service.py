@@ -14,6 +14,7 @@ from pocketserver.appservice.client import QUERY_TIMEOUT_S, AppServiceClient, ap
 from pocketserver.appservice.registration import AppService
 from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden
+from pocketserver.storage import appservice as appservice_store
 from pocketserver.storage import devices as device_store
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
@@ -125,14 +126,23 @@ class AppServices:
             local = target.startswith("@") and self.locality.is_mine(target)
             if not local or not service.is_interested_in_user(target):
                 raise forbidden("the application service cannot masquerade as this user")
-            if await self._db.read(user_store.get_user, target) is None:
-                raise forbidden("the application service has not registered this user")
+        user = await self._db.read(user_store.get_user, target)
+        if user is None and target != service.sender:
+            raise forbidden("the application service has not registered this user")
         device = ""
         if device_id:
             if not await self._db.read(device_store.device_exists, target, device_id):
                 raise MatrixError(400, "M_UNKNOWN_DEVICE", "no such device for this user")
             device = device_id
-        return Requester(target, device, app_service=service.id)
+        is_admin = user is not None and user.admin
+        return Requester(target, device, app_service=service.id, is_admin=is_admin)
+
+    async def set_listed(
+        self, service: AppService, network_id: str, room_id: str, listed: bool
+    ) -> None:
+        """Publish ``room_id`` in (or remove it from) the room list of ``service``'s
+        network ``network_id`` (appservice_room_directory.yaml)."""
+        await self._db.write(appservice_store.set_listed, service.id, network_id, room_id, listed)
 
     async def ensure_senders(self) -> None:
         """Create the account of every service's sender if it does not exist yet (the

@@ -220,8 +220,8 @@ class RoomCreator:
         Raises:
             MatrixError: 400 (too many invites, a bad or taken alias, third-party
                 invites off, an unsupported room version, invalid initial state), 403
-                (an application service outside its alias namespaces), 429, 502 (an
-                invitee of another server); :func:`create_room`'s errors.
+                (an application service outside its alias namespaces, an invitee of
+                another server), 429; :func:`create_room`'s errors.
         """
         settings = request.settings
         self.limits.check_invite_count(len(settings.invite))

@@ -4,8 +4,9 @@ Spec: client-server-api "Room membership" (data/api/client-server/joining.yaml,
 knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml). Each verb is
 one method here and this is the one place that decides "local or remote?": a room this
 server does not hold, an alias or a user of another server. Until federation exists, a
-remote target answers 502 (``errors.federation_unavailable``) and changes nothing; the
-federation join/invite/knock will plug in here. Everything local goes through
+remote target answers 403 ``M_FORBIDDEN`` "federation is not available yet"
+(``errors.federation_unavailable``, as Synapse when federation is not allowed) and
+changes nothing; the federation join/invite/knock will plug in here. Everything local goes through
 :class:`RoomClient` and so the room writer and the auth rules.
 """
 
@@ -80,7 +81,7 @@ class Membership:
 
         Raises:
             MatrixError: 400 ``M_INVALID_PARAM`` for neither; 404 for an unknown local
-                alias; 502 for another server's alias.
+                alias; 403 for another server's alias.
         """
         if room_id_or_alias.startswith("#"):
             if self.locality.is_remote(room_id_or_alias):
@@ -89,11 +90,11 @@ class Membership:
         return room_id_or_alias
 
     async def _check_room_known(self, room_id: str, via: Sequence[str], doing: str) -> None:
-        """A room this server does not hold: 502 when another server could have it
-        (its ID names one, or ``via`` does), else 404 as before.
+        """A room this server does not hold: 403 (federation unavailable) when another
+        server could have it (its ID names one, or ``via`` does), else 404 as before.
 
         Raises:
-            MatrixError: 404 ``M_NOT_FOUND`` or 502 ``M_UNKNOWN``.
+            MatrixError: 404 ``M_NOT_FOUND`` or 403 ``M_FORBIDDEN``.
         """
         if await self.rooms.store.room_version(room_id) is not None:
             return
@@ -103,7 +104,7 @@ class Membership:
         raise not_found(f"this server does not know that room (cannot {doing} it)")
 
     def _check_local_user(self, user_id: str, doing: str) -> None:
-        """Raises: MatrixError 502 for a user of another server (nothing is written)."""
+        """Raises: MatrixError 403 for a user of another server (nothing is written)."""
         if self.locality.is_remote(user_id):
             raise federation_unavailable(f"cannot {doing} {user_id}, a user of another server")
 
@@ -112,7 +113,7 @@ class Membership:
         refused before the room is made.
 
         Raises:
-            MatrixError: 502 ``M_UNKNOWN``.
+            MatrixError: 403 ``M_FORBIDDEN``.
         """
         for user_id in user_ids:
             self._check_local_user(user_id, "invite")
@@ -134,7 +135,7 @@ class Membership:
         the client names (``via``, ``server_name``).
 
         Raises:
-            MatrixError: 404 unknown room or alias, 502 a remote one, 403 (guests, auth
+            MatrixError: 404 unknown room or alias, 403 a remote one (or guests, auth
                 rules), 429, and the third-party exchange's errors.
         """
         body = body or {}
@@ -170,7 +171,7 @@ class Membership:
         """``POST /knock/{roomIdOrAlias}``; returns the room ID.
 
         Raises:
-            MatrixError: 404 unknown room or alias, 502 a remote one, 403 (auth rules).
+            MatrixError: 404 unknown room or alias, 403 a remote one (or auth rules).
         """
         room_id = await self.resolve(room_id_or_alias)
         await self._check_room_known(room_id, via, "knock on")
@@ -185,7 +186,7 @@ class Membership:
         """``POST /rooms/{roomId}/invite`` with a user ID.
 
         Raises:
-            MatrixError: 502 for a user of another server (no invite is written), 404
+            MatrixError: 403 for a user of another server (no invite is written), 404
                 unknown room, 403 (auth rules), 429.
         """
         self._check_local_user(target, "invite")
@@ -263,7 +264,7 @@ class Membership:
         :meth:`invite` refuses it.
 
         Raises:
-            MatrixError: 502 for a remote invitee; as :meth:`RoomClient.set_state`.
+            MatrixError: 403 for a remote invitee; as :meth:`RoomClient.set_state`.
         """
         if content.get("membership") == "invite":
             self._check_local_user(target, "invite")

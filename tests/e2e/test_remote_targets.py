@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.clients import V3, User, close_all, err
 from tests.harness import RunningServer, make_config, running_server
 
-FEDERATION_UNAVAILABLE = (502, "M_UNKNOWN")
+FEDERATION_UNAVAILABLE = (403, "M_FORBIDDEN")
 
 
 @pytest.fixture(scope="module", params=["test.local", "[::1]:8448"])
