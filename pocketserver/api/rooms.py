@@ -139,7 +139,12 @@ async def _join(room_id_or_alias: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
     room_id = await services().membership.join(
-        requester, room_id_or_alias, via=_via(), reason=optional_str(body, "reason"), body=body
+        requester,
+        room_id_or_alias,
+        via=_via(),
+        reason=optional_str(body, "reason"),
+        third_party_signed=body.get("third_party_signed"),
+        content=body,
     )
     return {"room_id": room_id}
 

@@ -98,7 +98,7 @@ class Membership:
         """
         if await self.rooms.store.room_version(room_id) is not None:
             return
-        servers = [s for s in via if s != self.locality.server_name]
+        servers = [s for s in via if self.locality.is_remote(s)]
         if self.locality.is_remote(room_id) or servers:
             raise federation_unavailable(f"cannot {doing} {room_id}: it is on another server")
         raise not_found(f"this server does not know that room (cannot {doing} it)")
@@ -127,25 +127,27 @@ class Membership:
         *,
         via: Sequence[str] = (),
         reason: str | None = None,
-        body: Mapping[str, object] | None = None,
+        third_party_signed: object = None,
+        content: Mapping[str, object] | None = None,
     ) -> str:
         """``POST /join/{roomIdOrAlias}`` and ``POST /rooms/{roomId}/join``: join (or
-        change one's member event content) and return the room ID. ``body`` is the
-        request body (``third_party_signed``, a per-room profile); ``via`` the servers
-        the client names (``via``, ``server_name``).
+        change one's member event content) and return the room ID. ``via``: the servers
+        the client names (``via``, ``server_name``); ``third_party_signed``: the proof of
+        a third-party invite to exchange first; ``content``: the request body, whose
+        other keys (a per-room profile) go into the member event (:func:`join_content`).
 
         Raises:
             MatrixError: 404 unknown room or alias, 403 a remote one (or guests, auth
                 rules), 429, and the third-party exchange's errors.
         """
-        body = body or {}
         room_id = await self.resolve(room_id_or_alias)
         await self._check_room_known(room_id, via, "join")
         await self.guests.check_join(requester, room_id)  # guests: only rooms with can_join
-        signed = body.get("third_party_signed")
-        if signed is not None:  # turn the 3pid invite into an invite first
-            await self.third_party_invites.accept_signed(requester.user_id, room_id, signed)
-        extra = join_content(body, await self.profiles.member_content(requester.user_id))
+        if third_party_signed is not None:  # turn the 3pid invite into an invite first
+            await self.third_party_invites.accept_signed(
+                requester.user_id, room_id, third_party_signed
+            )
+        extra = join_content(content or {}, await self.profiles.member_content(requester.user_id))
         content = {**extra, "membership": "join", **({"reason": reason} if reason else {})}
         if await self.rooms.is_current_member_event(room_id, requester.user_id, content):
             return room_id  # joined already with this content: no new event
