@@ -44,3 +44,14 @@ def not_found(error: str = "not found") -> MatrixError:
 
 def unknown_token(error: str = "unknown or expired access token") -> MatrixError:
     return MatrixError(401, "M_UNKNOWN_TOKEN", error, soft_logout=False)
+
+
+def federation_unavailable(what: str) -> MatrixError:
+    """A request that needs another server (a remote room, alias or user) while this
+    server does not federate yet: a clear error instead of a silent success or a
+    misleading 404 (issue #10: "Until a part works, it must answer a clear Matrix error,
+    never a silent 200"). 403 ``M_FORBIDDEN`` as Synapse answers when federation with
+    that server is not allowed (``FederationDeniedError``, ``federation_domain_whitelist``):
+    the same answer a client already meets from a Synapse that does not federate, and
+    a 4xx, since nothing is wrong with this server."""
+    return MatrixError(403, "M_FORBIDDEN", f"{what}: federation is not available yet")

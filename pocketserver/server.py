@@ -32,6 +32,7 @@ from pocketserver.appservice.thirdparty import ThirdParty
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
+from pocketserver.core.locality import Locality
 from pocketserver.e2e.cross_signing import CrossSigning
 from pocketserver.e2e.dehydrated import DehydratedDevices
 from pocketserver.e2e.keys import E2eKeys
@@ -47,9 +48,12 @@ from pocketserver.preflight import startup_problems
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.relations import index_relation
+from pocketserver.rooms.reports import Reports
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
@@ -64,6 +68,7 @@ from pocketserver.storage.lock import AlreadyRunningError
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
+from pocketserver.sync.stored_filters import StoredFilters
 from pocketserver.to_device.service import ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
 
@@ -277,13 +282,43 @@ async def build_services(config: Config) -> Services:
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
             " certificates are NOT verified"
         )
+    guests = GuestAccess(db, accounts, room_client, enabled=config.allow_guest_access)
+    profiles = Profiles(room_client, config.server_name)
+    third_party_invites = ThirdPartyInvites(
+        room_client,
+        IdentityClient(
+            outbound,
+            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+        ),
+        config.server_name,
+        lookups_enabled=config.enable_3pid_lookup,
+    )
+    membership = Membership(
+        room_client,
+        directory,
+        profiles,
+        guests,
+        third_party_invites,
+        appservices,
+        Locality(config.server_name),
+    )
+    room_creator = RoomCreator(
+        writer,
+        membership,
+        directory,
+        profiles,
+        third_party_invites,
+        appservices,
+        ratelimits.rooms,
+        config.default_room_version,
+    )
     return Services(
         config=config,
         db=db,
         budget=budget,
         signing_key=signing_key,
         accounts=accounts,
-        guests=GuestAccess(db, accounts, room_client, enabled=config.allow_guest_access),
+        guests=guests,
         registration_nonces=NonceStore(),
         ratelimits=ratelimits,
         notifier=notifier,
@@ -293,8 +328,9 @@ async def build_services(config: Config) -> Services:
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
         room_client=room_client,
         directory=directory,
-        profiles=Profiles(room_client, config.server_name),
+        profiles=profiles,
         sync=sync,
+        filters=StoredFilters(db, sync.filters),
         typing=typing,
         receipts=receipts,
         presence=presence,
@@ -305,15 +341,10 @@ async def build_services(config: Config) -> Services:
         room_upgrades=upgrader,
         media=media,
         openid=OpenIdTokens(db, config.server_name),
-        third_party_invites=ThirdPartyInvites(
-            room_client,
-            IdentityClient(
-                outbound,
-                verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
-            ),
-            config.server_name,
-            lookups_enabled=config.enable_3pid_lookup,
-        ),
+        third_party_invites=third_party_invites,
+        membership=membership,
+        room_creator=room_creator,
+        reports=Reports(room_client, ratelimits.message, Locality(config.server_name)),
         url_previews=url_previews,
         to_device=to_device,
         key_backup=KeyBackupService(db),

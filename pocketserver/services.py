@@ -35,9 +35,12 @@ from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.limits import RoomActionLimits
+from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.reading import EventReader
+from pocketserver.rooms.reports import Reports
 from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.third_party_invites import ThirdPartyInvites
@@ -47,6 +50,7 @@ from pocketserver.storage.db import Database
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
+from pocketserver.sync.stored_filters import StoredFilters
 from pocketserver.to_device.service import ToDeviceService
 
 if TYPE_CHECKING:  # the previewer (and httpx) is imported only when previews are on
@@ -116,6 +120,7 @@ class Services:
     directory: Directory
     profiles: Profiles
     sync: SyncHandler
+    filters: StoredFilters
     typing: TypingService
     receipts: ReceiptService
     presence: PresenceService
@@ -136,4 +141,7 @@ class Services:
     appservice_sender: TransactionSender
     thirdparty: ThirdParty
     third_party_invites: ThirdPartyInvites
+    membership: Membership
+    room_creator: RoomCreator
+    reports: Reports
     url_previews: UrlPreviewer | None = None

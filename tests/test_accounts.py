@@ -332,6 +332,16 @@ async def test_session_tokens_authenticate(service: AccountService) -> None:
     assert error.status == 401
 
 
+async def test_requester_is_admin_comes_with_the_token(service: AccountService) -> None:
+    boss = await service.register("boss", "pw", admin=True)
+    alice = await service.register("alice", "pw")
+    boss_session = await service.create_session(boss, None, None)
+    alice_session = await service.create_session(alice, None, None)
+    for _ in range(2):  # the second answer comes from the token cache
+        assert (await service.authenticate(boss_session.access_token)).is_admin is True
+        assert (await service.authenticate(alice_session.access_token)).is_admin is False
+
+
 async def test_token_is_stored_only_as_its_hash(service: AccountService, db: Database) -> None:
     user_id = await service.register("alice", "pw")
     session = await service.create_session(user_id, "DEV", None)

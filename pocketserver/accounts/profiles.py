@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.storage import profiles as profile_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage import users as user_store
+from pocketserver.storage.user_directory import search_users
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,10 @@ class Profiles:
         self._rooms = rooms
         self._db = rooms.store.db
         self.server_name = server_name
+        self.locality = Locality(server_name)
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.split(":", 1)[-1] == self.server_name
+        return self.locality.is_mine(user_id)
 
     async def get(self, user_id: str) -> dict[str, object]:
         """Raises: MatrixError 404 ``M_NOT_FOUND`` for an unknown (or remote) user."""
@@ -38,6 +41,14 @@ class Profiles:
         if avatar_url is not None:
             result["avatar_url"] = avatar_url
         return result
+
+    async def search_directory(
+        self, searcher: str, term: str, limit: int
+    ) -> list[tuple[str, str | None, str | None]]:
+        """The user directory (``POST /user_directory/search``): (user ID, display
+        name, avatar URL) of users ``searcher`` may see whose ID or name contains
+        ``term``, at most ``limit + 1`` rows (one more says the answer is limited)."""
+        return await self._db.read(search_users, searcher, term, limit)
 
     async def member_content(self, user_id: str) -> dict[str, object]:
         """The profile fields a member event of this user carries."""

@@ -15,6 +15,7 @@ from pocketserver.accounts import passwords, tokens
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.config.model import Config
 from pocketserver.core.identifiers import is_valid_localpart, is_valid_user_id
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden, unknown_token
 from pocketserver.storage import dehydrated as dehydrated_store
 from pocketserver.storage import devices as device_store
@@ -38,6 +39,10 @@ class Requester:
     app_service: str | None = None
     """The ID of the application service making the request with its ``as_token``
     (then ``device_id`` is empty unless the service named a device)."""
+    is_admin: bool = False
+    """A server admin (the ``admin`` flag of the account, as Synapse's
+    ``is_server_admin``), read when the token is resolved. The flag changes only
+    offline (``register_new_matrix_user --admin``), so a cached requester stays true."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class AccountService:
         self._db = db
         self._config = config
         self.server_name = config.server_name
+        self.locality = Locality(config.server_name)
         self._hash_limiter = trio.CapacityLimiter(hash_threads)
         # token hash -> Requester; dropped on logout.
         self._token_cache: LruCache[bytes, Requester] = budget.cache("access_tokens", 0.02)
@@ -92,7 +98,7 @@ class AccountService:
         """
         if localpart_or_mxid.startswith("@"):
             user_id = localpart_or_mxid
-            if not is_valid_user_id(user_id) or user_id.split(":", 1)[1] != self.server_name:
+            if not is_valid_user_id(user_id) or not self.locality.is_mine(user_id):
                 raise MatrixError(400, "M_INVALID_USERNAME", "not a user ID of this server")
             return user_id
         return f"@{localpart_or_mxid}:{self.server_name}"
@@ -273,6 +279,11 @@ class AccountService:
         for listener in self.tokens_revoked_listeners:
             listener()
 
+    async def is_taken(self, user_id: str) -> bool:
+        """Whether a user ID is taken, ignoring case (as Synapse's registration check:
+        ``@Alice`` and ``@alice`` may not both exist)."""
+        return bool(await self._db.read(user_store.find_user_case_insensitive, user_id))
+
     async def authenticate(self, token: str) -> Requester:
         """Resolve an access token.
 
@@ -295,7 +306,9 @@ class AccountService:
             retired = await self._db.write(device_store.retire_replaced, token_hash)
             if retired is not None:
                 self._forget_tokens([retired])
-        requester = Requester(owner.user_id, owner.device_id, is_guest=owner.is_guest)
+        requester = Requester(
+            owner.user_id, owner.device_id, is_guest=owner.is_guest, is_admin=owner.is_admin
+        )
         if owner.valid_until_ms is None and generation == self._token_generation:
             self._token_cache.set(token_hash, requester)
         return requester

@@ -13,6 +13,7 @@ devices") means.
 from __future__ import annotations
 
 from pocketserver.accounts.devices import DeviceManager
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
@@ -33,7 +34,7 @@ async def whois(
         asking = await db.read(user_store.get_user, requester)
         if asking is None or not asking.admin:
             raise forbidden("You are not a server admin")
-    if not user_id.startswith("@") or user_id.partition(":")[2] != server_name:
+    if not user_id.startswith("@") or not Locality(server_name).is_mine(user_id):
         raise MatrixError(400, "M_INVALID_PARAM", "Can only whois a local user")
     if await db.read(user_store.get_user, user_id) is None:
         raise not_found("no such user")

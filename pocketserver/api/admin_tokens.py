@@ -10,7 +10,6 @@ from quart import Blueprint, request
 
 from pocketserver.api.http import json_body, require_auth, services
 from pocketserver.errors import MatrixError, forbidden
-from pocketserver.storage import users as user_store
 
 bp = Blueprint("admin_tokens", __name__)
 
@@ -19,8 +18,7 @@ PREFIX = "/_synapse/admin/v1/registration_tokens"
 
 async def _require_admin() -> None:
     requester = await require_auth()
-    user = await services().db.read(user_store.get_user, requester.user_id)
-    if user is None or not user.admin:
+    if not requester.is_admin:
         raise forbidden("You are not a server admin")
 
 

@@ -11,7 +11,6 @@ from pocketserver.api.http import json_body, optional_str, require_appservice, s
 from pocketserver.api.routes import client_route, client_v1_route
 from pocketserver.appservice.client import app_path
 from pocketserver.errors import MatrixError, forbidden, not_found
-from pocketserver.storage import appservice as store
 
 bp = Blueprint("appservice", __name__)
 
@@ -50,7 +49,7 @@ async def _set_listed(network_id: str, room_id: str, listed: bool) -> None:
     s = services()
     if await s.room_store.room_version(room_id) is None:
         raise not_found("unknown room")
-    await s.db.write(store.set_listed, service.id, network_id, room_id, listed)
+    await s.appservices.set_listed(service, network_id, room_id, listed)
 
 
 @client_route(bp, "/directory/list/appservice/<network_id>/<room_id>", methods=["PUT"])

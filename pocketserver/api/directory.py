@@ -15,7 +15,6 @@ from pocketserver.api.http import (
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id
 from pocketserver.errors import MatrixError, forbidden, not_found
-from pocketserver.storage import users as user_store
 
 bp = Blueprint("directory", __name__)
 
@@ -44,9 +43,8 @@ async def put_alias(room_alias: str) -> dict[str, object]:
 async def delete_alias(room_alias: str) -> dict[str, object]:
     requester = await require_auth()
     s = services()
-    user = await s.db.read(user_store.get_user, requester.user_id)
     room_id = await s.directory.delete_alias(
-        room_alias, requester.user_id, is_admin=bool(user and user.admin)
+        room_alias, requester.user_id, is_admin=requester.is_admin
     )
     await s.room_client.drop_canonical_alias(requester.user_id, room_id, room_alias)
     return {}
@@ -80,8 +78,7 @@ async def put_visibility(room_id: str) -> dict[str, object]:
         raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
     if await s.room_store.room_version(room_id) is None:
         raise not_found("unknown room")
-    user = await s.db.read(user_store.get_user, requester.user_id)
-    allowed = bool(user and user.admin) or await s.directory.can_send_state(
+    allowed = requester.is_admin or await s.directory.can_send_state(
         room_id, requester.user_id, "m.room.canonical_alias"
     )
     if not allowed:

@@ -23,8 +23,6 @@ from pocketserver.rooms.hierarchy import (
     apply_token,
 )
 from pocketserver.rooms.summary import can_see, room_info, room_summary
-from pocketserver.rooms.visibility import filter_visible
-from pocketserver.storage import discovery as discovery_store
 
 bp = Blueprint("discovery", __name__)
 
@@ -135,22 +133,12 @@ async def timestamp_to_event(room_id: str) -> dict[str, object]:
     if not is_valid_room_id(room_id):
         raise invalid_param(f"not a room ID: {room_id!r}")
     assert ts is not None
-    s = services()
-    # 403 unless the user is (or was) in the room.
-    await s.room_client.visible_state_ids(requester.user_id, room_id)
-    candidates = await s.db.read(
-        discovery_store.events_near_ts, room_id, ts, direction == "f", TS_CANDIDATES
+    found = await services().room_client.event_near_ts(
+        requester.user_id, room_id, ts, direction == "f", TS_CANDIDATES
     )
-    events = await s.events.get_events(eid for eid, _ in candidates)
-    ordered = [events[eid] for eid, _ in candidates if eid in events]
-    membership, _ = await s.room_client.membership_of(room_id, requester.user_id)
-    visible = await filter_visible(
-        s.room_store, requester.user_id, ordered, joined_now=membership == "join"
-    )
-    if not visible:
+    if found is None:
         where = "forwards" if direction == "f" else "backwards"
         raise not_found(f"no event found from {ts} {where}")
-    found = visible[0]
     return {"event_id": found.event_id, "origin_server_ts": found.pdu.get("origin_server_ts")}
 
 
@@ -178,8 +166,8 @@ async def _mutual_rooms() -> dict[str, object]:
         raise invalid_param("user_id may not be your own user ID")
     token = request.args.get("from")
     after = _decode_from(token) if token is not None else None
-    rooms, count = await services().db.read(
-        discovery_store.mutual_rooms, requester.user_id, other, after, MUTUAL_ROOMS_BATCH + 1
+    rooms, count = await services().room_client.mutual_rooms(
+        requester.user_id, other, after, MUTUAL_ROOMS_BATCH + 1
     )
     body: dict[str, object] = {"joined": rooms[:MUTUAL_ROOMS_BATCH], "count": count}
     if len(rooms) > MUTUAL_ROOMS_BATCH:

@@ -11,8 +11,7 @@ from pocketserver.api.http import access_token, json_body, require_auth, service
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_server_name
 from pocketserver.errors import bad_json, invalid_param, not_found
-from pocketserver.rooms.public_rooms import list_public_rooms
-from pocketserver.storage.public_rooms import ListingQuery
+from pocketserver.rooms.public_rooms import ListingQuery, list_public_rooms
 
 bp = Blueprint("public_rooms", __name__)
 

@@ -23,7 +23,6 @@ from pocketserver.api.http import (
 )
 from pocketserver.api.routes import client_route
 from pocketserver.errors import MatrixError, forbidden, missing_param
-from pocketserver.storage import users as user_store
 
 bp = Blueprint("register", __name__)
 
@@ -54,7 +53,7 @@ async def _check_available(localpart: str) -> str:
     s = services()
     user_id = s.accounts.check_new_localpart(localpart)
     s.appservices.check_user_allowed(user_id, None)  # exclusive namespaces: M_EXCLUSIVE
-    if await s.db.read(user_store.find_user_case_insensitive, user_id):
+    if await s.accounts.is_taken(user_id):
         raise MatrixError(400, "M_USER_IN_USE", "that user ID is taken")
     return user_id
 

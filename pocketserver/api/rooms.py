@@ -13,13 +13,11 @@ from collections.abc import Mapping
 
 from quart import Blueprint, request
 
-from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
 from pocketserver.api.history import ignored_users, serialise
 from pocketserver.api.http import (
     get_bool,
     json_body,
     optional_str,
-    requesting_service,
     require_auth,
     services,
 )
@@ -27,15 +25,12 @@ from pocketserver.api.routes import client_route
 from pocketserver.api.third_party_invites import invite_by_address, is_third_party_invite
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
-from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, new_aliases
-from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
+from pocketserver.rooms.create import PRESETS, CreateRoomRequest, RoomSettings
 from pocketserver.rooms.history import parse_position
-from pocketserver.rooms.relations import check_new_relation
 from pocketserver.rooms.third_party_invites import ThreePidInvite
 from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
-JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
 
 
 def _room_id(room_id: str) -> str:
@@ -86,29 +81,9 @@ def _initial_state(body: Mapping[str, object]) -> list[tuple[str, str, Mapping[s
     return result
 
 
-def _check_initial_aliases(
-    initial_state: list[tuple[str, str, Mapping[str, object]]], alias: str | None
-) -> None:
-    """A canonical alias in ``initial_state`` may name only the room's new alias (from
-    ``room_alias_name``): no other can point at a room that does not exist yet. Checked
-    before anything is created (rooms/canonical_alias.py).
-
-    Raises:
-        MatrixError: 400 ``M_INVALID_PARAM`` or ``M_BAD_ALIAS``.
-    """
-    for event_type, _, content in initial_state:
-        if event_type == CANONICAL_ALIAS:
-            for named in new_aliases(content, None):
-                if named != alias:
-                    raise MatrixError(
-                        400, "M_BAD_ALIAS", f"room alias {named} does not point to the room"
-                    )
-
-
 @client_route(bp, "/createRoom", methods=["POST"])
 async def create() -> dict[str, object]:
     requester = await require_auth()
-    s = services()
     body = await json_body()
     visibility = optional_str(body, "visibility") or "private"
     if visibility not in ("public", "private"):
@@ -121,109 +96,62 @@ async def create() -> dict[str, object]:
     invites = body.get("invite") or []
     if not isinstance(invites, list):
         raise bad_json("invite must be a list of user IDs")
-    invite = [_user_id(u, "invite") for u in invites]
-    s.ratelimits.rooms.check_invite_count(len(invite))
     invite_3pid = body.get("invite_3pid")
     invite_3pid = [] if invite_3pid is None else invite_3pid
     if not isinstance(invite_3pid, list) or not all(isinstance(i, dict) for i in invite_3pid):
         raise bad_json("invite_3pid must be a list of objects")
-    by_address = [ThreePidInvite.parse(i) for i in invite_3pid]
-    if by_address:
-        s.third_party_invites.check_enabled()
-    alias_name = optional_str(body, "room_alias_name")
-    alias = None
-    if alias_name is not None:
-        alias = await s.directory.check_new_alias(alias_name)
-        s.appservices.check_alias_allowed(alias, requesting_service(requester))
-    initial_state = _initial_state(body)
-    _check_initial_aliases(initial_state, alias)
     override = body.get("power_level_content_override")
     if override is not None and not isinstance(override, dict):
         raise bad_json("power_level_content_override must be an object")
     settings = RoomSettings(
-        room_version=optional_str(body, "room_version") or s.config.default_room_version,
+        room_version=optional_str(body, "room_version") or "",
         preset=preset,
         name=optional_str(body, "name"),
         topic=optional_str(body, "topic"),
-        canonical_alias=alias,
-        invite=invite,
+        invite=[_user_id(u, "invite") for u in invites],
         is_direct=get_bool(body, "is_direct"),
-        initial_state=initial_state,
+        initial_state=_initial_state(body),
         creation_content=_object(body, "creation_content"),
         power_level_content_override=override,
-        creator_profile=await s.profiles.member_content(requester.user_id),
     )
-    s.ratelimits.rooms.check_room_creation(requester.user_id)
-    room_id = await create_room(s.rooms, requester.user_id, settings)
-    if alias is not None:
-        await s.directory.create_alias(alias, room_id, requester.user_id)
-    if visibility == "public":
-        await s.directory.set_visibility(room_id, public=True)
-    for request_3pid in by_address:  # after the room exists, as Synapse does
-        await s.third_party_invites.invite(requester.user_id, room_id, request_3pid)
-    return {"room_id": room_id}
+    request = CreateRoomRequest(
+        settings,
+        visibility=visibility,
+        room_alias_name=optional_str(body, "room_alias_name"),
+        invite_3pid=[ThreePidInvite.parse(i) for i in invite_3pid],
+    )
+    return {"room_id": await services().room_creator.create(requester, request)}
 
 
 # --- membership --------------------------------------------------------------------------
 
 
-async def _resolve_room(room_id_or_alias: str) -> str:
-    if room_id_or_alias.startswith("#"):
-        return await services().directory.resolve(room_id_or_alias)
-    return _room_id(room_id_or_alias)
+def _room_id_or_alias(value: str) -> str:
+    return value if value.startswith("#") else _room_id(value)
 
 
-_NOT_FROM_CLIENTS = ("membership", "reason", "third_party_signed", JOIN_AUTHORISED_VIA)
-"""Join body keys that are not copied into the member event: ``reason`` is added on
-its own; ``join_authorised_via_users_server`` only this server may name (room v8+
-restricted joins: a client naming an admin here would bypass the join rules)."""
+def _via() -> list[str]:
+    """The servers a join or knock names: ``via`` (v1.12) and the older ``server_name``."""
+    return request.args.getlist("via") + request.args.getlist("server_name")
 
 
-def _join_content(body: Mapping[str, object], profile: Mapping[str, object]) -> dict[str, object]:
-    """The member event content of a join: the user's profile, then the other keys of
-    the request body (as Synapse, SyTest 10apidoc/33room-members "can join a room with
-    custom content"; a ``displayname``/``avatar_url`` there is a per-room profile)."""
-    custom = {k: v for k, v in body.items() if k not in _NOT_FROM_CLIENTS}
-    for key, limit in (("displayname", MAX_DISPLAYNAME), ("avatar_url", MAX_AVATAR_URL)):
-        value = custom.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
-            raise bad_json(f"{key} must be a string of at most {limit} characters")
-    return {**profile, **custom}
-
-
-async def _join(room_id: str) -> dict[str, object]:
+async def _join(room_id_or_alias: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
-    s = services()
-    reason = optional_str(body, "reason")
-    if await s.room_store.room_version(room_id) is None:
-        raise not_found(
-            "this server does not know that room (joining over federation is not supported yet)"
-        )
-    await s.guests.check_join(requester, room_id)  # guests: only rooms with can_join
-    if body.get("third_party_signed") is not None:  # turn the 3pid invite into an invite
-        await s.third_party_invites.accept_signed(
-            requester.user_id, room_id, body["third_party_signed"]
-        )
-    extra = _join_content(body, await s.profiles.member_content(requester.user_id))
-    content = {**extra, "membership": "join", **({"reason": reason} if reason else {})}
-    if await s.room_client.is_current_member_event(room_id, requester.user_id, content):
-        return {"room_id": room_id}  # joined already with this content: no new event
-    await s.room_client.membership(
-        requester.user_id,
-        room_id,
-        requester.user_id,
-        "join",
-        reason=reason,
-        extra=extra,
-        ratelimit=True,
+    room_id = await services().membership.join(
+        requester,
+        room_id_or_alias,
+        via=_via(),
+        reason=optional_str(body, "reason"),
+        third_party_signed=body.get("third_party_signed"),
+        content=body,
     )
     return {"room_id": room_id}
 
 
 @client_route(bp, "/join/<room_id_or_alias>", methods=["POST"])
 async def join_by_id_or_alias(room_id_or_alias: str) -> dict[str, object]:
-    return await _join(await _resolve_room(room_id_or_alias))
+    return await _join(_room_id_or_alias(room_id_or_alias))
 
 
 @client_route(bp, "/rooms/<room_id>/join", methods=["POST"])
@@ -234,32 +162,19 @@ async def join(room_id: str) -> dict[str, object]:
 @client_route(bp, "/knock/<room_id_or_alias>", methods=["POST"])
 async def knock(room_id_or_alias: str) -> dict[str, object]:
     requester = await require_auth()
-    room_id = await _resolve_room(room_id_or_alias)
     body = await json_body(allow_empty=True)
-    await services().room_client.membership(
-        requester.user_id, room_id, requester.user_id, "knock", reason=optional_str(body, "reason")
+    room_id = await services().membership.knock(
+        requester,
+        _room_id_or_alias(room_id_or_alias),
+        via=_via(),
+        reason=optional_str(body, "reason"),
     )
     return {"room_id": room_id}
 
 
-async def _target_change(
-    room_id: str, membership: str, action: str | None = None
-) -> dict[str, object]:
-    requester = await require_auth()
-    body = await json_body()
-    target = _user_id(body.get("user_id"))
-    if membership == "invite":
-        await services().appservices.ensure_user_known(target)
-    await services().room_client.membership(
-        requester.user_id,
-        _room_id(room_id),
-        target,
-        membership,
-        reason=optional_str(body, "reason"),
-        action=action,
-        ratelimit=True,
-    )
-    return {}
+def _target(body: Mapping[str, object]) -> tuple[str, str | None]:
+    """The target user and reason of a verb on another user."""
+    return _user_id(body.get("user_id")), optional_str(dict(body), "reason")
 
 
 @client_route(bp, "/rooms/<room_id>/invite", methods=["POST"])
@@ -269,34 +184,41 @@ async def invite(room_id: str) -> dict[str, object]:
     if is_third_party_invite(body):
         await invite_by_address(requester, _room_id(room_id), body)
         return {}
-    return await _target_change(room_id, "invite")
+    target, reason = _target(body)
+    await services().membership.invite(requester, _room_id(room_id), target, reason=reason)
+    return {}
 
 
 @client_route(bp, "/rooms/<room_id>/kick", methods=["POST"])
 async def kick(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave", "kick")
+    requester = await require_auth()
+    target, reason = _target(await json_body())
+    await services().membership.kick(requester, _room_id(room_id), target, reason=reason)
+    return {}
 
 
 @client_route(bp, "/rooms/<room_id>/ban", methods=["POST"])
 async def ban(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "ban")
+    requester = await require_auth()
+    target, reason = _target(await json_body())
+    await services().membership.ban(requester, _room_id(room_id), target, reason=reason)
+    return {}
 
 
 @client_route(bp, "/rooms/<room_id>/unban", methods=["POST"])
 async def unban(room_id: str) -> dict[str, object]:
-    return await _target_change(room_id, "leave", "unban")
+    requester = await require_auth()
+    target, reason = _target(await json_body())
+    await services().membership.unban(requester, _room_id(room_id), target, reason=reason)
+    return {}
 
 
 @client_route(bp, "/rooms/<room_id>/leave", methods=["POST"])
 async def leave(room_id: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     body = await json_body(allow_empty=True)
-    await services().room_client.membership(
-        requester.user_id,
-        _room_id(room_id),
-        requester.user_id,
-        "leave",
-        reason=optional_str(body, "reason"),
+    await services().membership.leave(
+        requester, _room_id(room_id), reason=optional_str(body, "reason")
     )
     return {}
 
@@ -308,15 +230,6 @@ async def leave(room_id: str) -> dict[str, object]:
 async def send(room_id: str, event_type: str, txn_id: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     content = await json_body()
-    await check_new_relation(  # threads from related events, duplicate annotations
-        services().room_store,
-        room_id,
-        requester.user_id,
-        requester.device_id,
-        txn_id,
-        event_type,
-        content,
-    )
     event_id = await services().room_client.send(
         requester.user_id, requester.device_id, _room_id(room_id), event_type, content, txn_id
     )
@@ -357,9 +270,14 @@ async def redact(room_id: str, event_id: str, txn_id: str) -> dict[str, object]:
 async def put_state(room_id: str, event_type: str, state_key: str = "") -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
     content = await json_body()
-    event_id = await services().room_client.set_state(
-        requester.user_id, _room_id(room_id), event_type, state_key, content
-    )
+    if event_type == "m.room.member":  # a membership change: the verbs' rules
+        event_id = await services().membership.set_member_state(
+            requester, _room_id(room_id), state_key, content
+        )
+    else:
+        event_id = await services().room_client.set_state(
+            requester.user_id, _room_id(room_id), event_type, state_key, content
+        )
     return {"event_id": event_id}
 
 

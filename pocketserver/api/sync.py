@@ -9,9 +9,7 @@ from quart import Blueprint, request
 
 from pocketserver.api.http import json_body, require_auth, services
 from pocketserver.api.routes import client_route
-from pocketserver.core.crypto import encode_canonical_json
 from pocketserver.errors import MatrixError, forbidden, not_found
-from pocketserver.storage import filters as filter_store
 from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.handler import SyncRequest
 from pocketserver.sync.token import SyncToken
@@ -43,18 +41,7 @@ async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
         return SyncFilter.parse(body)
     if not raw.isdigit() or len(raw) > 18:
         raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter ID or JSON")
-    key = (user_id, int(raw))
-    cache = services().sync.filters
-    known = cache.get(key)
-    if known is not None:
-        await trio.lowlevel.checkpoint()
-        return known
-    stored = await services().db.read(filter_store.get_filter, user_id, int(raw))
-    if stored is None:
-        raise not_found("no such filter")
-    parsed = SyncFilter.parse(json.loads(stored))
-    cache.set(key, parsed)  # a stored filter never changes
-    return parsed
+    return await services().filters.get(user_id, int(raw))
 
 
 @client_route(bp, "/sync", methods=["GET"])
@@ -105,9 +92,7 @@ async def create_filter(user_id: str) -> dict[str, object]:
     _own_user(user_id, requester.user_id)
     body = await json_body()
     SyncFilter.parse(body)  # validate before storing
-    text = encode_canonical_json(body).decode("utf-8")
-    filter_id = await services().db.write(filter_store.add_filter, user_id, text)
-    return {"filter_id": str(filter_id)}
+    return {"filter_id": str(await services().filters.add(user_id, body))}
 
 
 @client_route(bp, "/user/<user_id>/filter/<filter_id>", methods=["GET"])
@@ -116,8 +101,4 @@ async def get_filter(user_id: str, filter_id: str) -> dict[str, object]:
     _own_user(user_id, requester.user_id)
     if not filter_id.isdigit() or len(filter_id) > 18:
         raise not_found("no such filter")
-    stored = await services().db.read(filter_store.get_filter, user_id, int(filter_id))
-    if stored is None:
-        raise not_found("no such filter")
-    result: dict[str, object] = json.loads(stored)
-    return result
+    return await services().filters.get_json(user_id, int(filter_id))

@@ -7,7 +7,6 @@ from quart import Blueprint
 from pocketserver.api.http import json_body, require_auth, require_str, services
 from pocketserver.api.routes import client_route
 from pocketserver.errors import MatrixError
-from pocketserver.storage.user_directory import search_users
 
 bp = Blueprint("user_directory", __name__)
 
@@ -31,7 +30,7 @@ async def search() -> dict[str, object]:
     limit = min(limit, MAX_LIMIT)
     if not term or limit == 0:
         return {"results": [], "limited": False}
-    rows = await services().db.read(search_users, requester.user_id, term, limit)
+    rows = await services().profiles.search_directory(requester.user_id, term, limit)
     results = []
     for user_id, displayname, avatar_url in rows[:limit]:
         entry: dict[str, object] = {"user_id": user_id}

@@ -12,7 +12,9 @@ from collections.abc import Hashable, Sequence
 from pocketserver.accounts.service import Requester
 from pocketserver.appservice.client import QUERY_TIMEOUT_S, AppServiceClient, app_path
 from pocketserver.appservice.registration import AppService
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, forbidden
+from pocketserver.storage import appservice as appservice_store
 from pocketserver.storage import devices as device_store
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
@@ -33,6 +35,7 @@ class AppServices:
         self.all = tuple(registrations)
         self._db = db
         self.server_name = server_name
+        self.locality = Locality(server_name)
         self.client = client or AppServiceClient()
         self._by_token = {s.as_token: s for s in self.all}
         self._by_id = {s.id: s for s in self.all}
@@ -120,17 +123,26 @@ class AppServices:
         """
         target = user_id or service.sender
         if target != service.sender:
-            local = target.startswith("@") and target.split(":", 1)[-1] == self.server_name
+            local = target.startswith("@") and self.locality.is_mine(target)
             if not local or not service.is_interested_in_user(target):
                 raise forbidden("the application service cannot masquerade as this user")
-            if await self._db.read(user_store.get_user, target) is None:
-                raise forbidden("the application service has not registered this user")
+        user = await self._db.read(user_store.get_user, target)
+        if user is None and target != service.sender:
+            raise forbidden("the application service has not registered this user")
         device = ""
         if device_id:
             if not await self._db.read(device_store.device_exists, target, device_id):
                 raise MatrixError(400, "M_UNKNOWN_DEVICE", "no such device for this user")
             device = device_id
-        return Requester(target, device, app_service=service.id)
+        is_admin = user is not None and user.admin
+        return Requester(target, device, app_service=service.id, is_admin=is_admin)
+
+    async def set_listed(
+        self, service: AppService, network_id: str, room_id: str, listed: bool
+    ) -> None:
+        """Publish ``room_id`` in (or remove it from) the room list of ``service``'s
+        network ``network_id`` (appservice_room_directory.yaml)."""
+        await self._db.write(appservice_store.set_listed, service.id, network_id, room_id, listed)
 
     async def ensure_senders(self) -> None:
         """Create the account of every service's sender if it does not exist yet (the
@@ -160,10 +172,7 @@ class AppServices:
         """Before inviting or looking up a local user who has no account: the service
         that claims the ID exclusively may create it now (as Synapse's
         ``query_user_exists``)."""
-        if (
-            user_id.split(":", 1)[-1] != self.server_name
-            or self.exclusive_owner_of_user(user_id) is None
-        ):
+        if not self.locality.is_mine(user_id) or self.exclusive_owner_of_user(user_id) is None:
             return
         if await self._db.read(user_store.get_user, user_id) is None:
             await self.query_user(user_id)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pocketserver.config import Config, ConfigError, load_config
+from pocketserver.core.locality import Locality
 
 DEFAULT_CONFIG = Path("homeserver.yaml")
 TRYOUT_DIR = Path("pocket-data")
@@ -67,7 +68,7 @@ def local_user_id(user: str, server_name: str) -> str:
         return f"@{user}:{server_name}"
     if not is_valid_user_id(user):
         raise ValueError(f"{user} is not a valid user ID")
-    if user.split(":", 1)[1] != server_name:
+    if not Locality(server_name).is_mine(user):
         raise ValueError(
             f"{user} is a user of another server: this server is {server_name} "
             f"(give just the part before the colon, or @name:{server_name})"

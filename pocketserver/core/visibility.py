@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from pocketserver.core.locality import server_of
+
 __all__ = [
     "HISTORY_VISIBILITY_VALUES",
     "ServerVisibilityContext",
@@ -182,11 +184,6 @@ class ServerVisibilityContext:
     memberships: Sequence[tuple[str, str]] = ()
 
 
-def _server_of(user_id: str) -> str:
-    """The server name of a user ID: everything after the first ``:``."""
-    return user_id.partition(":")[2]
-
-
 def is_event_visible_to_server(server_name: str, context: ServerVisibilityContext) -> bool:
     """Decide whether the remote server ``server_name`` may see an event.
 
@@ -208,7 +205,7 @@ def is_event_visible_to_server(server_name: str, context: ServerVisibilityContex
     if visibility in (WORLD_READABLE, SHARED):
         return True
     for user_id, membership in context.memberships:
-        if _server_of(user_id) != server_name:
+        if server_of(user_id) != server_name:
             continue
         if membership == "join" or (visibility == INVITED and membership == "invite"):
             return True

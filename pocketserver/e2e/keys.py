@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from pocketserver.core import e2e_keys as rules
 from pocketserver.core.e2e_keys import KeyRejected
-from pocketserver.core.identifiers import is_valid_user_id
+from pocketserver.core.identifiers import get_domain, is_valid_user_id
+from pocketserver.core.locality import Locality
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.errors import MatrixError, bad_json, invalid_param
 from pocketserver.storage import device_lists
@@ -32,10 +33,6 @@ FEDERATION_FAILURE = {"status": 503, "message": "federation is not available yet
 
 def rejected(e: KeyRejected) -> MatrixError:
     return MatrixError(400, e.errcode, e.error)
-
-
-def _server_of(user_id: str) -> str:
-    return user_id.split(":", 1)[1]
 
 
 def _user_id(value: str) -> str:
@@ -84,6 +81,7 @@ class E2eKeys:
         self.db = db
         self.stream = stream
         self.server_name = server_name
+        self.locality = Locality(server_name)
         self.key_count_listeners: list[Callable[[str, str], None]] = []
         """Called with (user ID, device ID) after a write that may have changed the
         device's one-time or fallback keys (/sync caches their counts)."""
@@ -139,10 +137,10 @@ class E2eKeys:
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
                 raise bad_json("device_keys values must be lists of device IDs")
             devices += len(device_ids)
-            if _server_of(user_id) == self.server_name:
+            if self.locality.is_mine(user_id):
                 local[user_id] = device_ids
             else:
-                remote.add(_server_of(user_id))
+                remote.add(get_domain(user_id))
         if devices > MAX_DEVICES_PER_QUERY:
             raise invalid_param(f"at most {MAX_DEVICES_PER_QUERY} devices per query")
         result = await self.db.read(_query_txn, requester, local)
@@ -174,8 +172,8 @@ class E2eKeys:
                 isinstance(a, str) for a in per_device.values()
             ):
                 raise bad_json("one_time_keys values must map device IDs to algorithms")
-            if _server_of(user_id) != self.server_name:
-                remote.add(_server_of(user_id))
+            if not self.locality.is_mine(user_id):
+                remote.add(get_domain(user_id))
                 continue
             claims.extend((user_id, d, a) for d, a in per_device.items())
         if len(claims) > MAX_CLAIMS:

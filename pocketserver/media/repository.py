@@ -23,6 +23,7 @@ import trio
 
 from pocketserver.config.model import Config
 from pocketserver.config.units import format_size
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError
 from pocketserver.media import thumbnails as thumbs
 from pocketserver.media.headers import base_type
@@ -84,6 +85,7 @@ class MediaRepository:
         self._config = config
         self._media = config.media
         self.server_name = config.server_name
+        self.locality = Locality(config.server_name)
         self.store = MediaStore(config.media_store_path)
         self.pillow = thumbs.pillow_available()
         self._waiters: dict[str, trio.Event] = {}
@@ -290,7 +292,7 @@ class MediaRepository:
         self.store.place(received)
 
     async def _pending_row(self, server_name: str, media_id: str) -> MediaRow | None:
-        if server_name != self.server_name or not valid_media_id(media_id):
+        if not self.locality.is_mine(server_name) or not valid_media_id(media_id):
             return None
         return await self._db.read(media_db.get_media, media_id)
 
@@ -318,7 +320,7 @@ class MediaRepository:
             MatrixError: 404 ``M_NOT_FOUND`` (also for other servers' media, until
                 federation), 504 ``M_NOT_YET_UPLOADED`` if still pending.
         """
-        if server_name != self.server_name or not valid_media_id(media_id):
+        if not self.locality.is_mine(server_name) or not valid_media_id(media_id):
             raise not_found()
         row = await self._db.read(media_db.get_media, media_id)
         if row is None:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import trio
 
 from pocketserver.cache import LruCache, MemoryBudget
+from pocketserver.core.locality import Locality
 from pocketserver.core.power_levels import InvalidPowerLevel, get_user_power_level
 from pocketserver.core.push_rules import PushContext, notification_power_levels
 from pocketserver.core.room_versions import UnsupportedRoomVersion, get_room_version
@@ -204,7 +205,7 @@ class PushEvaluator:
     ) -> None:
         self._store = store
         self._rules = rules
-        self._suffix = ":" + server_name
+        self._locality = Locality(server_name)
         self._send, self._receive = trio.open_memory_channel[PersistedEvent | _Receipt](queue_size)
         self._rooms: LruCache[str, EvaluationFacts] = (
             budget.cache("push_rooms", ROOM_CACHE_SHARE, lambda f: f.size)
@@ -236,7 +237,7 @@ class PushEvaluator:
         """Called (sync, must not block) with each batch's notifications once committed."""
 
     def is_local(self, user_id: str) -> bool:
-        return user_id.endswith(self._suffix)
+        return self._locality.is_mine(user_id)
 
     # --- producers (sync callbacks, never block) -------------------------------------
 

@@ -26,9 +26,11 @@ from pocketserver.rooms.canonical_alias import (
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.reading import EventReader, ReadEvent
+from pocketserver.rooms.relation_checks import check_new_relation
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
+from pocketserver.storage import discovery as discovery_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
@@ -74,7 +76,8 @@ class RoomClient:
         """Send an event once per (device, transaction ID); return its event ID.
 
         A retry with the same transaction ID returns the first event's ID and sends
-        nothing (client-server API "Transaction identifiers").
+        nothing (client-server API "Transaction identifiers"); a new one is checked for
+        relations a client may not send (:func:`check_new_relation`) first.
         """
         async with self._txn_locks(f"{user_id}\x00{device_id}\x00{txn_id}"):
             earlier = await self.store.db.read(
@@ -82,6 +85,8 @@ class RoomClient:
             )
             if earlier is not None:
                 return earlier[1]
+            # Threads from related events, duplicate annotations (rooms/relation_checks.py).
+            await check_new_relation(self.store, room_id, user_id, event_type, content)
             await self._check_send_limit(user_id, event_type, redacts)
 
             def record(conn: sqlite3.Connection, event: PersistedEvent) -> None:
@@ -364,6 +369,34 @@ class RoomClient:
         ids = await self.store.group_state(event.state_after) if event else visible
         events = await self.reader.get_events(ids.values())
         return [events[i] for i in ids.values() if i in events]
+
+    async def event_near_ts(
+        self, user_id: str, room_id: str, ts: int, forwards: bool, candidates: int
+    ) -> ReadEvent | None:
+        """The first event the user may see at or after ``ts`` (``forwards``) or at or
+        before it, among the ``candidates`` nearest (``GET /timestamp_to_event``).
+
+        Raises:
+            MatrixError: 403 unless the user is (or was) in the room.
+        """
+        await self.visible_state_ids(user_id, room_id)
+        near = await self.store.db.read(
+            discovery_store.events_near_ts, room_id, ts, forwards, candidates
+        )
+        events = await self.reader.get_events(eid for eid, _ in near)
+        ordered = [events[eid] for eid, _ in near if eid in events]
+        membership, _ = await self.membership_of(room_id, user_id)
+        visible = await filter_visible(
+            self.store, user_id, ordered, joined_now=membership == "join"
+        )
+        return visible[0] if visible else None
+
+    async def mutual_rooms(
+        self, user_a: str, user_b: str, after: str | None, limit: int
+    ) -> tuple[list[str], int]:
+        """Rooms both users are joined to, by room ID after ``after`` (at most
+        ``limit``), and how many there are in all."""
+        return await self.store.db.read(discovery_store.mutual_rooms, user_a, user_b, after, limit)
 
     async def require_joined(self, user_id: str, room_id: str) -> None:
         membership, _ = await self.membership_of(room_id, user_id)

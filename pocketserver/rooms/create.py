@@ -5,17 +5,32 @@ create event, the creator's join, power levels (with the override), canonical
 alias, the preset's join rules / history visibility / guest access, the
 ``initial_state`` events in order, name and topic, then the invites. Each event
 goes through the room writer and so through the auth rules.
+
+:class:`RoomCreator` is the service verb of ``POST /createRoom``: it checks the request
+against this server (alias, rate limits, invitees of other servers), makes the room,
+then its alias, its directory listing and its invites by address.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pocketserver.core.power_levels import default_power_levels_content
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.errors import MatrixError
+from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, new_aliases
+from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.limits import RoomActionLimits
+from pocketserver.rooms.membership import Membership
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites, ThreePidInvite
 from pocketserver.rooms.writer import RoomWriter
+
+if TYPE_CHECKING:
+    from pocketserver.accounts.profiles import Profiles
+    from pocketserver.accounts.service import Requester
+    from pocketserver.appservice.service import AppServices
 
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
@@ -143,3 +158,96 @@ def _power_levels(
     if settings.power_level_content_override:
         content.update(settings.power_level_content_override)
     return content
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRoomRequest:
+    """A parsed ``POST /createRoom`` body. ``settings.room_version`` empty: the
+    configured default; ``settings.canonical_alias`` and ``creator_profile`` are
+    filled in by :class:`RoomCreator`."""
+
+    settings: RoomSettings
+    visibility: str = "private"
+    room_alias_name: str | None = None
+    invite_3pid: Sequence[ThreePidInvite] = ()
+
+
+def check_initial_aliases(initial_state: Sequence[StateEvent], alias: str | None) -> None:
+    """A canonical alias in ``initial_state`` may name only the room's new alias (from
+    ``room_alias_name``): no other can point at a room that does not exist yet. Checked
+    before anything is created (rooms/canonical_alias.py).
+
+    Raises:
+        MatrixError: 400 ``M_BAD_ALIAS``.
+    """
+    for event_type, _, content in initial_state:
+        if event_type == CANONICAL_ALIAS:
+            for named in new_aliases(content, None):
+                if named != alias:
+                    raise MatrixError(
+                        400, "M_BAD_ALIAS", f"room alias {named} does not point to the room"
+                    )
+
+
+class RoomCreator:
+    """``POST /createRoom`` as one service verb."""
+
+    def __init__(
+        self,
+        writer: RoomWriter,
+        membership: Membership,
+        directory: Directory,
+        profiles: Profiles,
+        third_party_invites: ThirdPartyInvites,
+        appservices: AppServices,
+        limits: RoomActionLimits,
+        default_room_version: str,
+    ) -> None:
+        self.writer = writer
+        self.membership = membership
+        self.directory = directory
+        self.profiles = profiles
+        self.third_party_invites = third_party_invites
+        self.appservices = appservices
+        self.limits = limits
+        self.default_room_version = default_room_version
+
+    async def create(self, requester: Requester, request: CreateRoomRequest) -> str:
+        """Create the room and return its ID. Everything that can be refused is checked
+        before the room is made (except the invites by address, sent after it exists, as
+        Synapse does).
+
+        Raises:
+            MatrixError: 400 (too many invites, a bad or taken alias, third-party
+                invites off, an unsupported room version, invalid initial state), 403
+                (an application service outside its alias namespaces, an invitee of
+                another server), 429; :func:`create_room`'s errors.
+        """
+        settings = request.settings
+        self.limits.check_invite_count(len(settings.invite))
+        self.membership.check_invitees(settings.invite)
+        if request.invite_3pid:
+            self.third_party_invites.check_enabled()
+        alias = None
+        if request.room_alias_name is not None:
+            alias = await self.directory.check_new_alias(request.room_alias_name)
+            service = (
+                self.appservices.by_id(requester.app_service) if requester.app_service else None
+            )
+            self.appservices.check_alias_allowed(alias, service)
+        check_initial_aliases(settings.initial_state, alias)
+        settings = replace(
+            settings,
+            room_version=settings.room_version or self.default_room_version,
+            canonical_alias=alias,
+            creator_profile=await self.profiles.member_content(requester.user_id),
+        )
+        self.limits.check_room_creation(requester.user_id)
+        room_id = await create_room(self.writer, requester.user_id, settings)
+        if alias is not None:
+            await self.directory.create_alias(alias, room_id, requester.user_id)
+        if request.visibility == "public":
+            await self.directory.set_visibility(room_id, public=True)
+        for by_address in request.invite_3pid:  # after the room exists, as Synapse does
+            await self.third_party_invites.invite(requester.user_id, room_id, by_address)
+        return room_id

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from pocketserver.core.identifiers import is_valid_room_alias
+from pocketserver.core.locality import Locality
 from pocketserver.core.power_levels import (
     InvalidPowerLevel,
     get_event_send_level,
@@ -25,6 +26,7 @@ class Directory:
     def __init__(self, store: RoomStore, server_name: str) -> None:
         self.store = store
         self.server_name = server_name
+        self.locality = Locality(server_name)
         self.ask_unknown_alias: Callable[[str], Awaitable[bool]] | None = None
         """Asked about an unknown local alias before answering 404 (application
         services' alias namespaces); True if the alias may exist now."""
@@ -32,7 +34,7 @@ class Directory:
     def _check_local(self, alias: str) -> None:
         if not is_valid_room_alias(alias):
             raise MatrixError(400, "M_INVALID_PARAM", f"not a room alias: {alias!r}")
-        if alias.split(":", 1)[1] != self.server_name:
+        if not self.locality.is_mine(alias):
             raise MatrixError(400, "M_INVALID_PARAM", "aliases of other servers can't be set here")
 
     async def check_new_alias(self, alias_name: str) -> str:
@@ -67,7 +69,7 @@ class Directory:
             raise MatrixError(400, "M_INVALID_PARAM", f"not a room alias: {alias!r}")
         found = await self.store.db.read(directory_store.get_alias, alias)
         ask = self.ask_unknown_alias
-        local = alias.split(":", 1)[1] == self.server_name
+        local = self.locality.is_mine(alias)
         if found is None and ask is not None and local and await ask(alias):
             found = await self.store.db.read(directory_store.get_alias, alias)
         if found is None:

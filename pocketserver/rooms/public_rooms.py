@@ -15,6 +15,8 @@ from pocketserver.rooms.summary import public_chunk, room_info
 from pocketserver.storage import public_rooms as listing
 from pocketserver.storage.public_rooms import ListingQuery, Position
 
+__all__ = ["ListingQuery", "decode_token", "encode_token", "list_public_rooms"]
+
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 

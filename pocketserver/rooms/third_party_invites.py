@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 from pocketserver.core.auth_thirdparty import signing_public_keys
 from pocketserver.core.identifiers import (
-    get_domain,
     is_valid_room_id,
     is_valid_server_name,
     is_valid_user_id,
 )
+from pocketserver.core.locality import Locality
 from pocketserver.core.power_levels import (
     InvalidPowerLevel,
     get_named_level,
@@ -124,6 +124,7 @@ class ThirdPartyInvites:
         self._store = rooms.store
         self._identity = identity
         self._server_name = server_name
+        self._locality = Locality(server_name)
         self._lookups_enabled = lookups_enabled
 
     def check_enabled(self) -> None:
@@ -273,7 +274,7 @@ class ThirdPartyInvites:
             raise bad_json("invite.room_id must be a room ID")
         if not isinstance(mxid, str) or not is_valid_user_id(mxid):
             raise bad_json("invite.mxid must be a user ID")
-        if get_domain(mxid) != self._server_name:
+        if not self._locality.is_mine(mxid):
             raise MatrixError(400, "M_INVALID_PARAM", f"{mxid} is not a user of this server")
         if await self._store.db.read(user_store.get_user, mxid) is None:
             raise not_found(f"no user {mxid} here")
@@ -336,7 +337,7 @@ class ThirdPartyInvites:
         inviter = invite.pdu.get("sender")
         if not isinstance(inviter, str) or (sender is not None and sender != inviter):
             raise forbidden("the third-party invite was sent by someone else")
-        if get_domain(inviter) != self._server_name:
+        if not self._locality.is_mine(inviter):
             raise MatrixError(
                 501, "M_UNRECOGNIZED", "invites by other servers' users need federation"
             )

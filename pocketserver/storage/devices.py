@@ -13,6 +13,7 @@ class TokenOwner:
     token_id: int
     valid_until_ms: int | None
     is_guest: bool = False
+    is_admin: bool = False
     replaces: bytes | None = None
     """The hash of the access token this one replaced by a refresh, until first use."""
 
@@ -109,7 +110,8 @@ def delete_successors(conn: sqlite3.Connection, token_hash: bytes) -> list[bytes
 
 def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner | None:
     row = conn.execute(
-        "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, t.replaces_token_hash, u.is_guest"
+        "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, t.replaces_token_hash, u.is_guest,"
+        " u.admin"
         " FROM access_tokens t LEFT JOIN users u ON u.name = t.user_id WHERE t.token_hash = ?",
         (token_hash,),
     ).fetchone()
@@ -121,6 +123,7 @@ def get_token_owner(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner |
         token_id=row["id"],
         valid_until_ms=row["valid_until_ms"],
         is_guest=bool(row["is_guest"]),
+        is_admin=bool(row["admin"]),
         replaces=None if row["replaces_token_hash"] is None else bytes(row["replaces_token_hash"]),
     )
 

@@ -22,7 +22,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from pocketserver.core.identifiers import is_valid_user_id
+from pocketserver.core.identifiers import get_domain, is_valid_user_id
+from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, bad_json, invalid_param
 from pocketserver.storage import to_device as store
 from pocketserver.storage.db import Database
@@ -84,6 +85,7 @@ class ToDeviceService:
         self.db = db
         self.notifier = notifier
         self.server_name = server_name
+        self.locality = Locality(server_name)
         self.max_inbox = max_inbox
         self.remote: RemoteSender = _no_federation
         """Where messages for remote users go (the federation sender replaces this)."""
@@ -160,7 +162,8 @@ class ToDeviceService:
                 raise invalid_param(f"not a user ID: {user_id!r}")
             if not isinstance(devices, dict):
                 raise bad_json("messages must map user IDs to objects of device IDs")
-            domain = user_id.split(":", 1)[1]
+            domain = get_domain(user_id)
+            mine = self.locality.is_mine(user_id)
             for device_id, content in devices.items():
                 if not isinstance(content, dict):
                     raise bad_json("each message must be an object")
@@ -169,7 +172,7 @@ class ToDeviceService:
                     raise MatrixError(
                         413, "M_TOO_LARGE", f"a message is larger than {MAX_CONTENT_BYTES} bytes"
                     )
-                if domain == self.server_name:
+                if mine:
                     local.append((user_id, device_id, encoded))
                 else:
                     remote.setdefault(domain, {}).setdefault(user_id, {})[device_id] = content

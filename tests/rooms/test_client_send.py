@@ -57,3 +57,29 @@ async def test_a_retry_the_room_or_the_rate_limit_would_refuse_now(
     count = event_count(db)
     assert await client.send(ALICE, "DEV", room_id, "m.room.message", MSG, "a1") == a1
     assert event_count(db) == count
+
+
+async def test_relations_a_client_may_not_send_are_refused_in_the_send_path(
+    writer: RoomWriter, store: RoomStore, db: Database
+) -> None:
+    """The relation checks run in RoomClient.send itself (not only behind the HTTP
+    route): a duplicate annotation and a thread from a related event are refused and
+    write nothing; a retried transaction ID returns its event without a new check."""
+    from pocketserver.rooms.relations import index_relation
+
+    writer.add_txn_hook(index_relation)
+    client = _client(writer, store)
+    room_id = await make_room(writer)
+    target = await client.send(ALICE, "DEV", room_id, "m.room.message", MSG, "m1")
+    like = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "+1"}}
+    first = await client.send(ALICE, "DEV", room_id, "m.reaction", like, "r1")
+    count = event_count(db)
+    with pytest.raises(MatrixError) as duplicate:
+        await client.send(ALICE, "DEV", room_id, "m.reaction", like, "r2")
+    assert (duplicate.value.status, duplicate.value.errcode) == (400, "M_DUPLICATE_ANNOTATION")
+    assert await client.send(ALICE, "DEV", room_id, "m.reaction", like, "r1") == first
+    thread = {**MSG, "m.relates_to": {"rel_type": "m.thread", "event_id": first}}
+    with pytest.raises(MatrixError) as from_related:
+        await client.send(ALICE, "DEV", room_id, "m.room.message", thread, "th1")
+    assert (from_related.value.status, from_related.value.errcode) == (400, "M_UNKNOWN")
+    assert event_count(db) == count

@@ -1,0 +1,275 @@
+"""The membership verbs a client asks for: join, knock, invite, leave, kick, ban, unban.
+
+Spec: client-server-api "Room membership" (data/api/client-server/joining.yaml,
+knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml). Each verb is
+one method here and this is the one place that decides "local or remote?": a room this
+server does not hold, an alias or a user of another server. Until federation exists, a
+remote target answers 403 ``M_FORBIDDEN`` "federation is not available yet"
+(``errors.federation_unavailable``, as Synapse when federation is not allowed) and
+changes nothing; the federation join/invite/knock will plug in here. Everything local goes through
+:class:`RoomClient` and so the room writer and the auth rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
+from pocketserver.core.locality import Locality
+from pocketserver.errors import bad_json, federation_unavailable, not_found
+from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.third_party_invites import ThirdPartyInvites
+
+if TYPE_CHECKING:
+    from pocketserver.accounts.guests import GuestAccess
+    from pocketserver.accounts.profiles import Profiles
+    from pocketserver.accounts.service import Requester
+    from pocketserver.appservice.service import AppServices
+
+JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
+
+_NOT_FROM_CLIENTS = ("membership", "reason", "third_party_signed", JOIN_AUTHORISED_VIA)
+"""Join body keys that are not copied into the member event: ``reason`` is added on
+its own; ``join_authorised_via_users_server`` only this server may name (room v8+
+restricted joins: a client naming an admin here would bypass the join rules)."""
+
+
+def join_content(body: Mapping[str, object], profile: Mapping[str, object]) -> dict[str, object]:
+    """The member event content of a join: the user's profile, then the other keys of
+    the request body (as Synapse, SyTest 10apidoc/33room-members "can join a room with
+    custom content"; a ``displayname``/``avatar_url`` there is a per-room profile).
+
+    Raises:
+        MatrixError: 400 ``M_BAD_JSON`` for a profile field that is not a short string.
+    """
+    custom = {k: v for k, v in body.items() if k not in _NOT_FROM_CLIENTS}
+    for key, limit in (("displayname", MAX_DISPLAYNAME), ("avatar_url", MAX_AVATAR_URL)):
+        value = custom.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise bad_json(f"{key} must be a string of at most {limit} characters")
+    return {**profile, **custom}
+
+
+class Membership:
+    """The membership verbs; see the module docstring."""
+
+    def __init__(
+        self,
+        rooms: RoomClient,
+        directory: Directory,
+        profiles: Profiles,
+        guests: GuestAccess,
+        third_party_invites: ThirdPartyInvites,
+        appservices: AppServices,
+        locality: Locality,
+    ) -> None:
+        self.rooms = rooms
+        self.directory = directory
+        self.profiles = profiles
+        self.guests = guests
+        self.third_party_invites = third_party_invites
+        self.appservices = appservices
+        self.locality = locality
+
+    # --- local or remote? ------------------------------------------------------------
+
+    async def resolve(self, room_id_or_alias: str) -> str:
+        """The room ID of a room ID or an alias; an alias of another server cannot be
+        asked about yet.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_PARAM`` for neither; 404 for an unknown local
+                alias; 403 for another server's alias.
+        """
+        if room_id_or_alias.startswith("#"):
+            if self.locality.is_remote(room_id_or_alias):
+                raise federation_unavailable(f"cannot look up {room_id_or_alias} on its server")
+            return await self.directory.resolve(room_id_or_alias)
+        return room_id_or_alias
+
+    async def _check_room_known(self, room_id: str, via: Sequence[str], doing: str) -> None:
+        """A room this server does not hold: 403 (federation unavailable) when another
+        server could have it (its ID names one, or ``via`` does), else 404 as before.
+
+        Raises:
+            MatrixError: 404 ``M_NOT_FOUND`` or 403 ``M_FORBIDDEN``.
+        """
+        if await self.rooms.store.room_version(room_id) is not None:
+            return
+        servers = [s for s in via if self.locality.is_remote(s)]
+        if self.locality.is_remote(room_id) or servers:
+            raise federation_unavailable(f"cannot {doing} {room_id}: it is on another server")
+        raise not_found(f"this server does not know that room (cannot {doing} it)")
+
+    def _check_local_user(self, user_id: str, doing: str) -> None:
+        """Raises: MatrixError 403 for a user of another server (nothing is written)."""
+        if self.locality.is_remote(user_id):
+            raise federation_unavailable(f"cannot {doing} {user_id}, a user of another server")
+
+    def check_invitees(self, user_ids: Sequence[str]) -> None:
+        """createRoom's ``invite`` list: users of another server cannot be invited yet,
+        refused before the room is made.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN``.
+        """
+        for user_id in user_ids:
+            self._check_local_user(user_id, "invite")
+
+    # --- the verbs ---------------------------------------------------------------------
+
+    async def join(
+        self,
+        requester: Requester,
+        room_id_or_alias: str,
+        *,
+        via: Sequence[str] = (),
+        reason: str | None = None,
+        third_party_signed: object = None,
+        content: Mapping[str, object] | None = None,
+    ) -> str:
+        """``POST /join/{roomIdOrAlias}`` and ``POST /rooms/{roomId}/join``: join (or
+        change one's member event content) and return the room ID. ``via``: the servers
+        the client names (``via``, ``server_name``); ``third_party_signed``: the proof of
+        a third-party invite to exchange first; ``content``: the request body, whose
+        other keys (a per-room profile) go into the member event (:func:`join_content`).
+
+        Raises:
+            MatrixError: 404 unknown room or alias, 403 a remote one (or guests, auth
+                rules), 429, and the third-party exchange's errors.
+        """
+        room_id = await self.resolve(room_id_or_alias)
+        await self._check_room_known(room_id, via, "join")
+        await self.guests.check_join(requester, room_id)  # guests: only rooms with can_join
+        if third_party_signed is not None:  # turn the 3pid invite into an invite first
+            await self.third_party_invites.accept_signed(
+                requester.user_id, room_id, third_party_signed
+            )
+        extra = join_content(content or {}, await self.profiles.member_content(requester.user_id))
+        content = {**extra, "membership": "join", **({"reason": reason} if reason else {})}
+        if await self.rooms.is_current_member_event(room_id, requester.user_id, content):
+            return room_id  # joined already with this content: no new event
+        await self.rooms.membership(
+            requester.user_id,
+            room_id,
+            requester.user_id,
+            "join",
+            reason=reason,
+            extra=extra,
+            ratelimit=True,
+        )
+        return room_id
+
+    async def knock(
+        self,
+        requester: Requester,
+        room_id_or_alias: str,
+        *,
+        via: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> str:
+        """``POST /knock/{roomIdOrAlias}``; returns the room ID.
+
+        Raises:
+            MatrixError: 404 unknown room or alias, 403 a remote one (or auth rules).
+        """
+        room_id = await self.resolve(room_id_or_alias)
+        await self._check_room_known(room_id, via, "knock on")
+        await self.rooms.membership(
+            requester.user_id, room_id, requester.user_id, "knock", reason=reason
+        )
+        return room_id
+
+    async def invite(
+        self, requester: Requester, room_id: str, target: str, *, reason: str | None = None
+    ) -> None:
+        """``POST /rooms/{roomId}/invite`` with a user ID.
+
+        Raises:
+            MatrixError: 403 for a user of another server (no invite is written), 404
+                unknown room, 403 (auth rules), 429.
+        """
+        self._check_local_user(target, "invite")
+        await self.appservices.ensure_user_known(target)
+        await self._target_change(requester, room_id, target, "invite", reason=reason)
+
+    async def leave(self, requester: Requester, room_id: str, *, reason: str | None = None) -> None:
+        """``POST /rooms/{roomId}/leave`` (also rejects an invite or withdraws a knock).
+
+        Raises:
+            MatrixError: 404 unknown room, 403 (auth rules).
+        """
+        await self.rooms.membership(
+            requester.user_id, room_id, requester.user_id, "leave", reason=reason
+        )
+
+    async def kick(
+        self, requester: Requester, room_id: str, target: str, *, reason: str | None = None
+    ) -> None:
+        """``POST /rooms/{roomId}/kick``: only a target in the room (or invited, knocking).
+
+        Raises:
+            MatrixError: 404 unknown room, 403 (auth rules, a target not in the room).
+        """
+        await self._target_change(requester, room_id, target, "leave", reason=reason, action="kick")
+
+    async def ban(
+        self, requester: Requester, room_id: str, target: str, *, reason: str | None = None
+    ) -> None:
+        """``POST /rooms/{roomId}/ban``. A user of another server may be banned: the
+        ban is this room's state, nothing needs to reach their server.
+
+        Raises:
+            MatrixError: 404 unknown room, 403 (auth rules).
+        """
+        await self._target_change(requester, room_id, target, "ban", reason=reason)
+
+    async def unban(
+        self, requester: Requester, room_id: str, target: str, *, reason: str | None = None
+    ) -> None:
+        """``POST /rooms/{roomId}/unban``: only a banned target.
+
+        Raises:
+            MatrixError: 404 unknown room, 403 (auth rules, a target not banned).
+        """
+        await self._target_change(
+            requester, room_id, target, "leave", reason=reason, action="unban"
+        )
+
+    async def _target_change(
+        self,
+        requester: Requester,
+        room_id: str,
+        target: str,
+        membership: str,
+        *,
+        reason: str | None,
+        action: str | None = None,
+    ) -> None:
+        await self.rooms.membership(
+            requester.user_id,
+            room_id,
+            target,
+            membership,
+            reason=reason,
+            action=action,
+            ratelimit=True,
+        )
+
+    async def set_member_state(
+        self, requester: Requester, room_id: str, target: str, content: Mapping[str, object]
+    ) -> str:
+        """``PUT /rooms/{roomId}/state/m.room.member/{userId}``: a membership change
+        written as a state event; an invite of another server's user is refused as
+        :meth:`invite` refuses it.
+
+        Raises:
+            MatrixError: 403 for a remote invitee; as :meth:`RoomClient.set_state`.
+        """
+        if content.get("membership") == "invite":
+            self._check_local_user(target, "invite")
+        return await self.rooms.set_state(
+            requester.user_id, room_id, "m.room.member", target, content
+        )
