@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.core.locality import server_of
 from pocketserver.errors import MatrixError
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ AclCheck = Callable[[str, str], Awaitable[None]]
 
 
 def _server_of(user_id: object) -> str | None:
+    """The server of a user ID (None for anything that is not one)."""
     if not isinstance(user_id, str) or not user_id.startswith("@"):
         return None
-    return user_id.partition(":")[2] or None
+    return server_of(user_id)
 
 
 class EphemeralEdus:

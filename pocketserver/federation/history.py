@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pocketserver.core.locality import server_of
 from pocketserver.core.redaction import redact
 from pocketserver.core.server_acl import server_acl_from_content
 from pocketserver.core.visibility import (
@@ -273,7 +274,7 @@ class FederationHistory:
         member_ids = [
             event_id
             for (kind, key), event_id in state.items()
-            if kind == "m.room.member" and key.partition(":")[2] == origin
+            if kind == "m.room.member" and server_of(key) == origin
         ]
         members = await self.store.get_events(member_ids)
         memberships = [

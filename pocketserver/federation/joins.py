@@ -38,6 +38,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from pocketserver.core.crypto import SignatureError, sign_json
 from pocketserver.core.events import EventFormatError, compute_event_id
+from pocketserver.core.locality import server_of
 from pocketserver.core.power_levels import get_named_level, get_user_power_level
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import get_room_version
@@ -70,10 +71,6 @@ valid at the event's time: ``(pdu, room_version) -> {server: {key_id: key}}``.""
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
     content = pdu.get("content")
     return content if isinstance(content, Mapping) else {}
-
-
-def server_of(user_id: str) -> str:
-    return user_id.partition(":")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,11 +351,12 @@ class ResidentMemberships:
         members = await self.store.get_events(
             [event_id for (kind, _), event_id in state.items() if kind == MEMBER]
         )
-        return {
+        servers = {
             server_of(str(ev.pdu.get("state_key")))
             for ev in members.values()
             if _content(ev.pdu).get("membership") == "join"
         }
+        return {s for s in servers if s is not None}
 
     async def _hero_keys(self, state: Mapping[StateKey, str], joiner: str) -> set[StateKey]:
         """The member events a joiner needs for the room's name when the room has no
