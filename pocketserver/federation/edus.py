@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from pocketserver.core.locality import server_of
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
-from pocketserver.core.locality import server_of
 from pocketserver.errors import MatrixError
 
 log = logging.getLogger(__name__)
