@@ -241,12 +241,12 @@ class PushEvaluator:
     # --- producers (sync callbacks, never block) -------------------------------------
 
     def on_event(self, event: PersistedEvent) -> None:
-        """Room writer listener: queue an accepted, non-outlier event for evaluation
-        (and forget the facts of its room if it changed the room's current state)."""
+        """Room writer listener: queue a live event for evaluation (never backfill or
+        outliers), and forget the facts of its room if it changed the current state."""
         if event.state_changed or event.pdu.get("type") == "m.room.redaction":
             self._rooms_generation += 1
             self._rooms.pop(event.room_id)
-        if event.accepted and not event.outlier:
+        if event.live:
             self._offer(event)
 
     def on_receipt(
