@@ -272,7 +272,7 @@ def test_messages_errors(server: RunningServer, big_room) -> None:
     path = f"/rooms/{room}/messages"
     assert err(user.get(path)) == (400, "M_MISSING_PARAM")
     assert err(user.get(path, dir="x")) == (400, "M_INVALID_PARAM")
-    for bad in ("nope", "t", "t-3", "tx", "p_", "s1_2"):
+    for bad in ("nope", "t", "t--3", "t-3-1", "t3-", "tx", "p_", "s1_2"):
         assert err(user.get(path, dir="b", **{"from": bad})) == (400, "M_INVALID_PARAM")
         assert err(user.get(path, dir="b", to=bad)) == (400, "M_INVALID_PARAM")
     for bad in ("ten", "-1", "1.5"):
