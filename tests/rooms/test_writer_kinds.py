@@ -155,7 +155,9 @@ async def test_outliers_have_no_place_in_the_timeline(
     assert [p.event_id for p in seen] == room.state_ids
     # Received again as outliers: the same rows, nothing new stored.
     count = event_count(db)
-    again = await writer.receive_batch(room.room_id, version, room.get(*room.state_ids), remote.keys)
+    again = await writer.receive_batch(
+        room.room_id, version, room.get(*room.state_ids), remote.keys
+    )
     assert [p.stream_ordering for p in again] == [p.stream_ordering for p in result]
     assert event_count(db) == count
 
@@ -204,9 +206,7 @@ async def test_backfill_is_history_not_news(
     # Nothing woke /sync or reached push evaluation, and no sync token sees it as new.
     assert (notifier.position, notifier.statistics().notifications) == (position, wakes)
     assert evaluator.statistics().queued == queued
-    since_zero, _ = db.read_sync(
-        stream_store.recent_event_ids, room_id, 0, notifier.position, 100
-    )
+    since_zero, _ = db.read_sync(stream_store.recent_event_ids, room_id, 0, notifier.position, 100)
     assert since_zero == [room.carol, room.m4]
     # A late live event still goes on top of the extremity.
     m5 = await remote.send(writer, room_id, RCAROL, "m.room.message", MSG)
