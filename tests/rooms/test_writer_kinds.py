@@ -395,3 +395,45 @@ async def test_push_of_a_forked_event_reads_the_state_at_it(
     assert (forked.event_id, ALICE) in by_event
     assert (on_top.event_id, BOB) not in by_event
     assert (on_top.event_id, ALICE) in by_event
+
+
+async def test_search_index_judges_a_forked_redaction_by_the_state_at_it(
+    writer: RoomWriter, remote: RemoteServer, db: Database
+) -> None:
+    """Remote Bob may redact (level 50) where his fork begins, not in the current state
+    (demoted): his forked redaction removes its target from the index, a redaction he
+    sends on top of the room does not."""
+    from pocketserver.rooms.search_index import index_event
+
+    from .test_writer_remote import public_room
+
+    writer.add_txn_hook(index_event)
+    room_id = await public_room(writer, "10")
+    await remote.send(writer, room_id, RBOB, "m.room.member", JOIN, RBOB)
+    secret = await writer.send_event(room_id, ALICE, "m.room.message", {"body": "secret one"})
+    other = await writer.send_event(room_id, ALICE, "m.room.message", {"body": "secret two"})
+    levels = {"users": {ALICE: 100, RBOB: 50}, "redact": 50}
+    await writer.send_event(room_id, ALICE, "m.room.power_levels", levels, "")
+    fork_point = sorted(extremities(db, room_id))
+    fork_state = current_state(db, room_id)
+    demoted = {"users": {ALICE: 100}, "redact": 50}
+    await writer.send_event(room_id, ALICE, "m.room.power_levels", demoted, "")
+
+    def indexed() -> set[int]:
+        return {r[0] for r in rows(db, "SELECT rowid FROM event_search")}
+
+    assert {secret.stream_ordering, other.stream_ordering} <= indexed()
+    redaction = {"redacts": secret.event_id}
+    _, pdu = await remote.event(
+        writer, room_id, RBOB, "m.room.redaction", {}, prev=fork_point, state=fork_state,
+        extra=redaction,
+    )  # fmt: skip
+    forked = await writer.receive_pdu(pdu, "10", remote.keys)
+    assert forked.live, forked.rejected
+    assert not forked.at_current
+    assert secret.stream_ordering not in indexed()
+    on_top = await remote.send(
+        writer, room_id, RBOB, "m.room.redaction", {}, extra={"redacts": other.event_id}
+    )
+    assert on_top.live, on_top.rejected
+    assert other.stream_ordering in indexed()
