@@ -707,6 +707,17 @@ class RoomWriter:
                 are unknown here; fetch them and try again.
         """
         event_id, pdu = self._verify_remote(pdu, room_version, keys)
+        return await self._receive_verified(event_id, pdu, room_version, kind, state_before, origin)
+
+    async def _receive_verified(
+        self,
+        event_id: str,
+        pdu: dict[str, object],
+        room_version: str,
+        kind: EventKind,
+        state_before: Mapping[StateKey, str] | None,
+        origin: str | None,
+    ) -> PersistedEvent:
         room_id = self._remote_room_id(pdu, room_version, event_id)
         async with self._locks(room_id):
             existing = await self.store.get_event(event_id)
@@ -746,6 +757,7 @@ class RoomWriter:
             MissingEventsError: auth events neither in the batch nor stored here;
                 nothing was stored. For ``NEW``/``BACKFILL``, as ``receive_pdu``
                 (events before the failing one stay stored).
+            EventFormatError: the room is known with another version.
         """
         verified: dict[str, dict[str, object]] = {}
         for pdu in pdus:
@@ -760,13 +772,12 @@ class RoomWriter:
             verified[event_id] = checked
         ordered = _graph_order(verified, room_version)
         if kind is not EventKind.OUTLIER:
-            results = []
-            for event_id in ordered:
-                pdu = verified[event_id]
-                results.append(
-                    await self.receive_pdu(pdu, room_version, keys, kind=kind, origin=origin)
+            return [
+                await self._receive_verified(
+                    event_id, verified[event_id], room_version, kind, None, origin
                 )
-            return results
+                for event_id in ordered
+            ]
         async with self._locks(room_id):
             return await self._receive_outliers(room_id, room_version, verified, ordered, origin)
 
