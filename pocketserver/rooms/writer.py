@@ -801,7 +801,12 @@ class RoomWriter:
             eid: _as_persisted(ev) for eid, ev in existing.items()
         }
         todo: list[_Prepared] = []
-        room_known = await self.store.room_version(room_id) is not None
+        stored_version = await self.store.room_version(room_id)
+        if stored_version is not None and stored_version != room_version:
+            raise EventFormatError(
+                f"room {room_id} is version {stored_version}, not {room_version}"
+            )
+        room_known = stored_version is not None
         for event_id in ordered:
             if event_id in existing:
                 continue
@@ -868,17 +873,17 @@ class RoomWriter:
         room_known: bool = False,
     ) -> _Prepared:
         """The checks of a remote PDU; ``known`` holds events of the same batch (not
-        stored yet) and ``room_known`` says the batch made the room known."""
+        stored yet) and ``room_known`` says the room is known (or made known by the
+        batch) with version ``room_version``."""
         version = get_room_version(room_version)
         auth_ids = auth_event_ids(pdu, room_version)
         prev_ids = prev_event_ids(pdu, room_version)
         is_create = pdu.get("type") == "m.room.create"
         outlier = kind is EventKind.OUTLIER
-        known_version = await self.store.room_version(room_id)
+        # A batch checked the version once (and may have made the room known itself).
+        known_version = room_version if room_known else await self.store.room_version(room_id)
         if known_version is not None and known_version != room_version:
             raise EventFormatError(f"room {room_id} is version {known_version}, not {room_version}")
-        if known_version is None and room_known:
-            known_version = room_version
         auth_events = await self._events(auth_ids, known)
         missing = [a for a in auth_ids if a not in auth_events]
         if missing:

@@ -332,12 +332,22 @@ async def test_a_batch_of_outliers_is_a_few_transactions(
         writes += 1
         return await real_write(fn, *args)
 
+    reads = 0
+    real_read = db.read
+
+    async def counting_read(fn: Any, *args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real_read(fn, *args)
+
     monkeypatch.setattr(db, "write", counting_write)
+    monkeypatch.setattr(db, "read", counting_read)
     before = event_count(db)
     result = await writer.receive_batch(
         room.room_id, version, [*reversed(pdus), forged, wrong], remote.keys
     )
     assert writes == 3  # 2,005 events, 1,000 a transaction
+    assert reads <= 5  # not one per event either
     assert event_count(db) == before + 2005
     assert len(result) == 2005
     rejected = [p for p in result if p.rejected]
