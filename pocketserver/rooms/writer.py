@@ -167,6 +167,8 @@ class _Prepared:
     soft_failed: bool = False
     new_room_creator: str | None = None
     existing_outlier: bool = False
+    # A backfilled event's (negative) stream ordering, reserved before it is stored.
+    backfill_ordering: int | None = None
     # The room's forward extremities when the event was built (read under the room lock).
     old_extremities: list[tuple[str, int]] | None = None
     # The event already has children in the graph (it arrived after them).
@@ -206,6 +208,7 @@ class RoomWriter:
         self._locks = KeyedLocks()
         self._txn_hooks: list[TxnHook] = []
         self._listeners: list[Listener] = []
+        self._backfill_floor: int | None = None
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Call ``hook(conn, event)`` inside the write transaction of every event stored."""
@@ -717,6 +720,7 @@ class RoomWriter:
         kind: EventKind,
         state_before: Mapping[StateKey, str] | None,
         origin: str | None,
+        backfill_ordering: int | None = None,
     ) -> PersistedEvent:
         room_id = self._remote_room_id(pdu, room_version, event_id)
         async with self._locks(room_id):
@@ -728,6 +732,10 @@ class RoomWriter:
             )
             prepared.existing_outlier = existing is not None
             prepared.origin = origin or _server_of(pdu.get("sender"))
+            if kind is EventKind.BACKFILL:
+                if backfill_ordering is None:
+                    backfill_ordering = await self._reserve_backfill(1)
+                prepared.backfill_ordering = backfill_ordering
             return await self._persist(prepared)
 
     async def receive_batch(
@@ -772,11 +780,20 @@ class RoomWriter:
             verified[event_id] = checked
         ordered = _graph_order(verified, room_version)
         if kind is not EventKind.OUTLIER:
+            first = None
+            if kind is EventKind.BACKFILL:
+                first = await self._reserve_backfill(len(ordered))
             return [
                 await self._receive_verified(
-                    event_id, verified[event_id], room_version, kind, None, origin
+                    event_id,
+                    verified[event_id],
+                    room_version,
+                    kind,
+                    None,
+                    origin,
+                    None if first is None else first + i,
                 )
-                for event_id in ordered
+                for i, event_id in enumerate(ordered)
             ]
         async with self._locks(room_id):
             return await self._receive_outliers(room_id, room_version, verified, ordered, origin)
@@ -839,6 +856,18 @@ class RoomWriter:
                 for listener in self._listeners:
                     listener(persisted)
         return [results[eid] for eid in ordered if eid in results]
+
+    async def _reserve_backfill(self, n: int) -> int:
+        """The first of ``n`` consecutive stream orderings below every event stored or
+        reserved before. A batch of backfill is numbered upwards in DAG order; each
+        later backfill (older history, as backfill goes back in time) goes below it.
+        This writer is the only one that stores events, so the floor is kept here."""
+        if self._backfill_floor is None:
+            floor = await self.store.db.read(event_store.lowest_ordering)
+            if self._backfill_floor is None:  # not set by another task meanwhile
+                self._backfill_floor = floor
+        self._backfill_floor -= n
+        return self._backfill_floor
 
     @staticmethod
     def _verify_remote(
@@ -1134,7 +1163,7 @@ def _persist_txn(
             after_group = state_store.create_group(
                 conn, p.room_id, state_after, before_group, p.state_before if before_group else None
             )
-    ordering = event_store.next_backfill_ordering(conn) if p.kind is EventKind.BACKFILL else None
+    ordering = p.backfill_ordering if p.kind is EventKind.BACKFILL else None
     if p.existing_outlier:
         stream = event_store.de_outlier_event(
             conn,

@@ -2,9 +2,10 @@
 
 Stream orderings: live events and outliers take the next positive position (the
 ``AUTOINCREMENT`` key, in commit order: what /sync reads past its token). Backfilled
-history takes the next *negative* position (:func:`next_backfill_ordering`), below
-every event stored so far, so it never shows past any sync token and sorts before
-everything live; /messages orders by ``(depth, stream_ordering)`` (rooms/history.py).
+history takes *negative* positions below every event stored so far (the room writer
+hands them out from :func:`lowest_ordering`, counting down), so it never shows past
+any sync token and sorts before everything live; /messages orders by
+``(depth, stream_ordering)`` (rooms/history.py).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def insert_event(
     stream_ordering: int | None = None,
 ) -> int:
     """Insert an event with its edges; return its stream ordering (``stream_ordering``
-    if given: a backfilled event's, from :func:`next_backfill_ordering`).
+    if given: a backfilled event's, negative).
 
     ``room_id`` is separate from the PDU: a v12 create event carries none.
     """
@@ -321,11 +322,11 @@ def redactions_due_for_censoring(
     return [(str(a), str(b)) for a, b in rows]
 
 
-def next_backfill_ordering(conn: sqlite3.Connection) -> int:
-    """The stream ordering for the next backfilled event: below every stored event
-    (and below 0, which no sync token is below). Call in the write transaction."""
+def lowest_ordering(conn: sqlite3.Connection) -> int:
+    """The lowest stream ordering stored, or 0 if none is below 0 (no sync token is
+    below 0): backfilled events take orderings below it."""
     row = conn.execute("SELECT min(stream_ordering) FROM events").fetchone()
-    return min(int(row[0] or 0), 0) - 1
+    return min(int(row[0] or 0), 0)
 
 
 def max_stream_ordering(conn: sqlite3.Connection) -> int:

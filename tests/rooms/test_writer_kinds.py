@@ -192,6 +192,10 @@ async def test_backfill_is_history_not_news(
         room_id, version, room.get(*older), remote.keys, kind=EventKind.BACKFILL
     )
     assert [p.event_id for p in backfilled] == [*room.state_ids, *room.history]
+    # Numbered upwards in DAG order, below everything stored before.
+    orderings = [p.stream_ordering for p in backfilled]
+    assert orderings == sorted(orderings)
+    assert orderings[-1] < 0
     for p in backfilled:
         assert p.kind is EventKind.BACKFILL, p.event_id
         assert p.accepted, p.rejected
@@ -270,9 +274,14 @@ async def test_a_sync_prev_batch_stream_token_pages_into_backfill(
     )
     assert m1.kind is EventKind.BACKFILL
     assert m1.stream_ordering < 0
-    await writer.receive_batch(
+    # After a restart (a new writer on the same database) ...
+    restarted = RoomWriter(writer.store, LOCAL, writer._signing_key, Notifier())
+    rest = await restarted.receive_batch(
         room.room_id, "10", room.get(*room.history[1:]), remote.keys, kind=EventKind.BACKFILL
     )
+    # ... each backfill still goes below the one before (backfill goes back in time).
+    assert rest[1].stream_ordering < m1.stream_ordering
+    assert rest[0].stream_ordering < rest[1].stream_ordering
     m4 = stored(writer.store.db, room.m4)
     history = History(_client(writer, store))
     page = await history.messages(
