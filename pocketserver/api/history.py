@@ -15,7 +15,7 @@ from pocketserver.api.http import require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id
 from pocketserver.errors import MatrixError
-from pocketserver.rooms.history import History, encode_position, parse_position
+from pocketserver.rooms.history import History, Position, parse_token
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.sync.bundled import serialise_bundled
 from pocketserver.sync.client_events import client_event
@@ -49,10 +49,17 @@ def int_arg(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
-def position_arg(name: str) -> int | None:
+def position_arg(name: str) -> Position | None:
     """A pagination token parameter; absent or empty means none."""
     raw = request.args.get(name)
-    return parse_position(raw) if raw else None
+    return parse_token(raw) if raw else None
+
+
+def stream_position_arg(name: str) -> int | None:
+    """A pagination token parameter as a stream position (stream-ordered readers such
+    as ``/relations``); absent or empty means none."""
+    raw = request.args.get(name)
+    return parse_token(raw).stream if raw else None
 
 
 def dir_arg(*, required: bool) -> bool:
@@ -131,10 +138,10 @@ async def messages(room_id: str) -> dict[str, object]:
     )
     body: dict[str, object] = {
         "chunk": await serialise(requester.user_id, result.chunk, ignored),
-        "start": request.args.get("from") or encode_position(result.start),  # from, as given
+        "start": request.args.get("from") or result.start.encode(),  # from, as given
     }
     if result.end is not None:
-        body["end"] = encode_position(result.end)
+        body["end"] = result.end.encode()
     if flt.lazy_load_members:
         now = now_ms()
         body["state"] = [client_event(ev, now) for ev in result.state]
@@ -160,7 +167,7 @@ async def context(room_id: str, event_id: str) -> dict[str, object]:
         "events_before": shown[:n],
         "event": shown[n],
         "events_after": shown[n + 1 :],
-        "start": encode_position(result.start),
-        "end": encode_position(result.end),
+        "start": result.start.encode(),
+        "end": result.end.encode(),
         "state": [client_event(ev, now) for ev in result.state],
     }

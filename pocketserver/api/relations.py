@@ -13,9 +13,9 @@ from pocketserver.api.history import (
     dir_arg,
     ignored_users,
     int_arg,
-    position_arg,
     room_id_arg,
     serialise,
+    stream_position_arg,
 )
 from pocketserver.api.http import require_auth, services
 from pocketserver.errors import MatrixError
@@ -47,7 +47,7 @@ async def relations(
     room_id = room_id_arg(room_id)
     forwards = dir_arg(required=False)
     from_raw = request.args.get("from")
-    from_pos, to_pos = position_arg("from"), position_arg("to")
+    from_pos, to_pos = stream_position_arg("from"), stream_position_arg("to")
     limit = int_arg("limit", DEFAULT_LIMIT)
     recurse = _recurse()
     ignored = await ignored_users(requester.user_id)
@@ -81,7 +81,7 @@ async def threads(room_id: str) -> dict[str, object]:
     include = request.args.get("include", "all")
     if include not in ("all", "participated"):
         raise MatrixError(400, "M_INVALID_PARAM", "include must be 'all' or 'participated'")
-    from_pos = position_arg("from")
+    from_pos = stream_position_arg("from")
     limit = int_arg("limit", DEFAULT_LIMIT, minimum=1)
     ignored = await ignored_users(requester.user_id)
     page = await RelationReader(services().room_client).threads(

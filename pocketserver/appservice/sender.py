@@ -56,7 +56,7 @@ class TransactionSender:
 
     def on_persisted(self, event: PersistedEvent) -> None:
         """Room writer listener (never blocks): wake the matcher."""
-        if self._pushable and event.accepted and not event.outlier:
+        if self._pushable and event.live:  # not backfill or outliers (as Synapse)
             self._new_events.set()
 
     def statistics(self) -> SenderStatistics:

@@ -34,12 +34,12 @@ async def build_ephemeral(
 
     def event_sent(event: PersistedEvent) -> None:
         sender = event.pdu.get("sender")
-        if event.accepted and isinstance(sender, str) and sender.endswith(suffix):
+        if event.live and isinstance(sender, str) and sender.endswith(suffix):
             presence.bump_active(sender)
 
     def member_event(event: PersistedEvent) -> None:
         pdu = event.pdu
-        if event.accepted and not event.outlier and pdu.get("type") == "m.room.member":
+        if event.live and pdu.get("type") == "m.room.member":
             content, target = pdu.get("content"), pdu.get("state_key")
             if isinstance(content, dict) and isinstance(target, str):
                 typing.membership_changed(target, event.room_id, content.get("membership"))

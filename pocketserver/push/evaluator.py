@@ -17,12 +17,18 @@ until the next read marker resets them. Nothing ever waits on a full channel.
 A local user invited by the event is evaluated too (``.m.rule.invite_for_me``), so the
 invite shows in their ``GET /notifications``; their join then marks it read.
 
-Evaluation uses the room's *current* state (members, display names, power levels)
-when the event is processed, not the state at the event; for a live room these are
-the same but for the rare event that changes them. What evaluation needs of that
-state (local members with display names, member count, power levels, create event)
-is cached per room (byte-bounded, from the memory budget) and dropped when the room
-writer reports a change of the room's current state (or a redaction in the room).
+Evaluation uses the state *before the event* (members, display names, power
+levels): the room writer reports the event's state group and whether that state was
+the room's current state (``PersistedEvent.at_current``: a live event on top of every
+forward extremity, the usual case). Then the room's current state is read, and what
+evaluation needs of it (local members with display names, member count, power
+levels, create event) is cached per room (byte-bounded, from the memory budget) and
+dropped when the room writer reports a change of the room's current state (or a
+redaction in the room); an event that changes them is evaluated with what its
+predecessors left unless it is processed after the change. A late or forked remote
+event reads the facts from its own state group instead (cached by group: a group
+never changes), so a user who was a member where the fork began is evaluated even if
+they left since. Backfilled events and outliers are never evaluated.
 Each event is evaluated for all its local members at once (``push/matching.py``:
 conditions shared by their rules are checked once per event).
 
@@ -53,10 +59,12 @@ from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import push_counts
 from pocketserver.storage import state as state_store
+from pocketserver.storage.events import StoredEvent
 from pocketserver.storage.push_counts import MAIN_THREAD, Notify, ReadUpTo
 
 log = logging.getLogger(__name__)
 
+CREATE_KEY = ("m.room.create", "")
 QUEUE_SIZE = 1000
 BATCH = 64
 THREAD_HOPS = 3
@@ -242,12 +250,12 @@ class PushEvaluator:
     # --- producers (sync callbacks, never block) -------------------------------------
 
     def on_event(self, event: PersistedEvent) -> None:
-        """Room writer listener: queue an accepted, non-outlier event for evaluation
-        (and forget the facts of its room if it changed the room's current state)."""
+        """Room writer listener: queue a live event for evaluation (never backfill or
+        outliers), and forget the facts of its room if it changed the current state."""
         if event.state_changed or event.pdu.get("type") == "m.room.redaction":
             self._rooms_generation += 1
             self._rooms.pop(event.room_id)
-        if event.accepted and not event.outlier:
+        if event.live:
             self._offer(event)
 
     def on_receipt(
@@ -418,6 +426,61 @@ class PushEvaluator:
         thread = receipt.thread_id
         return [ReadUpTo(receipt.user_id, receipt.room_id, thread, event.stream_ordering)]
 
+    async def facts_for(self, event: PersistedEvent) -> EvaluationFacts:
+        """The facts of the state before ``event`` (see the module docstring)."""
+        if event.at_current or event.state_before is None:
+            return await self.room_facts(event.room_id)
+        key = f"group:{event.state_before}"
+        cached = self._rooms.get(key)
+        if cached is not None:
+            return cached
+        state = await self._store.group_state(event.state_before)
+        members = [(sk, eid) for (t, sk), eid in state.items() if t == "m.room.member"]
+        wanted = [eid for _, eid in members]
+        wanted += [state[k] for k in (("m.room.power_levels", ""), CREATE_KEY) if k in state]
+        events = await self._store.get_events(wanted)
+        joined = [
+            (user_id, eid)
+            for user_id, eid in members
+            if eid in events and _content(events[eid].pdu).get("membership") == "join"
+        ]
+        facts = self._facts(
+            joined,
+            events,
+            state.get(("m.room.power_levels", "")),
+            state.get(CREATE_KEY),
+        )
+        self._rooms.set(key, facts)
+        return facts
+
+    def _facts(
+        self,
+        joined: list[tuple[str, str]],
+        events: Mapping[str, StoredEvent],
+        power_levels_id: str | None,
+        create_id: str | None,
+    ) -> EvaluationFacts:
+        """Evaluation facts from the joined members ``(user_id, member event ID)`` and
+        the events read for them."""
+        pl_event = events.get(power_levels_id or "")
+        create = events.get(create_id or "")
+        members: list[tuple[str, str | None]] = []
+        for user_id, member_id in joined:
+            if not self.is_local(user_id):
+                continue
+            member = events.get(member_id)
+            name = _content(member.pdu if member else None).get("displayname")
+            members.append((user_id, name if isinstance(name, str) else None))
+        pl_content = _content(pl_event.pdu) if pl_event else None
+        create_pdu = create.pdu if create else None
+        return EvaluationFacts(
+            local_members=members,
+            member_count=len(joined),
+            power_levels=pl_content,
+            create=create_pdu,
+            size=_facts_size(members, pl_content, create_pdu),
+        )
+
     async def room_facts(self, room_id: str) -> EvaluationFacts:
         """The facts of the room's current state that evaluation needs (cached)."""
         cached = self._rooms.get(room_id)
@@ -429,22 +492,8 @@ class PushEvaluator:
         wanted = [eid for _, eid in local]
         wanted += [e for e in (state.power_levels_id, state.create_id) if e]
         events = await self._store.get_events(wanted)
-        pl_event = events.get(state.power_levels_id or "")
-        create = events.get(state.create_id or "")
-        members: list[tuple[str, str | None]] = []
-        for user_id, member_id in local:
-            member = events.get(member_id)
-            name = _content(member.pdu if member else None).get("displayname")
-            members.append((user_id, name if isinstance(name, str) else None))
-        pl_content = _content(pl_event.pdu) if pl_event else None
-        create_pdu = create.pdu if create else None
-        facts = EvaluationFacts(
-            local_members=members,
-            member_count=len(state.members),
-            power_levels=pl_content,
-            create=create_pdu,
-            size=_facts_size(members, pl_content, create_pdu),
-        )
+        facts = self._facts(local, events, state.power_levels_id, state.create_id)
+        facts.member_count = len(state.members)
         if generation == self._rooms_generation:
             self._rooms.set(room_id, facts)
         return facts
@@ -459,7 +508,7 @@ class PushEvaluator:
         if self.is_local(sender):
             # Sending an event marks the sender's thread as read up to it.
             ops.append(ReadUpTo(sender, event.room_id, thread, event.stream_ordering))
-        facts = await self.room_facts(event.room_id)
+        facts = await self.facts_for(event)
         targets = [(u, name) for u, name in facts.local_members if u != sender]
         invitee = _local_invitee(pdu, sender, self.is_local)
         if invitee is not None:  # not joined, but their rules decide (.m.rule.invite_for_me)

@@ -1,19 +1,30 @@
 """Room history for clients: ``/messages`` pagination and ``/context`` around an event.
 
 Spec: client-server-api "Getting events for a room" (data/api/client-server/
-message_pagination.yaml, event_context.yaml). Events are ordered by stream
-ordering, the order in which this server accepted them. That is the topological
-order for every event created here; once federation backfills older history, a
-topological order (depth) will be needed for events that arrive late.
+message_pagination.yaml, event_context.yaml).
 
-Pagination tokens are ``t<N>``: the boundary just before stream position N. Going
-backwards from it gives the events before N; forwards, those at N and after. A
-sync ``prev_batch`` is such a token, and a sync ``next_batch`` (``p...``) is taken
-as the boundary after its event position, so both can be used as ``from``.
+Order. History follows the room DAG (topological order): events are ordered by
+``(depth, stream_ordering)``, as Synapse orders by ``(topological_ordering,
+stream_ordering)``. For events created here the two orders agree; they differ for
+events that arrive late (a fork merged from another server) and for backfilled
+history, which has negative stream orderings (storage/events.py) and so sorts before
+every live event of the same depth and never shows past a sync token.
+
+Tokens. ``t<depth>-<stream>`` is the boundary just before the event at that key
+(``<stream>`` may be negative: ``t5--3``): going backwards from it gives the events
+before that key, forwards those at it and after. ``t<N>`` (no second number) is a
+*stream* boundary, just before stream position N: a sync ``prev_batch``, and every
+token this server gave before history followed the DAG, so clients holding one keep
+paging. A sync ``next_batch`` (``p...``) is the stream boundary after its event
+position. From a stream boundary, /messages reads events by stream position but
+returns them in topological order, and the ``end`` it gives is topological (as
+Synapse does with its ``s`` tokens). Anything else is 400 ``M_INVALID_PARAM``.
+/sync keeps its own stream tokens (sync/token.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,32 +40,77 @@ from pocketserver.sync.token import SyncToken
 TOKEN_PREFIX = "t"
 MAX_LIMIT = 1000
 END = 1 << 62
-"""A position after every event (an exclusive upper bound meaning "no bound")."""
+"""A stream position after every event (an exclusive upper bound meaning "no bound")."""
+ROOM_START_STREAM = -(1 << 62)
+"""Below every stream ordering (backfilled ones count down from -1)."""
 SCAN_BATCHES = 5
 """One request reads at most this many batches when filters or history visibility
 hide events, then answers with what it found and a token to go on from."""
+_STREAM_TOKEN = re.compile(r"t(-?[0-9]{1,18})")
+_TOPO_TOKEN = re.compile(r"t([0-9]{1,18})-(-?[0-9]{1,18})")
 
 
-def parse_position(text: str) -> int:
-    """The position a pagination token names.
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A boundary in a room's history: just before the key ``(depth, stream)``, or
+    with ``depth`` None just before stream position ``stream``."""
+
+    depth: int | None
+    stream: int
+
+    def encode(self) -> str:
+        if self.depth is None:
+            return f"{TOKEN_PREFIX}{self.stream}"
+        return f"{TOKEN_PREFIX}{self.depth}-{self.stream}"
+
+    @property
+    def bound(self) -> history_store.Bound:
+        return (self.depth, self.stream)
+
+
+ROOM_START = Position(0, ROOM_START_STREAM)
+"""Before every event (depths are never negative: core/events.py)."""
+
+
+def before_event(depth: int, stream: int) -> Position:
+    return Position(depth, stream)
+
+
+def after_event(depth: int, stream: int) -> Position:
+    return Position(depth, stream + 1)
+
+
+def parse_token(text: str) -> Position:
+    """The boundary a pagination token names (see the module docstring).
 
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` if it is not a token of this server.
     """
-    if text.startswith(TOKEN_PREFIX):
-        digits = text[len(TOKEN_PREFIX) :]
-        if digits.isascii() and digits.isdigit() and len(digits) < 19:
-            return int(digits)
-    elif text.startswith(SYNC_TOKEN_PREFIX):
+    if m := _STREAM_TOKEN.fullmatch(text):
+        return Position(None, int(m[1]))
+    if m := _TOPO_TOKEN.fullmatch(text):
+        return Position(int(m[1]), int(m[2]))
+    if text.startswith(SYNC_TOKEN_PREFIX):
         try:
-            return SyncToken.parse(text).events + 1
+            return Position(None, SyncToken.parse(text).events + 1)
         except MatrixError:
             pass
     raise MatrixError(400, "M_INVALID_PARAM", "invalid pagination token")
 
 
+def parse_position(text: str) -> int:
+    """The stream position of a pagination token (for stream-ordered readers:
+    ``/relations``, ``/members?at=``, legacy ``/events``).
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` if it is not a token of this server.
+    """
+    return parse_token(text).stream
+
+
 def encode_position(position: int) -> str:
-    return f"{TOKEN_PREFIX}{position}"
+    """A stream boundary token (``t<N>``)."""
+    return Position(None, position).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +120,20 @@ class Access:
     member: bool
     """Joined now, or joined once and left: ``shared`` history before their join is
     theirs to read (as Synapse: only a world-readable peeker is not a member)."""
-    upto: int | None
+    upto: Position | None
     """An exclusive bound: a user who left sees nothing after their leave."""
 
+    def allows(self, depth: int, stream: int) -> bool:
+        """Whether the event at ``(depth, stream)`` is before the bound."""
+        if self.upto is None:
+            return True
+        if self.upto.depth is None:
+            return stream < self.upto.stream
+        return (depth, stream) < (self.upto.depth, self.upto.stream)
+
     def cap(self, position: int) -> int:
-        return position if self.upto is None else min(position, self.upto)
+        """A stream position capped to the bound (for stream-ordered readers)."""
+        return position if self.upto is None else min(position, self.upto.stream)
 
 
 async def room_access(client: RoomClient, user_id: str, room_id: str) -> Access:
@@ -86,7 +151,7 @@ async def room_access(client: RoomClient, user_id: str, room_id: str) -> Access:
     if membership in ("leave", "ban") and event_id is not None:
         event = await client.store.get_event(event_id)
         if event is not None:
-            return Access(member=True, upto=event.stream_ordering + 1)
+            return Access(member=True, upto=after_event(event.depth, event.stream_ordering))
     if await client.is_world_readable(room_id):
         return Access(member=False, upto=None)
     raise forbidden("you are not allowed to view this room")
@@ -95,7 +160,7 @@ async def room_access(client: RoomClient, user_id: str, room_id: str) -> Access:
 @dataclass(frozen=True, slots=True)
 class Page:
     events: list[ReadEvent]
-    position: int
+    position: Position
     """The boundary after the last event read (whether it was returned or not)."""
     more: bool
     """Whether there may be more events past ``position``."""
@@ -104,8 +169,8 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class Messages:
     chunk: list[ReadEvent]
-    start: int
-    end: int | None
+    start: Position
+    end: Position | None
     state: list[ReadEvent]
 
 
@@ -114,8 +179,8 @@ class Context:
     event: ReadEvent
     before: list[ReadEvent]
     after: list[ReadEvent]
-    start: int
-    end: int
+    start: Position
+    end: Position
     state: list[ReadEvent]
 
 
@@ -136,52 +201,60 @@ class History:
         room_id: str,
         access: Access,
         *,
-        start: int,
-        bound: int | None,
+        start: Position,
+        bound: Position | None,
         forwards: bool,
         limit: int,
         flt: EventFilter,
         ignored: frozenset[str] = frozenset(),
     ) -> Page:
         """Up to ``limit`` events the user may see, going from ``start`` towards
-        ``bound`` (a position; None: the end of history in that direction)."""
+        ``bound`` (None: the end of history in that direction), in topological order."""
+        lower: list[history_store.Bound] = []
+        upper: list[history_store.Bound] = [] if access.upto is None else [access.upto.bound]
         if forwards:
-            lo, hi = start, access.cap(END if bound is None else bound)
+            lower.append(start.bound)
+            if bound is not None:
+                upper.append(bound.bound)
         else:
-            lo, hi = bound or 0, access.cap(start)
+            upper.append(start.bound)
+            if bound is not None:
+                lower.append(bound.bound)
+        base_lower, base_upper = list(lower), list(upper)
         position = start
         found: list[ReadEvent] = []
-        if limit <= 0 or lo >= hi:
-            return Page(found, position, limit <= 0 and lo < hi)
+        if limit <= 0:
+            return Page(found, position, True)
         more = True
         for _ in range(SCAN_BATCHES):
             want = max(limit - len(found), 20)
             rows = await self.store.db.read(
-                history_store.room_events, room_id, lo, hi, forwards, want + 1
+                history_store.room_events, room_id, lower, upper, forwards, want + 1
             )
             more = len(rows) > want
             rows = rows[:want]
-            events = await self.reader.get_events(eid for eid, _ in rows)
+            events = await self.reader.get_events(eid for eid, _, _ in rows)
             candidates = [
                 events[eid]
-                for eid, _ in rows
+                for eid, _, _ in rows
                 if eid in events
                 and flt.matches(events[eid].pdu)
                 and _not_ignored(events[eid].pdu, ignored)
             ]
             seen = await filter_visible(self.store, user_id, candidates, joined_now=access.member)
             visible = {ev.event_id: ev for ev in seen}  # as shown (erased senders: redacted)
-            for i, (eid, so) in enumerate(rows):
-                position = so + 1 if forwards else so
+            for i, (eid, depth, so) in enumerate(rows):
+                position = after_event(depth, so) if forwards else before_event(depth, so)
                 if eid in visible:
                     found.append(visible[eid])
                 if len(found) >= limit:
                     more = more or i < len(rows) - 1
                     break
+            # Go on after the last event read.
             if forwards:
-                lo = position
+                lower = [*base_lower, position.bound]
             else:
-                hi = position
+                upper = [*base_upper, position.bound]
             if not more or len(found) >= limit:
                 break
         return Page(found, position, more)
@@ -191,8 +264,8 @@ class History:
         user_id: str,
         room_id: str,
         *,
-        from_pos: int | None,
-        to_pos: int | None,
+        from_pos: Position | None,
+        to_pos: Position | None,
         forwards: bool,
         limit: int,
         flt: EventFilter,
@@ -205,7 +278,11 @@ class History:
         """
         access = await room_access(self.client, user_id, room_id)
         if from_pos is None:
-            from_pos = 0 if forwards else await self.store.db.read(history_store.next_position)
+            from_pos = (
+                ROOM_START
+                if forwards
+                else Position(None, await self.store.db.read(history_store.next_position))
+            )
         page = await self.paginate(
             user_id,
             room_id,
@@ -247,12 +324,14 @@ class History:
         """
         access = await room_access(self.client, user_id, room_id)
         event = await self.visible_event(user_id, room_id, event_id, access)
+        stored = await self.store.get_event(event_id)
+        depth = stored.depth if stored is not None else 0
         limit = min(limit, MAX_LIMIT)
         before = await self.paginate(
             user_id,
             room_id,
             access,
-            start=event.stream_ordering,
+            start=before_event(depth, event.stream_ordering),
             bound=None,
             forwards=False,
             limit=limit // 2,
@@ -263,7 +342,7 @@ class History:
             user_id,
             room_id,
             access,
-            start=event.stream_ordering + 1,
+            start=after_event(depth, event.stream_ordering),
             bound=None,
             forwards=True,
             limit=limit - limit // 2,
@@ -295,7 +374,11 @@ class History:
         if event is None or event.room_id != room_id:
             raise not_found("event not found")
         stored = await self.store.get_event(event_id)
-        if stored is None or stored.outlier or access.cap(END) <= event.stream_ordering:
+        if (
+            stored is None
+            or stored.outlier
+            or not access.allows(stored.depth, stored.stream_ordering)
+        ):
             raise not_found("event not found")
         shown = await filter_visible(self.store, user_id, [event], joined_now=access.member)
         if not shown:

@@ -74,8 +74,8 @@ class RoomActionLimits:
         self.room_creation.check(user_id, trio.current_time())
 
     def on_persisted(self, event: PersistedEvent) -> None:
-        """Writer listener: every accepted join fills its room's ``rc_joins_per_room``."""
-        if event.pdu.get("type") != "m.room.member" or not event.accepted:
+        """Writer listener: every live join fills its room's ``rc_joins_per_room``."""
+        if event.pdu.get("type") != "m.room.member" or not event.live:
             return
         content = event.pdu.get("content")
         if isinstance(content, Mapping) and content.get("membership") == "join":

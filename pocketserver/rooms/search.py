@@ -35,7 +35,7 @@ MAX_LEFT_ROOMS = 200
 MAX_SCANNED = 500
 """Candidates examined per request at most (visibility can hide many of them)."""
 
-_TOKEN = re.compile(r"([rs])(\d{1,18})\Z")
+_TOKEN = re.compile(r"([rs])(-?\d{1,18})\Z")  # s: a stream position (negative: backfill)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 client-server-api/modules/search.md "room_events": searchable are ``content.body``
 of ``m.room.message``, ``content.name`` of ``m.room.name`` and, of
 ``m.room.topic``, ``content.topic`` and the text/plain body in ``m.topic``. Only
-accepted events of the graph are indexed; a redaction that applies removes its
-target (rooms/fragments/v3-handling-redactions.md).
+accepted events of the graph are indexed (live and backfilled); a redaction that
+applies removes its target (rooms/fragments/v3-handling-redactions.md), judged by the
+power levels in the state *before the redaction* (a late or forked redaction is
+judged where it stands in the DAG, not by today's state).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pocketserver.core.redaction import redaction_applies
 from pocketserver.core.room_versions import UnsupportedRoomVersion, get_room_version
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import search as search_store
+from pocketserver.storage import state as state_store
 
+PL, CREATE = "m.room.power_levels", "m.room.create"
 MAX_INDEXED_CHARS = 4096
 """Only the start of very long texts is indexed (keeps the index small)."""
 
@@ -90,7 +94,7 @@ def _apply_redaction(conn: sqlite3.Connection, event: PersistedEvent) -> None:
         get_room_version(version)
     except UnsupportedRoomVersion:
         return
-    pl, create = _power_and_create(conn, event.room_id, version)
+    pl, create = _power_and_create(conn, event.room_id, version, event.state_before)
     if create is None:
         return
     if redaction_applies(pdu, target, version, pl, create):
@@ -98,16 +102,27 @@ def _apply_redaction(conn: sqlite3.Connection, event: PersistedEvent) -> None:
 
 
 def _power_and_create(
-    conn: sqlite3.Connection, room_id: str, version: str
+    conn: sqlite3.Connection, room_id: str, version: str, state_group: int | None
 ) -> tuple[Mapping[str, object] | None, Mapping[str, object] | None]:
-    """The current power levels content and the create PDU (the redaction is a
-    message event, so the current state is the state it was sent in)."""
-    rows = conn.execute(
-        "SELECT c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
-        " WHERE c.room_id = ? AND c.state_key = ''"
-        " AND c.type IN ('m.room.power_levels', 'm.room.create')",
-        (room_id,),
-    ).fetchall()
+    """The power levels content and the create PDU in the state group before the
+    redaction (the current state if it has none)."""
+    if state_group is not None:
+        state = state_store.get_group_state(conn, state_group)
+        ids = {t: state[(t, "")] for t in (PL, CREATE) if (t, "") in state}
+        rows = [
+            (t, row[0])
+            for t, eid in ids.items()
+            if (
+                row := conn.execute("SELECT json FROM events WHERE event_id = ?", (eid,)).fetchone()
+            )
+        ]
+    else:
+        rows = conn.execute(
+            "SELECT c.type, e.json FROM current_state c JOIN events e"
+            " ON e.event_id = c.event_id WHERE c.room_id = ? AND c.state_key = ''"
+            " AND c.type IN ('m.room.power_levels', 'm.room.create')",
+            (room_id,),
+        ).fetchall()
     found = {str(r[0]): json.loads(str(r[1])) for r in rows}
     create = found.get("m.room.create")
     if create is None and get_room_version(version).hydra:

@@ -9,11 +9,36 @@ concurrently and meet only at the database's single write connection.
 Remote PDUs follow server-server-api.md "Checks performed on receipt of a PDU":
 format, signatures, content hash (a mismatch redacts the event), auth against its
 auth events, auth against the state before it (else rejected), auth against the
-current state (else soft-failed). Outliers are events known without state at them.
+current state (else soft-failed).
+
+Remote input comes in one of three kinds (:class:`EventKind`, as Dendrite's
+roomserver input kinds):
+
+- *new*: live traffic. It may become a forward extremity, change the current state,
+  wake /sync and be pushed; it takes the next (positive) stream ordering.
+- *backfill*: old history fetched to fill the past (``/backfill``). It gets the state
+  before it and full checks, but is never a forward extremity, never changes the
+  current state, is not soft-failed (as Synapse), never wakes /sync and is never
+  pushed. It takes a *negative* stream ordering below everything stored
+  (storage/events.py), so no sync token is ever before it; /messages places it by
+  its depth (rooms/history.py).
+- *outlier*: an auth or state event held without its place in the DAG (no state,
+  no timeline place; a later *new*/*backfill* receipt of it gives it both).
+
+:meth:`RoomWriter.receive_batch` takes many events at once: outliers (the state and
+auth chain of a join, thousands of events) are each checked, then stored in a few
+large write transactions of :data:`BATCH_TXN_EVENTS` events.
+
+Every stored event is reported to listeners as a :class:`PersistedEvent` that carries
+its kind, its origin and the state group before it, so listeners skip backfill and
+outliers and derived data (push rules, the search index's redaction check) is
+computed from the state *at the event*, not the room's current state.
 """
 
 from __future__ import annotations
 
+import enum
+import heapq
 import logging
 import sqlite3
 import time
@@ -30,7 +55,7 @@ from pocketserver.core.auth_rules import (
     check_auth_against_state,
 )
 from pocketserver.core.client_actions import ActionRefused, check_local_redaction
-from pocketserver.core.crypto import check_content_hash, encode_canonical_json
+from pocketserver.core.crypto import SignatureError, check_content_hash, encode_canonical_json
 from pocketserver.core.event_signing import verify_event_signatures
 from pocketserver.core.events import (
     MAX_KEY_BYTES,
@@ -56,6 +81,18 @@ from pocketserver.sync.notifier import Notifier
 log = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+BATCH_TXN_EVENTS = 1000
+"""Outliers of a batch are stored this many per write transaction (a 2,000-event join
+state is two transactions, short enough not to hold other rooms' writes up long)."""
+
+
+class EventKind(enum.Enum):
+    """How an event enters a room (see the module docstring)."""
+
+    NEW = "new"
+    BACKFILL = "backfill"
+    OUTLIER = "outlier"
+
 
 Guard = Callable[[Mapping[StateKey, str]], Awaitable[None]]
 """Checks a local event's request against the state before it (under the room's lock)."""
@@ -84,13 +121,31 @@ class PersistedEvent:
     pdu: dict[str, object]
     rejected: str | None = None
     soft_failed: bool = False
-    outlier: bool = False
+    kind: EventKind = EventKind.NEW
+    origin: str | None = None
+    """The server it came from: this server for local events, else the server that
+    handed it over (by default its sender's)."""
     state_changed: bool = False
     """Storing the event changed the room's current state (caches of it are stale)."""
+    state_before: int | None = None
+    """The state group before the event (None for outliers and a create event)."""
+    at_current: bool = True
+    """The state before the event was the room's current state when it was stored (a
+    live event on top of every forward extremity); False for a late or forked event,
+    whose derived data must read ``state_before`` instead."""
 
     @property
     def accepted(self) -> bool:
         return self.rejected is None and not self.soft_failed
+
+    @property
+    def outlier(self) -> bool:
+        return self.kind is EventKind.OUTLIER
+
+    @property
+    def live(self) -> bool:
+        """Accepted live traffic: what wakes /sync, is pushed, sent to appservices."""
+        return self.kind is EventKind.NEW and self.accepted
 
 
 @dataclass
@@ -106,15 +161,24 @@ class _Prepared:
     state_before_group: int | None
     base_group: int | None = None  # a group state_before may be stored as a delta on
     base_state: dict[StateKey, str] = field(default_factory=dict)
-    outlier: bool = False
+    kind: EventKind = EventKind.NEW
+    origin: str | None = None
     rejected: str | None = None
     soft_failed: bool = False
     new_room_creator: str | None = None
     existing_outlier: bool = False
+    # A backfilled event's (negative) stream ordering, reserved before it is stored.
+    backfill_ordering: int | None = None
     # The room's forward extremities when the event was built (read under the room lock).
     old_extremities: list[tuple[str, int]] | None = None
     # The event already has children in the graph (it arrived after them).
     has_children: bool = False
+    # Set by _persist: the state before it was the room's current state.
+    at_current: bool = True
+
+    @property
+    def outlier(self) -> bool:
+        return self.kind is EventKind.OUTLIER
 
     @property
     def state_key(self) -> StateKey | None:
@@ -144,6 +208,7 @@ class RoomWriter:
         self._locks = KeyedLocks()
         self._txn_hooks: list[TxnHook] = []
         self._listeners: list[Listener] = []
+        self._backfill_floor: int | None = None
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Call ``hook(conn, event)`` inside the write transaction of every event stored."""
@@ -222,6 +287,7 @@ class RoomWriter:
             state_before={},
             state_before_group=None,
             new_room_creator=creator,
+            origin=self.server_name,
         )
         async with self._locks(room_id):
             return await self._persist(prepared)
@@ -354,6 +420,7 @@ class RoomWriter:
             state_before={},
             state_before_group=None,
             old_extremities=extremities,
+            origin=self.server_name,
         )
         await self._state_after_all(p, prev_events)
         state_before = p.state_before
@@ -448,11 +515,25 @@ class RoomWriter:
             raise MatrixError(400, "M_BAD_JSON", f"invalid event: {e}") from None
 
     async def _add_create(
-        self, room_id: str, auth_map: dict[StateKey, Mapping[str, object]]
+        self,
+        room_id: str,
+        auth_map: dict[StateKey, Mapping[str, object]],
+        known: Mapping[str, StoredEvent] | None = None,
     ) -> None:
-        create = await self.store.get_event(building.create_event_id_for_room(room_id))
+        create_id = building.create_event_id_for_room(room_id)
+        create = (known or {}).get(create_id) or await self.store.get_event(create_id)
         if create is not None:
             auth_map[CREATE_KEY] = create.pdu
+
+    async def _events(
+        self, event_ids: Sequence[str], known: Mapping[str, StoredEvent] | None
+    ) -> dict[str, StoredEvent]:
+        """The events among ``event_ids`` in ``known`` or stored."""
+        found = {e: known[e] for e in event_ids if known and e in known}
+        rest = [e for e in event_ids if e not in found]
+        if rest:
+            found.update(await self.store.get_events(rest))
+        return found
 
     # --- state -----------------------------------------------------------------------
 
@@ -514,15 +595,20 @@ class RoomWriter:
             state_after = {**p.state_before, p.state_key: p.event_id}
         current_delta: dict[StateKey, str | None] = {}
         extremities_removed: list[str] = []
-        accepted = p.rejected is None and not p.soft_failed and not p.outlier
+        # Only live events move the room's front: backfill and outliers never touch
+        # its forward extremities or current state.
+        live = p.rejected is None and not p.soft_failed and p.kind is EventKind.NEW
         # An event whose children are already in the graph (it filled a gap) is no
         # forward extremity; its prev events stop being extremities all the same.
-        joins_graph = accepted and not p.has_children
-        if accepted:
+        joins_graph = live and not p.has_children
+        p.at_current = False
+        if live:
             old = p.old_extremities
             if old is None:
                 old = await self.store.forward_extremities(p.room_id)
             old_ids = {eid for eid, _ in old}
+            # On top of every extremity: the state before it is the current state.
+            p.at_current = old_ids == set(p.prev_ids)
             extremities_removed = sorted(old_ids & set(p.prev_ids))
             remaining = old_ids - set(p.prev_ids)
             if joins_graph:
@@ -569,10 +655,10 @@ class RoomWriter:
             state_after=after_group,
         )
         self.store.remember_event(stored)
-        persisted = _persisted(p, stream_ordering, bool(current_delta))
+        persisted = _persisted(p, stream_ordering, bool(current_delta), before_group)
         for listener in self._listeners:
             listener(persisted)
-        if accepted:
+        if persisted.live:
             self._notifier.notify(stream_ordering)
         return persisted
 
@@ -627,8 +713,9 @@ class RoomWriter:
         room_version: str,
         keys: Mapping[str, Mapping[str, VerifyKey]],
         *,
+        kind: EventKind = EventKind.NEW,
         state_before: Mapping[StateKey, str] | None = None,
-        outlier: bool = False,
+        origin: str | None = None,
     ) -> PersistedEvent:
         """Accept a PDU from another server (or one fetched for an auth chain).
 
@@ -636,13 +723,19 @@ class RoomWriter:
             pdu: The event as received.
             room_version: The room's version (known from the room or the request).
             keys: Verify keys of the servers that must have signed it.
+            kind: Live (``NEW``), old history (``BACKFILL``) or held without state
+                (``OUTLIER``: auth chain or state events of a join); see the module
+                docstring.
             state_before: The state before the event, when its prev events are not
                 known here (from ``/state_ids``); otherwise computed from prev events.
-            outlier: Store it without state (auth chain or state events of a join).
+            origin: The server that handed it over (default: its sender's server).
 
         Returns:
             What was stored: rejected events are stored (so they are not fetched
-            again) with the reason; soft-failed events are stored but not shown.
+            again) with the reason; soft-failed events are stored but not shown. An
+            event already stored (with state, or as an outlier when ``OUTLIER`` is
+            asked) is returned as it is; an outlier received again as ``NEW`` or
+            ``BACKFILL`` gets its state and its place.
 
         Raises:
             EventFormatError: malformed; dropped, nothing stored.
@@ -650,22 +743,179 @@ class RoomWriter:
             MissingEventsError: auth events (or, without ``state_before``, prev events)
                 are unknown here; fetch them and try again.
         """
+        event_id, pdu = self._verify_remote(pdu, room_version, keys)
+        return await self._receive_verified(event_id, pdu, room_version, kind, state_before, origin)
+
+    async def _receive_verified(
+        self,
+        event_id: str,
+        pdu: dict[str, object],
+        room_version: str,
+        kind: EventKind,
+        state_before: Mapping[StateKey, str] | None,
+        origin: str | None,
+        backfill_ordering: int | None = None,
+    ) -> PersistedEvent:
+        room_id = self._remote_room_id(pdu, room_version, event_id)
+        async with self._locks(room_id):
+            existing = await self.store.get_event(event_id)
+            if existing is not None and (kind is EventKind.OUTLIER or not existing.outlier):
+                return _as_persisted(existing)
+            prepared = await self._check_remote(
+                pdu, room_version, room_id, event_id, state_before, kind
+            )
+            prepared.existing_outlier = existing is not None
+            prepared.origin = origin or _server_of(pdu.get("sender"))
+            if kind is EventKind.BACKFILL:
+                if backfill_ordering is None:
+                    backfill_ordering = await self._reserve_backfill(1)
+                prepared.backfill_ordering = backfill_ordering
+            return await self._persist(prepared)
+
+    async def receive_batch(
+        self,
+        room_id: str,
+        room_version: str,
+        pdus: Sequence[dict[str, object]],
+        keys: Mapping[str, Mapping[str, VerifyKey]],
+        *,
+        kind: EventKind = EventKind.OUTLIER,
+        origin: str | None = None,
+    ) -> list[PersistedEvent]:
+        """Accept many PDUs of one room at once (a ``send_join`` answer's state and auth
+        chain as outliers; a ``/backfill`` answer).
+
+        Each PDU gets the checks of :meth:`receive_pdu` (format, signatures, content
+        hash, auth against its auth events, which may be in the batch). PDUs that fail
+        format or signature checks are dropped (logged), as ``receive_pdu`` drops them.
+        Outliers are then stored :data:`BATCH_TXN_EVENTS` per write transaction, in
+        auth order. Other kinds need each event's state, computed from the one before:
+        they go in one by one, oldest (lowest depth) first.
+
+        Returns:
+            What was stored (or was already), in the order processed.
+
+        Raises:
+            MissingEventsError: auth events neither in the batch nor stored here;
+                nothing was stored. For ``NEW``/``BACKFILL``, as ``receive_pdu``
+                (events before the failing one stay stored).
+            EventFormatError: the room is known with another version.
+        """
+        verified: dict[str, dict[str, object]] = {}
+        for pdu in pdus:
+            try:
+                event_id, checked = self._verify_remote(pdu, room_version, keys)
+            except (EventFormatError, SignatureError) as e:
+                log.info("dropping a PDU of a batch for %s: %s", room_id, e)
+                continue
+            if self._remote_room_id(checked, room_version, event_id) != room_id:
+                log.info("dropping %s of a batch for %s: another room", event_id, room_id)
+                continue
+            verified[event_id] = checked
+        ordered = _graph_order(verified, room_version)
+        if kind is not EventKind.OUTLIER:
+            first = None
+            if kind is EventKind.BACKFILL:
+                first = await self._reserve_backfill(len(ordered))
+            return [
+                await self._receive_verified(
+                    event_id,
+                    verified[event_id],
+                    room_version,
+                    kind,
+                    None,
+                    origin,
+                    None if first is None else first + i,
+                )
+                for i, event_id in enumerate(ordered)
+            ]
+        async with self._locks(room_id):
+            return await self._receive_outliers(room_id, room_version, verified, ordered, origin)
+
+    async def _receive_outliers(
+        self,
+        room_id: str,
+        room_version: str,
+        pdus: Mapping[str, dict[str, object]],
+        ordered: Sequence[str],
+        origin: str | None,
+    ) -> list[PersistedEvent]:
+        existing = await self.store.db.read(event_store.get_events, ordered)
+        cited = {a for eid in ordered for a in auth_event_ids(pdus[eid], room_version)}
+        known: dict[str, StoredEvent] = dict(existing)
+        outside = [a for a in cited if a not in pdus and a not in known]
+        known.update(await self.store.db.read(event_store.get_events, outside))
+        missing = sorted(a for a in outside if a not in known)
+        if missing:
+            raise MissingEventsError(missing, "auth")
+        results: dict[str, PersistedEvent] = {
+            eid: _as_persisted(ev) for eid, ev in existing.items()
+        }
+        todo: list[_Prepared] = []
+        stored_version = await self.store.room_version(room_id)
+        if stored_version is not None and stored_version != room_version:
+            raise EventFormatError(
+                f"room {room_id} is version {stored_version}, not {room_version}"
+            )
+        room_known = stored_version is not None
+        for event_id in ordered:
+            if event_id in existing:
+                continue
+            p = await self._check_remote(
+                pdus[event_id],
+                room_version,
+                room_id,
+                event_id,
+                None,
+                EventKind.OUTLIER,
+                known=known,
+                room_known=room_known,
+            )
+            p.origin = origin or _server_of(p.pdu.get("sender"))
+            if p.new_room_creator is not None:
+                room_known = True
+            known[event_id] = _pending_stored(p)
+            todo.append(p)
+        now_ms = int(time.time() * 1000)
+        for i in range(0, len(todo), BATCH_TXN_EVENTS):
+            chunk = todo[i : i + BATCH_TXN_EVENTS]
+            streams = await self.store.db.write(
+                _persist_outliers_txn, chunk, now_ms, list(self._txn_hooks)
+            )
+            for p, stream in zip(chunk, streams, strict=True):
+                if p.new_room_creator is not None:
+                    self.store.remember_room_version(p.room_id, p.room_version)
+                persisted = _persisted(p, stream, False, None)
+                results[p.event_id] = persisted
+                for listener in self._listeners:
+                    listener(persisted)
+        return [results[eid] for eid in ordered if eid in results]
+
+    async def _reserve_backfill(self, n: int) -> int:
+        """The first of ``n`` consecutive stream orderings below every event stored or
+        reserved before. A batch of backfill is numbered upwards in DAG order; each
+        later backfill (older history, as backfill goes back in time) goes below it.
+        This writer is the only one that stores events, so the floor is kept here."""
+        if self._backfill_floor is None:
+            floor = await self.store.db.read(event_store.lowest_ordering)
+            if self._backfill_floor is None:  # not set by another task meanwhile
+                self._backfill_floor = floor
+        self._backfill_floor -= n
+        return self._backfill_floor
+
+    @staticmethod
+    def _verify_remote(
+        pdu: dict[str, object], room_version: str, keys: Mapping[str, Mapping[str, VerifyKey]]
+    ) -> tuple[str, dict[str, object]]:
+        """Format and signatures (else raise), then the content hash (a mismatch
+        redacts the event): server-server-api.md "Checks performed on receipt"."""
         validate_pdu(pdu, room_version)
         verify_event_signatures(pdu, room_version, keys)
         event_id = compute_event_id(pdu, room_version)
         if not check_content_hash(pdu):
             log.info("content hash mismatch on %s: redacting it", event_id)
             pdu = redact(pdu, room_version)
-        room_id = self._remote_room_id(pdu, room_version, event_id)
-        async with self._locks(room_id):
-            existing = await self.store.get_event(event_id)
-            if existing is not None and (outlier or not existing.outlier):
-                return _as_persisted(existing)
-            prepared = await self._check_remote(
-                pdu, room_version, room_id, event_id, state_before, outlier
-            )
-            prepared.existing_outlier = existing is not None
-            return await self._persist(prepared)
+        return event_id, pdu
 
     @staticmethod
     def _remote_room_id(pdu: Mapping[str, object], room_version: str, event_id: str) -> str:
@@ -680,16 +930,24 @@ class RoomWriter:
         room_id: str,
         event_id: str,
         given_state: Mapping[StateKey, str] | None,
-        outlier: bool,
+        kind: EventKind,
+        *,
+        known: Mapping[str, StoredEvent] | None = None,
+        room_known: bool = False,
     ) -> _Prepared:
+        """The checks of a remote PDU; ``known`` holds events of the same batch (not
+        stored yet) and ``room_known`` says the room is known (or made known by the
+        batch) with version ``room_version``."""
         version = get_room_version(room_version)
         auth_ids = auth_event_ids(pdu, room_version)
         prev_ids = prev_event_ids(pdu, room_version)
         is_create = pdu.get("type") == "m.room.create"
-        known_version = await self.store.room_version(room_id)
+        outlier = kind is EventKind.OUTLIER
+        # A batch checked the version once (and may have made the room known itself).
+        known_version = room_version if room_known else await self.store.room_version(room_id)
         if known_version is not None and known_version != room_version:
             raise EventFormatError(f"room {room_id} is version {known_version}, not {room_version}")
-        auth_events = await self.store.get_events(auth_ids)
+        auth_events = await self._events(auth_ids, known)
         missing = [a for a in auth_ids if a not in auth_events]
         if missing:
             raise MissingEventsError(missing, "auth")
@@ -703,7 +961,7 @@ class RoomWriter:
             auth_ids=auth_ids,
             state_before={},
             state_before_group=None,
-            outlier=outlier,
+            kind=kind,
         )
         if not is_create and known_version is None:
             if version.hydra:
@@ -731,7 +989,7 @@ class RoomWriter:
             (ev.type, ev.state_key or ""): ev.pdu for ev in auth_events.values()
         }
         if version.hydra and not is_create:
-            await self._add_create(room_id, auth_map)
+            await self._add_create(room_id, auth_map, known)
         rejected_auth = [a for a, ev in auth_events.items() if ev.rejected is not None]
         try:
             if rejected_auth:
@@ -752,6 +1010,8 @@ class RoomWriter:
         except AuthError as e:
             p.rejected = f"state before: {e}"
             return p
+        if kind is EventKind.BACKFILL:
+            return p  # old history: no soft failure against today's state (as Synapse)
         current = await self.store.current_state_ids(room_id)
         try:
             state_pdus = await self._state_pdus(current, keys)
@@ -806,8 +1066,94 @@ class RoomWriter:
             raise MissingEventsError([e for e in p.prev_ids if e not in usable], "prev")
 
 
+def _server_of(user_id: object) -> str | None:
+    return user_id.partition(":")[2] or None if isinstance(user_id, str) else None
+
+
+def _graph_order(pdus: Mapping[str, Mapping[str, object]], room_version: str) -> list[str]:
+    """The batch's event IDs with every event after the batch events it cites (auth and
+    prev edges), shallowest first among those ready. Events in a cycle (only possible
+    with v1/v2's free-form IDs) are dropped: none of them can be authorised first."""
+    cites = {
+        eid: {
+            e
+            for e in (*auth_event_ids(pdu, room_version), *prev_event_ids(pdu, room_version))
+            if e in pdus and e != eid
+        }
+        for eid, pdu in pdus.items()
+    }
+    children: dict[str, list[str]] = {}
+    for eid, deps in cites.items():
+        for dep in deps:
+            children.setdefault(dep, []).append(eid)
+    waiting = {eid: len(deps) for eid, deps in cites.items()}
+    ready = [(_int(pdus[eid].get("depth")), eid) for eid, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, eid = heapq.heappop(ready)
+        order.append(eid)
+        for child in children.get(eid, ()):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, (_int(pdus[child].get("depth")), child))
+    if len(order) < len(pdus):
+        log.info("dropping %d event(s) of a batch in an edge cycle", len(pdus) - len(order))
+    return order
+
+
+def _pending_stored(p: _Prepared) -> StoredEvent:
+    """A checked batch event as the batch's later events see it (not stored yet)."""
+    return StoredEvent(
+        event_id=p.event_id,
+        room_id=p.room_id,
+        stream_ordering=0,
+        pdu=p.pdu,
+        depth=p.depth,
+        outlier=True,
+        soft_failed=False,
+        rejected=p.rejected,
+        state_before=None,
+        state_after=None,
+    )
+
+
+def _persist_outliers_txn(
+    conn: sqlite3.Connection, chunk: Sequence[_Prepared], now_ms: int, hooks: Sequence[TxnHook]
+) -> list[int]:
+    """Many outliers in one write transaction; their stream orderings."""
+    streams = []
+    for p in chunk:
+        if p.new_room_creator is not None:
+            event_store.insert_room(conn, p.room_id, p.room_version, p.new_room_creator, now_ms)
+        stream = event_store.insert_event(
+            conn,
+            p.event_id,
+            p.room_id,
+            p.pdu,
+            depth=p.depth,
+            prev_ids=p.prev_ids,
+            auth_ids=p.auth_ids,
+            received_ms=now_ms,
+            outlier=True,
+            rejected=p.rejected,
+        )
+        for hook in hooks:
+            hook(conn, _persisted(p, stream, False, None))
+        streams.append(stream)
+    return streams
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def stored_kind(ev: StoredEvent) -> EventKind:
+    """The kind an event was stored as: outliers have no state, backfilled events a
+    negative stream ordering."""
+    if ev.outlier:
+        return EventKind.OUTLIER
+    return EventKind.BACKFILL if ev.stream_ordering < 0 else EventKind.NEW
 
 
 def _as_persisted(ev: StoredEvent) -> PersistedEvent:
@@ -818,7 +1164,9 @@ def _as_persisted(ev: StoredEvent) -> PersistedEvent:
         pdu=ev.pdu,
         rejected=ev.rejected,
         soft_failed=ev.soft_failed,
-        outlier=ev.outlier,
+        kind=stored_kind(ev),
+        state_before=ev.state_before,
+        at_current=False,
     )
 
 
@@ -849,6 +1197,7 @@ def _persist_txn(
             after_group = state_store.create_group(
                 conn, p.room_id, state_after, before_group, p.state_before if before_group else None
             )
+    ordering = p.backfill_ordering if p.kind is EventKind.BACKFILL else None
     if p.existing_outlier:
         stream = event_store.de_outlier_event(
             conn,
@@ -857,6 +1206,7 @@ def _persist_txn(
             rejected=p.rejected,
             state_before=before_group,
             state_after=after_group,
+            stream_ordering=ordering,
         )
     else:
         stream = event_store.insert_event(
@@ -873,6 +1223,7 @@ def _persist_txn(
             rejected=p.rejected,
             state_before=before_group,
             state_after=after_group,
+            stream_ordering=ordering,
         )
     if p.rejected is None and not p.soft_failed and not p.outlier:
         redacts = _redacts(p.pdu, p.room_version)
@@ -882,13 +1233,15 @@ def _persist_txn(
     event_store.set_forward_extremities(conn, p.room_id, extremities_removed, added)
     state_store.apply_current_state_delta(conn, p.room_id, current_delta, memberships)
     if hooks:
-        persisted = _persisted(p, stream, bool(current_delta))
+        persisted = _persisted(p, stream, bool(current_delta), before_group)
         for hook in hooks:
             hook(conn, persisted)
     return stream, before_group, after_group
 
 
-def _persisted(p: _Prepared, stream_ordering: int, state_changed: bool) -> PersistedEvent:
+def _persisted(
+    p: _Prepared, stream_ordering: int, state_changed: bool, state_before: int | None
+) -> PersistedEvent:
     return PersistedEvent(
         event_id=p.event_id,
         room_id=p.room_id,
@@ -896,8 +1249,11 @@ def _persisted(p: _Prepared, stream_ordering: int, state_changed: bool) -> Persi
         pdu=p.pdu,
         rejected=p.rejected,
         soft_failed=p.soft_failed,
-        outlier=p.outlier,
+        kind=p.kind,
+        origin=p.origin,
         state_changed=state_changed,
+        state_before=state_before,
+        at_current=p.at_current,
     )
 
 

@@ -1,4 +1,12 @@
-"""The ``events`` table and the DAG around it: edges, auth edges, extremities, redactions."""
+"""The ``events`` table and the DAG around it: edges, auth edges, extremities, redactions.
+
+Stream orderings: live events and outliers take the next positive position (the
+``AUTOINCREMENT`` key, in commit order: what /sync reads past its token). Backfilled
+history takes *negative* positions below every event stored so far (the room writer
+hands them out from :func:`lowest_ordering`, counting down), so it never shows past
+any sync token and sorts before everything live; /messages orders by
+``(depth, stream_ordering)`` (rooms/history.py).
+"""
 
 from __future__ import annotations
 
@@ -85,17 +93,20 @@ def insert_event(
     rejected: str | None = None,
     state_before: int | None = None,
     state_after: int | None = None,
+    stream_ordering: int | None = None,
 ) -> int:
-    """Insert an event with its edges; return its stream ordering.
+    """Insert an event with its edges; return its stream ordering (``stream_ordering``
+    if given: a backfilled event's, negative).
 
     ``room_id`` is separate from the PDU: a v12 create event carries none.
     """
     state_key = pdu.get("state_key")
     cur = conn.execute(
-        "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
-        " origin_server_ts, received_ts, json, outlier, soft_failed, rejected,"
-        " state_before, state_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+        " depth, origin_server_ts, received_ts, json, outlier, soft_failed, rejected,"
+        " state_before, state_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            stream_ordering,
             event_id,
             room_id,
             pdu["type"],
@@ -131,17 +142,20 @@ def de_outlier_event(
     rejected: str | None,
     state_before: int | None,
     state_after: int | None,
+    stream_ordering: int | None = None,
 ) -> int:
     """Give an outlier its state (it is now part of the room's graph); return its new
-    stream ordering (it moves to the end of the stream, where sync will see it)."""
+    stream ordering: the end of the stream, where sync will see it, or the given one
+    (a backfilled event's, below everything)."""
     row = conn.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
     conn.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
     cur = conn.execute(
-        "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
-        " origin_server_ts, received_ts, json, outlier, soft_failed, rejected,"
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+        " depth, origin_server_ts, received_ts, json, outlier, soft_failed, rejected,"
         " state_before, state_after, censored)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         (
+            stream_ordering,
             row["event_id"],
             row["room_id"],
             row["type"],
@@ -306,6 +320,13 @@ def redactions_due_for_censoring(
         (before_ms, limit),
     )
     return [(str(a), str(b)) for a, b in rows]
+
+
+def lowest_ordering(conn: sqlite3.Connection) -> int:
+    """The lowest stream ordering stored, or 0 if none is below 0 (no sync token is
+    below 0): backfilled events take orderings below it."""
+    row = conn.execute("SELECT min(stream_ordering) FROM events").fetchone()
+    return min(int(row[0] or 0), 0)
 
 
 def max_stream_ordering(conn: sqlite3.Connection) -> int:

@@ -25,7 +25,7 @@ from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.errors import MatrixError, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
-from pocketserver.rooms.history import Access, History, encode_position, room_access
+from pocketserver.rooms.history import Access, History, Position, parse_position, room_access
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import event_stream
@@ -150,10 +150,11 @@ class LegacySync:
             MatrixError: 400 ``M_INVALID_PARAM`` if it is neither.
         """
         if text.startswith("t"):
-            digits = text[1:]
-            if digits.isascii() and digits.isdigit() and 0 < len(digits) < 19:
-                return replace(self.now(), events=max(int(digits) - 1, 0))
-            raise MatrixError(400, "M_INVALID_PARAM", "invalid from token")
+            try:
+                stream = parse_position(text)
+            except MatrixError:
+                raise MatrixError(400, "M_INVALID_PARAM", "invalid from token") from None
+            return replace(self.now(), events=max(stream - 1, 0))
         return SyncToken.parse(text)
 
     # --- GET /events -----------------------------------------------------------------
@@ -253,14 +254,14 @@ class LegacySync:
             user_id,
             room_id,
             access,
-            start=after + 1,
-            bound=upto + 1,
+            start=Position(None, after + 1),
+            bound=Position(None, upto + 1),
             forwards=True,
             limit=limit,
             flt=EventFilter(),
             ignored=await self.ignored_users(user_id),
         )
-        reached = page.position - 1 if page.more else upto
+        reached = page.position.stream - 1 if page.more else upto
         now = _now_ms()
         return [legacy_event(ev, now) for ev in page.events], reached, [room_id]
 
@@ -348,7 +349,9 @@ class LegacySync:
         membership, member_event_id = await self.client.membership_of(room_id, user_id)
         now_token = self.now()
         parted = access.upto is not None
-        end = now_token if access.upto is None else replace(now_token, events=access.upto - 1)
+        end = (
+            now_token if access.upto is None else replace(now_token, events=access.upto.stream - 1)
+        )
         result = await self._room_snapshot(user_id, room_id, access, member_event_id, limit, end)
         if access.member and membership is not None:
             result["membership"] = membership
@@ -385,7 +388,7 @@ class LegacySync:
             state_ids = await self.store.group_state(left.state_after if left else None)
         else:
             state_ids = await self.store.current_state_ids(room_id)
-        start = access.cap(await self.store.db.read(history_store.next_position))
+        start = Position(None, await self.store.db.read(history_store.next_position))
         page = await self.history.paginate(
             user_id,
             room_id,
@@ -403,7 +406,7 @@ class LegacySync:
             "room_id": room_id,
             "messages": {
                 "chunk": [legacy_event(ev, now) for ev in reversed(page.events)],
-                "start": encode_position(page.position),
+                "start": page.position.encode(),
                 "end": end.encode(),
             },
             "state": [legacy_event(state[i], now) for i in state_ids.values() if i in state],
@@ -465,7 +468,8 @@ class LegacySync:
                     entry["inviter"] = invite.pdu.get("sender")
             elif m.membership in ("join", "leave", "ban"):
                 left = m.membership != "join"
-                access = Access(member=True, upto=m.stream_ordering + 1 if left else None)
+                upto = Position(None, m.stream_ordering + 1) if left else None
+                access = Access(member=True, upto=upto)
                 end = replace(now_token, events=m.stream_ordering) if left else now_token
                 entry.update(
                     await self._room_snapshot(user_id, m.room_id, access, m.event_id, limit, end)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -272,7 +273,7 @@ def test_messages_errors(server: RunningServer, big_room) -> None:
     path = f"/rooms/{room}/messages"
     assert err(user.get(path)) == (400, "M_MISSING_PARAM")
     assert err(user.get(path, dir="x")) == (400, "M_INVALID_PARAM")
-    for bad in ("nope", "t", "t-3", "tx", "p_", "s1_2"):
+    for bad in ("nope", "t", "t--3", "t-3-1", "t3-", "tx", "p_", "s1_2"):
         assert err(user.get(path, dir="b", **{"from": bad})) == (400, "M_INVALID_PARAM")
         assert err(user.get(path, dir="b", to=bad)) == (400, "M_INVALID_PARAM")
     for bad in ("ten", "-1", "1.5"):
@@ -362,3 +363,61 @@ def test_nio_room_messages(server: RunningServer, big_room) -> None:
 
     bodies = asyncio.run(scenario())
     assert [b for b in bodies if b.startswith("m")] == [f"m{i}" for i in reversed(range(MESSAGES))]
+
+
+def test_topological_tokens_and_old_stream_tokens(server: RunningServer) -> None:
+    """/messages and /context give ``t<depth>-<stream>`` tokens (DAG order); ``t<N>``
+    stream tokens (sync prev_batch, and every token given before history went
+    topological) and sync tokens keep working and agree with them."""
+    alice = User(server, "topoalice")
+    room = alice.create(name="topo")
+    first = [alice.text(room, f"a{i}") for i in range(6)]
+    next_batch = alice.sync(filter=json.dumps({"room": {"timeline": {"limit": 1}}}))["next_batch"]
+    stream = int(next_batch[1:].split("_")[0])
+    later = [alice.text(room, f"b{i}") for i in range(4)]
+    topo = re.compile(r"t[0-9]+-[0-9]+")
+
+    page = alice.ok(f"/rooms/{room}/messages", dir="b", limit=3)
+    assert [e["event_id"] for e in page["chunk"]] == later[:0:-1]
+    assert topo.fullmatch(page["end"]), page["end"]
+    walked, _ = paginate(alice, room, dir="b", limit=4, **{"from": page["end"]})
+    assert [e["event_id"] for e in walked if e["type"] == "m.room.message"] == [
+        later[0],
+        *first[::-1],
+    ]
+    # A stream token held from before: the boundary after stream position ``stream``
+    # (the last "a" message), the same as the sync token of that moment.
+    for old in (f"t{stream + 1}", next_batch):
+        back = alice.ok(f"/rooms/{room}/messages", dir="b", limit=2, **{"from": old})
+        assert [e["event_id"] for e in back["chunk"]] == first[:-3:-1]
+        assert topo.fullmatch(back["end"])
+        fwd = alice.ok(f"/rooms/{room}/messages", dir="f", limit=10, **{"from": old})
+        assert [e["event_id"] for e in fwd["chunk"]] == later
+        # ``to`` as a stream token bounds a topological walk.
+        bounded = alice.ok(
+            f"/rooms/{room}/messages", dir="b", limit=10, **{"from": page["end"], "to": old}
+        )
+        assert [e["event_id"] for e in bounded["chunk"]] == [later[0]]
+    # Below every event (a backfilled position) and beyond the room: no error.
+    assert alice.ok(f"/rooms/{room}/messages", dir="b", **{"from": "t-5"})["chunk"] == []
+    everything = alice.ok(f"/rooms/{room}/messages", dir="f", limit=50, **{"from": "t-5"})
+    assert [e["event_id"] for e in everything["chunk"] if e["type"] == "m.room.message"] == [
+        *first,
+        *later,
+    ]
+    beyond = alice.ok(f"/rooms/{room}/messages", dir="b", limit=1, **{"from": "t999999-0"})
+    assert [e["event_id"] for e in beyond["chunk"]] == [later[-1]]
+    # /context tokens are topological and continue without gaps or repeats.
+    ctx = alice.ok(f"/rooms/{room}/context/{later[0]}", limit=2)
+    assert topo.fullmatch(ctx["start"])
+    assert topo.fullmatch(ctx["end"])
+    back = alice.ok(f"/rooms/{room}/messages", dir="b", limit=2, **{"from": ctx["start"]})
+    assert [e["event_id"] for e in back["chunk"]] == first[-2::-1][:2]
+    fwd = alice.ok(f"/rooms/{room}/messages", dir="f", limit=2, **{"from": ctx["end"]})
+    assert [e["event_id"] for e in fwd["chunk"]] == later[2:4]
+    # Each bad token is a clean 400, never a 500, and reads nothing.
+    for bad in ("t1-", "t1-2-3", "t-1-2", "t12a", "t" + "9" * 19 + "-1"):
+        assert err(alice.get(f"/rooms/{room}/messages", dir="b", **{"from": bad})) == (
+            400,
+            "M_INVALID_PARAM",
+        )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import trio
 
 from pocketserver.push.evaluator import PushEvaluator, relation_of
-from pocketserver.rooms.writer import PersistedEvent
+from pocketserver.rooms.writer import EventKind, PersistedEvent
 
 
 @dataclass
@@ -77,7 +77,8 @@ async def test_rejected_outliers_and_other_receipts_are_not_queued() -> None:
     ev = _evaluator()
     ev.on_event(_event(1, rejected="auth"))
     ev.on_event(_event(2, soft_failed=True))
-    ev.on_event(_event(3, outlier=True))
+    ev.on_event(_event(3, kind=EventKind.OUTLIER))
+    ev.on_event(_event(4, kind=EventKind.BACKFILL))
     ev.on_receipt("@b:test.local", "!r:test.local", "m.fully_read", "$e1", None)
     ev.on_receipt("@b:elsewhere", "!r:test.local", "m.read", "$e1", None)
     assert ev.statistics().queued == 0

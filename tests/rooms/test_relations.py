@@ -72,7 +72,10 @@ def test_parse_position() -> None:
     assert parse_position("t42") == 42
     assert parse_position(encode_position(7)) == 7
     assert parse_position(SyncToken(events=9).encode()) == 10
-    for bad in ("", "t", "tx", "t-1", "x5", "p", "pa_b", "t" + "9" * 30, "t１"):
+    assert parse_position("t-3") == -3  # a backfilled event's stream position
+    assert parse_position("t7-12") == 12  # a topological token: its stream part
+    bad_tokens = ("", "t", "tx", "t--1", "x5", "p", "pa_b", "t" + "9" * 30, "t１")
+    for bad in (*bad_tokens, "t1-", "t-1-2", "t1-2-3", "t1--", "t 1", "t1-x"):
         with pytest.raises(MatrixError) as exc:
             parse_position(bad)
         assert (exc.value.status, exc.value.errcode) == (400, "M_INVALID_PARAM")

@@ -13,7 +13,7 @@ from pocketserver.core.events import EventFormatError
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.core.state_res import resolve_state
 from pocketserver.rooms.create import RoomSettings, create_room
-from pocketserver.rooms.writer import MissingEventsError, RoomWriter
+from pocketserver.rooms.writer import EventKind, MissingEventsError, RoomWriter
 from pocketserver.storage import events as event_store
 from pocketserver.storage.db import Database
 from pocketserver.sync.notifier import Notifier
@@ -96,7 +96,7 @@ async def test_idempotent_re_receive(
     assert event_count(db) == count
     assert notifier.position == pos
     # Also as an outlier (e.g. in a later auth chain): still the same row.
-    third = await writer.receive_pdu(copy.deepcopy(pdu), "10", remote.keys, outlier=True)
+    third = await writer.receive_pdu(copy.deepcopy(pdu), "10", remote.keys, kind=EventKind.OUTLIER)
     assert third.stream_ordering == first.stream_ordering
     assert not third.outlier
 
@@ -430,7 +430,9 @@ async def test_outliers_then_de_outliered(
     pos = notifier.position
     outliers = []
     for pdu in (create, join, pl, jr):
-        got = await writer.receive_pdu(copy.deepcopy(pdu), version, remote.keys, outlier=True)
+        got = await writer.receive_pdu(
+            copy.deepcopy(pdu), version, remote.keys, kind=EventKind.OUTLIER
+        )
         assert got.accepted
         assert got.outlier
         outliers.append(got)
