@@ -35,7 +35,6 @@ from pocketserver.api import (
     ephemeral,
     history,
     key_backup,
-    keys,
     legacy_sync,
     login,
     media,
@@ -61,6 +60,8 @@ from pocketserver.api import (
     voip,
     whois,
 )
+from pocketserver.api.federation import auth as federation_auth
+from pocketserver.api.federation import keys
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
@@ -224,6 +225,9 @@ def _install_hooks(app: QuartTrio) -> None:
             # on the same keep-alive connection.
             await request.get_data(cache=True)
         return None
+
+    # After the body is read: X-Matrix signatures of /_matrix/federation/* requests.
+    app.before_request(federation_auth.authenticate_federation_request)
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

@@ -36,6 +36,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation.key_client import SignedKeyClient
+from pocketserver.federation.keyring import Keyring
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -218,6 +220,21 @@ async def build_services(config: Config) -> Services:
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
             " certificates are NOT verified"
         )
+    keyring = Keyring(
+        db,
+        budget,
+        config.server_name,
+        signing_key,
+        # Interim: the federation client (server discovery) replaces this.
+        SignedKeyClient(
+            config.server_name,
+            signing_key,
+            outbound,
+            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+        ),
+        old_signing_keys=config.old_signing_keys,
+        trusted_key_servers=config.trusted_key_servers,
+    )
     return Services(
         config=config,
         db=db,
@@ -265,6 +282,7 @@ async def build_services(config: Config) -> Services:
         appservices=appservices,
         appservice_sender=appservice_sender,
         thirdparty=ThirdParty(appservices),
+        keyring=keyring,
     )
 
 

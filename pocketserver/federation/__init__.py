@@ -1,0 +1,1 @@
+"""Federation: talking to other Matrix servers (server-server API)."""
