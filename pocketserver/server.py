@@ -218,7 +218,7 @@ async def build_services(config: Config) -> Services:
     if config.use_insecure_ssl_client_just_for_testing_do_not_use:
         log.warning(
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
-            " certificates are NOT verified"
+            " and signing key server certificates are NOT verified"
         )
     keyring = Keyring(
         db,
