@@ -84,6 +84,8 @@ class KeyNotFound(SignatureError):
 class KeyringStatistics:
     fetches: int
     failed_fetches: int
+    shared_fetches: int
+    """Callers that waited for a fetch of the same server already under way."""
     in_flight: int
 
 
@@ -129,6 +131,8 @@ class Keyring:
         self._limiter = trio.CapacityLimiter(max_concurrent_fetches)
         self._fetches = 0
         self._failed = 0
+        self._shared = 0
+        self._generation = 0  # bumped whenever stored keys change (see known_keys)
 
     # --- this server's keys ----------------------------------------------------------
 
@@ -153,9 +157,11 @@ class Keyring:
             return dict(self._own)
         cached = self._cache.get(server)
         if cached is None:
+            generation = self._generation
             rows = await self._db.read(store.keys_of, server)
             cached = tuple(row.key for row in rows)
-            self._cache.set(server, cached)
+            if generation == self._generation:  # no store happened while we read
+                self._cache.set(server, cached)
         return {k.key_id: k for k in cached}
 
     async def get_keys(
@@ -309,6 +315,7 @@ class Keyring:
         """Ask ``server`` for its keys, sharing a request already under way."""
         pending = self._in_flight.get(server)
         if pending is not None:
+            self._shared += 1
             await pending.wait()
             return
         done = self._in_flight[server] = trio.Event()
@@ -393,6 +400,7 @@ class Keyring:
             return
         key_json = encode_canonical_json(response).decode("utf-8")
         await self._db.write(store.store, server, from_server, fetched_ts, keys, key_json)
+        self._generation += 1
         self._cache.pop(server)
 
     # --- the notary's side ------------------------------------------------------------
@@ -413,4 +421,4 @@ class Keyring:
                     nursery.start_soon(self._fetch_direct, server)
 
     def statistics(self) -> KeyringStatistics:
-        return KeyringStatistics(self._fetches, self._failed, len(self._in_flight))
+        return KeyringStatistics(self._fetches, self._failed, self._shared, len(self._in_flight))

@@ -17,12 +17,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import trio
+
 from pocketserver.core.identifiers import is_valid_server_name
 from pocketserver.federation.keyring import Keyring
 from pocketserver.storage.server_keys import StoredKey
 
 MAX_SERVERS_PER_QUERY = 100
 """A query naming more servers is refused (each one may cost an outbound request)."""
+
+REFRESH_TIMEOUT_S = 20.0
+"""How long a query waits for the servers asked again; then it answers with what it
+has, before the asking server gives up on us."""
 
 KeyQuery = Mapping[str, Mapping[str, int | None]]
 """server name -> key ID -> ``minimum_valid_until_ts`` (None: not given). An empty
@@ -69,7 +75,8 @@ async def answer_query(
         if _needs_refresh(await keyring.stored_keys(server), kids, now):
             stale.append(server)
     if stale:
-        await keyring.refresh(stale)
+        with trio.move_on_after(REFRESH_TIMEOUT_S):
+            await keyring.refresh(stale)
     out: list[dict[str, object]] = []
     for server, kids in query.items():
         if server == keyring.server_name:
