@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import nacl.signing
 
 from pocketserver.core.crypto import encode_base64, encode_canonical_json, key_id
+from pocketserver.core.identifiers import is_valid_server_name
 
 SCHEME = "X-Matrix"
 
@@ -29,7 +30,11 @@ _UNESCAPE = re.compile(r"\\(.)")
 
 
 class AuthHeaderError(ValueError):
-    """An ``X-Matrix`` header that cannot be read."""
+    """Authentication refused: no header, or not meant for us (401)."""
+
+
+class MalformedAuthHeader(AuthHeaderError):
+    """An ``X-Matrix`` header that cannot be read (400, as Synapse)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,26 +106,28 @@ def parse_authorization(value: str) -> XMatrixAuth | None:
     with backslash escapes, spaces and tabs around commas; unknown names ignored.
 
     Raises:
-        AuthHeaderError: an ``X-Matrix`` header that is malformed or lacks ``origin``,
-            ``key`` or ``sig``.
+        MalformedAuthHeader: an ``X-Matrix`` header that is malformed, lacks
+            ``origin``, ``key`` or ``sig``, or whose origin is not a server name.
     """
     scheme, sep, rest = value.strip().partition(" ")
     if scheme.lower() != SCHEME.lower():
         return None
     if not sep:
-        raise AuthHeaderError("X-Matrix header without parameters")
+        raise MalformedAuthHeader("X-Matrix header without parameters")
     params: dict[str, str] = {}
     for part in _split_params(rest):
         m = _PARAM.fullmatch(part)
         if m is None:
-            raise AuthHeaderError("malformed X-Matrix parameter")
+            raise MalformedAuthHeader("malformed X-Matrix parameter")
         name = m.group(1).lower()
         raw = m.group(2)
         params.setdefault(name, _UNESCAPE.sub(r"\1", raw) if raw is not None else m.group(3))
     sig = params.get("sig", params.get("signature"))
     origin, key = params.get("origin"), params.get("key")
     if not origin or not key or not sig:
-        raise AuthHeaderError("X-Matrix header needs origin, key and sig")
+        raise MalformedAuthHeader("X-Matrix header needs origin, key and sig")
+    if not is_valid_server_name(origin):
+        raise MalformedAuthHeader("X-Matrix origin is not a server name")
     return XMatrixAuth(origin, key, sig, params.get("destination"))
 
 
@@ -141,7 +148,7 @@ def _split_params(text: str) -> Iterable[str]:
             continue
         part.append(ch)
     if quoted:
-        raise AuthHeaderError("unterminated quoted string in X-Matrix header")
+        raise MalformedAuthHeader("unterminated quoted string in X-Matrix header")
     yield "".join(part)
 
 
@@ -163,15 +170,15 @@ def request_to_check(
         The origin and the object to verify against its keys.
 
     Raises:
-        AuthHeaderError: no header, headers naming different origins, or a
-            destination other than ``our_name``.
+        AuthHeaderError: no header, or a destination other than ``our_name``.
+        MalformedAuthHeader: headers naming different origins.
     """
     auths = list(headers)
     if not auths:
         raise AuthHeaderError("missing X-Matrix Authorization header")
     origins = {a.origin for a in auths}
     if len(origins) != 1:
-        raise AuthHeaderError("X-Matrix headers name different origins")
+        raise MalformedAuthHeader("X-Matrix headers name different origins")
     for auth in auths:
         if auth.destination is not None and auth.destination != our_name:
             raise AuthHeaderError(f"request is for {auth.destination}, not for this server")
