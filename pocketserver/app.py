@@ -36,7 +36,6 @@ from pocketserver.api import (
     ephemeral,
     history,
     key_backup,
-    keys,
     legacy_sync,
     login,
     media,
@@ -62,6 +61,9 @@ from pocketserver.api import (
     voip,
     whois,
 )
+from pocketserver.api.federation import auth as federation_auth
+from pocketserver.api.federation import keys
+from pocketserver.api.federation import query as federation_query
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
 from pocketserver.errors import MatrixError
 from pocketserver.services import Services
@@ -213,6 +215,7 @@ def create_app(
         # client resource), as a reverse proxy on 443 forwards it to the client port.
         app.register_blueprint(meta.federation_bp)
     if "federation" in wanted:
+        app.register_blueprint(federation_query.bp)
         app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)
@@ -234,6 +237,9 @@ def _install_hooks(app: QuartTrio) -> None:
             # on the same keep-alive connection.
             await request.get_data(cache=True)
         return None
+
+    # After the body is read: X-Matrix signatures of /_matrix/federation/* requests.
+    app.before_request(federation_auth.authenticate_federation_request)
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

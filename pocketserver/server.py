@@ -39,6 +39,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation.key_client import SignedKeyClient
+from pocketserver.federation.keyring import Keyring
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -280,7 +282,7 @@ async def build_services(config: Config) -> Services:
     if config.use_insecure_ssl_client_just_for_testing_do_not_use:
         log.warning(
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
-            " certificates are NOT verified"
+            " and signing key server certificates are NOT verified"
         )
     guests = GuestAccess(db, accounts, room_client, enabled=config.allow_guest_access)
     profiles = Profiles(room_client, config.server_name)
@@ -311,6 +313,21 @@ async def build_services(config: Config) -> Services:
         appservices,
         ratelimits.rooms,
         config.default_room_version,
+    )
+    keyring = Keyring(
+        db,
+        budget,
+        config.server_name,
+        signing_key,
+        # Interim: the federation client (server discovery) replaces this.
+        SignedKeyClient(
+            config.server_name,
+            signing_key,
+            outbound,
+            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+        ),
+        old_signing_keys=config.old_signing_keys,
+        trusted_key_servers=config.trusted_key_servers,
     )
     return Services(
         config=config,
@@ -355,6 +372,7 @@ async def build_services(config: Config) -> Services:
         appservices=appservices,
         appservice_sender=appservice_sender,
         thirdparty=ThirdParty(appservices),
+        keyring=keyring,
     )
 
 

@@ -29,6 +29,7 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.keyring import Keyring
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
@@ -144,4 +145,5 @@ class Services:
     membership: Membership
     room_creator: RoomCreator
     reports: Reports
+    keyring: Keyring
     url_previews: UrlPreviewer | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
+from pocketserver.api.federation.auth import public
 from pocketserver.api.http import json_body, require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.errors import MatrixError, forbidden
@@ -29,6 +30,7 @@ async def request_token(user_id: str) -> dict[str, object]:
 
 
 @federation_bp.get("/_matrix/federation/v1/openid/userinfo")
+@public  # the spec gives it no signedRequest security: the token is the proof
 async def userinfo() -> dict[str, object]:
     token = request.args.get("access_token")
     if not token:

@@ -13,6 +13,7 @@ import trio
 from quart import Blueprint
 
 from pocketserver.accounts.service import Requester
+from pocketserver.api.federation.auth import public
 from pocketserver.api.http import json_body, services
 from pocketserver.rooms.third_party_invites import ThreePidInvite
 
@@ -36,6 +37,7 @@ async def invite_by_address(requester: Requester, room_id: str, body: dict[str, 
 
 
 @federation_bp.route("/_matrix/federation/v1/3pid/onbind", methods=["PUT", "POST"])
+@public  # called by identity servers, which do not sign requests (no signedRequest)
 async def on_bind() -> dict[str, object]:
     """The identity server reports a binding and the invites waiting for it. The spec
     says PUT; Synapse, Sydent and SyTest use POST: both are served. Unauthenticated by

@@ -37,6 +37,8 @@ DUMPED_FIELDS = frozenset(
         "database",
         "signing_key_path",
         "key_refresh_interval_ms",
+        "old_signing_keys",
+        "trusted_key_servers",
         "registration_shared_secret",
         "enable_registration",
         "registration_requires_token",
@@ -191,6 +193,15 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         },
         "signing_key_path": str(c.signing_key_path),
         "key_refresh_interval": format_duration(c.key_refresh_interval_ms),
+        "old_signing_keys": {
+            k.key_id: {"key": k.key, "expired_ts": k.expired_ts} for k in c.old_signing_keys
+        },
+        "trusted_key_servers": [
+            {"server_name": t.server_name, "verify_keys": dict(t.verify_keys)}
+            if t.verify_keys
+            else {"server_name": t.server_name}
+            for t in c.trusted_key_servers
+        ],
         "registration_shared_secret": _secret(c.registration_shared_secret, mask_secrets),
         "enable_registration": c.enable_registration,
         "registration_requires_token": c.registration_requires_token,

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from pocketserver.config.appservices import load_registrations
+from pocketserver.config.keys import parse_old_signing_keys, parse_trusted_key_servers
 from pocketserver.config.media import parse_media_config
 from pocketserver.config.model import (
     DEFAULT_IP_RANGE_BLACKLIST,
@@ -33,7 +34,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Synapse keys that people copy over and that have no meaning here; they are
 # accepted silently instead of warned about.
 _IGNORED_SYNAPSE_KEYS = frozenset(
-    {"pid_file", "log_config", "macaroon_secret_key", "form_secret", "trusted_key_servers"}
+    {
+        "pid_file",
+        "log_config",
+        "macaroon_secret_key",
+        "form_secret",
+        # Synapse warns when matrix.org is a notary; pocketserver never does (and has
+        # no notary by default), so there is nothing to suppress.
+        "suppress_key_server_warning",
+    }
 )
 
 
@@ -331,7 +340,9 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         signing_key_path=root.get(
             "signing_key_path", _path(base_dir), f"{server_name}.signing.key"
         ),
-        key_refresh_interval_ms=root.get("key_refresh_interval", parse_duration_ms, "1d"),
+        key_refresh_interval_ms=root.get("key_refresh_interval", _positive_duration, "1d"),
+        old_signing_keys=root.get("old_signing_keys", parse_old_signing_keys, None),
+        trusted_key_servers=root.get("trusted_key_servers", parse_trusted_key_servers, None),
         registration_shared_secret=root.get("registration_shared_secret", _opt_str, None),
         enable_registration=_enable_registration(root),
         registration_requires_token=root.get("registration_requires_token", _bool, False),

@@ -49,6 +49,28 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OldSigningKey:
+    """A retired signing key of this server (Synapse's ``old_signing_keys``), still
+    published in ``old_verify_keys`` so that the events it signed can be checked."""
+
+    key_id: str
+    key: str
+    """The public key, unpadded base64."""
+    expired_ts: int
+    """When it stopped being used (POSIX ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKeyServer:
+    """A notary asked for other servers' keys (Synapse's ``trusted_key_servers``)."""
+
+    server_name: str
+    verify_keys: tuple[tuple[str, str], ...] = ()
+    """``(key_id, unpadded base64)`` the notary's answers must be signed with; empty:
+    the notary's own keys, fetched from it like any server's."""
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     path: Path
     synchronous: str  # "full" or "normal"
@@ -156,6 +178,9 @@ class Config:
     moderators' redactions (config/ratelimits.py)."""
     app_services: tuple[AppService, ...] = ()
     """The registrations named by ``app_service_config_files``, validated."""
+    old_signing_keys: tuple[OldSigningKey, ...] = ()
+    trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
+    """Empty by default (Synapse's default is matrix.org): see homeserver.yaml.in."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

@@ -32,6 +32,7 @@ import nacl.utils
 from pocketserver.core.redaction import redact
 
 __all__ = [
+    "CONTENT_HASH_EXCLUDED_KEYS",
     "ED25519",
     "NamedSigningKey",
     "NamedVerifyKey",
@@ -430,8 +431,23 @@ def verify_signed_json(
 # --- event hashes and signatures --------------------------------------------------
 
 
+CONTENT_HASH_EXCLUDED_KEYS = frozenset(
+    {"unsigned", "signatures", "hashes", "age_ts", "outlier", "destinations"}
+)
+"""Top-level keys left out of an event's content hash.
+
+Spec: server-server-api.md "Calculating the content hash for an event" names only
+``unsigned``, ``signatures`` and ``hashes``. Synapse's ``compute_content_hash``
+(synapse/crypto/event_signing.py) also drops the legacy keys ``age_ts``, ``outlier``
+and ``destinations``, which old servers put on events and which old rooms still hold:
+those events' hashes were computed without them. We drop them too, or we would
+redact, on joining an old room, events that every other server accepts. No event
+built under the current spec carries these keys, so for new events both rules agree.
+"""
+
+
 def _content_hash_digest(pdu: Mapping[str, object]) -> bytes:
-    body = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
+    body = {k: v for k, v in pdu.items() if k not in CONTENT_HASH_EXCLUDED_KEYS}
     return hashlib.sha256(encode_canonical_json(body)).digest()
 
 
@@ -439,7 +455,8 @@ def compute_content_hash(pdu: Mapping[str, object]) -> str:
     """Compute an event's content hash.
 
     Spec: server-server-api.md "Calculating the content hash for an event":
-    drop ``unsigned``, ``signatures`` and ``hashes``, canonical JSON, SHA-256.
+    drop ``unsigned``, ``signatures`` and ``hashes`` (and, as Synapse, the legacy
+    keys in :data:`CONTENT_HASH_EXCLUDED_KEYS`), canonical JSON, SHA-256.
 
     Args:
         pdu: The full (unredacted) event.

@@ -470,3 +470,50 @@ def test_verify_rejects_non_objects_and_non_keys(key: crypto.NamedSigningKey) ->
         crypto.verify_signed_json([], SERVER, {})  # type: ignore[arg-type]
     with pytest.raises(SignatureError):
         crypto.verify_signed_json(_signed(key), SERVER, {"ed25519:1": None})  # type: ignore[dict-item]
+
+
+def _independent_hash(event: dict[str, object], dropped: tuple[str, ...]) -> str:
+    body = {k: v for k, v in event.items() if k not in dropped}
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return crypto.encode_base64(hashlib.sha256(raw).digest())
+
+
+_LEGACY = ("unsigned", "signatures", "hashes", "age_ts", "outlier", "destinations")
+
+
+@pytest.mark.parametrize(
+    ("extra", "matches_when_hashed_without"),
+    [
+        # An old event hashed by its server without the legacy keys it still carries:
+        # accepted (Synapse's compute_content_hash drops them too).
+        ({"age_ts": 1400000000000}, _LEGACY),
+        ({"outlier": False}, _LEGACY),
+        ({"destinations": {"other.example": 1}}, _LEGACY),
+        ({"age_ts": 5, "outlier": True, "destinations": []}, _LEGACY),
+        # Keys the rule does not name stay covered: hashed without them, refused.
+        ({"age": 5}, None),
+        ({"origin": "elsewhere"}, ("unsigned", "signatures", "hashes")),
+    ],
+)
+def test_content_hash_drops_legacy_top_level_keys(
+    extra: dict[str, object], matches_when_hashed_without: tuple[str, ...] | None
+) -> None:
+    """server-server-api "Calculating the content hash for an event", plus Synapse's
+    legacy keys ``age_ts``, ``outlier`` and ``destinations``."""
+    from synapse.crypto.event_signing import compute_content_hash as synapse_hash
+
+    base = {k: v for k, v in MESSAGE_EVENT.items() if k not in ("hashes", "signatures")}
+    claimed = _independent_hash(base, _LEGACY)  # what the old server put in hashes
+    event = {**base, **extra, "hashes": {"sha256": claimed}}
+    if matches_when_hashed_without is _LEGACY:
+        assert crypto.check_content_hash(event) is True
+        assert crypto.compute_content_hash(event) == claimed
+    else:
+        assert crypto.check_content_hash(event) is False
+        if matches_when_hashed_without is not None:
+            assert crypto.compute_content_hash(event) == _independent_hash(
+                event, matches_when_hashed_without
+            )
+    # The same answer as Synapse's own rule, for every row.
+    _, digest = synapse_hash(dict(event), hashlib.sha256)
+    assert crypto.compute_content_hash(event) == crypto.encode_base64(digest)

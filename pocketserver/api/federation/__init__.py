@@ -1,0 +1,1 @@
+"""Routes of the server-server API: ``/_matrix/federation/*`` and ``/_matrix/key/*``."""

@@ -1,0 +1,287 @@
+"""Federation routes in process: X-Matrix on /_matrix/federation/*, the notary,
+and the 404/405 M_UNRECOGNIZED answers. Remote servers are fake peers with real keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from quart import g
+
+from pocketserver.api.federation.auth import federation_origin
+from pocketserver.app import create_app
+from pocketserver.cache import MemoryBudget
+from pocketserver.config import load_config
+from pocketserver.core.crypto import generate_signing_key, verify_signed_json
+from pocketserver.core.server_keys import named_verify_key
+from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.xmatrix import authorization_header
+from pocketserver.server import build_services
+from pocketserver.storage import users as user_store
+from tests.federation.peers import DAY_MS, FakeNetwork, FakePeer
+from tests.harness import make_config
+
+US = "test.local"
+
+
+@pytest.fixture
+async def env(tmp_path: Path):
+    services = await build_services(load_config(make_config(tmp_path, server_name=US)))
+    net = FakeNetwork()
+    keyring = Keyring(
+        services.db,
+        MemoryBudget(32 << 20),
+        US,
+        services.signing_key,
+        net,
+        clock=lambda: int(time.time() * 1000),
+    )
+    services = dataclasses.replace(services, keyring=keyring)
+    app = create_app(services, ["client", "federation"])
+
+    @app.route("/_matrix/federation/v1/test_whoami", methods=["GET", "PUT"])
+    async def whoami() -> dict[str, object]:
+        return {"origin": federation_origin(), "logged_as": g.user_id}
+
+    peer = net.add(FakePeer("peer.example", lambda: int(time.time() * 1000)))
+    services.db.write_sync(user_store.insert_user, f"@alice:{US}", None, 0)
+    yield app, net, peer, services
+    services.db.close()
+
+
+def signed(peer: FakePeer, method: str, uri: str, content=None, destination: str = US, key=None):
+    header = authorization_header(peer.name, destination, key or peer.key, method, uri, content)
+    return {"Authorization": header}
+
+
+async def test_signed_request_reaches_the_route_with_its_origin(env) -> None:
+    app, net, peer, _ = env
+    client = app.test_client()
+    r = await client.get(
+        "/_matrix/federation/v1/test_whoami",
+        headers=signed(peer, "GET", "/_matrix/federation/v1/test_whoami"),
+    )
+    assert r.status_code == 200, await r.get_data()
+    assert await r.get_json() == {"origin": peer.name, "logged_as": peer.name}
+    body = {"some": ["content"]}
+    uri = "/_matrix/federation/v1/test_whoami?x=1&y=%2F"
+    r = await client.put(uri, json=body, headers=signed(peer, "PUT", uri, body))
+    assert r.status_code == 200, await r.get_data()
+    # The real profile query, with the user ID in the signed query string.
+    uri = f"/_matrix/federation/v1/query/profile?user_id=%40alice%3A{US}"
+    r = await client.get(uri, headers=signed(peer, "GET", uri))
+    assert r.status_code == 200, await r.get_data()
+    assert net.count(peer.name) == 1  # the key was fetched once
+
+
+async def _status(client, method: str, uri: str, headers: dict, **kw) -> tuple[int, str]:
+    r = await getattr(client, method.lower())(uri, headers=headers, **kw)
+    return r.status_code, (await r.get_json() or {}).get("errcode")
+
+
+async def test_refusals_are_401_m_unauthorized(env) -> None:
+    app, net, peer, _ = env
+    client = app.test_client()
+    uri = "/_matrix/federation/v1/test_whoami"
+    stranger = generate_signing_key("peer1")  # the peer's key ID, another key
+    cases = {
+        "no header": {},
+        "bearer": {"Authorization": "Bearer abc"},
+        "wrong destination": signed(peer, "GET", uri, destination="other.example"),
+        "signed for another uri": signed(peer, "GET", uri + "?x=1"),
+        "signed for another method": signed(peer, "PUT", uri),
+        "wrong key": signed(peer, "GET", uri, key=stranger),
+        "unknown key id": signed(peer, "GET", uri, key=generate_signing_key("nope")),
+    }
+    for name, headers in cases.items():
+        assert await _status(client, "GET", uri, headers) == (401, "M_UNAUTHORIZED"), name
+    # Headers that cannot be read are 400 M_UNAUTHORIZED, as Synapse (SyTest checks it).
+    for header in (
+        'X-Matrix origin="peer.example',
+        'X-Matrix origin="localhost:http",key="ed25519:1",sig="c2ln"',
+        'X-Matrix origin="peer.example",key="ed25519:1"',
+    ):
+        headers = {"Authorization": header}
+        assert await _status(client, "GET", uri, headers) == (400, "M_UNAUTHORIZED"), header
+    # A body that differs from the signed one.
+    headers = signed(peer, "PUT", uri, {"a": 1})
+    assert await _status(client, "PUT", uri, headers, json={"a": 2}) == (401, "M_UNAUTHORIZED")
+    # An unreachable origin: its key cannot be found.
+    peer.up = False
+    other = net.add(FakePeer("down.example", peer.clock))
+    other.up = False
+    assert await _status(client, "GET", uri, signed(other, "GET", uri)) == (401, "M_UNAUTHORIZED")
+
+
+async def test_missing_destination_accepted_when_signed_for_us(env) -> None:
+    """Spec: recipients should accept requests without ``destination`` (older
+    servers); the signature must still cover our name."""
+    app, _, peer, _ = env
+    uri = "/_matrix/federation/v1/test_whoami"
+    header = signed(peer, "GET", uri)["Authorization"]
+    no_dest = ",".join(p for p in header.split(",") if not p.startswith("destination="))
+    r = await app.test_client().get(uri, headers={"Authorization": no_dest})
+    assert r.status_code == 200
+    wrong = signed(peer, "GET", uri, destination="other.example")["Authorization"]
+    no_dest = ",".join(p for p in wrong.split(",") if not p.startswith("destination="))
+    r = await app.test_client().get(uri, headers={"Authorization": no_dest})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/_matrix/federation/v1/no_such_thing", 404),
+        ("PUT", "/_matrix/federation/v2/send_join/!r:x/$e", 404),
+        ("GET", "/_matrix/key/v2/nothing", 404),
+        ("GET", "/_matrix/key/v3/server", 404),
+        ("DELETE", "/_matrix/federation/v1/query/profile", 405),
+        ("POST", "/_matrix/federation/v1/version", 405),
+        ("PUT", "/_matrix/key/v2/server", 405),
+        ("GET", "/_matrix/key/v2/query", 405),
+    ],
+)
+async def test_unknown_endpoints_are_m_unrecognized_even_unsigned(
+    env, method, path, status
+) -> None:
+    app, _, _, _ = env
+    r = await app.test_client().open(path, method=method)
+    assert r.status_code == status
+    assert r.content_type == "application/json"
+    assert (await r.get_json())["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_public_federation_routes_need_no_signature(env) -> None:
+    app, _, _, _ = env
+    client = app.test_client()
+    assert (await client.get("/_matrix/federation/v1/version")).status_code == 200
+    r = await client.get("/_matrix/federation/v1/openid/userinfo")
+    assert (await r.get_json())["errcode"] == "M_MISSING_TOKEN"  # its own check, not X-Matrix
+    r = await client.post("/_matrix/federation/v1/3pid/onbind", json={})
+    assert (await r.get_json()).get("errcode") != "M_UNAUTHORIZED"
+
+
+async def test_profile_query_errors(env) -> None:
+    app, _, peer, _ = env
+    client = app.test_client()
+    for uri, expected in [
+        ("/_matrix/federation/v1/query/profile", (400, "M_MISSING_PARAM")),
+        (
+            "/_matrix/federation/v1/query/profile?user_id=%40bob%3Aelsewhere",
+            (400, "M_INVALID_PARAM"),
+        ),
+        (f"/_matrix/federation/v1/query/profile?user_id=%40nobody%3A{US}", (404, "M_NOT_FOUND")),
+    ]:
+        assert await _status(client, "GET", uri, signed(peer, "GET", uri)) == expected
+
+
+# --- the notary -------------------------------------------------------------------
+
+
+def _check_notary_entry(entry: dict, peer: FakePeer, services) -> None:
+    verify_signed_json(
+        entry, peer.name, {peer.key_id: named_verify_key(peer.key_id, bytes(peer.key.verify_key))}
+    )
+    ours = named_verify_key(
+        f"ed25519:{services.signing_key.version}", bytes(services.signing_key.verify_key)
+    )
+    verify_signed_json(entry, US, {ours.alg + ":" + ours.version: ours})
+
+
+async def test_notary_get_and_post(env) -> None:
+    app, net, peer, services = env
+    client = app.test_client()
+    r = await client.get(f"/_matrix/key/v2/query/{peer.name}")
+    assert r.status_code == 200
+    (entry,) = (await r.get_json())["server_keys"]
+    _check_notary_entry(entry, peer, services)
+    r = await client.post(
+        "/_matrix/key/v2/query",
+        json={"server_keys": {peer.name: {peer.key_id: {"minimum_valid_until_ts": 0}}, US: {}}},
+    )
+    entries = (await r.get_json())["server_keys"]
+    assert {e["server_name"] for e in entries} == {peer.name, US}
+    assert net.count(peer.name) == 1  # the stored answer served the second query
+    own = next(e for e in entries if e["server_name"] == US)
+    assert (
+        own["verify_keys"]
+        == (await (await client.get("/_matrix/key/v2/server")).get_json())["verify_keys"]
+    )
+
+
+async def test_notary_serves_an_expired_key_when_the_server_is_gone(env) -> None:
+    """SyTest "Key notary server should return an expired key if it can't find any others"."""
+    app, net, peer, services = env
+    client = app.test_client()
+    peer.valid_for_ms = -DAY_MS  # published already expired
+    expiry = int(time.time() * 1000) - DAY_MS
+
+    async def ask(minimum: int) -> list[dict]:
+        body = {"server_keys": {peer.name: {peer.key_id: {"minimum_valid_until_ts": minimum}}}}
+        r = await client.post("/_matrix/key/v2/query", json=body)
+        assert r.status_code == 200
+        return (await r.get_json())["server_keys"]
+
+    assert len(await ask(0)) == 1
+    assert net.count(peer.name) == 1
+    (entry,) = await ask(expiry + 10_000)  # too short: asked again
+    assert net.count(peer.name) == 2
+    peer.up = False
+    (entry,) = await ask(expiry + 10_000)  # asked again, unreachable: the stored answer
+    assert net.count(peer.name) == 3
+    assert entry["verify_keys"].keys() == {peer.key_id}
+    assert abs(entry["valid_until_ts"] - expiry) < 60_000
+    _check_notary_entry(entry, peer, services)
+
+
+async def test_notary_keeps_a_key_the_server_no_longer_lists(env) -> None:
+    """SyTest "Key notary server must not overwrite a valid key with a spurious result"."""
+    app, _net, peer, _ = env
+    client = app.test_client()
+    first = peer.key_id
+    await client.get(f"/_matrix/key/v2/query/{peer.name}")
+    peer.key = generate_signing_key("peer2")  # forgets peer1 entirely
+    now = int(time.time() * 1000)
+    body = {"server_keys": {peer.name: {first: {"minimum_valid_until_ts": now + 2 * DAY_MS}}}}
+    await client.post("/_matrix/key/v2/query", json=body)
+    body = {"server_keys": {peer.name: {first: {"minimum_valid_until_ts": 0}}}}
+    entries = (await (await client.post("/_matrix/key/v2/query", json=body)).get_json())[
+        "server_keys"
+    ]
+    assert [list(e["verify_keys"]) for e in entries] == [[first]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"server_keys": []},
+        {"server_keys": {"a.example": []}},
+        {"server_keys": {"a.example": {"ed25519:x": 5}}},
+        {"server_keys": {"a.example": {"ed25519:x": {"minimum_valid_until_ts": "soon"}}}},
+        {"server_keys": {"a.example": {"ed25519:x": {"minimum_valid_until_ts": True}}}},
+    ],
+)
+async def test_notary_bad_queries(env, body) -> None:
+    app, net, _, _ = env
+    r = await app.test_client().post("/_matrix/key/v2/query", json=body)
+    assert r.status_code == 400
+    assert (await r.get_json())["errcode"] == "M_BAD_JSON"
+    assert net.requests == []
+
+
+async def test_notary_limits(env) -> None:
+    app, net, _, _ = env
+    client = app.test_client()
+    many = {"server_keys": {f"s{i}.example": {} for i in range(101)}}
+    r = await client.post("/_matrix/key/v2/query", json=many)
+    assert (r.status_code, (await r.get_json())["errcode"]) == (400, "M_INVALID_PARAM")
+    r = await client.get("/_matrix/key/v2/query/peer.example?minimum_valid_until_ts=x")
+    assert r.status_code == 400
+    # Names that are not server names are never asked.
+    r = await client.post("/_matrix/key/v2/query", json={"server_keys": {"bad name!": {}, "": {}}})
+    assert (await r.get_json()) == {"server_keys": []}
+    assert net.requests == []
+    assert r.status_code == 200
