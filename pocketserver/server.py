@@ -39,8 +39,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
-from pocketserver.federation.key_client import SignedKeyClient
 from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -314,18 +314,13 @@ async def build_services(config: Config) -> Services:
         ratelimits.rooms,
         config.default_room_version,
     )
+    federation_client = LazyFederationClient(config, signing_key)
     keyring = Keyring(
         db,
         budget,
         config.server_name,
         signing_key,
-        # Interim: the federation client (server discovery) replaces this.
-        SignedKeyClient(
-            config.server_name,
-            signing_key,
-            outbound,
-            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
-        ),
+        federation_client,
         old_signing_keys=config.old_signing_keys,
         trusted_key_servers=config.trusted_key_servers,
     )
@@ -373,6 +368,7 @@ async def build_services(config: Config) -> Services:
         appservice_sender=appservice_sender,
         thirdparty=ThirdParty(appservices),
         keyring=keyring,
+        federation_client=federation_client,
     )
 
 
@@ -433,6 +429,7 @@ async def serve(
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await services.federation_client.aclose()
             await trio.to_thread.run_sync(services.db.close)
         log.info("database closed")
 

@@ -30,6 +30,7 @@ from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
@@ -146,4 +147,5 @@ class Services:
     room_creator: RoomCreator
     reports: Reports
     keyring: Keyring
+    federation_client: LazyFederationClient
     url_previews: UrlPreviewer | None = None

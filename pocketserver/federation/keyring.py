@@ -69,10 +69,10 @@ class KeyFetchClient(Protocol):
     else on failure (an unreachable server, an error status, a timeout).
     """
 
-    async def get_json(self, destination: str, path: str) -> object: ...
+    async def get_json(self, destination: str, path: str, /) -> object: ...
 
     async def post_json(
-        self, destination: str, path: str, body: Mapping[str, object]
+        self, destination: str, path: str, content: Mapping[str, object], /
     ) -> object: ...
 
 
