@@ -1,0 +1,1 @@
+"""Federation: talking to other homeservers (server-server API)."""
