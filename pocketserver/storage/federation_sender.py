@@ -156,20 +156,20 @@ class Owed:
 
 def record_owed(
     conn: sqlite3.Connection,
-    items: Sequence[tuple[str, str, int]],
+    owed: Mapping[tuple[str, str], int],
     matched_upto: int,
     now_ms: int,
 ) -> list[Owed]:
-    """Record ``(destination, room_id, stream_ordering)`` owed (in stream order) and
-    move the matching position, in one transaction.
+    """Record the newest event owed per ``(destination, room_id)`` and move the
+    matching position, in one transaction.
 
     A destination seen for the first time counts as having received everything
-    before its first owed event, so that event can be caught up."""
+    before its first owed event here, so that event can be caught up."""
     first: dict[str, int] = {}
-    for destination, _, ordering in items:
-        first.setdefault(destination, ordering)
+    for (destination, _), ordering in owed.items():
+        first[destination] = min(ordering, first.get(destination, ordering))
     result = []
-    for destination, ordering in first.items():
+    for destination, ordering in sorted(first.items()):
         _ensure_destination(conn, destination, ordering - 1)
         due = retry_timings(conn, destination).due(now_ms)
         result.append(Owed(destination, _caught_up(conn, destination), due))
@@ -177,7 +177,7 @@ def record_owed(
         "INSERT INTO federation_destination_rooms (destination, room_id, stream_ordering)"
         " VALUES (?, ?, ?) ON CONFLICT (destination, room_id) DO UPDATE"
         " SET stream_ordering = max(stream_ordering, excluded.stream_ordering)",
-        items,
+        [(d, r, o) for (d, r), o in owed.items()],
     )
     set_matched_position(conn, matched_upto)
     return result

@@ -5,32 +5,49 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
+from pocketserver.cache import MemoryBudget
+from pocketserver.core.crypto import generate_signing_key
 from pocketserver.federation.sender import FederationSender, FederationSendError
 from pocketserver.rooms.create import RoomSettings, create_room
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
+from pocketserver.sync.notifier import Notifier
 
-from ..rooms.conftest import (  # noqa: F401 (fixtures)
-    ALICE,
-    LOCAL,
-    budget,
-    db,
-    notifier,
-    remote,
-    store,
-    writer,
-)
-from ..rooms.conftest import RemoteServer
+from ..rooms.conftest import ALICE, LOCAL, REMOTE, RemoteServer
 
 JOIN = {"membership": "join"}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "fed.db", memory_bytes=16 << 20, synchronous="normal")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def store(db: Database) -> RoomStore:
+    return RoomStore(db, MemoryBudget(64 << 20))
+
+
+@pytest.fixture
+def writer(store: RoomStore) -> RoomWriter:
+    return RoomWriter(store, LOCAL, generate_signing_key("a_1"), Notifier())
+
+
+@pytest.fixture
+def remote() -> RemoteServer:
+    return RemoteServer(REMOTE)
 
 
 @dataclass
@@ -60,7 +77,11 @@ class FakeFederation:
     gate: trio.Event | None = None
 
     async def put_json(
-        self, destination: str, path: str, body: dict[str, object], timeout: float
+        self,
+        destination: str,
+        path: str,
+        body: dict[str, object],
+        timeout: float,  # noqa: ASYNC109 (the sender's interface)
     ) -> dict[str, object]:
         assert path.startswith("/_matrix/federation/v1/send/")
         assert timeout > 0
@@ -72,7 +93,7 @@ class FakeFederation:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             if destination in self.down:
                 raise FederationSendError(f"{destination}: connection refused")
             self.sent.append(Sent(destination, path.rsplit("/", 1)[1], copy.deepcopy(body)))
@@ -104,9 +125,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``condition`` (it reads the database or the fake's records) until it holds."""
+    with trio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 (nothing to wait on: a condition to poll)
             await trio.sleep(0.01)
 
 
@@ -177,7 +199,9 @@ async def harness(
 
 async def room_with(writer: RoomWriter, *servers: RemoteServer) -> str:
     """A public room of ALICE's that a user of each remote server joined."""
-    room_id = await create_room(writer, ALICE, RoomSettings(room_version="10", preset="public_chat"))
+    room_id = await create_room(
+        writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+    )
     for server in servers:
         user = f"@user:{server.name}"
         joined = await server.send(writer, room_id, user, "m.room.member", JOIN, user)
@@ -187,4 +211,6 @@ async def room_with(writer: RoomWriter, *servers: RemoteServer) -> str:
 
 async def say(writer: RoomWriter, room_id: str, *bodies: str) -> None:
     for body in bodies:
-        await writer.send_event(room_id, ALICE, "m.room.message", {"msgtype": "m.text", "body": body})
+        await writer.send_event(
+            room_id, ALICE, "m.room.message", {"msgtype": "m.text", "body": body}
+        )

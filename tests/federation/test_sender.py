@@ -38,6 +38,7 @@ async def test_sixty_events_go_as_fifty_then_ten_one_transaction_at_a_time(
     assert fifty.bodies == [f"m{i}" for i in range(50)]
     assert ten.bodies == [f"m{i}" for i in range(50, 60)]
     assert fed.most_in_flight[REMOTE] == 1
+    assert [s.destination for s in fed.sent] == [REMOTE] * 3
     assert len({t.txn_id for t in fed.sent}) == 3
     body = ten.body
     assert body["origin"] == LOCAL
@@ -215,3 +216,25 @@ async def test_falling_far_behind_a_live_destination_catches_up(
     await until(lambda: len(fed.to(REMOTE)) == 2)
     await settle()
     assert [t.bodies for t in fed.to(REMOTE)] == [["first"], [f"m{cap + 4}"]]
+
+
+async def test_a_ban_reaches_the_banned_server_and_a_rescinded_invite_the_invitee(
+    harness: SenderHarness, writer: RoomWriter, remote: RemoteServer, fed: FakeFederation
+) -> None:
+    room_id = await room_with(writer, remote)
+    await harness.start()
+    invited = "@dave:invited.test"
+    await writer.send_event(room_id, ALICE, "m.room.member", {"membership": "invite"}, invited)
+    await writer.send_event(room_id, ALICE, "m.room.member", {"membership": "leave"}, invited)
+    user = f"@user:{REMOTE}"
+    await writer.send_event(room_id, ALICE, "m.room.member", {"membership": "ban"}, user)
+    await say(writer, room_id, "after the ban")
+    await until(lambda: sum(len(t.bodies) for t in fed.to(REMOTE)) == 3)
+    await settle()
+    # The last member of remote.test was banned: the ban goes there (state before it),
+    # what follows does not.
+    pdus = [p for t in fed.to(REMOTE) for p in t.body["pdus"]]
+    assert [(p["content"]["membership"], p["state_key"]) for p in pdus][-1] == ("ban", user)
+    assert all(p["type"] == "m.room.member" for p in pdus)
+    invitee = [p["content"]["membership"] for t in fed.to("invited.test") for p in t.body["pdus"]]
+    assert invitee == ["invite", "leave"]

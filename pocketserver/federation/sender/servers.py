@@ -27,8 +27,9 @@ def _servers_size(servers: frozenset[str]) -> int:
 class RoomServers:
     """Servers joined to a room at a state group, cached per group (groups never change)."""
 
-    def __init__(self, store: RoomStore, budget: MemoryBudget | None = None) -> None:
+    def __init__(self, store: RoomStore, ours: str, budget: MemoryBudget | None = None) -> None:
         self._store = store
+        self._ours = ours
         self._cache: LruCache[int, frozenset[str]] = (
             budget.cache("federation_servers_at", SERVERS_CACHE_SHARE, _servers_size)
             if budget is not None
@@ -36,6 +37,7 @@ class RoomServers:
         )
 
     async def joined_at(self, group: int) -> frozenset[str]:
+        """The other servers (not ours) with a member joined at ``group``."""
         cached = self._cache.get(group)
         if cached is not None:
             return cached
@@ -44,27 +46,26 @@ class RoomServers:
         events = await self._store.get_events(members)
         servers = frozenset(
             server_of(members[eid]) for eid, ev in events.items() if _membership(ev.pdu) == "join"
-        )
+        ) - {self._ours, ""}
         self._cache.set(group, servers)
         return servers
 
-    async def for_event(self, ev: LiveEvent, ours: str) -> set[str]:
-        """The destinations of our event ``ev`` (never ``ours``)."""
+    async def for_event(self, ev: LiveEvent) -> frozenset[str]:
+        """The destinations of our event ``ev`` (never our server)."""
         if ev.state_before is None:
-            return set()  # a create event: nobody else can be in the room yet
-        servers = set(await self.joined_at(ev.state_before))
-        if ev.type == "m.room.member" and ev.state_key is not None:
-            target = server_of(ev.state_key)
-            if ev.membership == "invite":
-                servers.add(target)
-            elif (
-                ev.membership == "leave"
-                and ev.sender != ev.state_key
-                and await self._was_invited(ev.state_before, ev.state_key)
-            ):
-                servers.add(target)  # a rescinded invite (as Synapse)
-        servers.discard(ours)
-        servers.discard("")
+            return frozenset()  # a create event: nobody else can be in the room yet
+        servers = await self.joined_at(ev.state_before)
+        if ev.type != "m.room.member" or ev.state_key is None:
+            return servers
+        target = server_of(ev.state_key)
+        if target in servers or target in (self._ours, ""):
+            return servers
+        if ev.membership == "invite" or (
+            ev.membership == "leave"
+            and ev.sender != ev.state_key
+            and await self._was_invited(ev.state_before, ev.state_key)  # rescinded (Synapse)
+        ):
+            return servers | {target}
         return servers
 
     async def _was_invited(self, group: int, user_id: str) -> bool:

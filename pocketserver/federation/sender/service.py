@@ -123,7 +123,7 @@ class FederationSender:
         """``transport`` None: owed events are recorded but nothing is sent yet."""
         self._db = db
         self._server_name = server_name
-        self._servers = RoomServers(room_store, budget)
+        self._servers = RoomServers(room_store, server_name, budget)
         self._presence_enabled = presence_enabled
         self._now_ms = now_ms
         self._wake_spacing_s = wake_spacing_s
@@ -356,39 +356,42 @@ class FederationSender:
             if upto == position:
                 await self._new_events.wait()
                 continue
-            owed: list[tuple[str, str, int]] = []
+            matched: list[tuple[store.LiveEvent, frozenset[str]]] = []
             for ev in events:
-                if server_of(ev.sender) != self._server_name:
-                    continue
-                for server in sorted(await self._servers.for_event(ev, self._server_name)):
-                    owed.append((server, ev.room_id, ev.stream_ordering))
-            if owed:
+                if server_of(ev.sender) == self._server_name:
+                    servers = await self._servers.for_event(ev)
+                    if servers:
+                        matched.append((ev, servers))
+            if matched:
+                owed: dict[tuple[str, str], int] = {}
+                for ev, servers in matched:
+                    for server in servers:
+                        owed[(server, ev.room_id)] = ev.stream_ordering
                 results = await self._db.write(store.record_owed, owed, upto, self._now_ms())
                 stored = upto
-                self._hand_over(owed, results, events)
+                self._hand_over(matched, results)
             elif upto - stored >= POSITION_WRITE_EVERY:
                 await self._db.write(store.set_matched_position, upto)
                 stored = upto
             position = upto
 
     def _hand_over(
-        self,
-        owed: list[tuple[str, str, int]],
-        results: list[store.Owed],
-        events: list[store.LiveEvent],
+        self, matched: list[tuple[store.LiveEvent, frozenset[str]]], results: list[store.Owed]
     ) -> None:
-        ids = {ev.stream_ordering: ev.event_id for ev in events}
-        state = {r.destination: r for r in results}
+        """Give the events to the destinations that may be tried now, in order."""
+        if self._tx is None:
+            return
+        state = {r.destination: r for r in results if r.due}
         woken: dict[str, Destination] = {}
-        for server, _, ordering in owed:
-            info = state[server]
-            if not info.due:
-                continue  # backing off: the owed row is enough
-            dest = self._destination(server, caught_up=info.caught_up)
-            if dest is None:
-                return
-            dest.add_pdu(OwedEvent(ids[ordering], ordering))
-            woken[server] = dest
+        for ev, servers in matched:
+            for server in servers:
+                info = state.get(server)
+                if info is None:
+                    continue  # backing off: the owed row is enough
+                dest = woken.get(server) or self._destination(server, caught_up=info.caught_up)
+                assert dest is not None
+                dest.add_pdu(OwedEvent(ev.event_id, ev.stream_ordering))
+                woken[server] = dest
         for dest in woken.values():
             self._wake(dest)
 
