@@ -36,6 +36,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation.sender import FederationSender
+from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -212,6 +214,18 @@ async def build_services(config: Config) -> Services:
         directory.ask_unknown_alias = appservices.query_alias
     appservice_sender = TransactionSender(appservices, db, reader)
     writer.add_listener(appservice_sender.on_persisted)
+    # No transport yet: owed events are recorded, nothing is sent. At merge, the
+    # federation client (h-transport) is passed here.
+    federation_sender = FederationSender(
+        db,
+        room_store,
+        config.server_name,
+        None,
+        budget=budget,
+        presence_enabled=config.presence_enabled,
+    )
+    writer.add_listener(federation_sender.on_persisted)
+    receipts.add_listener(receipt_forwarder(federation_sender, config.server_name))
     outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
     if config.use_insecure_ssl_client_just_for_testing_do_not_use:
         log.warning(
@@ -265,6 +279,7 @@ async def build_services(config: Config) -> Services:
         appservices=appservices,
         appservice_sender=appservice_sender,
         thirdparty=ThirdParty(appservices),
+        federation_sender=federation_sender,
     )
 
 
@@ -305,6 +320,7 @@ async def serve(
             background.start_soon(_end_long_polls_on, shutdown, services)
             background.start_soon(_watch_other_writers, services)
             await background.start(services.appservice_sender.run)
+            await background.start(services.federation_sender.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown)
                 settle_memory()

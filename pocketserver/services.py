@@ -29,6 +29,7 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.sender import FederationSender
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
@@ -136,4 +137,5 @@ class Services:
     appservice_sender: TransactionSender
     thirdparty: ThirdParty
     third_party_invites: ThirdPartyInvites
+    federation_sender: FederationSender
     url_previews: UrlPreviewer | None = None

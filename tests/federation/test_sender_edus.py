@@ -178,3 +178,32 @@ async def test_a_busy_intake_drops_volatile_edus_instead_of_blocking(
     # (One more fits when the intake task is already waiting: it takes the first at once.)
     assert sender.statistics().dropped_edus in (49, 50)
     await until(lambda: sum(len(t.edus()) for t in fed.sent) >= 200)
+
+
+async def test_the_receipt_service_listener_forwards_our_users_receipts(
+    harness: SenderHarness, writer: RoomWriter, remote: RemoteServer, fed: FakeFederation
+) -> None:
+    from pocketserver.federation.sender.producers import receipt_forwarder
+
+    room_id = await room_with(writer, remote)
+    sender = await harness.start()
+    forward = receipt_forwarder(sender, "local.test", now_ms=lambda: 1234)
+    forward(RBOB, room_id, "m.read", "$theirs", None)  # a remote user's: not ours to send
+    forward(ALICE, room_id, "m.read", "$ours", "$thread")
+    await until(lambda: len(fed.sent) == 1)
+    await settle()
+    assert fed.sent[0].edus() == [
+        {
+            "edu_type": "m.receipt",
+            "content": {
+                room_id: {
+                    "m.read": {
+                        ALICE: {
+                            "event_ids": ["$ours"],
+                            "data": {"ts": 1234, "thread_id": "$thread"},
+                        }
+                    }
+                }
+            },
+        }
+    ]
