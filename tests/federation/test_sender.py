@@ -238,3 +238,28 @@ async def test_a_ban_reaches_the_banned_server_and_a_rescinded_invite_the_invite
     assert all(p["type"] == "m.room.member" for p in pdus)
     invitee = [p["content"]["membership"] for t in fed.to("invited.test") for p in t.body["pdus"]]
     assert invitee == ["invite", "leave"]
+
+
+async def test_a_broken_client_only_backs_that_destination_off(
+    harness: SenderHarness,
+    writer: RoomWriter,
+    remote: RemoteServer,
+    fed: FakeFederation,
+    db: Database,
+) -> None:
+    other = RemoteServer("other.test", "o_1")
+    room_id = await room_with(writer, remote, other)
+    real_put = fed.put_json
+
+    async def put_json(destination: str, path: str, body: dict, timeout: float) -> dict:  # noqa: ASYNC109
+        if destination == REMOTE:
+            raise RuntimeError("a bug in the client")
+        return await real_put(destination, path, body, timeout)
+
+    fed.put_json = put_json  # type: ignore[method-assign]
+    await harness.start()
+    await say(writer, room_id, "hello")
+    await until(lambda: timings(db, REMOTE).retry_interval_ms == MIN_MS)
+    await until(lambda: len(fed.to("other.test")) == 1)
+    await say(writer, room_id, "still running")
+    await until(lambda: len(fed.to("other.test")) == 2)

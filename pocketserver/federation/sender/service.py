@@ -49,6 +49,7 @@ from pocketserver.storage.events import max_stream_ordering
 log = logging.getLogger(__name__)
 
 MATCH_BATCH = 200
+MATCH_RETRY_S = 10.0
 POSITION_WRITE_EVERY = 1000
 """Without events to record, the matching position is written this rarely (re-matching
 the events after a stored position is harmless)."""
@@ -332,6 +333,9 @@ class FederationSender:
         assert self._tx is not None
         try:
             await self._tx.transmit(dest)
+        except Exception:  # a bug must not stop the server; SQLite still holds the work
+            log.exception("federation sender: %s failed", dest.name)
+            dest.start_catching_up()
         finally:
             dest.running = False
             if dest.idle() and self._queues.get(dest.name) is dest:
@@ -349,6 +353,16 @@ class FederationSender:
     # --- the matcher -------------------------------------------------------------------
 
     async def _match(self, position: int) -> None:
+        while True:
+            try:
+                await self._match_from(position)
+            except Exception:  # a bug must not stop the server: try again later
+                log.exception("federation sender: matching events failed")
+                await trio.sleep(MATCH_RETRY_S)
+                saved: int | None = await self._db.read(store.matched_position)
+                position = position if saved is None else saved
+
+    async def _match_from(self, position: int) -> None:
         stored = position
         while True:
             self._new_events = trio.Event()
