@@ -402,8 +402,13 @@ class FederationSender:
                 info = state.get(server)
                 if info is None:
                     continue  # backing off: the owed row is enough
-                dest = woken.get(server) or self._destination(server, caught_up=info.caught_up)
-                assert dest is not None
+                dest = woken.get(server)
+                if dest is None:
+                    dest = self._destination(server, caught_up=info.caught_up)
+                    assert dest is not None
+                    if not dest.running and not dest.pdus:
+                        # Nothing in flight: the database knows whether it is behind.
+                        dest.catching_up = not info.caught_up
                 dest.add_pdu(OwedEvent(ev.event_id, ev.stream_ordering))
                 woken[server] = dest
         for dest in woken.values():
