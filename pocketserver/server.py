@@ -41,6 +41,9 @@ from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.sender import FederationSender
+from pocketserver.federation.sender.producers import receipt_forwarder
+from pocketserver.federation.sender.transport import ClientTransport
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -278,6 +281,19 @@ async def build_services(config: Config) -> Services:
         directory.ask_unknown_alias = appservices.query_alias
     appservice_sender = TransactionSender(appservices, db, reader)
     writer.add_listener(appservice_sender.on_persisted)
+    # No transport yet: owed events are recorded, nothing is sent. At merge, the
+    # federation client (h-transport) is passed here.
+    federation_client = LazyFederationClient(config, signing_key)
+    federation_sender = FederationSender(
+        db,
+        room_store,
+        config.server_name,
+        ClientTransport(federation_client),
+        budget=budget,
+        presence_enabled=config.presence_enabled,
+    )
+    writer.add_listener(federation_sender.on_persisted)
+    receipts.add_listener(receipt_forwarder(federation_sender, config.server_name))
     outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
     if config.use_insecure_ssl_client_just_for_testing_do_not_use:
         log.warning(
@@ -314,7 +330,6 @@ async def build_services(config: Config) -> Services:
         ratelimits.rooms,
         config.default_room_version,
     )
-    federation_client = LazyFederationClient(config, signing_key)
     keyring = Keyring(
         db,
         budget,
@@ -369,6 +384,7 @@ async def build_services(config: Config) -> Services:
         thirdparty=ThirdParty(appservices),
         keyring=keyring,
         federation_client=federation_client,
+        federation_sender=federation_sender,
     )
 
 
@@ -420,6 +436,7 @@ async def serve(
             await background.start(services.appservice_sender.run)
             if tls is not None:
                 await background.start(tls.run)
+            await background.start(services.federation_sender.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown, tls)
                 settle_memory()

@@ -31,6 +31,7 @@ from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.sender import FederationSender
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
@@ -148,4 +149,5 @@ class Services:
     reports: Reports
     keyring: Keyring
     federation_client: LazyFederationClient
+    federation_sender: FederationSender
     url_previews: UrlPreviewer | None = None

@@ -21,6 +21,7 @@ import trio
 from pocketserver.appservice.client import app_path
 from pocketserver.appservice.registration import AppService
 from pocketserver.appservice.service import AppServices
+from pocketserver.net.backoff import Backoff
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import appservice as store
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 
 MATCH_BATCH = 200
 TXN_EVENTS = 100
-MIN_BACKOFF_S = 1.0
-MAX_BACKOFF_S = 300.0
+BACKOFF = Backoff(minimum=1.0, maximum=300.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class TransactionSender:
                 backoff = 0.0
             else:
                 self._failed += 1
-                backoff = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, backoff * 2))
+                backoff = BACKOFF.next(backoff)
                 await trio.sleep(backoff)
 
     async def _send(self, service: AppService, txn: store.PendingTxn) -> bool:

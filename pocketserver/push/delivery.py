@@ -58,6 +58,7 @@ from pocketserver.net.addresses import (
     outbound_policy,
     system_resolver,
 )
+from pocketserver.net.backoff import Backoff
 from pocketserver.rooms.reading import EventReader
 from pocketserver.storage import pushers as store
 from pocketserver.storage import state as state_store
@@ -358,7 +359,8 @@ class PushDelivery:
             return
         body, unread = built
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        delay = self._base_delay_s
+        backoff = Backoff(self._base_delay_s, self._max_delay_s)
+        delay = backoff.minimum
         for attempt in range(1, self._max_attempts + 1):
             answer = await self._post(url, payload)
             if answer.outcome is _Outcome.SENT:
@@ -380,7 +382,7 @@ class PushDelivery:
             self._retries += 1
             log.info("push gateway %s: %s; retrying in %.0fs", _host(url), answer.detail, delay)
             await trio.sleep(delay)
-            delay = min(delay * 2, self._max_delay_s)
+            delay = backoff.next(delay)
             if (
                 self._queues.get(key) is not queue
                 or await self._db.read(store.get_pusher, key) is None

@@ -74,7 +74,10 @@ async def authenticate_federation_request() -> None:
         return  # 404/405 M_UNRECOGNIZED, whoever asks
     if getattr(current_app.view_functions.get(rule.endpoint), _PUBLIC, False):
         return
-    g.federation_origin = await verify_request()
+    origin = await verify_request()
+    g.federation_origin = origin
+    # The server is up: what it is owed goes out now, whatever its backoff (as Synapse).
+    services().federation_sender.on_remote_contact(origin)
 
 
 async def verify_request() -> str:
