@@ -7,7 +7,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TypeVar
 from wsgiref.handlers import format_date_time
@@ -39,6 +39,11 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation import event_keys
+from pocketserver.federation.edus import EphemeralEdus
+from pocketserver.federation.history import FederationHistory
+from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, TransactionReceiver
+from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.federation.sender import FederationSender
@@ -339,6 +344,22 @@ async def build_services(config: Config) -> Services:
         old_signing_keys=config.old_signing_keys,
         trusted_key_servers=config.trusted_key_servers,
     )
+    federation_history = FederationHistory(room_store, reader)
+
+    async def keys_for(pdu: Mapping[str, object], room_version: str) -> event_keys.Keys:
+        return await event_keys.keys_for_event(keyring, pdu, room_version)
+
+    resident_memberships = ResidentMemberships(
+        writer, federation_history, config.server_name, signing_key, keys_for
+    )
+    ephemeral_edus = EphemeralEdus(typing, receipts, presence, federation_history.check_acl)
+    transactions = TransactionReceiver(
+        room_store,
+        federation_history,
+        [ephemeral_edus.handle],
+        on_contact=federation_sender.on_remote_contact,
+    )
+    staged_pdus = StagedPduWorker(transactions, PduPipeline(writer, keyring, federation_client))
     return Services(
         config=config,
         db=db,
@@ -385,6 +406,10 @@ async def build_services(config: Config) -> Services:
         keyring=keyring,
         federation_client=federation_client,
         federation_sender=federation_sender,
+        federation_history=federation_history,
+        resident_memberships=resident_memberships,
+        transactions=transactions,
+        staged_pdus=staged_pdus,
     )
 
 
@@ -437,6 +462,7 @@ async def serve(
             if tls is not None:
                 await background.start(tls.run)
             await background.start(services.federation_sender.run)
+            await background.start(services.staged_pdus.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown, tls)
                 settle_memory()

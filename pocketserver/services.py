@@ -29,6 +29,9 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.history import FederationHistory
+from pocketserver.federation.inbound import StagedPduWorker, TransactionReceiver
+from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.federation.sender import FederationSender
@@ -150,4 +153,8 @@ class Services:
     keyring: Keyring
     federation_client: LazyFederationClient
     federation_sender: FederationSender
+    federation_history: FederationHistory
+    resident_memberships: ResidentMemberships
+    transactions: TransactionReceiver
+    staged_pdus: StagedPduWorker
     url_previews: UrlPreviewer | None = None

@@ -47,13 +47,26 @@ class StreamedBody(TrioBody):
         await self._room.wait()
 
 
+FEDERATION_TXN_PREFIX = "/_matrix/federation/v1/send/"
+FEDERATION_TXN_MAX_BYTES = 12 * 1024 * 1024
+"""A federation transaction may hold 50 PDUs and 100 EDUs of up to 64 KiB each
+(server-server-api.md "Transactions", "Size limits"): more than a client request's
+``max_request_body_size`` allows, so its body may be this large (a signed request:
+unsigned ones are refused before anything is done with the body)."""
+
+
 class StreamingRequest(TrioRequest):
-    """A request whose body is a :class:`StreamedBody` on the streamed paths."""
+    """A request whose body is a :class:`StreamedBody` on the streamed paths, and a
+    larger body limit for federation transactions."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.path.startswith(STREAMED_PREFIXES):
             self.body = StreamedBody(self.content_length)
+        elif self.path.startswith(FEDERATION_TXN_PREFIX):
+            limit = max(self.max_content_length or 0, FEDERATION_TXN_MAX_BYTES)
+            self.max_content_length = limit
+            self.body = self.body_class(self.content_length, limit)
 
 
 class BackpressureHTTPConnection(TrioASGIHTTPConnection):

@@ -134,7 +134,8 @@ async def test_missing_destination_accepted_when_signed_for_us(env) -> None:
     ("method", "path", "status"),
     [
         ("GET", "/_matrix/federation/v1/no_such_thing", 404),
-        ("PUT", "/_matrix/federation/v2/send_join/!r:x/$e", 404),
+        ("PUT", "/_matrix/federation/v1/send_join/!r:x/$e", 404),  # v1 is gone (v2 only)
+        ("GET", "/_matrix/federation/v2/send_join/!r:x/$e", 405),
         ("GET", "/_matrix/key/v2/nothing", 404),
         ("GET", "/_matrix/key/v3/server", 404),
         ("DELETE", "/_matrix/federation/v1/query/profile", 405),
