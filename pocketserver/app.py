@@ -34,6 +34,7 @@ from pocketserver.api import (
     discovery,
     e2e_keys,
     ephemeral,
+    federation_e2e,
     history,
     key_backup,
     keys,
@@ -210,6 +211,7 @@ def create_app(
         app.register_blueprint(keys.bp)
     if "federation" in wanted:
         app.register_blueprint(meta.federation_bp)
+        app.register_blueprint(federation_e2e.bp)
         app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)

@@ -32,10 +32,11 @@ from pocketserver.config.model import Config, ListenerConfig
 from pocketserver.core.crypto import key_id, read_signing_keys
 from pocketserver.e2e.cross_signing import CrossSigning
 from pocketserver.e2e.dehydrated import DehydratedDevices
-from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation.e2e.requests import FederationRequests
+from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -129,8 +130,13 @@ def _load_signing_key(config: Config) -> object:
     return keys[0]
 
 
-async def build_services(config: Config) -> Services:
-    """Open the database (migrating it) and build every service. Blocking work runs in threads."""
+async def build_services(
+    config: Config, *, federation_client: FederationRequests | None = None
+) -> Services:
+    """Open the database (migrating it) and build every service. Blocking work runs in threads.
+
+    ``federation_client``: how services ask other servers (None: they answer that
+    federation is not available)."""
     from pocketserver.storage.migrations import SchemaTooNewError
 
     budget = MemoryBudget(config.memory_budget)
@@ -185,7 +191,14 @@ async def build_services(config: Config) -> Services:
     device_lists = await DeviceListStream.open(db, notifier)
     accounts.tokens_revoked_listeners.append(device_lists.poke)
     accounts.device_list_listeners.append(device_lists.committed)
-    e2e_keys = E2eKeys(db, device_lists, config.server_name)
+    e2e_keys, federation_e2e = FederationE2e.build(
+        db,
+        device_lists,
+        config.server_name,
+        to_device,
+        federation_client,
+        display_names=config.allow_device_name_lookup_over_federation,
+    )
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
@@ -259,6 +272,7 @@ async def build_services(config: Config) -> Services:
         to_device=to_device,
         key_backup=KeyBackupService(db),
         e2e_keys=e2e_keys,
+        federation_e2e=federation_e2e,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
@@ -294,6 +308,7 @@ async def serve(
             services.push.connect(services)
             await background.start(services.push.run)
             await background.start(services.e2e_keys.stream.run)
+            await background.start(services.federation_e2e.run)
             services.push.evaluator.notification_listeners.append(
                 services.pushers.delivery.on_notifications
             )

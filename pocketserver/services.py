@@ -29,6 +29,7 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.push.pushers import PusherService
@@ -127,6 +128,7 @@ class Services:
     to_device: ToDeviceService
     key_backup: KeyBackupService
     e2e_keys: E2eKeys
+    federation_e2e: FederationE2e
     cross_signing: CrossSigning
     dehydrated: DehydratedDevices
     media: MediaRepository

@@ -148,6 +148,8 @@ class Config:
     moderators' redactions (config/ratelimits.py)."""
     app_services: tuple[AppService, ...] = ()
     """The registrations named by ``app_service_config_files``, validated."""
+    allow_device_name_lookup_over_federation: bool = False
+    """Other servers see our users' device display names (Synapse's key and default)."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

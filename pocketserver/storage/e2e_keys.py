@@ -339,3 +339,20 @@ def record_change(conn: sqlite3.Connection, user_id: str, only_for: str | None =
 def stream_position(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT max(stream_id) FROM e2e_device_list_changes").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def last_public_change(conn: sqlite3.Connection, user_id: str) -> int:
+    """The stream position of the user's latest change that others hear of (0 if none):
+    the ``stream_id`` of their device list over federation."""
+    row = conn.execute(
+        "SELECT max(stream_id) FROM e2e_device_list_changes WHERE user_id = ? AND only_for IS NULL",
+        (user_id,),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def delete_cross_signing_key(conn: sqlite3.Connection, user_id: str, usage: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM e2e_cross_signing_keys WHERE user_id = ? AND usage = ?", (user_id, usage)
+    )
+    return cur.rowcount > 0
