@@ -82,7 +82,9 @@ def parse_timeout(body: Mapping[str, object]) -> float:
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` for a timeout that is not a number >= 0.
     """
-    value = body.get("timeout", DEFAULT_TIMEOUT_MS)
+    value = body.get("timeout")
+    if value is None:
+        value = DEFAULT_TIMEOUT_MS
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise invalid_param("timeout must be a number of milliseconds")
     return min(float(value), MAX_TIMEOUT_MS) / 1000
