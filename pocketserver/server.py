@@ -35,6 +35,7 @@ from pocketserver.e2e.dehydrated import DehydratedDevices
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
+from pocketserver.federation.e2e.outbound import DeviceListPublisher, DeviceListSender
 from pocketserver.federation.e2e.requests import FederationRequests
 from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.key_backup.service import KeyBackupService
@@ -131,12 +132,16 @@ def _load_signing_key(config: Config) -> object:
 
 
 async def build_services(
-    config: Config, *, federation_client: FederationRequests | None = None
+    config: Config,
+    *,
+    federation_client: FederationRequests | None = None,
+    federation_sender: DeviceListSender | None = None,
 ) -> Services:
     """Open the database (migrating it) and build every service. Blocking work runs in threads.
 
     ``federation_client``: how services ask other servers (None: they answer that
-    federation is not available)."""
+    federation is not available). ``federation_sender``: where our users' device list
+    changes go as EDUs (None: nowhere)."""
     from pocketserver.storage.migrations import SchemaTooNewError
 
     budget = MemoryBudget(config.memory_budget)
@@ -199,6 +204,14 @@ async def build_services(
         federation_client,
         display_names=config.allow_device_name_lookup_over_federation,
     )
+    publisher = None
+    if federation_sender is not None:
+        publisher = DeviceListPublisher(
+            db,
+            device_lists,
+            federation_sender,
+            display_names=config.allow_device_name_lookup_over_federation,
+        )
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
@@ -273,6 +286,7 @@ async def build_services(
         key_backup=KeyBackupService(db),
         e2e_keys=e2e_keys,
         federation_e2e=federation_e2e,
+        device_list_publisher=publisher,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
@@ -309,6 +323,8 @@ async def serve(
             await background.start(services.push.run)
             await background.start(services.e2e_keys.stream.run)
             await background.start(services.federation_e2e.run)
+            if services.device_list_publisher is not None:
+                await background.start(services.device_list_publisher.run)
             services.push.evaluator.notification_listeners.append(
                 services.pushers.delivery.on_notifications
             )

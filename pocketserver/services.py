@@ -29,6 +29,7 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.e2e.outbound import DeviceListPublisher
 from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
@@ -139,3 +140,5 @@ class Services:
     thirdparty: ThirdParty
     third_party_invites: ThirdPartyInvites
     url_previews: UrlPreviewer | None = None
+    device_list_publisher: DeviceListPublisher | None = None
+    """Hands our users' device list changes to the federation sender (None: no sender)."""

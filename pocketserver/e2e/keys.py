@@ -285,7 +285,7 @@ def _upload_txn(
     if upload.device_keys is not None and store.set_device_keys(
         conn, user_id, device_id, upload.device_keys
     ):
-        position = store.record_change(conn, user_id)
+        position = store.record_change(conn, user_id, device_id=device_id)
     store.add_one_time_keys(
         conn, user_id, device_id, upload.one_time_keys, MAX_ONE_TIME_KEYS_PER_DEVICE
     )

@@ -325,13 +325,21 @@ def signatures_for(conn: sqlite3.Connection, user_ids: Collection[str], viewer: 
 # --- the device list stream --------------------------------------------------------------
 
 
-def record_change(conn: sqlite3.Connection, user_id: str, only_for: str | None = None) -> int:
+def record_change(
+    conn: sqlite3.Connection,
+    user_id: str,
+    only_for: str | None = None,
+    *,
+    device_id: str | None = None,
+) -> int:
     """Note that ``user_id``'s devices or keys changed; return the new stream position.
 
-    ``only_for``: only that user hears of it (instead of everyone sharing a room)."""
+    ``only_for``: only that user hears of it (instead of everyone sharing a room).
+    ``device_id``: the device that changed (None for cross-signing keys), which the
+    ``m.device_list_update`` EDUs name."""
     cur = conn.execute(
-        "INSERT INTO e2e_device_list_changes (user_id, only_for) VALUES (?, ?)",
-        (user_id, only_for),
+        "INSERT INTO e2e_device_list_changes (user_id, only_for, device_id) VALUES (?, ?, ?)",
+        (user_id, only_for, device_id),
     )
     return int(cur.lastrowid or 0)
 
@@ -341,12 +349,13 @@ def stream_position(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def last_public_change(conn: sqlite3.Connection, user_id: str) -> int:
-    """The stream position of the user's latest change that others hear of (0 if none):
-    the ``stream_id`` of their device list over federation."""
+def last_device_change(conn: sqlite3.Connection, user_id: str, before: int | None = None) -> int:
+    """The stream position of the user's latest change of a device (before ``before``,
+    if given; 0 if none): the ``stream_id`` of their device list over federation."""
     row = conn.execute(
-        "SELECT max(stream_id) FROM e2e_device_list_changes WHERE user_id = ? AND only_for IS NULL",
-        (user_id,),
+        "SELECT max(stream_id) FROM e2e_device_list_changes"
+        " WHERE user_id = ? AND only_for IS NULL AND device_id IS NOT NULL AND stream_id < ?",
+        (user_id, (1 << 62) if before is None else before),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 

@@ -126,7 +126,7 @@ def _devices_txn(
         devices.append(device)
     answer: dict[str, object] = {
         "user_id": user_id,
-        "stream_id": store.last_public_change(conn, user_id),
+        "stream_id": store.last_device_change(conn, user_id),
         "devices": devices,
     }
     cross = store.cross_signing_keys(conn, [user_id]).get(user_id, {})

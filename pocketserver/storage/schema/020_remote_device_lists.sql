@@ -35,3 +35,21 @@ CREATE INDEX to_device_federation_seen_ts ON to_device_federation_seen(received_
 
 -- /user/devices serves each local user's latest change as their stream_id.
 CREATE INDEX e2e_device_list_changes_user ON e2e_device_list_changes(user_id, stream_id);
+
+-- Which device a change was about (NULL: cross-signing keys, or rows from before):
+-- m.device_list_update EDUs name it, and chain each user's device changes by prev_id.
+ALTER TABLE e2e_device_list_changes ADD COLUMN device_id TEXT;
+
+DROP TRIGGER e2e_device_deleted;
+CREATE TRIGGER e2e_device_deleted AFTER DELETE ON devices
+BEGIN
+    INSERT INTO e2e_device_list_changes (user_id, device_id) VALUES (OLD.user_id, OLD.device_id);
+    DELETE FROM e2e_signatures
+        WHERE target_user_id = OLD.user_id AND target_key_id = OLD.device_id;
+END;
+
+-- How far our users' device list changes were handed to the federation sender.
+CREATE TABLE federation_device_list_published (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL
+);
