@@ -169,3 +169,68 @@ async def test_client_query_of_an_unreachable_server_fails_within_its_timeout(ap
     }
     [(_, _, _, _, timeout_s), *_] = app.remotes.calls
     assert timeout_s == 0.3
+
+
+async def test_remote_device_changes_wake_sync_and_reach_keys_changes(app: App) -> None:
+    """A remote user in Alice's room changes devices: a waiting /sync wakes with them in
+    device_lists.changed, and /keys/changes lists them."""
+    from tests.rooms.conftest import RemoteServer
+
+    _, _, token = await app.user("alice")
+    status, created = await app.call(
+        "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, token=token
+    )
+    assert status == 200
+    bob = "@bob:remote.test"
+    remote = RemoteServer("remote.test")
+    await remote.send(
+        app.services.rooms, created["room_id"], bob, "m.room.member", {"membership": "join"}, bob
+    )
+    sk = nacl.signing.SigningKey.generate()
+    app.remotes.on(
+        "GET",
+        "remote.test",
+        f"{FED}/user/devices/{quote(bob, safe='')}",
+        lambda _: {
+            "user_id": bob,
+            "stream_id": 4,
+            "devices": [{"device_id": "D1", "keys": device_keys(bob, "D1", sk)}],
+        },
+    )
+    status, first = await app.call("GET", "/_matrix/client/v3/sync", token=token)
+    assert status == 200
+    since = first["next_batch"]
+    woke: list[Any] = []
+
+    async def long_poll() -> None:
+        woke.append(
+            await app.call(
+                "GET", f"/_matrix/client/v3/sync?since={since}&timeout=10000", token=token
+            )
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app.services.federation_e2e.run)
+        nursery.start_soon(long_poll)
+        await trio.sleep(0.2)
+        started = trio.current_time()
+        update = {"user_id": bob, "device_id": "D1", "stream_id": 4}
+        await app.services.federation_e2e.on_edu("remote.test", "m.device_list_update", update)
+        with trio.fail_after(5):
+            while not woke:  # noqa: ASYNC110 (the long-poll task appends when it returns)
+                await trio.sleep(0.01)
+        assert trio.current_time() - started < 5
+        nursery.cancel_scope.cancel()
+    status, synced = woke[0]
+    assert status == 200
+    assert bob in synced["device_lists"]["changed"]
+    status, changes = await app.call(
+        "GET", f"/_matrix/client/v3/keys/changes?from={since}", token=token
+    )
+    assert status == 200
+    assert bob in changes["changed"]
+    status, keys = await app.call(
+        "POST", "/_matrix/client/v3/keys/query", {"device_keys": {bob: []}}, token=token
+    )
+    assert list(keys["device_keys"][bob]) == ["D1"]
+    assert keys["failures"] == {}
