@@ -257,7 +257,9 @@ class E2eKeys:
         failures: Failures = {}
         if remote:
             parts, failures = await self.remote.claim(remote, timeout_s)
-            claimed.update(parts.get("one_time_keys", {}))  # type: ignore[arg-type]
+            for user_id, devices in parts.get("one_time_keys", {}).items():
+                if isinstance(devices, dict):
+                    claimed[user_id] = devices
         return {"one_time_keys": claimed, "failures": failures}
 
     async def claim_local(self, claims: list[tuple[str, str, str]]) -> store.Claimed:

@@ -48,6 +48,10 @@ SWEEP_INTERVAL_S = 600.0
 SWEEP_BATCH = 500
 SEEN_USERS = 10_000
 SEEN_PER_USER = 16
+SERVER_QUIET_S = 300.0
+"""A server whose resync failed is not retried by the periodic retry for this long
+(an update it sends still triggers one: it is up again)."""
+FAILED_SERVERS = 1000
 
 
 def _now_ms() -> int:
@@ -82,6 +86,7 @@ class RemoteDeviceLists:
         self._seen: OrderedDict[str, set[str]] = OrderedDict()
         self._done = 0
         self._failed = 0
+        self._server_failed_at: OrderedDict[str, float] = OrderedDict()
 
     def statistics(self) -> DeviceListStatistics:
         return DeviceListStatistics(self.max_tracked, len(self._queued), self._done, self._failed)
@@ -175,12 +180,17 @@ class RemoteDeviceLists:
         except Exception as e:
             log.info("could not resync the device list of %s: %s", user_id, e)
             self._failed += 1
+            self._server_failed_at[server] = trio.current_time()
+            self._server_failed_at.move_to_end(server)
+            if len(self._server_failed_at) > FAILED_SERVERS:
+                self._server_failed_at.popitem(last=False)
             return False
         checked = parsing.user_devices_answer(user_id, answer)
         if checked is None:
             log.info("%s sent a malformed device list for %s", server, user_id)
             self._failed += 1
             return False
+        self._server_failed_at.pop(server, None)
         fresh, position = await self.db.write(_resync_txn, user_id, checked, _now_ms())
         if position is not None:
             self.stream.committed(position)
@@ -191,7 +201,9 @@ class RemoteDeviceLists:
     async def sweep(self) -> int:
         """Forget the lists of users who no longer share a room with ours; return how
         many (at most :data:`SWEEP_BATCH` per call)."""
-        gone = await self.db.write(_sweep_txn, SWEEP_BATCH)
+        # Found by a read (it may scan big rooms), confirmed and removed by a short write.
+        candidates = await self.db.read(store.no_longer_shared, SWEEP_BATCH)
+        gone = await self.db.write(_sweep_txn, candidates) if candidates else []
         for user_id in gone:
             self._seen.pop(user_id, None)
         return len(gone)
@@ -206,13 +218,20 @@ class RemoteDeviceLists:
             while True:
                 await trio.sleep(RETRY_INTERVAL_S)
                 try:
-                    for user_id in await self.db.read(store.stale_users, RETRY_BATCH):
-                        self.request_resync(user_id)
+                    await self.retry_stale()
                     if trio.current_time() - swept_at >= SWEEP_INTERVAL_S:
                         swept_at = trio.current_time()
                         await self.sweep()
                 except Exception:
                     log.exception("device list maintenance failed")
+
+    async def retry_stale(self) -> None:
+        """Queue resyncs of stale lists, except on servers that failed lately."""
+        now = trio.current_time()
+        for user_id in await self.db.read(store.stale_users, RETRY_BATCH):
+            failed_at = self._server_failed_at.get(user_id.split(":", 1)[1])
+            if failed_at is None or now - failed_at >= SERVER_QUIET_S:
+                self.request_resync(user_id)
 
     async def _worker(self) -> None:
         async for user_id in self._receive:
@@ -321,8 +340,8 @@ def _resync_txn(
     return True, key_store.record_change(conn, user_id) if changed else None
 
 
-def _sweep_txn(conn: sqlite3.Connection, limit: int) -> list[str]:
-    gone = store.no_longer_shared(conn, limit)
+def _sweep_txn(conn: sqlite3.Connection, candidates: list[str]) -> list[str]:
+    gone = [u for u in candidates if not store.shares_room_with_local(conn, u)]
     for user_id in gone:
         store.untrack(conn, user_id)
     return gone

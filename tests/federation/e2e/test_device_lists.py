@@ -221,3 +221,17 @@ async def test_malformed_updates_change_nothing(env: Env) -> None:
     assert _cached(env, RBOB) == {"D1"}
     assert env.stream.position() == before
     assert not await env.fed.on_edu(REMOTE, "m.typing", {})
+
+
+async def test_stale_lists_are_retried_but_not_on_a_server_that_just_failed(env: Env) -> None:
+    env.fed.lists.request_resync = lambda user_id: queued.append(user_id)  # type: ignore[method-assign]
+    queued: list[str] = []
+    await env.fed.lists.track([RBOB])  # remote.test has no handler: unreachable
+    assert queued == [RBOB]
+    assert not await env.fed.lists.resync(RBOB)
+    queued.clear()
+    await env.fed.lists.retry_stale()
+    assert queued == []  # remote.test failed a moment ago
+    env.fed.lists._server_failed_at.clear()
+    await env.fed.lists.retry_stale()
+    assert queued == [RBOB]
