@@ -34,6 +34,7 @@ from pocketserver.api import (
     discovery,
     e2e_keys,
     ephemeral,
+    federation_e2e,
     history,
     key_backup,
     legacy_sync,
@@ -218,6 +219,7 @@ def create_app(
     if "federation" in wanted:
         app.register_blueprint(federation_query.bp)
         app.register_blueprint(federation_rooms.bp)
+        app.register_blueprint(federation_e2e.bp)
         app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)

@@ -35,11 +35,13 @@ from pocketserver.core.crypto import key_id, read_signing_keys
 from pocketserver.core.locality import Locality
 from pocketserver.e2e.cross_signing import CrossSigning
 from pocketserver.e2e.dehydrated import DehydratedDevices
-from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.federation import event_keys
+from pocketserver.federation.e2e.outbound import DeviceListPublisher, DeviceListSender
+from pocketserver.federation.e2e.requests import FederationRequests
+from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.federation.edus import EphemeralEdus
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, TransactionReceiver
@@ -79,7 +81,7 @@ from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
 from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.stored_filters import StoredFilters
-from pocketserver.to_device.service import ToDeviceService
+from pocketserver.to_device.service import RemoteMessages, ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
 
 log = logging.getLogger(__name__)
@@ -203,8 +205,17 @@ def _load_signing_key(config: Config) -> object:
     return keys[0]
 
 
-async def build_services(config: Config) -> Services:
-    """Open the database (migrating it) and build every service. Blocking work runs in threads."""
+async def build_services(
+    config: Config,
+    *,
+    federation_requests: FederationRequests | None = None,
+    device_list_sender: DeviceListSender | None = None,
+) -> Services:
+    """Open the database (migrating it) and build every service. Blocking work runs in threads.
+
+    Tests may replace how the end-to-end encryption services ask other servers
+    (``federation_requests``; the server's federation client by default) and where our
+    users' device list changes go (``device_list_sender``; the federation sender)."""
     from pocketserver.storage.migrations import SchemaTooNewError
 
     budget = MemoryBudget(config.memory_budget)
@@ -259,7 +270,37 @@ async def build_services(config: Config) -> Services:
     device_lists = await DeviceListStream.open(db, notifier)
     accounts.tokens_revoked_listeners.append(device_lists.poke)
     accounts.device_list_listeners.append(device_lists.committed)
-    e2e_keys = E2eKeys(db, device_lists, config.server_name)
+    federation_client = LazyFederationClient(config, signing_key)
+    federation_sender = FederationSender(
+        db,
+        room_store,
+        config.server_name,
+        ClientTransport(federation_client),
+        budget=budget,
+        presence_enabled=config.presence_enabled,
+    )
+    writer.add_listener(federation_sender.on_persisted)
+
+    async def to_device_out(
+        sender: str, event_type: str, destination: str, messages: RemoteMessages
+    ) -> None:
+        await federation_sender.send_to_device(sender, event_type, messages)
+
+    to_device.remote = to_device_out
+    e2e_keys, federation_e2e = FederationE2e.build(
+        db,
+        device_lists,
+        config.server_name,
+        to_device,
+        federation_requests if federation_requests is not None else federation_client,
+        display_names=config.allow_device_name_lookup_over_federation,
+    )
+    publisher = DeviceListPublisher(
+        db,
+        device_lists,
+        device_list_sender if device_list_sender is not None else federation_sender,
+        display_names=config.allow_device_name_lookup_over_federation,
+    )
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
@@ -288,16 +329,6 @@ async def build_services(config: Config) -> Services:
     writer.add_listener(appservice_sender.on_persisted)
     # No transport yet: owed events are recorded, nothing is sent. At merge, the
     # federation client (h-transport) is passed here.
-    federation_client = LazyFederationClient(config, signing_key)
-    federation_sender = FederationSender(
-        db,
-        room_store,
-        config.server_name,
-        ClientTransport(federation_client),
-        budget=budget,
-        presence_enabled=config.presence_enabled,
-    )
-    writer.add_listener(federation_sender.on_persisted)
     receipts.add_listener(receipt_forwarder(federation_sender, config.server_name))
     outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
     if config.use_insecure_ssl_client_just_for_testing_do_not_use:
@@ -356,7 +387,7 @@ async def build_services(config: Config) -> Services:
     transactions = TransactionReceiver(
         room_store,
         federation_history,
-        [ephemeral_edus.handle],
+        [ephemeral_edus.handle, federation_e2e.on_edu],
         on_contact=federation_sender.on_remote_contact,
     )
     staged_pdus = StagedPduWorker(transactions, PduPipeline(writer, keyring, federation_client))
@@ -397,6 +428,8 @@ async def build_services(config: Config) -> Services:
         to_device=to_device,
         key_backup=KeyBackupService(db),
         e2e_keys=e2e_keys,
+        federation_e2e=federation_e2e,
+        device_list_publisher=publisher,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
@@ -448,6 +481,9 @@ async def serve(
             services.push.connect(services)
             await background.start(services.push.run)
             await background.start(services.e2e_keys.stream.run)
+            await background.start(services.federation_e2e.run)
+            if services.device_list_publisher is not None:
+                await background.start(services.device_list_publisher.run)
             services.push.evaluator.notification_listeners.append(
                 services.pushers.delivery.on_notifications
             )

@@ -29,6 +29,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
+from pocketserver.federation.e2e.outbound import DeviceListPublisher
+from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.inbound import StagedPduWorker, TransactionReceiver
 from pocketserver.federation.joins import ResidentMemberships
@@ -138,6 +140,7 @@ class Services:
     to_device: ToDeviceService
     key_backup: KeyBackupService
     e2e_keys: E2eKeys
+    federation_e2e: FederationE2e
     cross_signing: CrossSigning
     dehydrated: DehydratedDevices
     media: MediaRepository
@@ -158,3 +161,5 @@ class Services:
     transactions: TransactionReceiver
     staged_pdus: StagedPduWorker
     url_previews: UrlPreviewer | None = None
+    device_list_publisher: DeviceListPublisher | None = None
+    """Hands our users' device list changes to the federation sender (None: no sender)."""

@@ -247,7 +247,7 @@ class AccountService:
         if device_store.ensure_device(conn, user_id, device_id, display_name, now):
             # A new device changes the user's device list (end_to_end_encryption.md
             # "Tracking the device list for a user"), as in Synapse.
-            position = e2e_key_store.record_change(conn, user_id)
+            position = e2e_key_store.record_change(conn, user_id, device_id=device_id)
         else:
             old = device_store.token_hashes_for_device(conn, user_id, device_id)
             device_store.delete_device_tokens(conn, user_id, device_id)

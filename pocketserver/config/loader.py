@@ -332,6 +332,9 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         server_name=server_name,
         public_baseurl=public_baseurl,
         serve_server_wellknown=root.get("serve_server_wellknown", _bool, False),
+        allow_device_name_lookup_over_federation=root.get(
+            "allow_device_name_lookup_over_federation", _bool, False
+        ),
         listeners=listeners,
         tls_certificate_path=tls_cert,
         tls_private_key_path=tls_key,

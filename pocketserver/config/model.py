@@ -181,6 +181,8 @@ class Config:
     old_signing_keys: tuple[OldSigningKey, ...] = ()
     trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
     """Empty by default (Synapse's default is matrix.org): see homeserver.yaml.in."""
+    allow_device_name_lookup_over_federation: bool = False
+    """Other servers see our users' device display names (Synapse's key and default)."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

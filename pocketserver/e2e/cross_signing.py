@@ -152,22 +152,26 @@ def _signatures_txn(
 ) -> tuple[dict[str, dict[str, dict[str, str]]], int | None]:
     mine = store.cross_signing_keys(conn, [user_id]).get(user_id, {})
     failures: dict[str, dict[str, dict[str, str]]] = {}
-    changed_users: set[str] = set()
+    changed: dict[str, set[str | None]] = {}
+    devices = store.device_ids(conn, user_id)
     for target, objects in body.items():
         assert isinstance(objects, dict)
         for key_id, obj in objects.items():
             try:
                 if _sign_one(conn, user_id, mine, target, key_id, obj):
-                    changed_users.add(target)
+                    # A new signature on one of the user's devices changes that device
+                    # (its keys as served now carry it); on a master key, no device.
+                    device = key_id if target == user_id and key_id in devices else None
+                    changed.setdefault(target, set()).add(device)
             except KeyRejected as e:
                 failures.setdefault(target, {})[key_id] = _failure(e.errcode, e.error)
     position = None
-    for target in sorted(changed_users):
+    for target in sorted(changed):
         # A signature on another user's master key is made with the user-signing key:
         # only the signer sees it, so only they hear of the change.
-        position = store.record_change(
-            conn, target, only_for=None if target == user_id else user_id
-        )
+        only_for = None if target == user_id else user_id
+        for device in sorted(changed[target], key=lambda d: d or ""):
+            position = store.record_change(conn, target, only_for, device_id=device)
     return failures, position
 
 

@@ -242,7 +242,7 @@ def _put_txn(
     )
     keys_store.set_fallback_keys(conn, user_id, new.device_id, upload.fallback_keys)
     store.put(conn, user_id, new.device_id, new.device_data)
-    return keys_store.record_change(conn, user_id), hashes
+    return keys_store.record_change(conn, user_id, device_id=new.device_id), hashes
 
 
 def _delete_txn(conn: sqlite3.Connection, user_id: str) -> tuple[str, int, list[bytes]] | None:

@@ -1,15 +1,18 @@
 """Device keys, one-time and fallback keys: /keys/upload, /keys/query, /keys/claim.
 
 Spec: client-server-api modules/end_to_end_encryption.md "Key Distribution" and
-keys.yaml. Only local users' keys are served; remote users are answered as
-``failures`` of their server until federation can ask it (:meth:`E2eKeys._remote`).
+keys.yaml. Local users' keys are read here; remote users' go to a :class:`RemoteKeys`
+(federation: the device list cache, else the user's server), which answers their
+servers as ``failures`` when it cannot reach them. Without federation every remote
+server is a failure.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pocketserver.core import e2e_keys as rules
 from pocketserver.core.e2e_keys import KeyRejected
@@ -28,7 +31,64 @@ MAX_ONE_TIME_KEYS_PER_DEVICE = 10_000
 MAX_USERS_PER_QUERY = 10_000
 MAX_DEVICES_PER_QUERY = 50_000
 MAX_CLAIMS = 10_000
-FEDERATION_FAILURE = {"status": 503, "message": "federation is not available yet"}
+FEDERATION_FAILURE = {"status": 503, "message": "federation is not available"}
+DEFAULT_TIMEOUT_MS = 10_000
+"""How long /keys/query and /keys/claim wait for other servers (the spec's default)."""
+MAX_TIMEOUT_MS = 60_000
+
+Parts = dict[str, dict[str, object]]
+"""Parts of an answer: e.g. ``device_keys`` -> user ID -> what to answer for them."""
+Failures = dict[str, object]
+"""Server name -> why it could not be asked (``{"status": ..., "message": ...}``)."""
+
+
+class RemoteKeys(Protocol):
+    """The federation side of /keys/query and /keys/claim
+    (:class:`pocketserver.federation.e2e.remote_keys.RemoteKeyClient`)."""
+
+    async def query(
+        self, requester: str, wanted: dict[str, dict[str, list[str]]], timeout_s: float
+    ) -> tuple[Parts, Failures]:
+        """Keys of remote users: ``wanted`` is server -> user ID -> device IDs."""
+        ...
+
+    async def claim(
+        self, wanted: dict[str, dict[str, dict[str, str]]], timeout_s: float
+    ) -> tuple[Parts, Failures]:
+        """One-time keys of remote devices: server -> user -> device -> algorithm."""
+        ...
+
+
+class NoFederation:
+    """Every remote server is a failure (federation is not set up)."""
+
+    async def query(
+        self, requester: str, wanted: dict[str, dict[str, list[str]]], timeout_s: float
+    ) -> tuple[Parts, Failures]:
+        return {}, _unavailable(wanted)
+
+    async def claim(
+        self, wanted: dict[str, dict[str, dict[str, str]]], timeout_s: float
+    ) -> tuple[Parts, Failures]:
+        return {}, _unavailable(wanted)
+
+
+def _unavailable(servers: Collection[str]) -> Failures:
+    return {server: dict(FEDERATION_FAILURE) for server in sorted(servers)}
+
+
+def parse_timeout(body: Mapping[str, object]) -> float:
+    """The request's ``timeout`` (milliseconds, default 10 s) in seconds, capped.
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` for a timeout that is not a number >= 0.
+    """
+    value = body.get("timeout")
+    if value is None:
+        value = DEFAULT_TIMEOUT_MS
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise invalid_param("timeout must be a number of milliseconds")
+    return min(float(value), MAX_TIMEOUT_MS) / 1000
 
 
 def rejected(e: KeyRejected) -> MatrixError:
@@ -77,11 +137,18 @@ def parse_upload(body: Mapping[str, object], user_id: str, device_id: str) -> Up
 class E2eKeys:
     """Uploads, queries and claims of device, one-time and fallback keys."""
 
-    def __init__(self, db: Database, stream: DeviceListStream, server_name: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        stream: DeviceListStream,
+        server_name: str,
+        remote: RemoteKeys | None = None,
+    ) -> None:
         self.db = db
         self.stream = stream
         self.server_name = server_name
         self.locality = Locality(server_name)
+        self.remote: RemoteKeys = remote if remote is not None else NoFederation()
         self.key_count_listeners: list[Callable[[str, str], None]] = []
         """Called with (user ID, device ID) after a write that may have changed the
         device's one-time or fallback keys (/sync caches their counts)."""
@@ -129,8 +196,9 @@ class E2eKeys:
             )
         if len(wanted) > MAX_USERS_PER_QUERY:
             raise invalid_param(f"at most {MAX_USERS_PER_QUERY} users per query")
+        timeout_s = parse_timeout(body)
         local: dict[str, list[str]] = {}
-        remote: set[str] = set()
+        remote: dict[str, dict[str, list[str]]] = {}
         devices = 0
         for user_id, device_ids in wanted.items():
             _user_id(user_id)
@@ -140,16 +208,19 @@ class E2eKeys:
             if self.locality.is_mine(user_id):
                 local[user_id] = device_ids
             else:
-                remote.add(get_domain(user_id))
+                remote.setdefault(get_domain(user_id), {})[user_id] = device_ids
         if devices > MAX_DEVICES_PER_QUERY:
             raise invalid_param(f"at most {MAX_DEVICES_PER_QUERY} devices per query")
-        result = await self.db.read(_query_txn, requester, local)
-        result["failures"] = self._remote(remote)
+        result = await self.db.read(keys_answer_txn, requester, local)
+        failures: Failures = {}
+        if remote:
+            parts, failures = await self.remote.query(requester, remote, timeout_s)
+            for name, part in parts.items():
+                merged = result.setdefault(name, {})
+                assert isinstance(merged, dict)
+                merged.update(part)
+        result["failures"] = failures
         return result
-
-    def _remote(self, servers: set[str]) -> dict[str, object]:
-        """The seam for federation: remote servers' keys are not fetched yet."""
-        return {server: dict(FEDERATION_FAILURE) for server in sorted(servers)}
 
     async def claim(self, body: Mapping[str, object]) -> dict[str, object]:
         """Answer /keys/claim: one key per requested device and algorithm, atomically.
@@ -164,8 +235,9 @@ class E2eKeys:
                 "M_BAD_JSON" if "one_time_keys" in body else "M_MISSING_PARAM",
                 "one_time_keys must be an object of user IDs",
             )
+        timeout_s = parse_timeout(body)
         claims: list[tuple[str, str, str]] = []
-        remote: set[str] = set()
+        remote: dict[str, dict[str, dict[str, str]]] = {}
         for user_id, per_device in wanted.items():
             _user_id(user_id)
             if not isinstance(per_device, dict) or not all(
@@ -173,15 +245,35 @@ class E2eKeys:
             ):
                 raise bad_json("one_time_keys values must map device IDs to algorithms")
             if not self.locality.is_mine(user_id):
-                remote.add(get_domain(user_id))
+                remote.setdefault(get_domain(user_id), {})[user_id] = dict(per_device)
                 continue
             claims.extend((user_id, d, a) for d, a in per_device.items())
-        if len(claims) > MAX_CLAIMS:
+        remote_count = sum(len(d) for users in remote.values() for d in users.values())
+        if len(claims) + remote_count > MAX_CLAIMS:
             raise invalid_param(f"at most {MAX_CLAIMS} keys per claim")
+        claimed = await self.claim_local(claims)
+        failures: Failures = {}
+        if remote:
+            parts, failures = await self.remote.claim(remote, timeout_s)
+            for user_id, devices in parts.get("one_time_keys", {}).items():
+                if isinstance(devices, dict):
+                    claimed[user_id] = devices
+        return {"one_time_keys": claimed, "failures": failures}
+
+    async def claim_local(self, claims: list[tuple[str, str, str]]) -> store.Claimed:
+        """Claim ``(user, device, algorithm)`` keys of local devices (a client's
+        /keys/claim, or another server's /user/keys/claim)."""
         claimed = await self.db.write(store.claim_keys, claims) if claims else {}
         for user_id, device_id, _ in claims:
             self._key_counts_changed(user_id, device_id)
-        return {"one_time_keys": claimed, "failures": self._remote(remote)}
+        return claimed
+
+    async def query_local(
+        self, requester: str, wanted: dict[str, list[str]], *, display_names: bool = True
+    ) -> dict[str, object]:
+        """/keys/query's answer for local users (``requester`` decides which
+        signatures and user-signing keys are seen; "" for another server)."""
+        return await self.db.read(keys_answer_txn, requester, wanted, display_names)
 
 
 def _upload_txn(
@@ -193,7 +285,7 @@ def _upload_txn(
     if upload.device_keys is not None and store.set_device_keys(
         conn, user_id, device_id, upload.device_keys
     ):
-        position = store.record_change(conn, user_id)
+        position = store.record_change(conn, user_id, device_id=device_id)
     store.add_one_time_keys(
         conn, user_id, device_id, upload.one_time_keys, MAX_ONE_TIME_KEYS_PER_DEVICE
     )
@@ -210,7 +302,7 @@ def _counts_txn(
     )
 
 
-def _with_signatures(
+def with_signatures(
     key: dict[str, object], extra: Mapping[str, Mapping[str, str]] | None
 ) -> dict[str, object]:
     if not extra:
@@ -223,14 +315,20 @@ def _with_signatures(
     return {**key, "signatures": merged}
 
 
-def _query_txn(
-    conn: sqlite3.Connection, requester: str, wanted: dict[str, list[str]]
+def keys_answer_txn(
+    conn: sqlite3.Connection,
+    requester: str,
+    wanted: dict[str, list[str]],
+    display_names: bool = True,
+    rows: Sequence[store.DeviceKeysRow] | None = None,
 ) -> dict[str, object]:
+    """The answer for ``wanted``; ``rows`` are the device keys (default: local ones)."""
     signatures = store.signatures_for(conn, list(wanted), requester)
     device_keys: dict[str, dict[str, object]] = {user_id: {} for user_id in wanted}
-    for row in store.device_keys_of(conn, wanted):
-        key = _with_signatures(row.keys, signatures.get((row.user_id, row.device_id)))
-        unsigned = {"device_display_name": row.display_name} if row.display_name else {}
+    for row in store.device_keys_of(conn, wanted) if rows is None else rows:
+        key = with_signatures(row.keys, signatures.get((row.user_id, row.device_id)))
+        name = row.display_name if display_names else None
+        unsigned = {"device_display_name": name} if name else {}
         device_keys[row.user_id][row.device_id] = {**key, "unsigned": unsigned}
     master: dict[str, object] = {}
     self_signing: dict[str, object] = {}
@@ -238,7 +336,7 @@ def _query_txn(
     for user_id, keys in store.cross_signing_keys(conn, list(wanted)).items():
         if "master" in keys:
             k = keys["master"]
-            master[user_id] = _with_signatures(k.key, signatures.get((user_id, k.public_key)))
+            master[user_id] = with_signatures(k.key, signatures.get((user_id, k.public_key)))
         if "self_signing" in keys:
             self_signing[user_id] = keys["self_signing"].key
         if "user_signing" in keys and user_id == requester:

@@ -9,6 +9,7 @@ new position and publish it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -27,6 +28,9 @@ class DeviceListStream:
         self.notifier = notifier
         self._position = position
         self._poked = trio.Event()
+        self.listeners: list[Callable[[int], None]] = []
+        """Called with each new committed position (never blocking): the federation
+        publisher of our users' device list changes."""
         notifier.notify_stream(STREAM, position)
 
     @classmethod
@@ -41,6 +45,8 @@ class DeviceListStream:
         if position > self._position:
             self._position = position
             self.notifier.notify_stream(STREAM, position)
+            for listener in self.listeners:
+                listener(position)
 
     def poke(self, *_: object) -> None:
         """Something outside this feature may have changed a device list (a device was

@@ -80,7 +80,7 @@ def set_display_name(
         "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
         (display_name, user_id, device_id),
     )
-    return e2e_key_store.record_change(conn, user_id)
+    return e2e_key_store.record_change(conn, user_id, device_id=device_id)
 
 
 def record_last_seen(

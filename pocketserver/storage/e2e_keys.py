@@ -325,13 +325,21 @@ def signatures_for(conn: sqlite3.Connection, user_ids: Collection[str], viewer: 
 # --- the device list stream --------------------------------------------------------------
 
 
-def record_change(conn: sqlite3.Connection, user_id: str, only_for: str | None = None) -> int:
+def record_change(
+    conn: sqlite3.Connection,
+    user_id: str,
+    only_for: str | None = None,
+    *,
+    device_id: str | None = None,
+) -> int:
     """Note that ``user_id``'s devices or keys changed; return the new stream position.
 
-    ``only_for``: only that user hears of it (instead of everyone sharing a room)."""
+    ``only_for``: only that user hears of it (instead of everyone sharing a room).
+    ``device_id``: the device that changed (None for cross-signing keys), which the
+    ``m.device_list_update`` EDUs name."""
     cur = conn.execute(
-        "INSERT INTO e2e_device_list_changes (user_id, only_for) VALUES (?, ?)",
-        (user_id, only_for),
+        "INSERT INTO e2e_device_list_changes (user_id, only_for, device_id) VALUES (?, ?, ?)",
+        (user_id, only_for, device_id),
     )
     return int(cur.lastrowid or 0)
 
@@ -339,3 +347,21 @@ def record_change(conn: sqlite3.Connection, user_id: str, only_for: str | None =
 def stream_position(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT max(stream_id) FROM e2e_device_list_changes").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def last_device_change(conn: sqlite3.Connection, user_id: str, before: int | None = None) -> int:
+    """The stream position of the user's latest change of a device (before ``before``,
+    if given; 0 if none): the ``stream_id`` of their device list over federation."""
+    row = conn.execute(
+        "SELECT max(stream_id) FROM e2e_device_list_changes"
+        " WHERE user_id = ? AND only_for IS NULL AND device_id IS NOT NULL AND stream_id < ?",
+        (user_id, (1 << 62) if before is None else before),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def delete_cross_signing_key(conn: sqlite3.Connection, user_id: str, usage: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM e2e_cross_signing_keys WHERE user_id = ? AND usage = ?", (user_id, usage)
+    )
+    return cur.rowcount > 0

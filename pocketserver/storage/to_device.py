@@ -106,6 +106,18 @@ def send(
         " VALUES (?, ?, ?, ?, ?)",
         (sender, sender_device, event_type, txn_id, now_ms),
     )
+    return deliver(conn, sender, event_type, messages, max_inbox)
+
+
+def deliver(
+    conn: sqlite3.Connection,
+    sender: str,
+    event_type: str,
+    messages: Sequence[tuple[str, str, str]],
+    max_inbox: int,
+) -> SendResult:
+    """Queue ``(user_id, device_id or "*", encoded content)`` messages in local
+    devices' inboxes (see :func:`send`), with no transaction ID check."""
     targets: dict[tuple[str, str], str] = {}
     for user_id, device_id, content in messages:
         if device_id == "*":

@@ -10,21 +10,27 @@ Memory and disk are bounded: each message's content is at most ``MAX_CONTENT_BYT
 (the request is refused ``413 M_TOO_LARGE`` otherwise) and each device's inbox holds
 at most ``max_inbox`` messages (past that the oldest are dropped, with a log line).
 
-Remote users: federation is not there yet. Messages for users on other servers are
-handed to :attr:`ToDeviceService.remote`, which by default queues nothing and logs
-it; the federation sender plugs in there.
+Remote users: messages for users on other servers are handed to
+:attr:`ToDeviceService.remote`, which by default queues nothing and logs it; the
+federation sender plugs in there. Messages from other servers' users arrive through
+:meth:`ToDeviceService.receive_remote` (``m.direct_to_device`` EDUs, idempotent per
+origin and ``message_id``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+
+import trio
 
 from pocketserver.core.identifiers import get_domain, is_valid_user_id
 from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, bad_json, invalid_param
+from pocketserver.storage import remote_devices
 from pocketserver.storage import to_device as store
 from pocketserver.storage.db import Database
 from pocketserver.sync.notifier import Notifier
@@ -43,19 +49,36 @@ TXN_MAX_AGE_MS = 24 * 60 * 60 * 1000
 
 RemoteMessages = dict[str, dict[str, dict[str, object]]]
 """user ID -> device ID (or ``*``) -> content, for users of one other server."""
-RemoteSender = Callable[[str, str, str, RemoteMessages], None]
-"""``(sender, event_type, destination, messages)``: hand messages to federation."""
+RemoteSender = Callable[[str, str, str, RemoteMessages], Awaitable[None]]
+"""``(sender, event_type, destination, messages)``: hand messages to federation; returns
+once they are stored to be sent (the federation sender's outbox)."""
 
 
 def _encode(content: Mapping[str, object]) -> str:
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
 
 
+def _receive_txn(
+    conn: sqlite3.Connection,
+    origin: str,
+    message_id: str,
+    sender: str,
+    event_type: str,
+    local: list[tuple[str, str, str]],
+    max_inbox: int,
+) -> store.SendResult | None:
+    if not remote_devices.first_sight_of_message(
+        conn, origin, message_id, _now_ms(), TXN_MAX_AGE_MS
+    ):
+        return None
+    return store.deliver(conn, sender, event_type, local, max_inbox)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _no_federation(
+async def _no_federation(
     sender: str, event_type: str, destination: str, messages: RemoteMessages
 ) -> None:
     log.info(
@@ -65,6 +88,7 @@ def _no_federation(
         len(messages),
         destination,
     )
+    await trio.lowlevel.checkpoint()
 
 
 class ToDeviceService:
@@ -146,7 +170,7 @@ class ToDeviceService:
             )
         self._committed(result.position)
         for destination, batch in remote.items():
-            self.remote(sender, event_type, destination, batch)
+            await self.remote(sender, event_type, destination, batch)
 
     def _parse(
         self, messages: object
@@ -177,6 +201,43 @@ class ToDeviceService:
                 else:
                     remote.setdefault(domain, {}).setdefault(user_id, {})[device_id] = content
         return local, remote
+
+    async def receive_remote(
+        self,
+        origin: str,
+        message_id: str,
+        sender: str,
+        event_type: str,
+        messages: Mapping[str, Mapping[str, Mapping[str, object]]],
+    ) -> int:
+        """Deliver an ``m.direct_to_device`` EDU's messages to local devices, once per
+        ``(origin, message_id)``; return how many devices got one.
+
+        The caller (:mod:`pocketserver.federation.e2e.inbound`) checked that the sender
+        belongs to ``origin``. Users of other servers, malformed entries and contents
+        past :data:`MAX_CONTENT_BYTES` are skipped.
+        """
+        local: list[tuple[str, str, str]] = []
+        for user_id, devices in messages.items():
+            if not is_valid_user_id(user_id) or user_id.split(":", 1)[1] != self.server_name:
+                continue
+            if not isinstance(devices, Mapping):
+                continue
+            for device_id, content in devices.items():
+                if not isinstance(device_id, str) or not isinstance(content, Mapping):
+                    continue
+                encoded = _encode(content)
+                if len(encoded.encode("utf-8")) <= MAX_CONTENT_BYTES:
+                    local.append((user_id, device_id, encoded))
+        if not local:
+            return 0
+        result = await self.db.write(
+            _receive_txn, origin, message_id, sender, event_type, local, self.max_inbox
+        )
+        if result is None:
+            return 0  # a retried transaction: delivered already
+        self._committed(result.position)
+        return result.delivered
 
     def _committed(self, position: int) -> None:
         self._position = max(self._position, position)

@@ -165,7 +165,7 @@ async def test_claims_oldest_first_then_fallback(keys: E2eKeys, sk) -> None:
 async def test_remote_users_are_failures(keys: E2eKeys) -> None:
     r = await keys.claim({"one_time_keys": {"@x:elsewhere.example": {"D": "signed_curve25519"}}})
     assert r["failures"] == {
-        "elsewhere.example": {"status": 503, "message": "federation is not available yet"}
+        "elsewhere.example": {"status": 503, "message": "federation is not available"}
     }
     q = await keys.query(ALICE, {"device_keys": {"@x:elsewhere.example": []}})
     assert list(q["failures"]) == ["elsewhere.example"]  # type: ignore[arg-type]

@@ -203,7 +203,11 @@ async def test_remote_users_go_to_the_seam(
     with caplog.at_level(logging.INFO, "pocketserver.to_device.service"):
         await service.send(ALICE, "A1", "m.test", "t0", {"@carol:remote.test": {"*": {"a": 1}}})
     assert "federation is not available" in caplog.text
-    service.remote = lambda *args: handed.append(args)
+
+    async def remote(*args: object) -> None:
+        handed.append(args)  # type: ignore[arg-type]
+
+    service.remote = remote  # type: ignore[assignment]
     await service.send(
         ALICE, "A1", "m.test", "t1", {"@carol:remote.test": {"*": {"a": 1}}, BOB: {"B1": {}}}
     )
