@@ -58,9 +58,9 @@ from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
 from pocketserver.storage.guard import ForeignDatabaseError
 from pocketserver.storage.lock import AlreadyRunningError
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
-from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
 

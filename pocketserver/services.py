@@ -44,9 +44,9 @@ from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.handler import SyncHandler
 from pocketserver.sync.legacy import LegacySync
-from pocketserver.sync.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 
 if TYPE_CHECKING:  # the previewer (and httpx) is imported only when previews are on

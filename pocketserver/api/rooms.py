@@ -28,11 +28,11 @@ from pocketserver.api.third_party_invites import invite_by_address, is_third_par
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
 from pocketserver.rooms.canonical_alias import CANONICAL_ALIAS, new_aliases
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.create import PRESETS, RoomSettings, create_room
 from pocketserver.rooms.history import parse_position
 from pocketserver.rooms.relations import check_new_relation
 from pocketserver.rooms.third_party_invites import ThreePidInvite
-from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"

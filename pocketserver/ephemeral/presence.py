@@ -30,7 +30,7 @@ import trio
 from pocketserver.ephemeral.clock import StreamClock, wall_ms
 from pocketserver.storage import presence as presence_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 ONLINE = "online"

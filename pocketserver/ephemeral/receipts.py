@@ -22,7 +22,7 @@ from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.storage import receipts as receipt_store
 from pocketserver.storage.receipts import Receipt
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class ReceiptService:
         if position is None:
             return  # the stored receipt is already at this event or later
         self._position = max(self._position, position)
-        self._notifier.notify_stream(self.stream, position)
+        self._notifier.notify_stream(self.stream, position, rooms=(room_id,))
         for listener in self._listeners:
             try:
                 listener(user_id, room_id, receipt_type, event_id, thread_id)

@@ -9,8 +9,8 @@ from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import receipts as receipt_store
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.handler import SyncHandler
-from pocketserver.sync.notifier import Notifier
 
 
 async def build_ephemeral(

@@ -28,7 +28,7 @@ from pocketserver.errors import MatrixError, not_found
 from pocketserver.push.matching import RuleInterner, UserRules
 from pocketserver.storage import push_rules as rule_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 
 def _error(e: PushRuleError) -> MatrixError:

@@ -29,16 +29,16 @@ from pocketserver.cache import MemoryBudget
 from pocketserver.errors import MatrixError
 from pocketserver.push.evaluator import PushEvaluator
 from pocketserver.push.rules import PushRules
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import push_counts
 from pocketserver.storage.push_counts import MAIN_THREAD
-from pocketserver.sync.client_events import client_event
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.handler import SyncHandler
-from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
-from pocketserver.sync.token import SyncToken
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from pocketserver.core.identifiers import is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, invalid_param
 from pocketserver.storage import to_device as store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class ToDeviceService:
                 self.max_inbox,
                 count,
             )
-        self._committed(result.position)
+        self._committed(result.position, {user_id for user_id, _, _ in local})
         for destination, batch in remote.items():
             self.remote(sender, event_type, destination, batch)
 
@@ -175,9 +175,9 @@ class ToDeviceService:
                     remote.setdefault(domain, {}).setdefault(user_id, {})[device_id] = content
         return local, remote
 
-    def _committed(self, position: int) -> None:
+    def _committed(self, position: int, users: Collection[str]) -> None:
         self._position = max(self._position, position)
-        self.notifier.notify_stream(STREAM, self._position)
+        self.notifier.notify_stream(STREAM, self._position, users=users)
 
     async def pending(
         self, user_id: str, device_id: str, since: int | None, upto: int, limit: int
