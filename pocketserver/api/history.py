@@ -90,12 +90,8 @@ def filter_arg() -> EventFilter:
 
 
 async def ignored_users(user_id: str) -> frozenset[str]:
-    """The users ``user_id`` ignores, if the account data service is there."""
-    account_data = getattr(services(), "account_data", None)
-    fetch = getattr(account_data, "ignored_users", None)
-    if fetch is None:
-        return frozenset()
-    return frozenset(await fetch(user_id))
+    """The users ``user_id`` ignores."""
+    return await services().account_data.ignored_users(user_id)
 
 
 def now_ms() -> int:

@@ -71,15 +71,23 @@ class ReceiptService:
 
     stream = "receipts"
 
-    def __init__(self, rooms: RoomClient, notifier: Notifier, position: int) -> None:
+    def __init__(
+        self,
+        rooms: RoomClient,
+        notifier: Notifier,
+        position: int,
+        *,
+        activity: Callable[[str], None] = lambda user_id: None,
+        read_markers: ReadMarkers | None = None,
+    ) -> None:
         self._rooms = rooms
         self._db = rooms.store.db
         self._notifier = notifier
         self._position = position
         self._listeners: list[ReceiptListener] = []
-        self.activity: Callable[[str], None] = lambda user_id: None
+        self.activity = activity
         """Called with the user ID of every receipt sent (presence activity)."""
-        self.read_markers: ReadMarkers | None = None
+        self.read_markers = read_markers
         """For ``m.fully_read`` sent as a receipt; without it that type is refused."""
 
     def add_listener(self, callback: ReceiptListener) -> None:

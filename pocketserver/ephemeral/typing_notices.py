@@ -53,6 +53,7 @@ class TypingService:
         max_typers: int = MAX_TYPERS,
         max_changed_rooms: int = MAX_CHANGED_ROOMS,
         now_ms: Callable[[], int] = wall_ms,
+        activity: Callable[[str], None] = lambda user_id: None,
     ) -> None:
         self._require_joined = require_joined
         self._notifier = notifier
@@ -63,7 +64,7 @@ class TypingService:
         self._deadlines: list[tuple[float, str, str]] = []  # a heap; stale entries skipped
         self._clock = StreamClock(max_changed_rooms, now_ms)
         self._rescheduled = trio.Event()
-        self.activity: Callable[[str], None] = lambda user_id: None
+        self.activity = activity
         """Called with the user ID when someone starts typing (presence activity)."""
 
     # --- writing ---------------------------------------------------------------------

@@ -25,11 +25,14 @@ async def build_ephemeral(
     in the server's background nursery."""
     db = rooms.store.db
     presence = PresenceService(db, notifier, enabled=config.presence_enabled)
-    typing = TypingService(rooms.require_joined, notifier)
-    receipts = ReceiptService(rooms, notifier, await db.read(receipt_store.stream_position))
-    receipts.read_markers = read_markers
-    typing.activity = presence.bump_active
-    receipts.activity = presence.bump_active
+    typing = TypingService(rooms.require_joined, notifier, activity=presence.bump_active)
+    receipts = ReceiptService(
+        rooms,
+        notifier,
+        await db.read(receipt_store.stream_position),
+        activity=presence.bump_active,
+        read_markers=read_markers,
+    )
     suffix = ":" + config.server_name
 
     def event_sent(event: PersistedEvent) -> None:

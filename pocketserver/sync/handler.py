@@ -95,6 +95,8 @@ class SyncHandler:
         reader: EventReader,
         notifier: Notifier,
         budget: MemoryBudget | None = None,
+        *,
+        ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored,
     ) -> None:
         self.store = store
         self.reader = reader
@@ -117,8 +119,8 @@ class SyncHandler:
         self._full_builds = trio.CapacityLimiter(full_sync_slots(budget))
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
-        self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored
-        """Set by the account data feature: whose events and invites a user ignores."""
+        self.ignored_users = ignored_users
+        """From the account data feature: whose events and invites a user ignores."""
 
     def add_source(self, source: SyncSource) -> None:
         """Let another stream (account data, receipts, ...) add its part to responses."""
