@@ -56,6 +56,10 @@ class _Change(NamedTuple):
     rooms: frozenset[str] | None
     """Rooms the change is in; None with ``users`` None: it concerns everyone."""
     users: frozenset[str] | None
+    upto: int
+    """The highest position of this change and every change logged before it: a scan
+    from the newest change stops at the first whose ``upto`` is not past the token
+    (changes may be published slightly out of order)."""
 
     def concerns(self, user_id: str | None, rooms: Collection[str]) -> bool:
         if self.rooms is None and self.users is None:
@@ -119,7 +123,7 @@ class Notifier:
         self._position = max(self._position, position)
         rooms = None if room_id is None else frozenset((room_id,))
         who = None if room_id is None else (frozenset(users) if users else _NOBODY)
-        self._publish(EVENTS, _Change(position, rooms, who))
+        self._publish(EVENTS, position, rooms, who)
 
     def stream_position(self, stream: str) -> int:
         return self._position if stream == EVENTS else self._streams.get(stream, 0)
@@ -147,19 +151,26 @@ class Notifier:
             self._wake(self._waiters)
             return
         if users is None and rooms is None:
-            change = _Change(position, None, None)
+            self._publish(stream, position, None, None)
         else:
-            change = _Change(
+            self._publish(
+                stream,
                 position,
                 frozenset(rooms) if rooms else _NOBODY,
                 frozenset(users) if users else _NOBODY,
             )
-        self._publish(stream, change)
 
-    def _publish(self, stream: str, change: _Change) -> None:
+    def _publish(
+        self,
+        stream: str,
+        position: int,
+        rooms: frozenset[str] | None,
+        users: frozenset[str] | None,
+    ) -> None:
         log = self._logs[stream]
         if len(log) == log.maxlen:
             self._floors[stream] = max(self._floors[stream], log[0].position)
+        change = _Change(position, rooms, users, max(position, log[-1].upto if log else 0))
         log.append(change)
         self._notifications += 1
         if change.rooms is None and change.users is None:
@@ -184,12 +195,16 @@ class Notifier:
         """Whether a change published after ``positions`` (stream -> position) may
         concern ``user_id`` listening to ``rooms``: False only when the log shows for
         sure that none does. ``user_id`` None: any change."""
+        if not isinstance(rooms, (set, frozenset)):
+            rooms = frozenset(rooms)
         for stream, since in positions.items():
             if self.stream_position(stream) <= since:
                 continue
             if since < self._floors.get(stream, 0):
                 return True  # older than the log: it cannot tell
-            for change in self._logs.get(stream, ()):
+            for change in reversed(self._logs.get(stream, ())):
+                if change.upto <= since:
+                    break  # this change and every older one are not past the token
                 if change.position > since and change.concerns(user_id, rooms):
                     return True
         return False
@@ -214,7 +229,9 @@ class Notifier:
         self._add(waiter)
         try:
             with trio.move_on_after(timeout_s):
-                while not self._closing and not self.changed_since(user_id, rooms, positions):
+                while not self._closing and not self.changed_since(
+                    user_id, waiter.rooms, positions
+                ):
                     waiter.woken = trio.Event()
                     await waiter.woken.wait()
         finally:

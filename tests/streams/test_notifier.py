@@ -245,3 +245,15 @@ async def test_close_wakes_every_waiter(autojump_clock: trio.abc.Clock):
     assert sorted(waits.done) == ["alice", "bob"]
     assert notifier._by_room == {}
     assert notifier._by_user == {}
+
+
+async def test_a_change_published_out_of_order_is_still_seen():
+    """Two rooms' writes finishing together may publish 12 before 11."""
+    notifier = Notifier(position=10)
+    notifier.notify(12, "!y:hs")
+    notifier.notify(11, "!x:hs")
+    for position in range(13, 20):
+        notifier.notify(position, "!y:hs")
+    assert notifier.position == 19
+    assert notifier.changed_since("@alice:hs", ["!x:hs"], {"events": 10})
+    assert not notifier.changed_since("@alice:hs", ["!x:hs"], {"events": 11})
