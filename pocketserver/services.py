@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import nacl.signing
@@ -39,7 +40,6 @@ from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
-from pocketserver.ephemeral.wiring import build_ephemeral
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.repository import MediaRepository
 from pocketserver.media.wiring import build_media
@@ -59,7 +59,8 @@ from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
-from pocketserver.rooms.writer import RoomWriter
+from pocketserver.rooms.writer import PersistedEvent, RoomWriter
+from pocketserver.storage import receipts as receipt_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
 from pocketserver.storage.guard import ForeignDatabaseError
@@ -188,6 +189,22 @@ def _open_database(config: Config, budget: MemoryBudget) -> Database:
         raise StartupError(f"cannot open database {config.database.path}: {e}") from None
 
 
+def _stop_typing_on_leave(typing: TypingService, event: PersistedEvent) -> None:
+    """Someone no longer joined stops typing there at once."""
+    pdu = event.pdu
+    if event.accepted and not event.outlier and pdu.get("type") == "m.room.member":
+        content, target = pdu.get("content"), pdu.get("state_key")
+        if isinstance(content, dict) and isinstance(target, str):
+            typing.membership_changed(target, event.room_id, content.get("membership"))
+
+
+def _bump_local_sender(presence: PresenceService, suffix: str, event: PersistedEvent) -> None:
+    """A local user who sends an event is active."""
+    sender = event.pdu.get("sender")
+    if event.accepted and isinstance(sender, str) and sender.endswith(suffix):
+        presence.bump_active(sender)
+
+
 async def build_services(config: Config) -> Services:
     """Open the database (migrating it), build every service and wire them together.
     Blocking work runs in threads. The server starts the services' ``run`` tasks.
@@ -241,9 +258,21 @@ async def build_services(config: Config) -> Services:
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
-    typing, receipts, presence = await build_ephemeral(
-        config, room_client, notifier, sync, account_data
+    presence = PresenceService(db, notifier, enabled=config.presence_enabled)
+    # Sending events, typing and receipts count as presence activity.
+    typing = TypingService(room_client.require_joined, notifier, activity=presence.bump_active)
+    receipts = ReceiptService(
+        room_client,
+        notifier,
+        await db.read(receipt_store.stream_position),
+        activity=presence.bump_active,
+        read_markers=account_data,
     )
+    writer.add_listener(partial(_stop_typing_on_leave, typing))
+    if presence.enabled:
+        writer.add_listener(partial(_bump_local_sender, presence, ":" + config.server_name))
+    for source in (typing, receipts, presence):
+        sync.add_source(source)
     media, url_previews = await build_media(db, config, budget)
     directory = Directory(
         room_store,
