@@ -76,14 +76,28 @@ class Env:
         return str(answer["next_batch"])
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+async def _env(tmp_path: Path, **overrides: object) -> AsyncIterator[Env]:
     fast = {"per_second": 1000, "burst_count": 1000}
-    services = await build_services(load_config(make_config(tmp_path, rc_message=fast)))
+    config = load_config(make_config(tmp_path, rc_message=fast, **overrides))
+    services = await build_services(config)
     try:
         yield Env(services, create_app(services).test_client())
     finally:
         services.db.close()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async for e in _env(tmp_path):
+        yield e
+
+
+@pytest.fixture
+async def no_presence(tmp_path: Path) -> AsyncIterator[Env]:
+    """Presence concerns everyone who shares a room (it wakes every waiter): off here,
+    so that only the stream under test changes."""
+    async for e in _env(tmp_path, presence={"enabled": False}):
+        yield e
 
 
 class _CountingSync:
@@ -217,3 +231,58 @@ async def test_a_failing_listener_neither_fails_the_send_nor_keeps_syncs_asleep(
     status, event = await env.call("GET", f"/rooms/{room_id}/event/{sent['event_id']}", alice_token)
     assert status == 200, event
     assert event["content"]["body"] == "still delivered"
+
+
+async def test_other_streams_wake_only_the_users_and_rooms_they_concern(
+    no_presence: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice's account data, her to-device message to herself, her typing and receipt
+    in her room: Bob (in another room) is never woken; each wakes Alice's own poll."""
+    env = no_presence
+    alice, alice_token = await env.user("alice")
+    bob, bob_token = await env.user("bob")
+    room_x = await env.room(alice_token)
+    await env.room(bob_token)
+    last = await env.send(alice_token, room_x, "hello")
+    bob_since = await env.since(bob_token)
+    notifier = env.services.notifier
+    counting = _CountingSync(env.services.sync, monkeypatch)
+    bob_answers: list[dict[str, Any]] = []
+
+    async def bob_poll() -> None:
+        status, answer = await env.call(
+            "GET", "/sync", bob_token, query={"since": bob_since, "timeout": 60000}
+        )
+        assert status == 200, answer
+        bob_answers.append(answer)
+
+    changes = [
+        ("PUT", f"/user/{alice}/account_data/org.example.note", {"n": 1}),
+        ("PUT", "/sendToDevice/org.example.ping/t1", {"messages": {alice: {"*": {"a": 1}}}}),
+        ("PUT", f"/rooms/{room_x}/typing/{alice}", {"typing": True, "timeout": 30000}),
+        ("POST", f"/rooms/{room_x}/receipt/m.read/{last}", {}),
+    ]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bob_poll)
+        await _until(lambda: notifier.statistics().waiters == 1)
+        for method, path, body in changes:
+            alice_since = await env.since(alice_token)
+            woken: list[dict[str, Any]] = []
+
+            async def alice_poll(since: str = alice_since, out: list[Any] = woken) -> None:
+                status, answer = await env.call(
+                    "GET", "/sync", alice_token, query={"since": since, "timeout": 60000}
+                )
+                assert status == 200, answer
+                out.append(answer)
+
+            nursery.start_soon(alice_poll)
+            await _until(lambda: notifier.statistics().waiters == 2)
+            wakeups = notifier.statistics().wakeups
+            status, answer = await env.call(method, path, alice_token, body)
+            assert status == 200, (path, answer)
+            await _until(lambda out=woken: bool(out))  # type: ignore[misc]
+            assert notifier.statistics().wakeups == wakeups + 1, path  # Alice's alone
+        assert bob_answers == []
+        assert counting.builds[bob] == 1
+        nursery.cancel_scope.cancel()

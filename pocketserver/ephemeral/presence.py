@@ -118,6 +118,8 @@ class PresenceService:
         self._users: OrderedDict[str, _UserPresence] = OrderedDict()
         self._live: set[str] = set()  # users others see as not offline
         self._clock = StreamClock(max_users, now_ms)
+        if enabled:
+            notifier.notify_stream(self.stream, self._clock.position)  # where it starts
 
     # --- state -------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class ReceiptService:
         self._db = rooms.store.db
         self._notifier = notifier
         self._position = position
+        notifier.notify_stream(self.stream, position)  # where the stream starts
         self._listeners: list[ReceiptListener] = []
         self.activity = activity
         """Called with the user ID of every receipt sent (presence activity)."""

@@ -63,6 +63,7 @@ class TypingService:
         self._count = 0
         self._deadlines: list[tuple[float, str, str]] = []  # a heap; stale entries skipped
         self._clock = StreamClock(max_changed_rooms, now_ms)
+        notifier.notify_stream(self.stream, self._clock.position)  # where the stream starts
         self._rescheduled = trio.Event()
         self.activity = activity
         """Called with the user ID when someone starts typing (presence activity)."""
