@@ -20,14 +20,20 @@ DEFAULT_MAX_KEYS = 10_000
 class RateLimiter:
     """One limit (``per_second`` sustained, ``burst_count`` at once) over many keys."""
 
-    def __init__(self, limit: RateLimit, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+    def __init__(
+        self,
+        limit: RateLimit,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        *,
+        exempt: Callable[[Hashable], bool] | None = None,
+    ) -> None:
         self.limit = limit
         self._max_keys = max_keys
         # key -> (tokens available, time they were counted)
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
-        self.exempt: Callable[[Hashable], bool] | None = None
+        self.exempt = exempt
         """Keys never limited (users of application services with ``rate_limited:
-        false``); set once at start-up for the limiters keyed by user ID."""
+        false``), for the limiters keyed by user ID."""
 
     def _available(self, key: Hashable, now: float) -> float:
         tokens, then = self._buckets.get(key, (float(self.limit.burst_count), now))

@@ -7,7 +7,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 from wsgiref.handlers import format_date_time
@@ -16,83 +16,17 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from pocketserver.account_data.room_upgrade import UpgradeTransfer
-from pocketserver.account_data.service import AccountDataService
-from pocketserver.account_data.sync_source import AccountDataSource
-from pocketserver.accounts.account_api import build_account_api
-from pocketserver.accounts.guests import GuestAccess
-from pocketserver.accounts.openid import OpenIdTokens
-from pocketserver.accounts.profiles import Profiles
-from pocketserver.accounts.service import AccountService
-from pocketserver.accounts.shared_secret import NonceStore
 from pocketserver.app import create_app
-from pocketserver.appservice.sender import TransactionSender
-from pocketserver.appservice.service import AppServices
-from pocketserver.appservice.thirdparty import ThirdParty
-from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import Config, ListenerConfig
-from pocketserver.core.crypto import key_id, read_signing_keys
-from pocketserver.core.locality import Locality
-from pocketserver.e2e.cross_signing import CrossSigning
-from pocketserver.e2e.dehydrated import DehydratedDevices
-from pocketserver.e2e.stream import DeviceListStream
-from pocketserver.e2e.sync_source import DeviceListSource
-from pocketserver.ephemeral.wiring import build_ephemeral
-from pocketserver.federation import event_keys
-from pocketserver.federation.e2e.outbound import DeviceListPublisher, DeviceListSender
-from pocketserver.federation.e2e.requests import FederationRequests
-from pocketserver.federation.e2e.service import FederationE2e
-from pocketserver.federation.edus import EphemeralEdus
-from pocketserver.federation.history import FederationHistory
-from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, TransactionReceiver
-from pocketserver.federation.joins import ResidentMemberships
-from pocketserver.federation.keyring import Keyring
-from pocketserver.federation.outbound import LazyFederationClient
-from pocketserver.federation.sender import FederationSender
-from pocketserver.federation.sender.producers import receipt_forwarder
-from pocketserver.federation.sender.transport import ClientTransport
-from pocketserver.key_backup.service import KeyBackupService
-from pocketserver.media.wiring import build_media
-from pocketserver.net.addresses import outbound_policy
-from pocketserver.net.identity import IdentityClient
+from pocketserver.core.crypto import key_id
 from pocketserver.net.tls import ListenerTls
-from pocketserver.preflight import startup_problems
-from pocketserver.push.pushers import PusherService
-from pocketserver.push.service import PushService
-from pocketserver.rooms.client import RoomClient
-from pocketserver.rooms.create import RoomCreator
-from pocketserver.rooms.directory import Directory
-from pocketserver.rooms.membership import Membership
-from pocketserver.rooms.reading import EventReader
-from pocketserver.rooms.relations import index_relation
-from pocketserver.rooms.reports import Reports
-from pocketserver.rooms.retention import RedactionCensor
-from pocketserver.rooms.search_index import index_event as index_search_text
-from pocketserver.rooms.store import RoomStore
-from pocketserver.rooms.third_party_invites import ThirdPartyInvites
-from pocketserver.rooms.upgrade import RoomUpgrader
-from pocketserver.rooms.writer import RoomWriter
-from pocketserver.services import RateLimiters, Services
-from pocketserver.storage.db import Database
-from pocketserver.storage.events import max_stream_ordering
-from pocketserver.storage.guard import ForeignDatabaseError
-from pocketserver.storage.lock import AlreadyRunningError
-from pocketserver.sync.handler import SyncHandler
-from pocketserver.sync.legacy import LegacySync
-from pocketserver.sync.notifier import Notifier
-from pocketserver.sync.stored_filters import StoredFilters
-from pocketserver.to_device.service import RemoteMessages, ToDeviceService
-from pocketserver.to_device.sync_source import ToDeviceSource
+from pocketserver.services import Services, StartupError, build_services
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_S = 10.0
 # How often the server checks whether another process wrote to the database.
 OTHER_WRITERS_POLL_S = 0.5
-
-
-class StartupError(Exception):
-    """The server cannot start (bad key file, database too new, port taken)."""
 
 
 def _bind(address: str, port: int) -> str:
@@ -190,262 +124,6 @@ def _hypercorn_config(
     return hc
 
 
-def _load_signing_key(config: Config) -> object:
-    try:
-        text = config.signing_key_path.read_text(encoding="utf-8")
-        keys = read_signing_keys(text)
-    except OSError as e:
-        raise StartupError(
-            f"cannot read signing key {config.signing_key_path}: {e.strerror}"
-        ) from None
-    except ValueError as e:
-        raise StartupError(f"signing key {config.signing_key_path} is not valid: {e}") from None
-    if not keys:
-        raise StartupError(f"signing key file {config.signing_key_path} holds no key")
-    return keys[0]
-
-
-async def build_services(
-    config: Config,
-    *,
-    federation_requests: FederationRequests | None = None,
-    device_list_sender: DeviceListSender | None = None,
-) -> Services:
-    """Open the database (migrating it) and build every service. Blocking work runs in threads.
-
-    Tests may replace how the end-to-end encryption services ask other servers
-    (``federation_requests``; the server's federation client by default) and where our
-    users' device list changes go (``device_list_sender``; the federation sender)."""
-    from pocketserver.storage.migrations import SchemaTooNewError
-
-    budget = MemoryBudget(config.memory_budget)
-    problems = await trio.to_thread.run_sync(startup_problems, config)
-    if problems:
-        raise StartupError("; ".join(problems))
-    signing_key = await trio.to_thread.run_sync(_load_signing_key, config)
-    try:
-        db = await trio.to_thread.run_sync(
-            partial(
-                Database,
-                config.database.path,
-                memory_bytes=budget.sqlite_bytes,
-                synchronous=config.database.synchronous,
-                lock=True,
-            )
-        )
-    except (SchemaTooNewError, ForeignDatabaseError, AlreadyRunningError) as e:
-        raise StartupError(str(e)) from None
-    except OSError as e:
-        raise StartupError(f"cannot open database {config.database.path}: {e}") from None
-    import nacl.signing
-
-    assert isinstance(signing_key, nacl.signing.SigningKey)
-    notifier = Notifier(await db.read(max_stream_ordering))
-    room_store = RoomStore(db, budget)
-    reader = EventReader(room_store, budget)
-    ratelimits = RateLimiters.from_config(config)
-    writer = RoomWriter(room_store, config.server_name, signing_key, notifier)
-    writer.add_listener(reader.on_persisted)
-    writer.add_txn_hook(index_relation)
-    writer.add_txn_hook(index_search_text)
-    writer.add_listener(ratelimits.rooms.on_persisted)
-    room_client = RoomClient(writer, reader, ratelimits.message, ratelimits.rooms)
-    accounts = AccountService(db, config, budget)
-    account_api = build_account_api(
-        db,
-        accounts,
-        room_client,
-        access_lifetime_ms=config.refreshable_access_token_lifetime_ms,
-        refresh_lifetime_ms=config.refresh_token_lifetime_ms,
-        failed_logins=ratelimits.login_failures,
-        token_validity=config.rc_registration_token_validity,
-        login_token_lifetime_ms=config.login_token_lifetime_ms,
-    )
-    sync = SyncHandler(room_store, reader, notifier, budget)
-    account_data = await AccountDataService.open(db, notifier, budget)
-    sync.add_source(AccountDataSource(account_data))
-    to_device = await ToDeviceService.open(db, notifier, config.server_name)
-    sync.add_source(ToDeviceSource(to_device))
-    sync.ignored_users = account_data.ignored_users
-    device_lists = await DeviceListStream.open(db, notifier)
-    accounts.tokens_revoked_listeners.append(device_lists.poke)
-    accounts.device_list_listeners.append(device_lists.committed)
-    federation_client = LazyFederationClient(config, signing_key)
-    federation_sender = FederationSender(
-        db,
-        room_store,
-        config.server_name,
-        ClientTransport(federation_client),
-        budget=budget,
-        presence_enabled=config.presence_enabled,
-    )
-    writer.add_listener(federation_sender.on_persisted)
-
-    async def to_device_out(
-        sender: str, event_type: str, destination: str, messages: RemoteMessages
-    ) -> None:
-        await federation_sender.send_to_device(sender, event_type, messages)
-
-    to_device.remote = to_device_out
-    e2e_keys, federation_e2e = FederationE2e.build(
-        db,
-        device_lists,
-        config.server_name,
-        to_device,
-        federation_requests if federation_requests is not None else federation_client,
-        display_names=config.allow_device_name_lookup_over_federation,
-    )
-    publisher = DeviceListPublisher(
-        db,
-        device_lists,
-        device_list_sender if device_list_sender is not None else federation_sender,
-        display_names=config.allow_device_name_lookup_over_federation,
-    )
-    device_list_source = DeviceListSource(e2e_keys)
-    sync.add_source(device_list_source)
-    accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
-    typing, receipts, presence = await build_ephemeral(
-        config, room_client, notifier, sync, account_data
-    )
-    media, url_previews = await build_media(db, config, budget)
-    directory = Directory(room_store, config.server_name)
-    legacy_sync = LegacySync(
-        room_client,
-        notifier,
-        directory,
-        presence,
-        (AccountDataSource(account_data), receipts, typing, presence),
-        account_data.ignored_users,
-    )
-    push = PushService(room_store, reader, notifier, budget, config.server_name)
-    upgrader = RoomUpgrader(room_client, directory)
-    upgrader.after_upgrade = UpgradeTransfer(account_data, push.rules).transfer
-    appservices = AppServices(config.app_services, db, config.server_name)
-    if appservices.all:
-        await appservices.ensure_senders()
-        ratelimits.exempt_users(appservices.is_unlimited)
-        directory.ask_unknown_alias = appservices.query_alias
-    appservice_sender = TransactionSender(appservices, db, reader)
-    writer.add_listener(appservice_sender.on_persisted)
-    # No transport yet: owed events are recorded, nothing is sent. At merge, the
-    # federation client (h-transport) is passed here.
-    receipts.add_listener(receipt_forwarder(federation_sender, config.server_name))
-    outbound = outbound_policy(config.ip_range_blacklist, config.ip_range_whitelist)
-    if config.use_insecure_ssl_client_just_for_testing_do_not_use:
-        log.warning(
-            "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
-            " and signing key server certificates are NOT verified"
-        )
-    guests = GuestAccess(db, accounts, room_client, enabled=config.allow_guest_access)
-    profiles = Profiles(room_client, config.server_name)
-    third_party_invites = ThirdPartyInvites(
-        room_client,
-        IdentityClient(
-            outbound,
-            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
-        ),
-        config.server_name,
-        lookups_enabled=config.enable_3pid_lookup,
-    )
-    membership = Membership(
-        room_client,
-        directory,
-        profiles,
-        guests,
-        third_party_invites,
-        appservices,
-        Locality(config.server_name),
-    )
-    room_creator = RoomCreator(
-        writer,
-        membership,
-        directory,
-        profiles,
-        third_party_invites,
-        appservices,
-        ratelimits.rooms,
-        config.default_room_version,
-    )
-    keyring = Keyring(
-        db,
-        budget,
-        config.server_name,
-        signing_key,
-        federation_client,
-        old_signing_keys=config.old_signing_keys,
-        trusted_key_servers=config.trusted_key_servers,
-    )
-    federation_history = FederationHistory(room_store, reader)
-
-    async def keys_for(pdu: Mapping[str, object], room_version: str) -> event_keys.Keys:
-        return await event_keys.keys_for_event(keyring, pdu, room_version)
-
-    resident_memberships = ResidentMemberships(
-        writer, federation_history, config.server_name, signing_key, keys_for
-    )
-    ephemeral_edus = EphemeralEdus(typing, receipts, presence, federation_history.check_acl)
-    transactions = TransactionReceiver(
-        room_store,
-        federation_history,
-        [ephemeral_edus.handle, federation_e2e.on_edu],
-        on_contact=federation_sender.on_remote_contact,
-    )
-    staged_pdus = StagedPduWorker(transactions, PduPipeline(writer, keyring, federation_client))
-    return Services(
-        config=config,
-        db=db,
-        budget=budget,
-        signing_key=signing_key,
-        accounts=accounts,
-        guests=guests,
-        registration_nonces=NonceStore(),
-        ratelimits=ratelimits,
-        notifier=notifier,
-        room_store=room_store,
-        rooms=writer,
-        events=reader,
-        censor=RedactionCensor(reader, config.redaction_retention_period_ms),
-        room_client=room_client,
-        directory=directory,
-        profiles=profiles,
-        sync=sync,
-        filters=StoredFilters(db, sync.filters),
-        typing=typing,
-        receipts=receipts,
-        presence=presence,
-        account_api=account_api,
-        account_data=account_data,
-        push=push,
-        pushers=PusherService(db, reader, policy=outbound),
-        room_upgrades=upgrader,
-        media=media,
-        openid=OpenIdTokens(db, config.server_name),
-        third_party_invites=third_party_invites,
-        membership=membership,
-        room_creator=room_creator,
-        reports=Reports(room_client, ratelimits.message, Locality(config.server_name)),
-        url_previews=url_previews,
-        to_device=to_device,
-        key_backup=KeyBackupService(db),
-        e2e_keys=e2e_keys,
-        federation_e2e=federation_e2e,
-        device_list_publisher=publisher,
-        cross_signing=CrossSigning(db, device_lists),
-        dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
-        legacy_sync=legacy_sync,
-        appservices=appservices,
-        appservice_sender=appservice_sender,
-        thirdparty=ThirdParty(appservices),
-        keyring=keyring,
-        federation_client=federation_client,
-        federation_sender=federation_sender,
-        federation_history=federation_history,
-        resident_memberships=resident_memberships,
-        transactions=transactions,
-        staged_pdus=staged_pdus,
-    )
-
-
 async def serve(
     config: Config,
     *,
@@ -478,19 +156,13 @@ async def serve(
             await background.start(services.typing.run)
             await background.start(services.presence.run)
             await background.start(services.account_api.devices.activity.run)
-            services.push.connect(services)
             await background.start(services.push.run)
             await background.start(services.e2e_keys.stream.run)
             await background.start(services.federation_e2e.run)
             if services.device_list_publisher is not None:
                 await background.start(services.device_list_publisher.run)
-            services.push.evaluator.notification_listeners.append(
-                services.pushers.delivery.on_notifications
-            )
-            services.push.evaluator.read_listeners.append(services.pushers.delivery.on_read)
             await background.start(services.pushers.run)
             await background.start(services.media.run)
-            services.rooms.add_listener(services.guests.on_persisted)
             await background.start(services.guests.run)
             background.start_soon(_end_long_polls_on, shutdown, services)
             background.start_soon(_watch_other_writers, services)

@@ -10,7 +10,7 @@ import pytest
 from pocketserver.app import create_app
 from pocketserver.config import load_config
 from pocketserver.errors import MatrixError
-from pocketserver.server import build_services
+from pocketserver.services import build_services
 from tests.harness import make_config
 
 

@@ -13,8 +13,7 @@ import trio
 
 from pocketserver.app import create_app
 from pocketserver.config import load_config
-from pocketserver.server import build_services
-from pocketserver.services import Services
+from pocketserver.services import Services, build_services
 from tests.harness import make_config
 
 V3 = "/_matrix/client/v3"
@@ -71,7 +70,6 @@ class Env:
 async def _env(tmp_path: Path, **overrides: object) -> AsyncIterator[Env]:
     config = load_config(make_config(tmp_path, **overrides))
     services = await build_services(config)
-    services.rooms.add_listener(services.guests.on_persisted)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(services.guests.run)

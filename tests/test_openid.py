@@ -8,7 +8,7 @@ from pathlib import Path
 from pocketserver.accounts.tokens import hash_token
 from pocketserver.app import create_app
 from pocketserver.config import load_config
-from pocketserver.server import build_services
+from pocketserver.services import build_services
 from pocketserver.storage import openid
 from pocketserver.storage.migrations import apply_migrations
 from tests.harness import make_config

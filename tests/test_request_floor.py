@@ -20,7 +20,8 @@ import trio
 from pocketserver.app import create_app
 from pocketserver.config import load_config
 from pocketserver.logs import DATE_FORMAT, LOG_FORMAT, SecondCachedFormatter
-from pocketserver.server import _HypercornConfig, build_services
+from pocketserver.server import _HypercornConfig
+from pocketserver.services import build_services
 from pocketserver.storage.db import Database, run_in_worker
 from tests.harness import make_config, start_server
 

@@ -16,7 +16,7 @@ from pocketserver.errors import MatrixError
 from pocketserver.ratelimit import RateLimiter, take_all
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.writer import PersistedEvent
-from pocketserver.server import build_services
+from pocketserver.services import build_services
 from tests.harness import make_config, registration_mac_for_tests
 
 ROOM, OTHER = "!r:x", "!o:x"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import trio
 
 from pocketserver.cache import MemoryBudget
-from pocketserver.sync.filters import SyncFilter
+from pocketserver.core.event_filter import SyncFilter
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.handler import SyncHandler, SyncRequest, full_sync_slots
-from pocketserver.sync.notifier import Notifier
-from pocketserver.sync.token import SyncToken
 
 
 def test_slots_follow_the_budget() -> None:

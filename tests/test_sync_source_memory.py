@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import trio
 
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.e2e.sync_source import DeviceListSource
 from pocketserver.storage.to_device import Pending, ToDeviceMessage
-from pocketserver.sync.filters import SyncFilter
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.sources import SyncContext
-from pocketserver.sync.token import SyncToken
 from pocketserver.to_device.sync_source import ToDeviceSource
 
 USER, DEVICE = "@bob:test", "BOB"

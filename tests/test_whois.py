@@ -9,7 +9,7 @@ import pytest
 from pocketserver.accounts.whois import whois
 from pocketserver.config import load_config
 from pocketserver.errors import MatrixError
-from pocketserver.server import build_services
+from pocketserver.services import build_services
 from tests.harness import make_config
 
 

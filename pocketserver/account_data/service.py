@@ -15,7 +15,7 @@ from pocketserver.errors import MatrixError, not_found
 from pocketserver.storage import account_data as store
 from pocketserver.storage.account_data import GLOBAL, AccountDataLimitError
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 STREAM = "account_data"
 MAX_ITEMS_PER_USER = 20_000
@@ -108,11 +108,11 @@ class AccountDataService:
             raise _limit_error(e) from None
         if room_id is None and type_ == validate.IGNORED_USER_LIST:
             self._forget_ignored(user_id)
-        self._committed(position)
+        self._committed(position, user_id)
 
-    def _committed(self, position: int) -> None:
+    def _committed(self, position: int, user_id: str) -> None:
         self._position = max(self._position, position)
-        self.notifier.notify_stream(STREAM, self._position)
+        self.notifier.notify_stream(STREAM, self._position, users=(user_id,))
 
     # --- tags --------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class AccountDataService:
         except AccountDataLimitError as e:
             raise _limit_error(e) from None
         if position is not None:
-            self._committed(position)
+            self._committed(position, user_id)
 
     # --- ignored users -----------------------------------------------------------------
 

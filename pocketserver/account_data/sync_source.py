@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pocketserver.account_data.service import STREAM, AccountDataService
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.storage import account_data as store
-from pocketserver.sync.filters import EventFilter
 from pocketserver.sync.sources import SyncContext
 
 

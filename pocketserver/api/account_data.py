@@ -6,12 +6,10 @@ Spec: data/api/client-server/account-data.yaml, tags.yaml, read_markers.yaml.
 
 from __future__ import annotations
 
-from typing import cast
-
 from quart import Blueprint, request
 
 from pocketserver.account_data import validate
-from pocketserver.account_data.read_markers import RECEIPT_TYPES, ReceiptSetter, set_read_markers
+from pocketserver.account_data.read_markers import RECEIPT_TYPES, set_read_markers
 from pocketserver.api.http import json_body, optional_str, require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.core.identifiers import is_valid_room_id
@@ -122,9 +120,7 @@ async def read_markers(room_id: str) -> dict[str, object]:
     fully_read = optional_str(body, "m.fully_read")
     read = {t: v for t in RECEIPT_TYPES if (v := optional_str(body, t)) is not None}
     s = services()
-    # The receipt service is another feature's; without it only m.fully_read is stored.
-    receipts = cast(ReceiptSetter | None, getattr(s, "receipts", None))
     await set_read_markers(
-        s.account_data, s.room_client, receipts, requester.user_id, room_id, fully_read, read
+        s.account_data, s.room_client, s.receipts, requester.user_id, room_id, fully_read, read
     )
     return {}

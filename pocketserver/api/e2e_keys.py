@@ -9,7 +9,7 @@ from pocketserver.api.http import json_body, require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.e2e.keys import key_changes
 from pocketserver.errors import missing_param
-from pocketserver.sync.token import SyncToken
+from pocketserver.streams.token import SyncToken
 
 bp = Blueprint("e2e_keys", __name__)
 

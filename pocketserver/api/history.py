@@ -11,15 +11,16 @@ import time
 
 from quart import Blueprint, request
 
+from pocketserver.api.filters import parse_event_filter
 from pocketserver.api.http import require_auth, services
 from pocketserver.api.routes import client_route
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.core.identifiers import is_valid_room_id
 from pocketserver.errors import MatrixError
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.history import History, Position, parse_token
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.sync.bundled import serialise_bundled
-from pocketserver.sync.client_events import client_event
-from pocketserver.sync.filters import EventFilter
 
 bp = Blueprint("history", __name__)
 
@@ -92,16 +93,12 @@ def filter_arg() -> EventFilter:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
-    return EventFilter.parse(body, "filter")
+    return parse_event_filter(body, "filter")
 
 
 async def ignored_users(user_id: str) -> frozenset[str]:
-    """The users ``user_id`` ignores, if the account data service is there."""
-    account_data = getattr(services(), "account_data", None)
-    fetch = getattr(account_data, "ignored_users", None)
-    if fetch is None:
-        return frozenset()
-    return frozenset(await fetch(user_id))
+    """The users ``user_id`` ignores."""
+    return await services().account_data.ignored_users(user_id)
 
 
 def now_ms() -> int:

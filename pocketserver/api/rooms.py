@@ -25,10 +25,10 @@ from pocketserver.api.routes import client_route
 from pocketserver.api.third_party_invites import invite_by_address, is_third_party_invite
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
 from pocketserver.errors import MatrixError, bad_json, not_found
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.create import PRESETS, CreateRoomRequest, RoomSettings
 from pocketserver.rooms.history import parse_position
 from pocketserver.rooms.third_party_invites import ThreePidInvite
-from pocketserver.sync.client_events import client_event
 
 bp = Blueprint("rooms", __name__)
 

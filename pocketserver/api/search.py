@@ -6,11 +6,11 @@ from collections.abc import Mapping
 
 from quart import Blueprint, request
 
+from pocketserver.api.filters import parse_event_filter
 from pocketserver.api.http import get_bool, json_body, require_auth, services
 from pocketserver.api.routes import client_route
 from pocketserver.errors import MatrixError, bad_json, invalid_param, missing_param
 from pocketserver.rooms.search import SEARCH_KEYS, RoomEventsCriteria, RoomSearch
-from pocketserver.sync.filters import EventFilter
 
 bp = Blueprint("search", __name__)
 
@@ -88,7 +88,7 @@ def parse_room_events(body: Mapping[str, object]) -> RoomEventsCriteria:
     return RoomEventsCriteria(
         search_term=term,
         keys=tuple(dict.fromkeys(keys)) if keys else SEARCH_KEYS,
-        filter=EventFilter.parse(body.get("filter"), "filter"),
+        filter=parse_event_filter(body.get("filter"), "filter"),
         order_by=str(order_by),
         before_limit=before_limit if context is not None else None,
         after_limit=after_limit,

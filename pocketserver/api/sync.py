@@ -7,12 +7,13 @@ import json
 import trio
 from quart import Blueprint, request
 
+from pocketserver.api.filters import parse_sync_filter
 from pocketserver.api.http import json_body, require_auth, services
 from pocketserver.api.routes import client_route
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.errors import MatrixError, forbidden, not_found
-from pocketserver.sync.filters import SyncFilter
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.handler import SyncRequest
-from pocketserver.sync.token import SyncToken
 
 bp = Blueprint("sync", __name__)
 
@@ -38,7 +39,7 @@ async def _load_filter(user_id: str, raw: str | None) -> SyncFilter:
             body = json.loads(raw)
         except ValueError:
             raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
-        return SyncFilter.parse(body)
+        return parse_sync_filter(body)
     if not raw.isdigit() or len(raw) > 18:
         raise MatrixError(400, "M_INVALID_PARAM", "filter must be a filter ID or JSON")
     return await services().filters.get(user_id, int(raw))
@@ -91,7 +92,7 @@ async def create_filter(user_id: str) -> dict[str, object]:
     requester = await require_auth()
     _own_user(user_id, requester.user_id)
     body = await json_body()
-    SyncFilter.parse(body)  # validate before storing
+    parse_sync_filter(body)  # validate before storing
     return {"filter_id": str(await services().filters.add(user_id, body))}
 
 

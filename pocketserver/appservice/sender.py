@@ -22,13 +22,13 @@ from pocketserver.appservice.client import app_path
 from pocketserver.appservice.registration import AppService
 from pocketserver.appservice.service import AppServices
 from pocketserver.net.backoff import Backoff
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import appservice as store
 from pocketserver.storage import directory as directory_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
-from pocketserver.sync.client_events import client_event
 
 log = logging.getLogger(__name__)
 

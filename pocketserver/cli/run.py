@@ -45,7 +45,8 @@ def _tryout_config() -> bool:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pocketserver.server import StartupError, run_until_signalled
+    from pocketserver.server import run_until_signalled
+    from pocketserver.services import StartupError
 
     found = find_config(getattr(args, "config_path", None))
     tryout = found is None

@@ -23,7 +23,7 @@ from pocketserver.errors import MatrixError, bad_json, invalid_param
 from pocketserver.storage import device_lists
 from pocketserver.storage import e2e_keys as store
 from pocketserver.storage.db import Database
-from pocketserver.sync.token import SyncToken
+from pocketserver.streams.token import SyncToken
 
 MAX_KEYS_PER_UPLOAD = 1000
 MAX_ONE_TIME_KEYS_PER_DEVICE = 10_000

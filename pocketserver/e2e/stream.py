@@ -15,7 +15,7 @@ import trio
 
 from pocketserver.storage import e2e_keys as store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pocketserver.e2e.keys import E2eKeys
 from pocketserver.e2e.stream import STREAM
 from pocketserver.storage import device_lists
 from pocketserver.storage import e2e_keys as key_store
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.sources import SyncContext
-from pocketserver.sync.token import SyncToken
 
 ONE_TIME_KEY_ALGORITHM = "signed_curve25519"
 MAX_COUNTS_REMEMBERED = 10_000

@@ -30,7 +30,7 @@ import trio
 from pocketserver.ephemeral.clock import StreamClock, wall_ms
 from pocketserver.storage import presence as presence_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 ONLINE = "online"
@@ -129,6 +129,8 @@ class PresenceService:
         self._users: OrderedDict[str, _UserPresence] = OrderedDict()
         self._live: set[str] = set()  # users others see as not offline
         self._clock = StreamClock(max_users, now_ms)
+        if enabled:
+            notifier.notify_stream(self.stream, self._clock.position)  # where it starts
 
     # --- state -------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.storage import receipts as receipt_store
 from pocketserver.storage.receipts import Receipt
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,24 @@ class ReceiptService:
 
     stream = "receipts"
 
-    def __init__(self, rooms: RoomClient, notifier: Notifier, position: int) -> None:
+    def __init__(
+        self,
+        rooms: RoomClient,
+        notifier: Notifier,
+        position: int,
+        *,
+        activity: Callable[[str], None] = lambda user_id: None,
+        read_markers: ReadMarkers | None = None,
+    ) -> None:
         self._rooms = rooms
         self._db = rooms.store.db
         self._notifier = notifier
         self._position = position
+        notifier.notify_stream(self.stream, position)  # where the stream starts
         self._listeners: list[ReceiptListener] = []
-        self.activity: Callable[[str], None] = lambda user_id: None
+        self.activity = activity
         """Called with the user ID of every receipt sent (presence activity)."""
-        self.read_markers: ReadMarkers | None = None
+        self.read_markers = read_markers
         """For ``m.fully_read`` sent as a receipt; without it that type is refused."""
 
     def add_listener(self, callback: ReceiptListener) -> None:
@@ -141,7 +150,7 @@ class ReceiptService:
         if position is None:
             return  # the stored receipt is already at this event or later
         self._position = max(self._position, position)
-        self._notifier.notify_stream(self.stream, position)
+        self._notifier.notify_stream(self.stream, position, rooms=(room_id,))
         for listener in self._listeners:
             try:
                 listener(user_id, room_id, receipt_type, event_id, thread_id)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import trio
 
 from pocketserver.ephemeral.clock import StreamClock, wall_ms
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 MAX_TIMEOUT_MS = 30_000
@@ -53,6 +53,7 @@ class TypingService:
         max_typers: int = MAX_TYPERS,
         max_changed_rooms: int = MAX_CHANGED_ROOMS,
         now_ms: Callable[[], int] = wall_ms,
+        activity: Callable[[str], None] = lambda user_id: None,
     ) -> None:
         self._require_joined = require_joined
         self._notifier = notifier
@@ -62,8 +63,9 @@ class TypingService:
         self._count = 0
         self._deadlines: list[tuple[float, str, str]] = []  # a heap; stale entries skipped
         self._clock = StreamClock(max_changed_rooms, now_ms)
+        notifier.notify_stream(self.stream, self._clock.position)  # where the stream starts
         self._rescheduled = trio.Event()
-        self.activity: Callable[[str], None] = lambda user_id: None
+        self.activity = activity
         """Called with the user ID when someone starts typing (presence activity)."""
 
     # --- writing ---------------------------------------------------------------------
@@ -85,14 +87,14 @@ class TypingService:
         else:
             changed = self._stop(user_id, room_id)
         if changed:
-            self._notifier.notify_stream(self.stream, self._clock.advance(changed))
+            self._notifier.notify_stream(self.stream, self._clock.advance(changed), rooms=changed)
 
     def membership_changed(self, user_id: str, room_id: str, membership: object) -> None:
         """Someone who is no longer joined stops typing there at once (their client can't
         send the "stopped typing" request any more, and the room must not wait out the
         timeout)."""
         if membership != "join" and (changed := self._stop(user_id, room_id)):
-            self._notifier.notify_stream(self.stream, self._clock.advance(changed))
+            self._notifier.notify_stream(self.stream, self._clock.advance(changed), rooms=changed)
 
     def _start(self, user_id: str, room_id: str, deadline: float) -> list[str]:
         typers = self._rooms.setdefault(room_id, {})
@@ -147,7 +149,7 @@ class TypingService:
                 self._drop(room_id, user_id)
                 changed.append(room_id)
         if changed:
-            self._notifier.notify_stream(self.stream, self._clock.advance(changed))
+            self._notifier.notify_stream(self.stream, self._clock.advance(changed), rooms=changed)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Expire typers when their timeout passes, so that long-polls wake for it."""

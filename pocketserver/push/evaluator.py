@@ -210,6 +210,7 @@ class PushEvaluator:
         server_name: str,
         queue_size: int = QUEUE_SIZE,
         budget: MemoryBudget | None = None,
+        ignored_users: Callable[[str], Awaitable[frozenset[str]]] | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
@@ -232,8 +233,8 @@ class PushEvaluator:
         self._dropped = 0
         self._notifications = 0
         self._progress = trio.Event()
-        self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] | None = None
-        """Set by the account data feature: whose events a user ignores. They never
+        self.ignored_users = ignored_users
+        """From the account data feature: whose events a user ignores. They never
         notify nor count as unread for that user (client-server API "Ignoring Users":
         the server must not send the user anything from them; Synapse's push
         evaluation skips them too)."""

@@ -28,7 +28,7 @@ from pocketserver.errors import MatrixError, not_found
 from pocketserver.push.matching import RuleInterner, UserRules
 from pocketserver.storage import push_rules as rule_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 
 def _error(e: PushRuleError) -> MatrixError:
@@ -50,7 +50,13 @@ def check_kind(scope: str, kind: str) -> None:
 class PushRules:
     """Reads and changes users' push rules."""
 
-    def __init__(self, db: Database, notifier: Notifier, budget: MemoryBudget) -> None:
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        budget: MemoryBudget,
+        on_change: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = db
         self._notifier = notifier
         self._cache: LruCache[str, UserRules] = budget.cache(
@@ -58,7 +64,7 @@ class PushRules:
         )
         self._interner = RuleInterner()
         self._generation = 0
-        self.on_change: Callable[[str], Awaitable[None]] | None = None
+        self.on_change = on_change
         """Called with the user ID after each committed change (publishes m.push_rules)."""
 
     async def _changed(self, user_id: str) -> None:

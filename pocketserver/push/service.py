@@ -29,16 +29,14 @@ from pocketserver.cache import MemoryBudget
 from pocketserver.errors import MatrixError
 from pocketserver.push.evaluator import PushEvaluator
 from pocketserver.push.rules import PushRules
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
-from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import push_counts
 from pocketserver.storage.push_counts import MAIN_THREAD
-from pocketserver.sync.client_events import client_event
-from pocketserver.sync.handler import SyncHandler
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.sources import SyncContext
-from pocketserver.sync.token import SyncToken
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +53,6 @@ class _AccountData(Protocol):
     async def ignored_users(self, user_id: str) -> frozenset[str]: ...
 
 
-class _WiredServices(Protocol):
-    """What :meth:`PushService.connect` needs from ``Services``."""
-
-    @property
-    def rooms(self) -> RoomWriter: ...
-    @property
-    def sync(self) -> SyncHandler: ...
-
-
 def _counts(pair: tuple[int, int]) -> dict[str, int]:
     return {"notification_count": pair[0], "highlight_count": pair[1]}
 
@@ -76,28 +65,27 @@ class PushService:
         notifier: Notifier,
         budget: MemoryBudget,
         server_name: str,
+        *,
+        account_data: _AccountData | None = None,
     ) -> None:
-        self.rules = PushRules(store.db, notifier, budget)
-        self.evaluator = PushEvaluator(store, self.rules, server_name, budget=budget)
+        """With ``account_data``, rule changes are published as ``m.push_rules`` and
+        ignored users never notify. Wire :meth:`add_to_sync` into /sync as a finisher,
+        ``evaluator.on_event`` as a room writer listener and ``evaluator.on_receipt``
+        as a receipt listener (``services.build_services`` does)."""
+        self._account_data = account_data
+        self.rules = PushRules(
+            store.db, notifier, budget, self._publish if account_data is not None else None
+        )
+        self.evaluator = PushEvaluator(
+            store,
+            self.rules,
+            server_name,
+            budget=budget,
+            ignored_users=account_data.ignored_users if account_data is not None else None,
+        )
         self._store = store
         self._reader = reader
-        self._account_data: _AccountData | None = None
         self._publish_lock = trio.Lock()
-
-    def connect(self, services: _WiredServices) -> None:
-        """Listen to the room writer and receipts; add unread counts to /sync."""
-        services.rooms.add_listener(self.evaluator.on_event)
-        services.sync.add_finisher(self.add_to_sync)
-        account_data = getattr(services, "account_data", None)
-        if account_data is not None:
-            self._account_data = account_data
-            self.rules.on_change = self._publish
-            self.evaluator.ignored_users = account_data.ignored_users
-        receipts = getattr(services, "receipts", None)
-        if receipts is not None:
-            receipts.add_listener(self.evaluator.on_receipt)
-        else:
-            log.info("no receipt service: counts are reset only by the user's own events")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.evaluator.run(task_status=task_status)

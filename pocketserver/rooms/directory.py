@@ -23,11 +23,17 @@ def _now_ms() -> int:
 
 
 class Directory:
-    def __init__(self, store: RoomStore, server_name: str) -> None:
+    def __init__(
+        self,
+        store: RoomStore,
+        server_name: str,
+        *,
+        ask_unknown_alias: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.store = store
         self.server_name = server_name
         self.locality = Locality(server_name)
-        self.ask_unknown_alias: Callable[[str], Awaitable[bool]] | None = None
+        self.ask_unknown_alias = ask_unknown_alias
         """Asked about an unknown local alias before answering 404 (application
         services' alias namespaces); True if the alias may exist now."""
 

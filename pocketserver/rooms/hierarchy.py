@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pocketserver.errors import MatrixError, forbidden
+from pocketserver.rooms.client_events import stripped_state
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.summary import RoomInfo, can_see, room_info, room_summary
-from pocketserver.sync.client_events import stripped_state
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

@@ -28,14 +28,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import history as history_store
-from pocketserver.sync.filters import EventFilter
-from pocketserver.sync.token import PREFIX as SYNC_TOKEN_PREFIX
-from pocketserver.sync.token import SyncToken
+from pocketserver.streams.token import PREFIX as SYNC_TOKEN_PREFIX
+from pocketserver.streams.token import SyncToken
 
 TOKEN_PREFIX = "t"
 MAX_LIMIT = 1000

@@ -10,7 +10,7 @@ createRoom, guests made to leave, upgrades' own events) are not limited.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 import trio
 
@@ -21,13 +21,16 @@ from pocketserver.rooms.writer import PersistedEvent
 
 
 class RoomActionLimits:
-    def __init__(self, limits: RoomRateLimits) -> None:
-        self.joins_local = RateLimiter(limits.joins_local)
+    def __init__(
+        self, limits: RoomRateLimits, *, exempt: Callable[[Hashable], bool] | None = None
+    ) -> None:
+        """``exempt``: users never limited (by the limiters keyed by user ID)."""
+        self.joins_local = RateLimiter(limits.joins_local, exempt=exempt)
         self.joins_per_room = RateLimiter(limits.joins_per_room)
         self.invites_per_room = RateLimiter(limits.invites_per_room)
         self.invites_per_user = RateLimiter(limits.invites_per_user)
-        self.invites_per_issuer = RateLimiter(limits.invites_per_issuer)
-        self.room_creation = RateLimiter(limits.room_creation)
+        self.invites_per_issuer = RateLimiter(limits.invites_per_issuer, exempt=exempt)
+        self.room_creation = RateLimiter(limits.room_creation, exempt=exempt)
         self.admin_redaction = (
             RateLimiter(limits.admin_redaction) if limits.admin_redaction is not None else None
         )

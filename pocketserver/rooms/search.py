@@ -13,13 +13,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.errors import MatrixError
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import search as search_store
-from pocketserver.sync.client_events import client_event
-from pocketserver.sync.filters import EventFilter
 
 SEARCH_KEYS = ("content.body", "content.name", "content.topic")
 KEY_TYPES = {

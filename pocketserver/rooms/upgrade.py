@@ -162,13 +162,19 @@ class _NewRoom:
 
 
 class RoomUpgrader:
-    def __init__(self, room_client: RoomClient, directory: Directory) -> None:
+    def __init__(
+        self,
+        room_client: RoomClient,
+        directory: Directory,
+        *,
+        after_upgrade: Callable[[str, str, list[str]], Awaitable[None]] | None = None,
+    ) -> None:
         self.client = room_client
         self.writer = room_client.writer
         self.store = room_client.store
         self.directory = directory
         self._locks = KeyedLocks()
-        self.after_upgrade: Callable[[str, str, list[str]], Awaitable[None]] | None = None
+        self.after_upgrade = after_upgrade
         """Called with (old room, new room, local members joined to the old room) to
         carry over their own state (m.direct, tags, push rules; account_data/)."""
 

@@ -76,7 +76,7 @@ from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.storage import events as event_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage.events import StoredEvent
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,16 @@ class _Prepared:
     def state_key(self) -> StateKey | None:
         sk = self.pdu.get("state_key")
         return (str(self.pdu["type"]), sk) if isinstance(sk, str) else None
+
+
+def _members_changed(p: _Prepared, delta: Mapping[StateKey, str | None]) -> set[str]:
+    """Users whose membership the event changed: its own target, and any member whose
+    current state resolution changed (the notifier wakes them though they may no longer
+    be in the room, as a kicked user must learn of the kick)."""
+    users = {key for kind, key in delta if kind == "m.room.member"}
+    if p.pdu.get("type") == "m.room.member" and isinstance(p.pdu.get("state_key"), str):
+        users.add(str(p.pdu["state_key"]))
+    return users
 
 
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
@@ -657,9 +667,14 @@ class RoomWriter:
         self.store.remember_event(stored)
         persisted = _persisted(p, stream_ordering, bool(current_delta), before_group)
         for listener in self._listeners:
-            listener(persisted)
+            try:
+                listener(persisted)
+            except Exception:
+                # The event is committed: a failing listener must neither turn the
+                # send into an error nor keep waiting syncs from waking.
+                log.exception("listener %r failed on %s", listener, p.event_id)
         if persisted.live:
-            self._notifier.notify(stream_ordering)
+            self._notifier.notify(stream_ordering, p.room_id, _members_changed(p, current_delta))
         return persisted
 
     async def _current_delta(

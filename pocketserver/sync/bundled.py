@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from pocketserver.rooms.aggregations import Relations, bundle
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore
-from pocketserver.sync.client_events import client_event
 from pocketserver.sync.rooms import RoomSection
 
 

@@ -15,16 +15,17 @@ from dataclasses import dataclass, fields, replace
 import trio
 
 from pocketserver.cache import LruCache, MemoryBudget
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
+from pocketserver.streams.notifier import EVENTS, Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.bundled import add_sync_bundles, sync_bundles
-from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.heroes import add_hero_members
 from pocketserver.sync.lazy_members import SentMembers
-from pocketserver.sync.notifier import Notifier
 from pocketserver.sync.response import drop_empty_rooms, newly_joined_users
 from pocketserver.sync.rooms import (
     RoomSection,
@@ -34,7 +35,6 @@ from pocketserver.sync.rooms import (
     serialise_section,
 )
 from pocketserver.sync.sources import SyncContext, SyncSource
-from pocketserver.sync.token import SyncToken
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 FULL_SYNC_BUDGET_BYTES = 64 << 20
@@ -95,16 +95,19 @@ class SyncHandler:
         reader: EventReader,
         notifier: Notifier,
         budget: MemoryBudget | None = None,
+        *,
+        ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored,
     ) -> None:
         self.store = store
         self.reader = reader
         self.notifier = notifier
-        self._joined: LruCache[str, tuple[int, tuple[str, ...]]] = (
+        self._joined: LruCache[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = (
             budget.cache("sync_joined_rooms", JOINED_CACHE_SHARE)
             if budget is not None
             else LruCache("sync_joined_rooms", JOINED_CACHE_BYTES)
         )
-        """User -> (event position of their last snapshot, rooms they were joined to)."""
+        """User -> (event position of their last snapshot, rooms they were joined to,
+        rooms they listen to: joined, invited to or knocking on)."""
         self.filters: LruCache[tuple[str, int], SyncFilter] = (
             budget.cache("sync_filters", FILTER_CACHE_SHARE)
             if budget is not None
@@ -116,8 +119,8 @@ class SyncHandler:
         self._full_builds = trio.CapacityLimiter(full_sync_slots(budget))
         self._sources: list[SyncSource] = []
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
-        self.ignored_users: Callable[[str], Awaitable[frozenset[str]]] = _nobody_ignored
-        """Set by the account data feature: whose events and invites a user ignores."""
+        self.ignored_users = ignored_users
+        """From the account data feature: whose events and invites a user ignores."""
 
     def add_source(self, source: SyncSource) -> None:
         """Let another stream (account data, receipts, ...) add its part to responses."""
@@ -132,34 +135,50 @@ class SyncHandler:
         """Answer a sync request, waiting up to its timeout when nothing has changed."""
         if request.since is None or request.full_state:
             async with self._full_builds:
-                body, _, _ = await self._build(request)
+                body, *_ = await self._build(request)
             return body
         if request.timeout_ms <= 0:
-            body, _, _ = await self._build(request)
+            body, *_ = await self._build(request)
             return body
         deadline = trio.current_time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         while True:
-            body, changed, upto = await self._build(request)
+            body, changed, upto, listening = await self._build(request)
             remaining = deadline - trio.current_time()
             if changed or remaining <= 0 or self.notifier.closing:
                 return body
-            await self.notifier.wait_for_change(upto.events, _stream_positions(upto), remaining)
+            # Woken only by changes to the rooms listened to or naming the user.
+            await self.notifier.wait_for_change(
+                upto.events,
+                _stream_positions(upto),
+                remaining,
+                user_id=request.user_id,
+                rooms=listening,
+            )
 
-    async def _build(self, request: SyncRequest) -> tuple[dict[str, object], bool, SyncToken]:
+    async def _build(
+        self, request: SyncRequest
+    ) -> tuple[dict[str, object], bool, SyncToken, tuple[str, ...]]:
+        """The response, whether it holds anything, its token and the rooms the user
+        listens to (joined, invited to, knocking on) as far as the response knows."""
         # Other streams' positions first: whatever commits after this is sent next time.
         positions = {source.stream: source.position() for source in self._sources}
         quiet = self._quiet_rooms(request)
         if quiet is not None:
             # Nothing happened in any room since the token: no room work, no database.
-            events_upto, joined_ids = quiet
+            events_upto, joined_ids, listening = quiet
             body_rooms: dict[str, object] = {"join": {}, "leave": {}, "invite": {}, "knock": {}}
             new_rooms: set[str] = set()
             newly_joined: set[str] = set()
             changed = False
         else:
-            events_upto, joined_ids, body_rooms, new_rooms, newly_joined = await self._room_part(
-                request
-            )
+            (
+                events_upto,
+                joined_ids,
+                listening,
+                body_rooms,
+                new_rooms,
+                newly_joined,
+            ) = await self._room_part(request)
             changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
         token = replace((request.since or SyncToken()).with_events(events_upto), **positions)
         body: dict[str, object] = {
@@ -197,33 +216,40 @@ class SyncHandler:
             drop_empty_rooms(body_rooms, new_rooms)
             # Only filtered-out events: a long-poll goes on waiting.
             changed = any(body_rooms[k] for k in ("join", "leave", "invite", "knock"))
-        return body, changed or sources_changed, token
+        return body, changed or sources_changed, token, listening
 
-    def _quiet_rooms(self, request: SyncRequest) -> tuple[int, tuple[str, ...]] | None:
-        """For an incremental sync with no room event since its token: the token's event
-        position and the user's joined rooms (remembered from their last snapshot);
-        None when the rooms must be read.
+    def _quiet_rooms(
+        self, request: SyncRequest
+    ) -> tuple[int, tuple[str, ...], tuple[str, ...]] | None:
+        """For an incremental sync with no room event for this user since its token:
+        the token's event position, the user's joined rooms and the rooms they listen
+        to (remembered from their last snapshot); None when the rooms must be read.
 
-        The notifier's position is the last *accepted* event committed; memberships
-        change only through accepted events, so a snapshot taken at or after it still
-        holds. The token keeps its own event position, so an event committed but not
-        yet notified is sent by the next sync (and wakes it)."""
+        The notifier publishes every *accepted* event with its room and the users whose
+        membership it changed; memberships change only through accepted events, so
+        when none published since the token is in the rooms the snapshot listed or
+        names the user, that snapshot still holds and the rooms have nothing new (events
+        in other rooms cost no read). The token keeps its own event position, so an
+        event committed but not yet published is sent by the next sync (and wakes it)."""
         since = request.since
         if since is None or request.full_state:
             return None
         known = self._joined.get(request.user_id)
         if known is None:
             return None
-        snapshot_upto, joined_ids = known
-        if not self.notifier.position <= since.events <= snapshot_upto:
+        snapshot_upto, joined_ids, listening = known
+        if since.events > snapshot_upto or self.notifier.changed_since(
+            request.user_id, listening, {EVENTS: since.events}
+        ):
             return None
-        return since.events, joined_ids
+        return since.events, joined_ids, listening
 
     async def _room_part(
         self, request: SyncRequest
-    ) -> tuple[int, tuple[str, ...], dict[str, object], set[str], set[str]]:
+    ) -> tuple[int, tuple[str, ...], tuple[str, ...], dict[str, object], set[str], set[str]]:
         """The ``rooms`` section read from the database: (event position reached, joined
-        room IDs, the section, rooms sent from scratch, other users who newly joined)."""
+        room IDs, rooms listened to, the section, rooms sent from scratch, other users
+        who newly joined)."""
         since = request.since.events if request.since else None
         syncer = RoomSyncer(
             self.store,
@@ -244,9 +270,12 @@ class SyncHandler:
         )
         snap = found.snapshot
         joined_ids = tuple(m.room_id for m in snap.memberships if m.membership == "join")
+        listening = tuple(
+            m.room_id for m in snap.memberships if m.membership in ("join", "invite", "knock")
+        )
         known = self._joined.get(request.user_id)
         if known is None or known[0] <= snap.upto:  # a slower concurrent read is older
-            self._joined.set(request.user_id, (snap.upto, joined_ids))
+            self._joined.set(request.user_id, (snap.upto, joined_ids, listening))
         if since is not None and since > snap.upto:
             since = snap.upto  # a token from before a restore: start over from here
         if request.filter.state.lazy_load_members:
@@ -304,7 +333,7 @@ class SyncHandler:
         newly_joined = (
             newly_joined_users(rooms["join"], request.user_id) if since is not None else set()
         )
-        return snap.upto, joined_ids, body_rooms, new_rooms, newly_joined
+        return snap.upto, joined_ids, listening, body_rooms, new_rooms, newly_joined
 
     async def _rooms(
         self,

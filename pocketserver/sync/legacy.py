@@ -21,9 +21,11 @@ from dataclasses import replace
 
 import trio
 
+from pocketserver.core.event_filter import EventFilter, SyncFilter
 from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.errors import MatrixError, not_found
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.history import Access, History, Position, parse_position, room_access
 from pocketserver.rooms.reading import ReadEvent
@@ -32,11 +34,9 @@ from pocketserver.storage import event_stream
 from pocketserver.storage import history as history_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
-from pocketserver.sync.client_events import client_event
-from pocketserver.sync.filters import EventFilter, SyncFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.sources import SyncContext, SyncSource
-from pocketserver.sync.token import SyncToken
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 DEFAULT_EVENTS_LIMIT = 100
@@ -215,8 +215,13 @@ class LegacySync:
                 return {"start": start.encode(), "end": token.encode(), "chunk": chunk}
             if reached < upto:
                 continue  # everything read was hidden: read on from there
+            # Woken only by changes to these rooms or naming the user.
             await self.notifier.wait_for_change(
-                token.events, {s.stream: getattr(token, s.stream) for s in self.sources}, remaining
+                token.events,
+                {s.stream: getattr(token, s.stream) for s in self.sources},
+                remaining,
+                user_id=user_id,
+                rooms=rooms,
             )
 
     async def _user_stream(

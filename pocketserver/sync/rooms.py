@@ -11,14 +11,14 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pocketserver.core.event_filter import SyncFilter
+from pocketserver.rooms.client_events import client_event, federation_event, stripped_state
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
-from pocketserver.sync.client_events import client_event, federation_event, stripped_state
-from pocketserver.sync.filters import SyncFilter
 from pocketserver.sync.lazy_members import MemberMemory, members_to_fetch
 
 INVITE_STATE_TYPES = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.token import SyncToken
+from pocketserver.core.event_filter import SyncFilter
+from pocketserver.streams.token import SyncToken
 
 
 @dataclass

@@ -10,10 +10,10 @@ import trio
 
 from pocketserver.cache import LruCache
 from pocketserver.core.crypto import encode_canonical_json
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.errors import not_found
 from pocketserver.storage import filters as filter_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.filters import SyncFilter
 
 
 class StoredFilters:

@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import trio
 
@@ -33,7 +33,7 @@ from pocketserver.errors import MatrixError, bad_json, invalid_param
 from pocketserver.storage import remote_devices
 from pocketserver.storage import to_device as store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +105,30 @@ class ToDeviceService:
         position: int,
         *,
         max_inbox: int = MAX_INBOX,
+        remote: RemoteSender | None = None,
     ) -> None:
         self.db = db
         self.notifier = notifier
         self.server_name = server_name
         self.locality = Locality(server_name)
         self.max_inbox = max_inbox
-        self.remote: RemoteSender = _no_federation
+        self.remote: RemoteSender = remote if remote is not None else _no_federation
         """Where messages for remote users go (the federation sender replaces this)."""
         self._position = position
         notifier.notify_stream(STREAM, position)
 
     @classmethod
     async def open(
-        cls, db: Database, notifier: Notifier, server_name: str, *, max_inbox: int = MAX_INBOX
+        cls,
+        db: Database,
+        notifier: Notifier,
+        server_name: str,
+        *,
+        max_inbox: int = MAX_INBOX,
+        remote: RemoteSender | None = None,
     ) -> ToDeviceService:
         position = await db.read(store.stream_position)
-        return cls(db, notifier, server_name, position, max_inbox=max_inbox)
+        return cls(db, notifier, server_name, position, max_inbox=max_inbox, remote=remote)
 
     def position(self) -> int:
         """The to-device stream's committed position."""
@@ -168,7 +175,7 @@ class ToDeviceService:
                 self.max_inbox,
                 count,
             )
-        self._committed(result.position)
+        self._committed(result.position, {user_id for user_id, _, _ in local})
         for destination, batch in remote.items():
             await self.remote(sender, event_type, destination, batch)
 
@@ -236,12 +243,12 @@ class ToDeviceService:
         )
         if result is None:
             return 0  # a retried transaction: delivered already
-        self._committed(result.position)
+        self._committed(result.position, {u for u, _, _ in local})
         return result.delivered
 
-    def _committed(self, position: int) -> None:
+    def _committed(self, position: int, users: Collection[str]) -> None:
         self._position = max(self._position, position)
-        self.notifier.notify_stream(STREAM, self._position)
+        self.notifier.notify_stream(STREAM, self._position, users=users)
 
     async def pending(
         self, user_id: str, device_id: str, since: int | None, upto: int, limit: int

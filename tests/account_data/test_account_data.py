@@ -12,11 +12,11 @@ from pocketserver.account_data import validate
 from pocketserver.account_data.service import AccountDataService
 from pocketserver.account_data.sync_source import AccountDataSource
 from pocketserver.cache import MemoryBudget
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.errors import MatrixError
 from pocketserver.storage import account_data as store
 from pocketserver.storage.db import Database
-from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.sync.sources import SyncContext
 
 ALICE = "@alice:local.test"

@@ -34,7 +34,7 @@ from pocketserver.rooms.create import RoomSettings, create_room  # noqa: E402
 from pocketserver.rooms.store import RoomStore  # noqa: E402
 from pocketserver.rooms.writer import RoomWriter  # noqa: E402
 from pocketserver.storage.db import Database  # noqa: E402
-from pocketserver.sync.notifier import Notifier  # noqa: E402
+from pocketserver.streams.notifier import Notifier  # noqa: E402
 from tests.rooms.conftest import RemoteServer  # noqa: E402
 
 SERVER = "bench.test"

@@ -32,7 +32,7 @@ from pocketserver.rooms.writer import RoomWriter  # noqa: E402
 from pocketserver.storage import events as event_store  # noqa: E402
 from pocketserver.storage import state as state_store  # noqa: E402
 from pocketserver.storage.db import Database  # noqa: E402
-from pocketserver.sync.notifier import Notifier  # noqa: E402
+from pocketserver.streams.notifier import Notifier  # noqa: E402
 
 EVENTS_PER_S_TARGET = 300.0
 STATE_STORAGE_TARGET = 2.0

@@ -22,7 +22,7 @@ from pocketserver.storage import to_device as inbox
 from pocketserver.storage.db import Database
 from pocketserver.storage.deactivation import deactivate_user
 from pocketserver.storage.device_info import delete_devices
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from tests.e2e_keys.keys import device_keys, sign, signed_otk
 

@@ -16,7 +16,7 @@ from pocketserver.errors import MatrixError
 from pocketserver.storage import e2e_keys as store
 from pocketserver.storage.db import Database
 from pocketserver.storage.device_info import delete_devices
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from tests.e2e_keys.keys import cross_signing_key, device_keys, public, sign, signed_otk
 
 SERVER = "test.local"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pocketserver.sync.filters import SyncFilter
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.sync.sources import SyncContext
 
 ALICE = "@alice:local.test"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.ephemeral.presence import (
     IDLE_MS,
     SWEEP_S,
@@ -17,8 +18,7 @@ from pocketserver.ephemeral.presence import (
 )
 from pocketserver.storage.db import Database
 from pocketserver.storage.presence import users_sharing_a_room
-from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from tests.ephemeral.helpers import ALICE, BOB, CAROL, ROOM, FakeWallClock, context
 
 

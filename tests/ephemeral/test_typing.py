@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.ephemeral.clock import StreamClock
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.errors import MatrixError
-from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from tests.ephemeral.helpers import (
     ALICE,
     BOB,

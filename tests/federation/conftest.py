@@ -24,7 +24,7 @@ from pocketserver.rooms.create import RoomSettings, create_room
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from tests.federation.synapse_peer import SynapsePeer, TestCA, free_port, running_synapse
 from tests.harness import RunningServer, make_config, running_server
 

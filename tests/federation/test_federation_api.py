@@ -18,7 +18,7 @@ from pocketserver.core.crypto import generate_signing_key, verify_signed_json
 from pocketserver.core.server_keys import named_verify_key
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.xmatrix import authorization_header
-from pocketserver.server import build_services
+from pocketserver.services import build_services
 from pocketserver.storage import users as user_store
 from tests.federation.peers import DAY_MS, FakeNetwork, FakePeer
 from tests.harness import make_config

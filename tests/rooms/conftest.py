@@ -28,7 +28,7 @@ from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import events as event_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 LOCAL = "local.test"
 REMOTE = "remote.test"

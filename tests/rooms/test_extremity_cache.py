@@ -13,7 +13,7 @@ from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import events as event_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 from . import test_writer_remote as remote_tests
 from .conftest import ALICE, RemoteServer

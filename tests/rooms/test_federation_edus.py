@@ -18,7 +18,7 @@ from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import receipts as receipt_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 from .conftest import ALICE, RBOB, RCAROL, REMOTE, RemoteServer, rows
 

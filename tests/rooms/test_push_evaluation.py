@@ -9,7 +9,7 @@ from pocketserver.push.rules import PushRules
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import push_counts
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 from .conftest import ALICE, BOB, CAROL, LOCAL
 from .test_writer_local import make_room

@@ -17,7 +17,7 @@ from pocketserver.rooms.retention import RedactionCensor
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
 

@@ -22,8 +22,8 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import relations as relation_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.migrations import split_statements
-from pocketserver.sync.notifier import Notifier
-from pocketserver.sync.token import SyncToken
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
 END = 1 << 62

@@ -13,6 +13,7 @@ import pytest
 from pocketserver.cache import MemoryBudget
 from pocketserver.config.model import RateLimit
 from pocketserver.core.crypto import generate_signing_key
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.errors import MatrixError
 from pocketserver.ratelimit import RateLimiter
@@ -27,8 +28,7 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import search as search_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.public_rooms import Position
-from pocketserver.sync.filters import EventFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 ALICE, BOB = "@alice:example.org", "@bob:example.org"
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pocketserver.cache import MemoryBudget
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.errors import MatrixError
 from pocketserver.push.evaluator import PushEvaluator
@@ -29,8 +30,7 @@ from pocketserver.storage import history as history_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.push_counts import Notify
-from pocketserver.sync.filters import EventFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 
 from .conftest import (
     ALICE,

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from pocketserver.core.event_filter import SyncFilter
 from pocketserver.errors import MatrixError
 from pocketserver.storage import devices as device_store
 from pocketserver.storage import to_device as store
 from pocketserver.storage import users as user_store
 from pocketserver.storage.db import Database
-from pocketserver.sync.filters import SyncFilter
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
+from pocketserver.streams.token import SyncToken
 from pocketserver.sync.sources import SyncContext
-from pocketserver.sync.token import SyncToken
 from pocketserver.to_device.service import MAX_CONTENT_BYTES, ToDeviceService
 from pocketserver.to_device.sync_source import ToDeviceSource
 

@@ -25,7 +25,7 @@ from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import device_lists
 from pocketserver.storage.db import Database
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from tests.e2e_keys.keys import device_keys
 from tests.rooms.conftest import RemoteServer

@@ -26,7 +26,7 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import remote_devices
 from pocketserver.storage.db import Database
 from pocketserver.storage.device_info import delete_devices
-from pocketserver.sync.notifier import Notifier
+from pocketserver.streams.notifier import Notifier
 from pocketserver.to_device.service import ToDeviceService
 from tests.e2e_keys.keys import cross_signing_key, device_keys
 from tests.rooms.conftest import RemoteServer

@@ -18,8 +18,7 @@ from pocketserver.api.federation import auth as federation_auth
 from pocketserver.app import create_app
 from pocketserver.config import load_config
 from pocketserver.errors import MatrixError
-from pocketserver.server import build_services
-from pocketserver.services import Services
+from pocketserver.services import Services, build_services
 from tests.e2e_keys.keys import device_keys, signed_otk
 from tests.harness import make_config
 

@@ -1,8 +1,9 @@
 """Event filters (client-server API "Filtering"; data/api/client-server/definitions/
 event_filter.yaml, room_event_filter.yaml, sync_filter.yaml).
 
-Parsing validates shapes and answers ``M_BAD_JSON`` / ``M_INVALID_PARAM``; matching is
-pure. ``types`` and ``senders`` patterns accept ``*`` wildcards.
+Pure: parsing validates shapes and raises :class:`FilterError` (which the routes answer
+as 400 ``M_BAD_JSON``); matching takes event dicts. ``types`` and ``senders`` patterns
+accept ``*`` wildcards.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
-from pocketserver.errors import MatrixError
+
+
+class FilterError(ValueError):
+    """A filter of the wrong shape (the client-server API answers 400 ``M_BAD_JSON``)."""
+
 
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 1000
@@ -32,7 +37,7 @@ def _strings(body: Mapping[str, object], key: str, where: str) -> tuple[str, ...
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of strings")
+        raise FilterError(f"{where}.{key} must be a list of strings")
     return tuple(value)
 
 
@@ -41,7 +46,7 @@ def _room_ids(body: Mapping[str, object], key: str, where: str) -> tuple[str, ..
     schema, whose ``rooms`` items have the ``matrix_room_id`` format)."""
     ids = _strings(body, key, where)
     if ids is not None and not all(is_valid_room_id(r) for r in ids):
-        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of room IDs")
+        raise FilterError(f"{where}.{key} must be a list of room IDs")
     return ids
 
 
@@ -49,7 +54,7 @@ def _user_ids(body: Mapping[str, object], key: str, where: str) -> tuple[str, ..
     """A list of user IDs (``senders``: no wildcards), as :func:`_room_ids`."""
     ids = _strings(body, key, where)
     if ids is not None and not all(is_valid_user_id(u) for u in ids):
-        raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a list of user IDs")
+        raise FilterError(f"{where}.{key} must be a list of user IDs")
     return ids
 
 
@@ -98,15 +103,15 @@ class EventFilter:
         if body is None:
             return cls()
         if not isinstance(body, Mapping):
-            raise MatrixError(400, "M_BAD_JSON", f"{where} must be an object")
+            raise FilterError(f"{where} must be an object")
         limit = body.get("limit")
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
-            raise MatrixError(400, "M_BAD_JSON", f"{where}.limit must be a non-negative integer")
+            raise FilterError(f"{where}.limit must be a non-negative integer")
         contains_url = body.get("contains_url")
         if contains_url is not None and not isinstance(contains_url, bool):
-            raise MatrixError(400, "M_BAD_JSON", f"{where}.contains_url must be a boolean")
+            raise FilterError(f"{where}.contains_url must be a boolean")
         flags = {}
         for key in (
             "lazy_load_members",
@@ -115,7 +120,7 @@ class EventFilter:
         ):
             value = body.get(key, False)
             if not isinstance(value, bool):
-                raise MatrixError(400, "M_BAD_JSON", f"{where}.{key} must be a boolean")
+                raise FilterError(f"{where}.{key} must be a boolean")
             flags[key] = value
         return cls(
             limit=None if limit is None else min(limit, MAX_TIMELINE_LIMIT),
@@ -161,19 +166,19 @@ class SyncFilter:
         """Validate a filter definition (the body of ``POST /user/{userId}/filter``).
 
         Raises:
-            MatrixError: 400 ``M_BAD_JSON`` for a wrong shape.
+            FilterError: for a wrong shape.
         """
         if not isinstance(body, Mapping):
-            raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+            raise FilterError("filter must be an object")
         room = body.get("room") or {}
         if not isinstance(room, Mapping):
-            raise MatrixError(400, "M_BAD_JSON", "filter.room must be an object")
+            raise FilterError("filter.room must be an object")
         include_leave = room.get("include_leave", False)
         if not isinstance(include_leave, bool):
-            raise MatrixError(400, "M_BAD_JSON", "room.include_leave must be a boolean")
+            raise FilterError("room.include_leave must be a boolean")
         event_format = body.get("event_format", "client")
         if event_format not in ("client", "federation"):
-            raise MatrixError(400, "M_BAD_JSON", "event_format must be 'client' or 'federation'")
+            raise FilterError("event_format must be 'client' or 'federation'")
         return cls(
             timeline=EventFilter.parse(room.get("timeline"), "room.timeline"),
             state=EventFilter.parse(room.get("state"), "room.state"),
