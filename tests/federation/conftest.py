@@ -238,14 +238,22 @@ def synapse(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterat
 def pocket_tls_config(
     directory: Path, ca: TestCA, host: str = "127.0.0.2", **overrides: object
 ) -> Path:
-    """A pocketserver config with one TLS listener on ``host`` serving every resource,
-    named ``host:port`` so peers reach it without DNS."""
+    """A pocketserver config for federating on loopback: named ``host:port`` (an IP
+    literal, so peers need no DNS), a TLS listener on that port for federation, keys and
+    media, with a certificate from the test CA, and a plain HTTP client listener on
+    another port first (``RunningServer.base_url``, so test clients need no CA). It
+    trusts the test CA and may reach loopback only."""
     port = free_port(host)
     cert, key = ca.issue(host, f"pocket-{host}")
-    return make_config(
-        directory,
-        server_name=f"{host}:{port}",
-        listeners=[
+    values: dict[str, object] = {
+        "listeners": [
+            {
+                "port": 0,
+                "bind_addresses": [host],
+                "type": "http",
+                "x_forwarded": False,
+                "resources": [{"names": ["client", "media"]}],
+            },
             {
                 "port": port,
                 "bind_addresses": [host],
@@ -253,12 +261,21 @@ def pocket_tls_config(
                 "tls": True,
                 "x_forwarded": False,
                 "resources": [{"names": ["client", "federation", "keys", "media", "openid"]}],
-            }
+            },
         ],
-        tls_certificate_path=str(cert),
-        tls_private_key_path=str(key),
-        **overrides,
-    )
+        "tls_certificate_path": str(cert),
+        "tls_private_key_path": str(key),
+        "federation_custom_ca_list": [str(ca.ca_path)],
+        "ip_range_whitelist": ["127.0.0.0/8"],
+        "rc_message": {"per_second": 1000, "burst_count": 1000},
+    }
+    values.update(overrides)
+    return make_config(directory, server_name=f"{host}:{port}", **values)
+
+
+def federation_url(server: RunningServer) -> str:
+    """Where other servers reach ``server``: its TLS listener, named by its server name."""
+    return f"https://{server.server_name}"
 
 
 @pytest.fixture(scope="module")

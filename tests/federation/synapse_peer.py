@@ -226,7 +226,14 @@ def start_synapse(
     """Start Synapse on ``host`` (a loopback address) and wait until it answers."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
-    path = synapse_config(directory, host, port, ca, **overrides)
+    synapse_config(directory, host, port, ca, **overrides)
+    return restart_synapse(directory, ca, host, port)
+
+
+def restart_synapse(directory: Path, ca: TestCA, host: str, port: int) -> SynapsePeer:
+    """Start Synapse with the config and data already in ``directory`` (after
+    :meth:`SynapsePeer.stop`: the same server, database and port)."""
+    path = directory / "homeserver.yaml"
     data = yaml.safe_load(path.read_text())
     out = (directory / "stdout.log").open("wb")
     proc = subprocess.Popen(

@@ -16,12 +16,13 @@ import httpx
 from nacl.signing import VerifyKey
 
 from pocketserver.core.crypto import decode_base64, encode_canonical_json
+from tests.federation.conftest import federation_url
 from tests.federation.synapse_peer import SynapsePeer, trusting
 from tests.harness import RunningServer
 
 
 def _own_keys(pocket: RunningServer, ca: Path) -> dict[str, object]:
-    with httpx.Client(base_url=pocket.base_url, verify=trusting(ca), timeout=30) as c:
+    with httpx.Client(base_url=federation_url(pocket), verify=trusting(ca), timeout=30) as c:
         r = c.get("/_matrix/key/v2/server")
     assert r.status_code == 200, r.text
     return dict(r.json())
