@@ -286,3 +286,30 @@ async def test_notary_limits(env) -> None:
     assert (await r.get_json()) == {"server_keys": []}
     assert net.requests == []
     assert r.status_code == 200
+
+
+async def test_directory_query(env) -> None:
+    """``/query/directory``: our alias's room and the servers in it, ours first."""
+    from pocketserver.rooms.create import RoomSettings, create_room
+
+    app, _, peer, services = env
+    client = app.test_client()
+    room_id = await create_room(
+        services.rooms, f"@alice:{US}", RoomSettings(room_version="10", preset="public_chat")
+    )
+    await services.directory.create_alias(f"#pi:{US}", room_id, f"@alice:{US}")
+    uri = f"/_matrix/federation/v1/query/directory?room_alias=%23pi%3A{US}"
+    r = await client.get(uri, headers=signed(peer, "GET", uri))
+    assert r.status_code == 200, await r.get_data()
+    assert await r.get_json() == {"room_id": room_id, "servers": [US]}
+    for uri, expected in [
+        ("/_matrix/federation/v1/query/directory", (400, "M_MISSING_PARAM")),
+        (
+            "/_matrix/federation/v1/query/directory?room_alias=%23pi%3Aelsewhere",
+            (400, "M_INVALID_PARAM"),
+        ),
+        (f"/_matrix/federation/v1/query/directory?room_alias=%23no%3A{US}", (404, "M_NOT_FOUND")),
+    ]:
+        assert await _status(client, "GET", uri, signed(peer, "GET", uri)) == expected
+    # Unsigned: refused before anything is looked up.
+    assert await _status(client, "GET", uri, {}) == (401, "M_UNAUTHORIZED")

@@ -124,8 +124,12 @@ def test_a_synapse_user_joins_a_pocketserver_room_and_they_talk(
     alice.send(room_id, "before bob came")
     alice.wait_for(_has_message(room_id, "before bob came"), "her own message")
 
-    # Bob joins through Synapse: make_join and send_join against pocketserver.
-    joined = bob.call("POST", f"/join/{quote(room_id)}", {}, server_name=pocket.server_name)
+    alias = f"#pi:{pocket.server_name}"
+    alice.call("PUT", f"/directory/room/{quote(alias)}", {"room_id": room_id})
+
+    # Bob joins through Synapse by the alias: Synapse asks pocketserver's directory
+    # (/query/directory), then make_join and send_join against pocketserver.
+    joined = bob.call("POST", f"/join/{quote(alias)}", {})
     assert joined["room_id"] == room_id, (joined, synapse.log_text()[-3000:])
 
     # Alice sees the join (it came in through send_join) ...

@@ -1,12 +1,13 @@
-"""``GET /_matrix/federation/v1/query/profile`` (server-server query.yaml): a local
-user's public profile, for a server that signed its request."""
+"""Federation queries (server-server query.yaml), for a server that signed its request:
+``/query/profile`` (a local user's public profile) and ``/query/directory`` (a local
+room alias)."""
 
 from __future__ import annotations
 
 from quart import Blueprint, request
 
 from pocketserver.api.http import services
-from pocketserver.core.identifiers import get_domain, is_valid_user_id
+from pocketserver.core.identifiers import get_domain, is_valid_room_alias, is_valid_user_id
 from pocketserver.errors import invalid_param, missing_param
 
 bp = Blueprint("federation_query", __name__)
@@ -27,3 +28,20 @@ async def query_profile() -> dict[str, object]:
     if field is not None:
         return {field: profile[field]} if field in profile else {}
     return profile
+
+
+@bp.get("/_matrix/federation/v1/query/directory")
+async def query_directory() -> dict[str, object]:
+    """A local room alias (server-server query.yaml ``/query/directory``): the room and
+    the servers joined to it, ours first (as Synapse). An alias of another server is 400
+    (as Synapse), an unknown one 404 ``M_NOT_FOUND``."""
+    alias = request.args.get("room_alias")
+    if not alias:
+        raise missing_param("room_alias")
+    s = services()
+    if not is_valid_room_alias(alias) or get_domain(alias) != s.config.server_name:
+        raise invalid_param("room alias is not hosted on this homeserver")
+    room_id = await s.directory.resolve(alias)
+    servers = await s.resident_memberships.joined_servers(room_id)
+    ours = s.config.server_name
+    return {"room_id": room_id, "servers": [ours, *sorted(servers - {ours})]}
