@@ -330,7 +330,18 @@ async def build_services(
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
     presence = PresenceService(db, notifier, enabled=config.presence_enabled)
     # Sending events, typing and receipts count as presence activity.
-    typing = TypingService(room_client.require_joined, notifier, activity=presence.bump_active)
+    locality = Locality(config.server_name)
+
+    def typing_out(user_id: str, room_id: str, typing: bool) -> None:
+        if locality.is_mine(user_id):  # other servers' users: their server tells the room
+            federation_sender.send_typing(room_id, user_id, typing)
+
+    typing = TypingService(
+        room_client.require_joined,
+        notifier,
+        activity=presence.bump_active,
+        on_change=typing_out,
+    )
     receipts = ReceiptService(
         room_client,
         notifier,

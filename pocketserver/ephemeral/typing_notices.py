@@ -54,8 +54,12 @@ class TypingService:
         max_changed_rooms: int = MAX_CHANGED_ROOMS,
         now_ms: Callable[[], int] = wall_ms,
         activity: Callable[[str], None] = lambda user_id: None,
+        on_change: Callable[[str, str, bool], None] = lambda user_id, room_id, typing: None,
     ) -> None:
         self._require_joined = require_joined
+        self._on_change = on_change
+        """Called with (user, room, typing) after every accepted request (the federation
+        sender passes our users' on to the servers in the room); never blocks."""
         self._notifier = notifier
         self._max_per_room = max_per_room
         self._max_typers = max_typers
@@ -88,6 +92,7 @@ class TypingService:
             changed = self._stop(user_id, room_id)
         if changed:
             self._notifier.notify_stream(self.stream, self._clock.advance(changed), rooms=changed)
+        self._on_change(user_id, room_id, typing)
 
     def membership_changed(self, user_id: str, room_id: str, membership: object) -> None:
         """Someone who is no longer joined stops typing there at once (their client can't

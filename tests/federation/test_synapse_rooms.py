@@ -175,6 +175,21 @@ def test_a_synapse_user_joins_a_pocketserver_room_and_they_talk(
         "bob typing",
     )
 
+    # ... and so does alice's (our typing goes out through the sender).
+    alice.call(
+        "PUT",
+        f"/rooms/{quote(room_id)}/typing/{quote(alice.user_id)}",
+        {"typing": True, "timeout": 30000},
+    )
+    bob.wait_for(
+        lambda a: any(
+            ev.get("type") == "m.typing"
+            and alice.user_id in ev.get("content", {}).get("user_ids", [])
+            for ev in _ephemeral(a, room_id)
+        ),
+        "alice typing",
+    )
+
     # Bob leaves; alice sees it.
     bob.call("POST", f"/rooms/{quote(room_id)}/leave", {})
     alice.wait_for(
