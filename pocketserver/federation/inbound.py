@@ -24,10 +24,11 @@ through the room writer as a *new* event; when it names events we lack:
 - unknown auth events: its auth chain from the origin (``/event_auth``) as outliers;
 - unknown prev events: the gap from the origin (``/get_missing_events``, at most
   :data:`MISSING_EVENTS_LIMIT`, oldest first, each processed the same way without
-  fetching further); if prev events are still missing, the state before the PDU from
-  the origin: ``/state_ids`` at each prev event we lack (plus the events we lack,
-  ``/event``), resolved with the state after the prev events we hold, as Synapse's
-  "_get_state_ids_after_missing_prev_event".
+  fetching further); the oldest of those whose prev events are still missing gets its
+  state from the origin: ``/state_ids`` at each prev event we lack (plus the events we
+  lack, ``/event``), resolved with the state after the prev events we hold, as Synapse's
+  "_get_state_ids_after_missing_prev_event". A PDU whose prev events are still missing
+  after that is dropped, as Synapse drops it.
 
 A PDU that fails anyway is dropped with a log line; the DAG still heals, since a later
 event of the room makes us fetch what is missing again.
@@ -150,21 +151,31 @@ class PduPipeline:
     async def process(
         self, origin: str, room_id: str, pdu: dict[str, object], room_version: str
     ) -> PersistedEvent | None:
-        """Take a PDU received in a transaction; None if it could not be placed."""
+        """Take a PDU received in a transaction; None if it could not be placed.
+
+        Its prev events come first (the gap is pulled with ``/get_missing_events``),
+        then its auth events (``/event_auth``): the gap often holds the auth events
+        (a member event of its sender). If prev events are still missing after that
+        one round, the PDU is dropped, as Synapse does ("isn't divulging details about
+        prev_events"); only pulled events get their state from ``/state_ids``.
+        """
         event_id = compute_event_id(pdu, room_version)
-        try:
-            return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
-        except MissingEventsError as e:
-            if e.what == "auth":
-                raise
-        await self._fill_gap(origin, room_id, event_id, pdu, room_version)
-        try:
-            return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
-        except MissingEventsError as e:
-            if e.what == "auth":
-                raise
-        state = await self._state_from_prevs(origin, room_id, pdu, room_version)
-        return await self._with_auth(origin, room_id, event_id, pdu, room_version, state)
+        if await self._lacks_prevs(pdu, room_version):
+            await self._fill_gap(origin, room_id, event_id, pdu, room_version)
+            if await self._lacks_prevs(pdu, room_version):
+                log.info("dropping %s from %s: its prev events are still missing", event_id, origin)
+                return None
+        return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
+
+    async def _lacks_prevs(self, pdu: Mapping[str, object], room_version: str) -> bool:
+        """Whether a prev event of ``pdu`` is unknown here or held without its state
+        (an outlier)."""
+        prev_ids = prev_event_ids(pdu, room_version)
+        held = await self.store.get_events(prev_ids)
+        return any(
+            (ev := held.get(prev)) is None or ev.outlier or ev.state_after is None
+            for prev in prev_ids
+        )
 
     async def _with_auth(
         self,
@@ -211,18 +222,15 @@ class PduPipeline:
         for missing in events[:MISSING_EVENTS_LIMIT]:
             try:
                 missing_id = compute_event_id(missing, room_version)
-                try:
-                    await self._with_auth(origin, room_id, missing_id, missing, room_version, None)
-                except MissingEventsError as e:
-                    if e.what == "auth":
-                        raise
+                state = None
+                if await self._lacks_prevs(missing, room_version):
                     # Still a gap before the oldest event returned: its state comes
                     # from the origin (Synapse does one round of get_missing_events,
                     # then asks /state_ids at the prev events it still lacks).
                     state = await self._state_from_prevs(origin, room_id, missing, room_version)
-                    await self._with_auth(origin, room_id, missing_id, missing, room_version, state)
-            except MissingEventsError:
-                continue  # the state fallback for the PDU itself handles it
+                await self._with_auth(origin, room_id, missing_id, missing, room_version, state)
+            except MissingEventsError as e:
+                log.info("a missing event from %s for %s failed: %s", origin, room_id, e)
             except (EventFormatError, SignatureError, FederationError) as e:
                 log.info("a missing event from %s for %s failed: %s", origin, room_id, e)
 

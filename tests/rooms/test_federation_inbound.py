@@ -122,9 +122,9 @@ def env(writer: RoomWriter, store: RoomStore, remote: RemoteServer) -> Env:
     return Env(writer, store, remote)
 
 
-async def _room(env: Env) -> str:
+async def _room(env: Env, version: str = "10") -> str:
     room_id = await create_room(
-        env.writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+        env.writer, ALICE, RoomSettings(room_version=version, preset="public_chat")
     )
     joined = await env.remote.send(env.writer, room_id, RBOB, "m.room.member", JOIN, RBOB)
     assert joined.accepted
@@ -237,17 +237,26 @@ async def test_a_gap_is_filled_with_get_missing_events(env: Env, db: Database) -
     assert ("m.room.member", RBOB) in current_state(db, room_id)
 
 
-async def test_state_at_a_missing_prev_event_comes_from_state_ids(env: Env, db: Database) -> None:
+@pytest.mark.parametrize("version", ["1", "10"])
+async def test_state_at_a_missing_prev_event_comes_from_state_ids(
+    env: Env, db: Database, version: str
+) -> None:
     """Q <- R <- S, only S sent; get_missing_events gives R; R's prev Q is still
     missing: the state after Q comes from ``/state_ids`` at Q plus Q itself (kept as
     an outlier), as Synapse asks it (SyTest 50federation/36state.pl)."""
-    room_id = await _room(env)
+    room_id = await _room(env, version)
     before = current_state(db, room_id)
     q_id, q = await env.remote.event(
         env.writer, room_id, RBOB, "m.room.member", {**JOIN, "displayname": "Q"}, RBOB
     )
-    r_id, r = await env.remote.event(env.writer, room_id, RBOB, "m.room.message", MSG, prev=[q_id])
-    s_id, s = await env.remote.event(env.writer, room_id, RBOB, "m.room.message", MSG, prev=[r_id])
+    # R and S cite Q (their sender's member event) as an auth event, as SyTest's do.
+    after_q = {**before, ("m.room.member", RBOB): q_id}
+    r_id, r = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[q_id], state=after_q
+    )
+    s_id, s = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[r_id], state=after_q
+    )
     env.origin.missing = [r]
     fed = "/_matrix/federation/v1"
     env.origin.answers[f"{fed}/state_ids/{quote(room_id, safe='')}?event_id={q_id}"] = {
@@ -260,6 +269,7 @@ async def test_state_at_a_missing_prev_event_comes_from_state_ids(env: Env, db: 
     assert any("state_ids" in c and c.endswith(f"?event_id={q_id}") for c in env.origin.calls), (
         env.origin.calls
     )
+    assert not any("event_auth" in c for c in env.origin.calls)  # prev events came first
     got = {
         eid: outlier
         for eid, outlier in rows(
@@ -272,6 +282,24 @@ async def test_state_at_a_missing_prev_event_comes_from_state_ids(env: Env, db: 
     with pytest.raises(MatrixError) as refused:
         await env.history.state_ids(REMOTE, room_id, q_id)
     assert refused.value.status == 404
+
+
+async def test_a_pdu_whose_prev_events_stay_missing_is_dropped(env: Env, db: Database) -> None:
+    """The origin does not divulge the gap: the PDU is dropped without asking
+    ``/state_ids`` at the missing event (as Synapse; SyTest 36state.pl)."""
+    room_id = await _room(env)
+    hidden_id, _ = await env.remote.event(env.writer, room_id, RBOB, "m.room.message", MSG)
+    sent_id, sent = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[hidden_id]
+    )
+    env.origin.missing = []
+    await env.receiver.receive(REMOTE, "t1", {"pdus": [sent]})
+    await _drain(env)
+    assert any("get_missing_events" in c for c in env.origin.calls)
+    assert not any("state_ids" in c for c in env.origin.calls)
+    assert rows(db, "SELECT count(*) FROM events WHERE event_id IN (?, ?)", hidden_id, sent_id) == [
+        (0,)
+    ]
 
 
 async def test_a_forged_pdu_is_dropped(env: Env, db: Database) -> None:
