@@ -428,7 +428,12 @@ async def build_services(
 
     out_of_band = OutOfBandMemberships(room_store, notifier, [push.evaluator.on_event])
     remote_memberships = RemoteMemberships(
-        federation_client, out_of_band, config.server_name, signing_key, keys_for
+        federation_client,
+        out_of_band,
+        config.server_name,
+        signing_key,
+        keys_for,
+        keyring.verify_json,
     )
     membership = Membership(
         room_client,

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from nacl.signing import SigningKey
 
 from pocketserver.core.crypto import SignatureError
-from pocketserver.core.event_signing import verify_event_signatures
 from pocketserver.core.events import EventFormatError, compute_event_id
 from pocketserver.core.locality import server_of
+from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.federation.errors import (
@@ -72,6 +72,11 @@ class FederationRequests(Protocol):
     ) -> Any: ...
 
 
+VerifyJson = Callable[[str, Mapping[str, object], int], Awaitable[None]]
+"""The keyring's check of a server's signature on an object with its keys valid at a
+time (``Keyring.verify_json``); raises ``SignatureError``."""
+
+
 def _path(prefix: str, verb: str, *parts: str) -> str:
     return f"{prefix}/{verb}/" + "/".join(quote(p, safe="") for p in parts)
 
@@ -111,7 +116,9 @@ class RemoteMemberships:
         server_name: str,
         signing_key: SigningKey,
         keys_for: KeysFor,
+        verify_json: VerifyJson,
     ) -> None:
+        self._verify_json = verify_json
         self.client = client
         self.out_of_band = out_of_band
         self.server_name = server_name
@@ -201,10 +208,12 @@ class RemoteMemberships:
         signatures = dict(ours.get("signatures", {}))  # type: ignore[call-overload]
         signatures[destination] = dict(theirs[destination])
         signed["signatures"] = signatures
+        ts = signed.get("origin_server_ts")
         try:
-            keys = await self._keys_for(signed, room_version)
-            verify_event_signatures(signed, room_version, {destination: keys[destination]})
-        except (SignatureError, KeyError):
+            await self._verify_json(
+                destination, redact(signed, room_version), ts if isinstance(ts, int) else 0
+            )
+        except SignatureError:
             raise bad from None
         return signed
 
