@@ -132,17 +132,7 @@ def test_our_user_invites_synapse_users_one_joins_one_rejects(
 def test_our_user_knocks_on_a_synapse_room(pocket: RunningServer, synapse: SynapsePeer) -> None:
     alice = _pocket_user(pocket, "alice3")
     erin = _synapse_user(synapse, "erin")
-    room_id = erin.call(
-        "POST",
-        "/createRoom",
-        {
-            "preset": "private_chat",
-            "name": "Knock here",
-            "initial_state": [
-                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
-            ],
-        },
-    )["room_id"]
+    room_id = _knock_room(erin, "Knock here")
     erin.wait_for(lambda a: room_id in _section(a, "join"), "her room")
     alice.wait_for(lambda a: True, "a first sync")
     r = alice.http.post(
@@ -161,3 +151,62 @@ def test_our_user_knocks_on_a_synapse_room(pocket: RunningServer, synapse: Synap
     invited = alice.wait_for(lambda a: room_id in _section(a, "invite"), "erin's invite")
     assert room_id not in _section(invited, "knock")
     # (Joining now means joining a room on another server: not on this branch.)
+
+
+def _knock_room(owner: Client, name: str) -> str:
+    return str(
+        owner.call(
+            "POST",
+            "/createRoom",
+            {
+                "preset": "private_chat",
+                "name": name,
+                "initial_state": [
+                    {
+                        "type": "m.room.join_rules",
+                        "state_key": "",
+                        "content": {"join_rule": "knock"},
+                    }
+                ],
+            },
+        )["room_id"]
+    )
+
+
+def test_our_user_withdraws_a_knock(pocket: RunningServer, synapse: SynapsePeer) -> None:
+    alice = _pocket_user(pocket, "alice4")
+    frank = _synapse_user(synapse, "frank")
+    room_id = _knock_room(frank, "Knock and go")
+    alice.wait_for(lambda a: True, "a first sync")
+    r = alice.http.post(
+        f"/_matrix/client/v3/knock/{quote(room_id)}", params={"via": synapse.server_name}, json={}
+    )
+    assert r.status_code == 200, r.text
+    alice.wait_for(lambda a: room_id in _section(a, "knock"), "her knock")
+    frank.wait_for(_member_in_timeline(room_id, alice.user_id, "knock"), "alice's knock")
+    alice.call("POST", f"/rooms/{quote(room_id)}/leave", {})
+    left = alice.wait_for(lambda a: room_id in _section(a, "leave"), "her withdrawal")
+    assert room_id not in _section(left, "knock")
+    frank.wait_for(_member_in_timeline(room_id, alice.user_id, "leave"), "alice's withdrawal")
+
+
+def test_an_invite_from_a_server_that_is_gone_can_be_rejected(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    """Last in this module: it stops Synapse. The rejection cannot reach the inviting
+    server, so it is made here only (as Synapse's "locally rejected" invites): the user
+    is rid of the invite all the same."""
+    alice = _pocket_user(pocket, "alice5")
+    grace = _synapse_user(synapse, "grace")
+    alice.wait_for(lambda a: True, "a first sync")
+    room_id = grace.call("POST", "/createRoom", {"preset": "private_chat"})["room_id"]
+    grace.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": alice.user_id})
+    alice.wait_for(lambda a: room_id in _section(a, "invite"), "grace's invite")
+    synapse.stop()
+    alice.call("POST", f"/rooms/{quote(room_id)}/leave", {})
+    left = alice.wait_for(lambda a: room_id in _section(a, "leave"), "her rejection")
+    events = _section(left, "leave")[room_id]["timeline"]["events"]
+    assert [(ev["type"], ev["content"]["membership"]) for ev in events] == [
+        ("m.room.member", "leave")
+    ]
+    assert room_id not in _section(alice.call("GET", "/sync"), "invite")
