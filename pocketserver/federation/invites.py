@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 
+MAX_SIGNERS = 4
+"""Servers whose signatures on stripped state events are checked (key fetches)."""
+
 UserActive = Callable[[str], Awaitable[bool]]
 """Whether a local user ID is a registered, not deactivated account."""
 
@@ -99,6 +102,7 @@ async def sanitise_stripped_state(
     if not isinstance(entries, list):
         return []
     kept: dict[tuple[str, str], dict[str, object]] = {}
+    signers: set[str] = set()
     for entry in entries[: MAX_STRIPPED_STATE * 2]:
         if not isinstance(entry, dict):
             continue
@@ -107,10 +111,17 @@ async def sanitise_stripped_state(
             continue
         if not isinstance(entry.get("content"), dict):
             continue
-        full_pdu = "signatures" in entry or "hashes" in entry
-        if full_pdu and not await _genuine(entry, room_id, room_version, keys_for):
-            log.info("dropping an invalid stripped state event %s in %s", kind, room_id)
-            continue
+        if "signatures" in entry or "hashes" in entry:
+            # Each new signing server may cost a key fetch: a few only, so an invite
+            # cannot make us ask many servers (the room's are the creator's and the
+            # inviter's, mostly one).
+            server = server_of(sender)
+            if server is None or (server not in signers and len(signers) >= MAX_SIGNERS):
+                continue
+            signers.add(server)
+            if not await _genuine(entry, room_id, room_version, keys_for):
+                log.info("dropping an invalid stripped state event %s in %s", kind, room_id)
+                continue
         kept.setdefault((kind, key), stripped_state(entry))
         if len(kept) >= MAX_STRIPPED_STATE:
             break

@@ -75,6 +75,7 @@ class Rig:
         self.writer, self.remote, self.notifier = writer, remote, notifier
         self.store: RoomStore = writer.store
         self.pushed: list[PersistedEvent] = []
+        self.keys_asked: list[str] = []
         self.active = {ALICE, BOB}
         self.oob = OutOfBandMemberships(self.store, notifier, [self.pushed.append])
         self.net = FakeRemoteNet()
@@ -83,6 +84,7 @@ class Rig:
         async def keys_for(
             pdu: Mapping[str, object], room_version: str
         ) -> Mapping[str, Mapping[str, VerifyKey]]:
+            self.keys_asked.append(str(pdu.get("sender")).split(":", 1)[1])
             keys = {**remote.keys, LOCAL: {key_id(local_key): local_key}}
             verify_event_signatures(pdu, room_version, keys)  # raises SignatureError
             return keys
@@ -333,6 +335,30 @@ async def test_forged_invite_room_state_is_not_shown(
     assert other_room_id != room_id
 
 
+async def test_stripped_state_signed_by_many_servers_costs_few_key_fetches(
+    rig: Rig, remote: RemoteServer, db: Database
+) -> None:
+    version = "10"
+    room_id, events = _remote_room(remote, version)
+    invite_id, invite = _invite(remote, version, room_id, events)
+    others = []
+    for n in range(10):
+        server = RemoteServer(f"s{n}.test")
+        _, pdu = server.build(
+            version, room_id, f"@u:s{n}.test", "m.room.topic", {"topic": str(n)},
+            state_key="", prev=[events["join"][0]], auth=events["auth"], depth=3,
+        )  # fmt: skip
+        others.append(pdu)
+    body = {"room_version": version, "event": invite, "invite_room_state": others}
+    rig.keys_asked.clear()
+    await rig.receiver.receive(REMOTE, room_id, invite_id, body)
+    asked_for_state = [s for s in rig.keys_asked if s != REMOTE]
+    assert len(set(asked_for_state)) <= 4
+    row = db.read_sync(oob_store.get, ALICE, room_id)
+    assert row is not None
+    assert row.stripped_state == []  # none of them is validly signed
+
+
 async def test_invite_to_a_room_we_hold_goes_through_the_writer(
     rig: Rig, writer: RoomWriter, remote: RemoteServer, db: Database
 ) -> None:
@@ -350,6 +376,20 @@ async def test_invite_to_a_room_we_hold_goes_through_the_writer(
     assert current_state(db, room_id)[(MEMBER, BOB)] == invite_id
     assert _memberships(db, BOB)[room_id].out_of_band is False
     assert db.read_sync(oob_store.get, BOB, room_id) is None
+    # An invite the room's auth rules refuse (the sender is not in the room) is refused
+    # and changes nothing.
+    stranger = f"@stranger:{REMOTE}"
+    bad_id, bad = await remote.event(
+        writer, room_id, stranger, MEMBER, {"membership": "invite"}, ALICE
+    )
+    state = current_state(db, room_id)
+    await _refused(
+        rig.receiver.receive(REMOTE, room_id, bad_id, {"room_version": "10", "event": bad}),
+        403,
+        "M_FORBIDDEN",
+    )
+    assert current_state(db, room_id) == state
+    assert _memberships(db, ALICE)[room_id].membership == "join"
     # The wrong room version for a room we hold is refused.
     invite2_id, invite2 = await remote.event(
         writer, room_id, RBOB, MEMBER, {"membership": "invite"}, ALICE
