@@ -121,6 +121,18 @@ def test_our_user_invites_synapse_users_one_joins_one_rejects(
     carol.send(room_id, "thanks alice")
     alice.wait_for(_has_message(room_id, "thanks alice"), "carol's message")
 
+    # Carol invites another of our users into this room, which lives here: Synapse's
+    # PUT /v2/invite to us goes through the room writer like any event of the room.
+    zoe = _pocket_user(pocket, "zoe")
+    zoe.wait_for(lambda a: True, "a first sync")
+    carol.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": zoe.user_id})
+    invited_here = zoe.wait_for(lambda a: room_id in _section(a, "invite"), "carol's invite")
+    here_state = _section(invited_here, "invite")[room_id]["invite_state"]["events"]
+    assert {"m.room.name", "m.room.create"} <= {ev["type"] for ev in here_state}
+    assert _membership_on(alice, room_id, zoe.user_id) == "invite"
+    zoe.call("POST", f"/join/{quote(room_id)}", {})
+    carol.wait_for(_member_in_timeline(room_id, zoe.user_id, "join"), "zoe's join")
+
     # Dave is invited through /invite and rejects: Synapse sends the leave to us.
     alice.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": dave.user_id})
     dave.wait_for(lambda a: room_id in _section(a, "invite"), "alice's invite")
@@ -151,6 +163,31 @@ def test_our_user_knocks_on_a_synapse_room(pocket: RunningServer, synapse: Synap
     invited = alice.wait_for(lambda a: room_id in _section(a, "invite"), "erin's invite")
     assert room_id not in _section(invited, "knock")
     # (Joining now means joining a room on another server: not on this branch.)
+
+
+def test_an_invite_from_an_ignored_user_is_not_shown(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    """Accepted (and signed) but hidden, as Synapse does (client-server-api "Ignoring
+    Users": nothing from an ignored user reaches the client)."""
+    alice = _pocket_user(pocket, "alice6")
+    yves = _synapse_user(synapse, "yves")
+    wendy = _synapse_user(synapse, "wendy")
+    alice.call(
+        "PUT",
+        f"/user/{quote(alice.user_id)}/account_data/m.ignored_user_list",
+        {"ignored_users": {yves.user_id: {}}},
+    )
+    alice.wait_for(lambda a: True, "a first sync")
+    ignored_room = yves.call("POST", "/createRoom", {"preset": "private_chat"})["room_id"]
+    yves.call("POST", f"/rooms/{quote(ignored_room)}/invite", {"user_id": alice.user_id})
+    other_room = wendy.call("POST", "/createRoom", {"preset": "private_chat"})["room_id"]
+    wendy.call("POST", f"/rooms/{quote(other_room)}/invite", {"user_id": alice.user_id})
+    answer = alice.wait_for(lambda a: other_room in _section(a, "invite"), "wendy's invite")
+    assert ignored_room not in _section(answer, "invite")
+    assert ignored_room not in _section(alice.call("GET", "/sync"), "invite")
+    notified = alice.call("GET", "/notifications")["notifications"]
+    assert [n["room_id"] for n in notified] == [other_room]
 
 
 def _knock_room(owner: Client, name: str) -> str:
