@@ -199,8 +199,6 @@ class InviteReceiver:
             await self.history.check_acl(origin, room_id)
         if not await self._user_active(invitee):
             raise forbidden("This user cannot be invited")
-        if self._limits is not None:
-            self._limits.check_invite(str(pdu["sender"]), room_id, invitee)
         try:
             validate_pdu(pdu, room_version)
             keys = await self._keys_for(pdu, room_version)
@@ -210,6 +208,8 @@ class InviteReceiver:
             raise invalid_param(f"The event's signatures do not verify: {e}") from None
         if not check_content_hash(pdu):
             raise invalid_param("The event's content hash does not match")
+        if self._limits is not None:  # only genuine invites count
+            self._limits.check_invite(str(pdu["sender"]), room_id, invitee)
         signed = self._countersign(pdu, room_version)
         if held is not None and await self._receive_in_room(signed, room_version, keys):
             return signed

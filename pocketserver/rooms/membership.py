@@ -3,10 +3,14 @@
 Spec: client-server-api "Room membership" (data/api/client-server/joining.yaml,
 knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml). Each verb is
 one method here and this is the one place that decides "local or remote?": a room this
-server does not hold, an alias or a user of another server. Until federation exists, a
-remote target answers 403 ``M_FORBIDDEN`` "federation is not available yet"
-(``errors.federation_unavailable``, as Synapse when federation is not allowed) and
-changes nothing; the federation join/invite/knock will plug in here. Everything local goes through
+server does not hold, an alias or a user of another server. An invite of another
+server's user is sent to that server before it is stored (``remote_sign``); a knock on
+a room elsewhere, and leaving an invite or knock held out of band (an invite from
+another server to a room we are not in), go through
+:class:`~pocketserver.federation.remote_memberships.RemoteMemberships`. What federation
+does not do yet (joining a room elsewhere, remote aliases) answers 403 ``M_FORBIDDEN``
+"federation is not available yet" (``errors.federation_unavailable``, as Synapse when
+federation is not allowed) and changes nothing. Everything local goes through
 :class:`RoomClient` and so the room writer and the auth rules.
 """
 
@@ -250,9 +254,8 @@ class Membership:
         """
         if self.out_of_band is not None and self.remote is not None:
             found = await self.out_of_band.current(requester.user_id, room_id)
-            if found is not None:  # an invite or knock in a room elsewhere
-                if found.membership in ("invite", "knock"):
-                    await self.remote.leave(requester.user_id, found, reason)
+            if found is not None and found.membership in ("invite", "knock"):
+                await self.remote.leave(requester.user_id, found, reason)  # a room elsewhere
                 return
         await self.rooms.membership(
             requester.user_id, room_id, requester.user_id, "leave", reason=reason

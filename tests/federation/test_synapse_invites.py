@@ -227,6 +227,33 @@ def test_our_user_withdraws_a_knock(pocket: RunningServer, synapse: SynapsePeer)
     frank.wait_for(_member_in_timeline(room_id, alice.user_id, "leave"), "alice's withdrawal")
 
 
+def test_a_synapse_user_knocks_on_our_room_and_is_invited(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    """The resident side of a knock: our ``knock_room_state`` (full PDUs since v1.16)
+    reaches the Synapse user's /sync; then our invite of a knocking user."""
+    alice = _pocket_user(pocket, "alice7")
+    henry = _synapse_user(synapse, "henry")
+    room_id = _knock_room(alice, "Knock on the pi")
+    henry.wait_for(lambda a: True, "a first sync")
+    r = henry.http.post(
+        f"/_matrix/client/v3/knock/{quote(room_id)}", params={"via": pocket.server_name}, json={}
+    )
+    assert r.status_code == 200, r.text
+    knocked = henry.wait_for(lambda a: room_id in _section(a, "knock"), "his knock")
+    names = [
+        ev["content"].get("name")
+        for ev in _section(knocked, "knock")[room_id]["knock_state"]["events"]
+        if ev["type"] == "m.room.name"
+    ]
+    assert names == ["Knock on the pi"]
+    alice.wait_for(_member_in_timeline(room_id, henry.user_id, "knock"), "henry's knock")
+    alice.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": henry.user_id})
+    henry.wait_for(lambda a: room_id in _section(a, "invite"), "alice's invite")
+    henry.call("POST", f"/join/{quote(room_id)}", {})
+    alice.wait_for(_member_in_timeline(room_id, henry.user_id, "join"), "henry's join")
+
+
 def test_an_invite_from_a_server_that_is_gone_can_be_rejected(
     pocket: RunningServer, synapse: SynapsePeer
 ) -> None:
