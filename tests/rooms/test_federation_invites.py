@@ -659,3 +659,28 @@ async def test_knock_refused_stores_nothing(rig: Rig, remote: RemoteServer, db: 
     await _refused(rig.outbound.knock(ALICE, room_id, [REMOTE], None), 502, "M_UNKNOWN")
     assert event_count(db) == count
     assert _memberships(db, ALICE) == {}
+
+
+async def test_inbound_invites_are_rate_limited_per_invitee(
+    writer: RoomWriter, remote: RemoteServer, notifier: Notifier, db: Database
+) -> None:
+    """``rc_invites`` per invitee: a server flooding one of our users with genuine
+    invites gets 429 past the burst, and the refused invite is not stored."""
+    from pocketserver.config.model import RateLimit, RoomRateLimits
+    from pocketserver.rooms.limits import RoomActionLimits
+
+    rig = Rig(writer, remote, notifier)
+    rig.receiver._limits = RoomActionLimits(RoomRateLimits(invites_per_user=RateLimit(0.001, 2)))
+    rooms = [_remote_room(remote, "10") for _ in range(3)]
+    for room_id, events in rooms[:2]:
+        invite_id, invite = _invite(remote, "10", room_id, events)
+        await rig.receiver.receive(REMOTE, room_id, invite_id, _body("10", invite, events))
+    room_id, events = rooms[2]
+    invite_id, invite = _invite(remote, "10", room_id, events)
+    await _refused(
+        rig.receiver.receive(REMOTE, room_id, invite_id, _body("10", invite, events)),
+        429,
+        "M_LIMIT_EXCEEDED",
+    )
+    assert room_id not in _memberships(db, ALICE)
+    assert len(_memberships(db, ALICE)) == 2
