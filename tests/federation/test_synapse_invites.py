@@ -133,6 +133,16 @@ def test_our_user_invites_synapse_users_one_joins_one_rejects(
     zoe.call("POST", f"/join/{quote(room_id)}", {})
     carol.wait_for(_member_in_timeline(room_id, zoe.user_id, "join"), "zoe's join")
 
+    # An invite written as a member state event goes the same way.
+    ivan = _synapse_user(synapse, "ivan")
+    ivan.wait_for(lambda a: True, "a first sync")
+    alice.call(
+        "PUT",
+        f"/rooms/{quote(room_id)}/state/m.room.member/{quote(ivan.user_id)}",
+        {"membership": "invite"},
+    )
+    ivan.wait_for(lambda a: room_id in _section(a, "invite"), "alice's invite as state")
+
     # Dave is invited through /invite and rejects: Synapse sends the leave to us.
     alice.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": dave.user_id})
     dave.wait_for(lambda a: room_id in _section(a, "invite"), "alice's invite")
