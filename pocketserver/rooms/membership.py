@@ -229,9 +229,13 @@ class Membership:
     ) -> None:
         """``POST /rooms/{roomId}/invite`` with a user ID.
 
+        A user of another server is invited only once their server signed the invite
+        (federation/remote_memberships.py).
+
         Raises:
-            MatrixError: 403 for a user of another server (no invite is written), 404
-                unknown room, 403 (auth rules), 429.
+            MatrixError: 404 unknown room, 403 (auth rules), 429; for a user of another
+                server that server's refusal (403...) or 502 when it cannot be reached
+                (nothing is written then).
         """
         remote_sign = self._remote_sign(target, "invite")
         if remote_sign is None:
