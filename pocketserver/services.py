@@ -48,9 +48,11 @@ from pocketserver.federation.e2e.service import FederationE2e
 from pocketserver.federation.edus import EphemeralEdus
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, TransactionReceiver
+from pocketserver.federation.invites import InviteReceiver
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_memberships import RemoteMemberships
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
@@ -68,6 +70,7 @@ from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.membership import Membership
+from pocketserver.rooms.out_of_band import OutOfBandMemberships
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.relations import index_relation
 from pocketserver.rooms.reports import Reports
@@ -78,6 +81,7 @@ from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import receipts as receipt_store
+from pocketserver.storage import users as users_store
 from pocketserver.storage.db import Database
 from pocketserver.storage.events import max_stream_ordering
 from pocketserver.storage.guard import ForeignDatabaseError
@@ -177,11 +181,18 @@ class Services:
     federation_sender: FederationSender
     federation_history: FederationHistory
     resident_memberships: ResidentMemberships
+    invites: InviteReceiver
     transactions: TransactionReceiver
     staged_pdus: StagedPduWorker
     url_previews: UrlPreviewer | None = None
     device_list_publisher: DeviceListPublisher | None = None
     """Hands our users' device list changes to the federation sender (None: no sender)."""
+
+
+async def _user_active(db: Database, user_id: str) -> bool:
+    """Whether ``user_id`` is a registered account that is not deactivated."""
+    user = await db.read(users_store.get_user, user_id)
+    return user is not None and not user.deactivated
 
 
 class StartupError(Exception):
@@ -401,25 +412,6 @@ async def build_services(
         config.server_name,
         lookups_enabled=config.enable_3pid_lookup,
     )
-    membership = Membership(
-        room_client,
-        directory,
-        profiles,
-        guests,
-        third_party_invites,
-        appservices,
-        Locality(config.server_name),
-    )
-    room_creator = RoomCreator(
-        writer,
-        membership,
-        directory,
-        profiles,
-        third_party_invites,
-        appservices,
-        ratelimits.rooms,
-        config.default_room_version,
-    )
     keyring = Keyring(
         db,
         budget,
@@ -434,8 +426,48 @@ async def build_services(
     async def keys_for(pdu: Mapping[str, object], room_version: str) -> event_keys.Keys:
         return await event_keys.keys_for_event(keyring, pdu, room_version)
 
+    out_of_band = OutOfBandMemberships(room_store, notifier, [push.evaluator.on_event])
+    remote_memberships = RemoteMemberships(
+        federation_client,
+        out_of_band,
+        config.server_name,
+        signing_key,
+        keys_for,
+        keyring.verify_json,
+    )
+    membership = Membership(
+        room_client,
+        directory,
+        profiles,
+        guests,
+        third_party_invites,
+        appservices,
+        Locality(config.server_name),
+        remote_memberships,
+        out_of_band,
+    )
+    room_creator = RoomCreator(
+        writer,
+        membership,
+        directory,
+        profiles,
+        third_party_invites,
+        appservices,
+        ratelimits.rooms,
+        config.default_room_version,
+    )
     resident_memberships = ResidentMemberships(
         writer, federation_history, config.server_name, signing_key, keys_for
+    )
+    invites = InviteReceiver(
+        writer,
+        federation_history,
+        out_of_band,
+        config.server_name,
+        signing_key,
+        keys_for,
+        partial(_user_active, db),
+        ratelimits.rooms,
     )
     ephemeral_edus = EphemeralEdus(typing, receipts, presence, federation_history.check_acl)
     transactions = TransactionReceiver(
@@ -495,6 +527,7 @@ async def build_services(
         federation_sender=federation_sender,
         federation_history=federation_history,
         resident_memberships=resident_memberships,
+        invites=invites,
         transactions=transactions,
         staged_pdus=staged_pdus,
     )

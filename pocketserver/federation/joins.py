@@ -335,7 +335,9 @@ class ResidentMemberships:
         self, origin: str, room_id: str, event_id: str, pdu: object
     ) -> list[dict[str, object]]:
         """``PUT /send_knock/{roomId}/{eventId}``: accept the knock and answer the
-        stripped state the knocking user may see (``knock_room_state``)."""
+        state the knocking user may see (``knock_room_state``): full PDUs including the
+        create event (knocks.yaml, spec v1.16, MSC4311; as Synapse 1.163 sends them),
+        which the knocking server strips for its client."""
         room_version = await self.store.room_version(room_id)
         if room_version is not None and not get_room_version(room_version).knocking:
             raise MatrixError(
@@ -348,15 +350,7 @@ class ResidentMemberships:
         state = await self.store.current_state_ids(room_id)
         wanted = [state[(t, "")] for t in _STRIPPED_TYPES if (t, "") in state]
         found = await self.store.get_events(wanted)
-        return [
-            {
-                "type": ev.pdu.get("type"),
-                "state_key": ev.pdu.get("state_key"),
-                "content": ev.pdu.get("content", {}),
-                "sender": ev.pdu.get("sender"),
-            }
-            for ev in (found[i] for i in wanted if i in found)
-        ]
+        return [found[i].pdu for i in wanted if i in found]
 
     async def _servers_in(self, state: Mapping[StateKey, str]) -> set[str]:
         members = await self.store.get_events(

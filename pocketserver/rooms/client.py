@@ -29,7 +29,7 @@ from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.relation_checks import check_new_relation
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
-from pocketserver.rooms.writer import PersistedEvent, RoomWriter
+from pocketserver.rooms.writer import PersistedEvent, RemoteSign, RoomWriter
 from pocketserver.storage import discovery as discovery_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
@@ -117,8 +117,12 @@ class RoomClient:
         event_type: str,
         state_key: str,
         content: Mapping[str, object],
+        *,
+        remote_sign: RemoteSign | None = None,
     ) -> str:
         """Send a state event; an identical one to the current state is not sent again.
+        ``remote_sign``: as :meth:`RoomWriter.send_event` (an invite of another
+        server's user).
 
         A member event is a membership change like the verbs' (Synapse sends it through
         ``update_membership``): joins and invites count under their rate limits.
@@ -146,7 +150,9 @@ class RoomClient:
         if event_type == MEMBER:
             membership = content.get("membership")
             await self._check_membership_limit(user_id, room_id, state_key, membership)
-        event = await self.writer.send_event(room_id, user_id, event_type, content, state_key)
+        event = await self.writer.send_event(
+            room_id, user_id, event_type, content, state_key, remote_sign=remote_sign
+        )
         return event.event_id
 
     async def drop_canonical_alias(self, user_id: str, room_id: str, alias: str) -> None:
@@ -178,6 +184,7 @@ class RoomClient:
         extra: Mapping[str, object] | None = None,
         action: str | None = None,
         ratelimit: bool = False,
+        remote_sign: RemoteSign | None = None,
     ) -> PersistedEvent:
         """Change ``target``'s membership (join, invite, leave, ban, knock) as ``sender``.
 
@@ -207,7 +214,9 @@ class RoomClient:
                 except ActionRefused as e:
                     raise MatrixError(e.status, e.errcode, e.message) from None
 
-        return await self.writer.send_event(room_id, sender, MEMBER, content, target, guard=guard)
+        return await self.writer.send_event(
+            room_id, sender, MEMBER, content, target, guard=guard, remote_sign=remote_sign
+        )
 
     async def _check_membership_limit(
         self, sender: str, room_id: str, target: str, membership: object

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from pocketserver.core.locality import Locality
 from pocketserver.core.power_levels import default_power_levels_content
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.errors import MatrixError
@@ -25,7 +26,7 @@ from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.third_party_invites import ThirdPartyInvites, ThreePidInvite
-from pocketserver.rooms.writer import RoomWriter
+from pocketserver.rooms.writer import RemoteSign, RoomWriter
 
 if TYPE_CHECKING:
     from pocketserver.accounts.profiles import Profiles
@@ -60,8 +61,18 @@ class RoomSettings:
     creator_profile: Mapping[str, object] = field(default_factory=dict)
 
 
-async def create_room(writer: RoomWriter, creator: str, settings: RoomSettings) -> str:
+async def create_room(
+    writer: RoomWriter,
+    creator: str,
+    settings: RoomSettings,
+    remote_sign_for: Callable[[str, str], RemoteSign] | None = None,
+) -> str:
     """Create a room as ``creator`` and return its ID.
+
+    ``remote_sign_for(room_id, invitee)``: how an invitee of another server has their
+    server sign the invite (federation/remote_memberships.py); those invites are sent
+    last, after the room's initial state (a refusal is the remote server's answer,
+    not an invalid initial state), and fail the request as Synapse's createRoom does.
 
     Raises:
         MatrixError: 400 ``M_UNSUPPORTED_ROOM_VERSION``, 400 ``M_INVALID_PARAM`` (unknown
@@ -92,8 +103,9 @@ async def create_room(writer: RoomWriter, creator: str, settings: RoomSettings) 
         await writer.send_event(room_id, creator, event_type, content, state_key)
 
     await state("m.room.member", {**settings.creator_profile, "membership": "join"}, creator)
+    remote = [u for u in settings.invite if remote_sign_for is not None and _remote(u, writer)]
     try:
-        await _send_initial_state(state, creator, settings, trusted)
+        await _send_initial_state(state, creator, settings, trusted, skip=frozenset(remote))
     except MatrixError as e:
         # create_room.yaml 400: "The initial state implied by the parameters to the
         # request is invalid: for example, the user's power_level is set below that
@@ -101,11 +113,37 @@ async def create_room(writer: RoomWriter, creator: str, settings: RoomSettings) 
         if e.errcode == "M_FORBIDDEN":
             raise MatrixError(400, "M_INVALID_ROOM_STATE", f"initial state: {e.error}") from None
         raise
+    for invitee in remote:
+        assert remote_sign_for is not None
+        await writer.send_event(
+            room_id,
+            creator,
+            "m.room.member",
+            _invite_content(settings),
+            invitee,
+            remote_sign=remote_sign_for(room_id, invitee),
+        )
     return room_id
 
 
+def _remote(user_id: str, writer: RoomWriter) -> bool:
+    return Locality(writer.server_name).is_remote(user_id)
+
+
+def _invite_content(settings: RoomSettings) -> dict[str, object]:
+    invite: dict[str, object] = {"membership": "invite"}
+    if settings.is_direct:
+        invite["is_direct"] = True
+    return invite
+
+
 async def _send_initial_state(
-    state: Callable[..., Awaitable[None]], creator: str, settings: RoomSettings, trusted: bool
+    state: Callable[..., Awaitable[None]],
+    creator: str,
+    settings: RoomSettings,
+    trusted: bool,
+    *,
+    skip: frozenset[str] = frozenset(),
 ) -> None:
     """Steps 3-8 of the spec's createRoom order."""
     initial = {(t, sk): content for t, sk, content in settings.initial_state}
@@ -133,10 +171,8 @@ async def _send_initial_state(
         text = [{"mimetype": "text/plain", "body": settings.topic}]
         await state("m.room.topic", {"topic": settings.topic, "m.topic": {"m.text": text}})
     for invitee in settings.invite:
-        invite: dict[str, object] = {"membership": "invite"}
-        if settings.is_direct:
-            invite["is_direct"] = True
-        await state("m.room.member", invite, invitee)
+        if invitee not in skip:
+            await state("m.room.member", _invite_content(settings), invitee)
 
 
 def _power_levels(
@@ -243,7 +279,9 @@ class RoomCreator:
             creator_profile=await self.profiles.member_content(requester.user_id),
         )
         self.limits.check_room_creation(requester.user_id)
-        room_id = await create_room(self.writer, requester.user_id, settings)
+        room_id = await create_room(
+            self.writer, requester.user_id, settings, self.membership.remote_signer_for()
+        )
         if alias is not None:
             await self.directory.create_alias(alias, room_id, requester.user_id)
         if request.visibility == "public":

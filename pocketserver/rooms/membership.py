@@ -3,20 +3,24 @@
 Spec: client-server-api "Room membership" (data/api/client-server/joining.yaml,
 knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml). Each verb is
 one method here and this is the one place that decides "local or remote?": a room this
-server does not hold, an alias or a user of another server. Until federation exists, a
-remote target answers 403 ``M_FORBIDDEN`` "federation is not available yet"
-(``errors.federation_unavailable``, as Synapse when federation is not allowed) and
-changes nothing; the federation join/invite/knock will plug in here. Everything local goes through
+server does not hold, an alias or a user of another server. An invite of another
+server's user is sent to that server before it is stored (``remote_sign``); a knock on
+a room elsewhere, and leaving an invite or knock held out of band (an invite from
+another server to a room we are not in), go through
+:class:`~pocketserver.federation.remote_memberships.RemoteMemberships`. What federation
+does not do yet (joining a room elsewhere, remote aliases) answers 403 ``M_FORBIDDEN``
+"federation is not available yet" (``errors.federation_unavailable``, as Synapse when
+federation is not allowed) and changes nothing. Everything local goes through
 :class:`RoomClient` and so the room writer and the auth rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
-from pocketserver.core.locality import Locality
+from pocketserver.core.locality import Locality, server_of
 from pocketserver.errors import bad_json, federation_unavailable, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
     from pocketserver.accounts.profiles import Profiles
     from pocketserver.accounts.service import Requester
     from pocketserver.appservice.service import AppServices
+    from pocketserver.federation.remote_memberships import RemoteMemberships
+    from pocketserver.rooms.out_of_band import OutOfBandMemberships
+    from pocketserver.rooms.writer import RemoteSign
 
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
 
@@ -64,7 +71,13 @@ class Membership:
         third_party_invites: ThirdPartyInvites,
         appservices: AppServices,
         locality: Locality,
+        remote: RemoteMemberships | None = None,
+        out_of_band: OutOfBandMemberships | None = None,
     ) -> None:
+        self.remote = remote
+        """Invites of other servers' users, and leaves and knocks in rooms elsewhere
+        (None: those answer ``federation_unavailable`` as before)."""
+        self.out_of_band = out_of_band
         self.rooms = rooms
         self.directory = directory
         self.profiles = profiles
@@ -109,14 +122,38 @@ class Membership:
             raise federation_unavailable(f"cannot {doing} {user_id}, a user of another server")
 
     def check_invitees(self, user_ids: Sequence[str]) -> None:
-        """createRoom's ``invite`` list: users of another server cannot be invited yet,
-        refused before the room is made.
+        """createRoom's ``invite`` list: without federation, users of another server
+        cannot be invited, refused before the room is made.
 
         Raises:
             MatrixError: 403 ``M_FORBIDDEN``.
         """
+        if self.remote is not None:
+            return
         for user_id in user_ids:
             self._check_local_user(user_id, "invite")
+
+    def remote_signer_for(self) -> Callable[[str, str], RemoteSign] | None:
+        """For createRoom: ``(room_id, invitee) -> RemoteSign`` sending an invite of
+        another server's user to that server before it is stored (None without
+        federation)."""
+        remote = self.remote
+        if remote is None:
+            return None
+        return lambda room_id, invitee: remote.sign_invite
+
+    def _remote_sign(self, target: str, doing: str) -> RemoteSign | None:
+        """The signer of an invite of another server's user (None for ours).
+
+        Raises:
+            MatrixError: 403 without federation.
+        """
+        if not self.locality.is_remote(target):
+            return None
+        if self.remote is None:
+            self._check_local_user(target, doing)
+            return None
+        return self.remote.sign_invite
 
     # --- the verbs ---------------------------------------------------------------------
 
@@ -176,6 +213,11 @@ class Membership:
             MatrixError: 404 unknown room or alias, 403 a remote one (or auth rules).
         """
         room_id = await self.resolve(room_id_or_alias)
+        if self.remote is not None and await self.rooms.store.room_version(room_id) is None:
+            servers = [s for s in (*via, server_of(room_id)) if s and self.locality.is_remote(s)]
+            if servers:  # a room elsewhere: knock through its servers
+                await self.remote.knock(requester.user_id, room_id, servers, reason)
+                return room_id
         await self._check_room_known(room_id, via, "knock on")
         await self.rooms.membership(
             requester.user_id, room_id, requester.user_id, "knock", reason=reason
@@ -187,13 +229,26 @@ class Membership:
     ) -> None:
         """``POST /rooms/{roomId}/invite`` with a user ID.
 
+        A user of another server is invited only once their server signed the invite
+        (federation/remote_memberships.py).
+
         Raises:
-            MatrixError: 403 for a user of another server (no invite is written), 404
-                unknown room, 403 (auth rules), 429.
+            MatrixError: 404 unknown room, 403 (auth rules), 429; for a user of another
+                server that server's refusal (403...) or 502 when it cannot be reached
+                (nothing is written then).
         """
-        self._check_local_user(target, "invite")
-        await self.appservices.ensure_user_known(target)
-        await self._target_change(requester, room_id, target, "invite", reason=reason)
+        remote_sign = self._remote_sign(target, "invite")
+        if remote_sign is None:
+            await self.appservices.ensure_user_known(target)
+        await self.rooms.membership(
+            requester.user_id,
+            room_id,
+            target,
+            "invite",
+            reason=reason,
+            ratelimit=True,
+            remote_sign=remote_sign,
+        )
 
     async def leave(self, requester: Requester, room_id: str, *, reason: str | None = None) -> None:
         """``POST /rooms/{roomId}/leave`` (also rejects an invite or withdraws a knock).
@@ -201,6 +256,11 @@ class Membership:
         Raises:
             MatrixError: 404 unknown room, 403 (auth rules).
         """
+        if self.out_of_band is not None and self.remote is not None:
+            found = await self.out_of_band.current(requester.user_id, room_id)
+            if found is not None and found.membership in ("invite", "knock"):
+                await self.remote.leave(requester.user_id, found, reason)  # a room elsewhere
+                return
         await self.rooms.membership(
             requester.user_id, room_id, requester.user_id, "leave", reason=reason
         )
@@ -268,8 +328,9 @@ class Membership:
         Raises:
             MatrixError: 403 for a remote invitee; as :meth:`RoomClient.set_state`.
         """
+        remote_sign = None
         if content.get("membership") == "invite":
-            self._check_local_user(target, "invite")
+            remote_sign = self._remote_sign(target, "invite")
         return await self.rooms.set_state(
-            requester.user_id, room_id, "m.room.member", target, content
+            requester.user_id, room_id, "m.room.member", target, content, remote_sign=remote_sign
         )

@@ -96,6 +96,11 @@ class EventKind(enum.Enum):
 
 Guard = Callable[[Mapping[StateKey, str]], Awaitable[None]]
 """Checks a local event's request against the state before it (under the room's lock)."""
+RemoteSign = Callable[
+    [str, dict[str, object], Mapping[StateKey, str]], Awaitable[dict[str, object]]
+]
+"""Has another server sign a local event before it is stored (an invite of its user):
+``(event_id, pdu, state_before) -> pdu with its signature added``; raises to refuse."""
 TxnHook = Callable[[sqlite3.Connection, "PersistedEvent"], None]
 """Runs inside the event's write transaction (derived indexes: relations, search...)."""
 Listener = Callable[["PersistedEvent"], None]
@@ -313,6 +318,7 @@ class RoomWriter:
         redacts: str | None = None,
         in_txn: TxnHook | None = None,
         guard: Guard | None = None,
+        remote_sign: RemoteSign | None = None,
     ) -> PersistedEvent:
         """Build, sign, authorise and persist a local event.
 
@@ -326,12 +332,21 @@ class RoomWriter:
             MatrixError: 404 ``M_NOT_FOUND`` (unknown room), 403 ``M_FORBIDDEN`` (auth
                 rules), 400 ``M_BAD_JSON`` or 413 ``M_TOO_LARGE`` (event format), or
                 what ``guard`` or the redaction check raise.
+
+        ``remote_sign`` is awaited with the authorised event before it is stored (under
+        the room's lock, so the event stays on the room's front); what it returns is
+        stored instead (the same event with another server's signature added); if it
+        raises, nothing is stored.
         """
         async with self._locks(room_id):
             room_version = await self._room_version(room_id)
             prepared = await self._build_local(
                 room_id, room_version, sender, event_type, content, state_key, redacts, guard
             )
+            if remote_sign is not None:
+                prepared.pdu = await remote_sign(
+                    prepared.event_id, prepared.pdu, prepared.state_before
+                )
             return await self._persist(prepared, in_txn)
 
     @asynccontextmanager

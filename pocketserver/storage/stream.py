@@ -19,17 +19,31 @@ class Membership:
     membership: str
     event_id: str
     stream_ordering: int
+    out_of_band: bool = False
+    """An invite, knock or their withdrawal in a room this server does not hold
+    (storage/out_of_band.py): no timeline or state here, only the member event."""
 
 
 def current_memberships(conn: sqlite3.Connection, user_id: str) -> list[Membership]:
-    """The user's membership in every room where the server has one, from current state."""
+    """The user's membership in every room where the server has one: from current
+    state, or an out-of-band membership when it is newer (an invite to a room we left
+    long ago; a join through the room later replaces the out-of-band invite)."""
     rows = conn.execute(
         "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering FROM current_state c"
         " JOIN events e ON e.event_id = c.event_id"
         " WHERE c.type = 'm.room.member' AND c.state_key = ?",
         (user_id,),
     )
-    return [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+    found = {str(r[0]): Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows}
+    for r in conn.execute(
+        "SELECT room_id, membership, event_id, stream_ordering FROM out_of_band_memberships"
+        " WHERE user_id = ?",
+        (user_id,),
+    ):
+        known = found.get(str(r[0]))
+        if known is None or known.stream_ordering < int(r[3]):
+            found[str(r[0])] = Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3]), True)
+    return list(found.values())
 
 
 def membership_changes(
@@ -43,7 +57,16 @@ def membership_changes(
         " ORDER BY stream_ordering",
         (user_id, after, upto),
     )
-    return [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+    changes = [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+    out_of_band = conn.execute(
+        "SELECT room_id, membership, event_id, stream_ordering FROM out_of_band_memberships"
+        " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ?",
+        (user_id, after, upto),
+    ).fetchall()
+    if not out_of_band:
+        return changes
+    changes += [Membership(str(r[0]), str(r[1]), str(r[2]), int(r[3]), True) for r in out_of_band]
+    return sorted(changes, key=lambda m: m.stream_ordering)
 
 
 def rooms_with_events(

@@ -381,14 +381,20 @@ class SyncHandler:
                 if m.membership == "invite" and await syncer.invited_by_ignored(m.event_id):
                     continue
                 if since is None or m.stream_ordering > since:
-                    state = await syncer.stripped_room_state(m.room_id, m.event_id)
+                    if m.out_of_band:
+                        state = await syncer.out_of_band_state(m.room_id, m.event_id)
+                    else:
+                        state = await syncer.stripped_room_state(m.room_id, m.event_id)
                     if m.membership == "invite":
                         invite[m.room_id] = {"invite_state": {"events": state}}
                     else:
                         knock[m.room_id] = {"knock_state": {"events": state}}
             elif m.membership in ("leave", "ban"):
                 left_now = since is not None and changed_here
-                if left_now or (since is None and flt.include_leave):
+                if m.out_of_band:
+                    if left_now or (since is None and flt.include_leave):
+                        leave[m.room_id] = await syncer.out_of_band_left(m.event_id, snap.upto)
+                elif left_now or (since is None and flt.include_leave):
                     # Joined (or invited) and left within the window: the room is new to
                     # the client, so it comes with its full state (as Synapse does).
                     from_scratch = not left_now or (

@@ -471,7 +471,9 @@ class LegacySync:
                 if invite is not None:
                     entry["invite"] = legacy_event(invite, now)
                     entry["inviter"] = invite.pdu.get("sender")
-            elif m.membership in ("join", "leave", "ban"):
+            elif m.membership in ("join", "leave", "ban") and not m.out_of_band:
+                # (An out-of-band leave, a rejected invite to a room elsewhere, has no
+                # room here to show.)
                 left = m.membership != "join"
                 upto = Position(None, m.stream_ordering + 1) if left else None
                 access = Access(member=True, upto=upto)

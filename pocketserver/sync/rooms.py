@@ -16,6 +16,7 @@ from pocketserver.rooms.client_events import client_event, federation_event, str
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.visibility import filter_visible
+from pocketserver.storage import out_of_band as oob_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
@@ -402,6 +403,25 @@ class RoomSyncer:
                 stripped.append(stripped_state(inviter.pdu))
         stripped.append(stripped_state(own.pdu))
         return stripped
+
+    async def out_of_band_state(self, room_id: str, own_event_id: str) -> list[dict[str, object]]:
+        """Invite or knock state of a room this server does not hold: the stripped state
+        the other server sent (sanitised when stored, rooms/out_of_band.py), then the
+        user's own member event."""
+        found = await self.store.db.read(oob_store.get, self.user_id, room_id)
+        stripped = list(found.stripped_state) if found is not None else []
+        own = await self.store.get_event(own_event_id)
+        if own is not None:
+            stripped.append(stripped_state(own.pdu))
+        return stripped
+
+    async def out_of_band_left(self, event_id: str, upto: int) -> RoomSection:
+        """A rejected invite or withdrawn knock of a room this server does not hold:
+        the leave event alone in the timeline, no state (as Synapse sends an
+        out-of-band membership)."""
+        found = await self.reader.get_events([event_id])
+        timeline = [found[event_id]] if event_id in found else []
+        return RoomSection(timeline, False, [], self._prev_batch(None, upto, timeline, False))
 
 
 def serialise_section(

@@ -386,3 +386,62 @@ async def test_v1_send_join_and_send_leave_answer_in_a_status_pair(env) -> None:
     assert r.status_code in (400, 403)
     state = await services.resident_memberships.store.current_state_ids(room_id)
     assert state[("m.room.member", alice)] != forged_id
+
+
+def _invite_pdu(sender: str, target: str, room_id: str = "!r:peer.example") -> dict:
+    return {
+        "type": "m.room.member",
+        "room_id": room_id,
+        "sender": sender,
+        "state_key": target,
+        "content": {"membership": "invite"},
+        "origin_server_ts": 1,
+        "depth": 3,
+        "prev_events": [],
+        "auth_events": [],
+        "hashes": {"sha256": "x"},
+        "signatures": {},
+    }
+
+
+async def test_invite_route_refusals_store_nothing(env) -> None:
+    """PUT /v2/invite through the routes: the attacker's cases answer the spec's errors
+    (JSON with errcode) and alice is shown no invite afterwards."""
+    from pocketserver.core.events import compute_event_id
+    from pocketserver.storage import stream as stream_store
+
+    app, _net, peer, services = env
+    client = app.test_client()
+    alice = f"@alice:{US}"
+
+    async def put(pdu: dict, version: object = "10", event_id: str | None = None) -> tuple:
+        eid = event_id or compute_event_id(pdu, "10")
+        uri = f"/_matrix/federation/v2/invite/{pdu['room_id']}/{eid}"
+        body = {"room_version": version, "event": pdu, "invite_room_state": []}
+        r = await client.put(uri, json=body, headers=signed(peer, "PUT", uri, body))
+        return r.status_code, await r.get_json()
+
+    # Another server's user, sent by peer.example.
+    status, answer = await put(_invite_pdu("@mallory:evil.example", alice))
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), answer
+    # A user of another server invited through us.
+    status, answer = await put(_invite_pdu("@mallory:peer.example", "@bob:else.example"))
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+    # A room version we do not know: the answer names it.
+    status, answer = await put(_invite_pdu("@mallory:peer.example", alice), version="99")
+    assert (status, answer["errcode"], answer["room_version"]) == (
+        400,
+        "M_INCOMPATIBLE_ROOM_VERSION",
+        "99",
+    )
+    # A local user that does not exist.
+    status, answer = await put(_invite_pdu("@mallory:peer.example", f"@nobody:{US}"))
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+    # The event ID in the path is not the event's.
+    status, answer = await put(_invite_pdu("@mallory:peer.example", alice), event_id="$x")
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+    # Unsigned requests never reach it.
+    r = await client.put("/_matrix/federation/v2/invite/!r:peer.example/$x", json={})
+    assert r.status_code == 401
+    memberships = services.db.read_sync(stream_store.current_memberships, alice)
+    assert memberships == []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from nacl.signing import VerifyKey
 
+from pocketserver.core.events import compute_event_id
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.errors import MatrixError
 from pocketserver.federation.history import FederationHistory
@@ -313,9 +314,12 @@ async def test_remote_knock(
     room_id = await _room(writer, preset="private_chat", name="Knock here")
     await writer.send_event(room_id, ALICE, "m.room.join_rules", {"join_rule": "knock"}, "")
     event_id, pdu = await _signed_from_template(resident, remote, room_id, RBOB, "knock", ["10"])
-    stripped = await resident.send_knock(REMOTE, room_id, event_id, pdu)
-    assert {s["type"] for s in stripped} >= {"m.room.create", "m.room.join_rules", "m.room.name"}
-    assert all(set(s) == {"type", "state_key", "content", "sender"} for s in stripped)
+    state = await resident.send_knock(REMOTE, room_id, event_id, pdu)
+    assert {s["type"] for s in state} >= {"m.room.create", "m.room.join_rules", "m.room.name"}
+    # Full PDUs, signed, as the spec asks since v1.16 (the knocking server strips them).
+    current = set(current_state(db, room_id).values())
+    assert {compute_event_id(s, "10") for s in state} <= current
+    assert all("signatures" in s and "hashes" in s for s in state)
     assert current_state(db, room_id)[("m.room.member", RBOB)] == event_id
     # Knocking on a room version without knocks.
     old = await _room(writer, "6", preset="private_chat")

@@ -220,6 +220,16 @@ async def send_knock(room_id: str, event_id: str) -> dict[str, object]:
     return {"knock_room_state": state}
 
 
+@bp.put(f"{V2}/invite/<room_id>/<event_id>")
+async def invite(room_id: str, event_id: str) -> dict[str, object]:
+    """``PUT /v2/invite`` (invites-v2.yaml): one of our users invited by another
+    server's (federation/invites.py)."""
+    event = await services().invites.receive(
+        federation_origin(), room_id, event_id, await json_body()
+    )
+    return {"event": event}
+
+
 # --- transactions -----------------------------------------------------------------------
 
 
