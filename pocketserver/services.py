@@ -51,6 +51,8 @@ from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, Transa
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_directory import query_remote_alias
+from pocketserver.federation.remote_join import RemoteJoins
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
@@ -401,6 +403,15 @@ async def build_services(
         config.server_name,
         lookups_enabled=config.enable_3pid_lookup,
     )
+    keyring = Keyring(
+        db,
+        budget,
+        config.server_name,
+        signing_key,
+        federation_client,
+        old_signing_keys=config.old_signing_keys,
+        trusted_key_servers=config.trusted_key_servers,
+    )
     membership = Membership(
         room_client,
         directory,
@@ -409,6 +420,10 @@ async def build_services(
         third_party_invites,
         appservices,
         Locality(config.server_name),
+        remote_alias=partial(query_remote_alias, federation_client),
+        remote_joins=RemoteJoins(
+            writer, keyring, federation_client, config.server_name, signing_key
+        ),
     )
     room_creator = RoomCreator(
         writer,
@@ -419,15 +434,6 @@ async def build_services(
         appservices,
         ratelimits.rooms,
         config.default_room_version,
-    )
-    keyring = Keyring(
-        db,
-        budget,
-        config.server_name,
-        signing_key,
-        federation_client,
-        old_signing_keys=config.old_signing_keys,
-        trusted_key_servers=config.trusted_key_servers,
     )
     federation_history = FederationHistory(room_store, reader)
 
