@@ -51,6 +51,7 @@ from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, Transa
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
 from pocketserver.federation.remote_join import RemoteJoins
 from pocketserver.federation.sender import FederationSender
@@ -181,6 +182,7 @@ class Services:
     resident_memberships: ResidentMemberships
     transactions: TransactionReceiver
     staged_pdus: StagedPduWorker
+    remote_backfill: RemoteBackfill
     url_previews: UrlPreviewer | None = None
     device_list_publisher: DeviceListPublisher | None = None
     """Hands our users' device list changes to the federation sender (None: no sender)."""
@@ -450,7 +452,8 @@ async def build_services(
         [ephemeral_edus.handle, federation_e2e.on_edu],
         on_contact=federation_sender.on_remote_contact,
     )
-    staged_pdus = StagedPduWorker(transactions, PduPipeline(writer, keyring, federation_client))
+    pipeline = PduPipeline(writer, keyring, federation_client)
+    staged_pdus = StagedPduWorker(transactions, pipeline)
     return Services(
         config=config,
         db=db,
@@ -503,4 +506,5 @@ async def build_services(
         resident_memberships=resident_memberships,
         transactions=transactions,
         staged_pdus=staged_pdus,
+        remote_backfill=RemoteBackfill(pipeline, federation_client, config.server_name),
     )

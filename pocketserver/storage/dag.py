@@ -140,3 +140,26 @@ def host_in_room(conn: sqlite3.Connection, room_id: str, server_name: str) -> bo
         (room_id, server_name),
     ).fetchone()
     return row is not None
+
+
+def backward_extremities(conn: sqlite3.Connection, room_id: str, limit: int) -> list[str]:
+    """The prev events that the earliest events of ``room_id``'s timeline name but that
+    are not in it (unknown, or held as outliers): where our copy of the history stops,
+    the ``v`` of a ``/backfill`` request. Empty when the room's create event is in the
+    timeline (the history is whole back to the start; a room created here is)."""
+    row = conn.execute(
+        "SELECT outlier FROM events WHERE room_id = ? AND type = 'm.room.create'"
+        " AND state_key = '' AND rejected IS NULL ORDER BY outlier LIMIT 1",
+        (room_id,),
+    ).fetchone()
+    if row is not None and int(row[0]) == 0:
+        return []
+    rows = conn.execute(
+        "SELECT ee.prev_event_id FROM events e"
+        " JOIN event_edges ee ON ee.event_id = e.event_id"
+        " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
+        " WHERE e.room_id = ? AND e.outlier = 0 AND (p.event_id IS NULL OR p.outlier = 1)"
+        " ORDER BY e.depth, e.stream_ordering LIMIT ?",
+        (room_id, limit),
+    )
+    return list(dict.fromkeys(str(r[0]) for r in rows))
