@@ -42,6 +42,7 @@ from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.federation import event_keys
+from pocketserver.federation.e2e.on_join import DeviceListsOnJoin
 from pocketserver.federation.e2e.outbound import DeviceListPublisher, DeviceListSender
 from pocketserver.federation.e2e.requests import FederationRequests
 from pocketserver.federation.e2e.service import FederationE2e
@@ -186,6 +187,8 @@ class Services:
     url_previews: UrlPreviewer | None = None
     device_list_publisher: DeviceListPublisher | None = None
     """Hands our users' device list changes to the federation sender (None: no sender)."""
+    device_lists_on_join: DeviceListsOnJoin | None = None
+    """Sends our user's device list to servers new to them when they join a room."""
 
 
 class StartupError(Exception):
@@ -329,6 +332,15 @@ async def build_services(
         device_list_sender if device_list_sender is not None else federation_sender,
         display_names=config.allow_device_name_lookup_over_federation,
     )
+    on_join = None
+    if device_list_sender is None:
+        on_join = DeviceListsOnJoin(
+            room_store,
+            federation_sender,
+            config.server_name,
+            display_names=config.allow_device_name_lookup_over_federation,
+        )
+        writer.add_listener(on_join.on_persisted)
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
@@ -493,6 +505,7 @@ async def build_services(
         e2e_keys=e2e_keys,
         federation_e2e=federation_e2e,
         device_list_publisher=publisher,
+        device_lists_on_join=on_join,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
