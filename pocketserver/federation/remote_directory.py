@@ -3,8 +3,9 @@
 server-server-api.md "Querying for information" (query-directory): the alias's own
 server answers the room ID and a list of servers in the room that a joining server
 may ask. As Synapse (handlers/directory.py ``get_association``): the remote's 404 is
-our 404 ``M_NOT_FOUND``; any other failure (unreachable, another error, a bad answer)
-is 502 ``M_UNKNOWN`` "Failed to fetch alias".
+our 404 ``M_NOT_FOUND``; a server ``federation_domain_whitelist`` leaves out is 403
+``M_FORBIDDEN`` (nothing is sent); any other failure (unreachable, another error, a bad
+answer) is 502 ``M_UNKNOWN`` "Failed to fetch alias".
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Protocol
 
 from pocketserver.core.identifiers import is_valid_room_alias, is_valid_room_id
 from pocketserver.core.locality import server_of
-from pocketserver.errors import MatrixError, not_found
-from pocketserver.federation.errors import FederationError, FederationHttpError
+from pocketserver.errors import MatrixError, forbidden, not_found
+from pocketserver.federation.errors import FederationBlocked, FederationError, FederationHttpError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ async def query_remote_alias(client: GetJson, alias: str) -> tuple[str, list[str
             raise not_found(f"Room alias {alias} not found") from None
         log.info("directory query for %s failed: %s", alias, e)
         raise _failed(alias) from None
+    except FederationBlocked:
+        raise forbidden(f"Federation denied with {server}") from None
     except FederationError as e:
         log.info("directory query for %s failed: %s", alias, e)
         raise _failed(alias) from None

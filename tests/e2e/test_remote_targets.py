@@ -2,6 +2,11 @@
 (issue #10 section 0: "Until a part works, it must answer a clear Matrix error, never
 a silent 200"): inviting ``@bob:matrix.org`` used to answer 200 and send nothing.
 
+The server may federate with no one here (``federation_domain_whitelist: []``: nothing
+leaves the machine): joins through other servers fail as Synapse's do (an alias's
+server denied: 403; no server to join through: 502), knocks and invites of other
+servers' users are not there yet (403 "federation is not available yet").
+
 Run twice: with a plain server name, and with an IPv6 literal and a port, where
 ``@u:[::1]`` is another server than ``@u:[::1]:8448`` (core/locality.py).
 """
@@ -18,13 +23,18 @@ from tests.e2e.clients import V3, User, close_all, err
 from tests.harness import RunningServer, make_config, running_server
 
 FEDERATION_UNAVAILABLE = (403, "M_FORBIDDEN")
+JOIN_FAILED = (502, "M_UNKNOWN")
 
 
 @pytest.fixture(scope="module", params=["test.local", "[::1]:8448"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    config = make_config(tmp_path_factory.mktemp("remote"), server_name=request.param)
+    config = make_config(
+        tmp_path_factory.mktemp("remote"),
+        server_name=request.param,
+        federation_domain_whitelist=[],
+    )
     with running_server(config) as s:
         yield s
         close_all()
@@ -108,16 +118,18 @@ def test_join_and_knock_of_remote_rooms_and_aliases(server: RunningServer) -> No
     alice = User(server, "joiner")
     before = alice.ok("/joined_rooms")["joined_rooms"]
     for other in _other_servers(server):
-        for target in (f"#room:{other}", f"!someroom:{other}"):
-            _federation_error(alice.post(f"/join/{quote(target)}"))
-            _federation_error(alice.post(f"/knock/{quote(target)}"))
-        _federation_error(alice.post(f"/rooms/{quote(f'!someroom:{other}')}/join"))
+        alias = quote(f"#room:{other}")
+        assert err(alice.post(f"/join/{alias}")) == (403, "M_FORBIDDEN")
+        assert err(alice.get(f"/directory/room/{alias}")) == (403, "M_FORBIDDEN")
+        assert err(alice.post(f"/knock/{alias}")) == (403, "M_FORBIDDEN")
+        _federation_error(alice.post(f"/knock/{quote(f'!someroom:{other}')}"))
+        assert err(alice.post(f"/join/{quote(f'!someroom:{other}')}")) == JOIN_FAILED
+        assert err(alice.post(f"/rooms/{quote(f'!someroom:{other}')}/join")) == JOIN_FAILED
         # a room ID of this server's name that it does not know, with other servers named
         unknown = quote(f"!unknown:{server.server_name}")
-        _federation_error(alice.http.post(f"{V3}/join/{unknown}", params={"via": other}, json={}))
-        _federation_error(
-            alice.http.post(f"{V3}/join/{unknown}", params={"server_name": other}, json={})
-        )
+        for param in ("via", "server_name"):
+            r = alice.http.post(f"{V3}/join/{unknown}", params={param: other}, json={})
+            assert err(r) == JOIN_FAILED, r.text
     assert alice.ok("/joined_rooms")["joined_rooms"] == before
 
 
