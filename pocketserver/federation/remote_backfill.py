@@ -1,11 +1,14 @@
 """History from other servers for ``/messages``: ``GET /_matrix/federation/v1/backfill``.
 
-server-server-api.md "Backfilling and retrieving missing events": when a client pages
-back past the earliest event we hold of a room joined over federation (the join's
-prev events, the state held as outliers), we ask a server in the room for the events
-before our backward extremities (``v``, at most ``limit``), check each as any PDU and
-store it as *backfill* (rooms/writer.py: negative stream orderings, never an
-extremity, never pushed or sent to /sync). Bounded: one request per call, to at most
+server-server-api.md "Backfilling and retrieving missing events": when a page of
+``/messages`` spans a hole in our history (an event whose prev events we do not hold
+in the timeline: the join of a room joined over federation, whose prev events are
+the state held as outliers or unknown; a rejoin after time away), we ask a server in
+the room for the events before those backward extremities (``v``, at most
+``limit``), as Synapse's ``maybe_backfill`` does near the pagination point. Each
+event is checked as any PDU and stored as *backfill* (rooms/writer.py: negative
+stream orderings, never an extremity, never pushed or sent to /sync). Bounded: one
+request per call, to at most
 :data:`SERVERS_TRIED` servers; a server that is down costs a log line and the client
 gets what we hold (never a 500).
 """
@@ -44,13 +47,16 @@ class RemoteBackfill:
         self.client = client
         self.server_name = server_name
 
-    async def fill(self, room_id: str, limit: int) -> int:
-        """Fetch up to ``limit`` events before the earliest we hold; return how many
-        were stored (0: none to fetch, or no server could give them)."""
+    async def fill(self, room_id: str, limit: int, low: int = 0, high: int | None = None) -> int:
+        """Fetch up to ``limit`` events into the holes of our history between depths
+        ``low`` and ``high`` (the span a ``/messages`` page covered); return how many
+        were stored (0: no hole there, or no server could fill it)."""
         room_version = await self.store.room_version(room_id)
         if room_version is None:
             return 0
-        extremities = await self.store.db.read(dag.backward_extremities, room_id, EXTREMITIES)
+        extremities = await self.store.db.read(
+            dag.backward_extremities, room_id, low, high, EXTREMITIES
+        )
         if not extremities:
             return 0
         servers = await self.store.db.read(dag.joined_servers, room_id)

@@ -189,11 +189,13 @@ def _not_ignored(pdu: dict[str, object], ignored: frozenset[str]) -> bool:
     return "state_key" in pdu or pdu.get("sender") not in ignored
 
 
-Backfill = Callable[[str, int], Awaitable[int]]
-"""``(room_id, limit) -> events stored``: fetch older history from another server
-(federation/remote_backfill.py); 0 when there is none to fetch or it failed."""
+Backfill = Callable[[str, int, int, int | None], Awaitable[int]]
+"""``(room_id, limit, low_depth, high_depth) -> events stored``: fill the holes of our
+history between those depths from another server (federation/remote_backfill.py); 0
+when there is none or it failed."""
 BACKFILL_ROUNDS = 2
-"""Backfill requests one ``/messages`` call may make at most."""
+"""Backfill requests one ``/messages`` call may make at most (each to at most two
+servers)."""
 
 
 class History:
@@ -305,13 +307,16 @@ class History:
                 flt=flt,
                 ignored=ignored,
             )
-            # Reached the earliest event held here: older history may be on the other
-            # servers of a room joined over federation.
-            if rounds == 0 or page.more or len(page.events) >= limit or to_pos is not None:
+            # The page may span a hole in our copy of the history (a room joined over
+            # federation, before the join; time away before a rejoin): fill it from
+            # another server and read the page again.
+            if rounds == 0 or self.backfill is None:
                 break
             rounds -= 1
-            assert self.backfill is not None
-            if not await self.backfill(room_id, max(limit - len(page.events), 10)):
+            low = (page.position.depth or 0) if page.more else 0
+            if to_pos is not None and to_pos.depth is not None:
+                low = max(low, to_pos.depth)
+            if not await self.backfill(room_id, limit, low, from_pos.depth):
                 break
         state: list[ReadEvent] = []
         if flt.lazy_load_members and page.events:

@@ -142,24 +142,21 @@ def host_in_room(conn: sqlite3.Connection, room_id: str, server_name: str) -> bo
     return row is not None
 
 
-def backward_extremities(conn: sqlite3.Connection, room_id: str, limit: int) -> list[str]:
-    """The prev events that the earliest events of ``room_id``'s timeline name but that
-    are not in it (unknown, or held as outliers): where our copy of the history stops,
-    the ``v`` of a ``/backfill`` request. Empty when the room's create event is in the
-    timeline (the history is whole back to the start; a room created here is)."""
-    row = conn.execute(
-        "SELECT outlier FROM events WHERE room_id = ? AND type = 'm.room.create'"
-        " AND state_key = '' AND rejected IS NULL ORDER BY outlier LIMIT 1",
-        (room_id,),
-    ).fetchone()
-    if row is not None and int(row[0]) == 0:
-        return []
+def backward_extremities(
+    conn: sqlite3.Connection, room_id: str, low: int, high: int | None, limit: int
+) -> list[str]:
+    """Where our copy of ``room_id``'s history has holes between depths ``low`` and
+    ``high`` (None: no upper bound): the prev events that timeline events of those
+    depths name but that are not in the timeline (unknown, or held as outliers), the
+    ``v`` of a ``/backfill`` request; deepest holes first. The scan is bounded by the
+    events in the depth range (the index on ``(room_id, depth)``)."""
     rows = conn.execute(
         "SELECT ee.prev_event_id FROM events e"
         " JOIN event_edges ee ON ee.event_id = e.event_id"
         " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
-        " WHERE e.room_id = ? AND e.outlier = 0 AND (p.event_id IS NULL OR p.outlier = 1)"
-        " ORDER BY e.depth, e.stream_ordering LIMIT ?",
-        (room_id, limit),
+        " WHERE e.room_id = ? AND e.depth >= ? AND e.depth <= ? AND e.outlier = 0"
+        " AND (p.event_id IS NULL OR p.outlier = 1)"
+        " ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT ?",
+        (room_id, low, (1 << 62) if high is None else high, limit),
     )
     return list(dict.fromkeys(str(r[0]) for r in rows))

@@ -121,6 +121,14 @@ def test_a_pocketserver_user_joins_a_synapse_room_by_alias(
     carol.wait_for(lambda a: _member_event(dave.user_id, "join")(a, room_id), "dave's rejoin")
     carol.send(room_id, "welcome back")
     dave.wait_for(_has_message(room_id, "welcome back"), "carol's message after the rejoin")
+    # What was said while dave was away fills the hole before the rejoin (backfill).
+    assert _backfill_all(dave, room_id) == [
+        *sent,
+        "hello from the pi",
+        "hello from synapse",
+        "while dave was away",
+        "welcome back",
+    ]
 
 
 def test_join_by_room_id_with_via_and_a_refused_join(
