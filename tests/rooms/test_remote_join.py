@@ -18,7 +18,9 @@ import trio
 from nacl.signing import VerifyKey
 
 from pocketserver.cache import MemoryBudget
+from pocketserver.config.model import RateLimit
 from pocketserver.core.crypto import generate_signing_key
+from pocketserver.core.event_filter import EventFilter
 from pocketserver.errors import MatrixError
 from pocketserver.federation.errors import FederationHttpError, FederationUnreachable
 from pocketserver.federation.history import FederationHistory
@@ -27,7 +29,10 @@ from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
 from pocketserver.federation.remote_join import RemoteJoins
+from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.create import RoomSettings, create_room
+from pocketserver.rooms.history import History
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import RoomWriter
@@ -408,3 +413,44 @@ async def test_backfill_after_a_remote_join(
     )[0][0]
     assert negatives >= 30
     assert await backfill.fill(room_id, 10) == 0  # whole: the create event is reached
+
+
+async def test_messages_backfills_and_answers_what_it_has_when_the_server_is_down(
+    joins: RemoteJoins,
+    resident: Resident,
+    client: FakeClient,
+    writer: RoomWriter,
+    keyring: FakeKeyring,
+) -> None:
+    room_id = await resident.room()
+    await resident.say(room_id, *[f"m{i}" for i in range(12)])
+    await joins.join(ALICE, room_id, [REMOTE], {})
+    await writer.send_event(room_id, ALICE, "m.room.message", {"msgtype": "m.text", "body": "mine"})
+    backfill = RemoteBackfill(
+        PduPipeline(writer, keyring, client),  # type: ignore[arg-type]
+        client,
+        LOCAL,
+    )
+    room_client = RoomClient(writer, EventReader(writer.store), RateLimiter(RateLimit(1000, 1000)))
+    history = History(room_client, backfill.fill)
+
+    async def page(limit: int) -> list[object]:
+        got = await history.messages(
+            ALICE,
+            room_id,
+            from_pos=None,
+            to_pos=None,
+            forwards=False,
+            limit=limit,
+            flt=EventFilter(),
+        )
+        return [
+            ev.pdu["content"].get("body") for ev in got.chunk if ev.pdu["type"] == "m.room.message"
+        ]
+
+    client.down.add(REMOTE)
+    assert await page(5) == ["mine"]  # what we hold, no error
+    client.down.clear()
+    backfills = len([c for c in client.calls if c[1] == "backfill"])
+    assert await page(5) == ["mine", "m11", "m10", "m9"]  # the join is one of the five
+    assert len([c for c in client.calls if c[1] == "backfill"]) - backfills <= 2
