@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
-from pocketserver.core.locality import Locality
+from pocketserver.core.locality import Locality, server_of
 from pocketserver.errors import bad_json, federation_unavailable, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
@@ -128,7 +128,7 @@ class Membership:
             return []
         if await self.rooms.store.db.read(dag.host_in_room, room_id, self.locality.server_name):
             return []
-        named = self.locality.is_remote(room_id) and room_id.partition(":")[2]
+        named = server_of(room_id)  # rooms before v12 name the server that made them
         servers = [*via, *alias_servers, *([named] if named else [])]
         return [s for s in dict.fromkeys(servers) if self.locality.is_remote(s)]
 
@@ -180,8 +180,10 @@ class Membership:
         other keys (a per-room profile) go into the member event (:func:`join_content`).
 
         Raises:
-            MatrixError: 404 unknown room or alias, 403 a remote one (or guests, auth
-                rules), 429, and the third-party exchange's errors.
+            MatrixError: 404 unknown room or alias, 403 (guests, auth rules, the
+                refusal of the server joined through), 429, 502 no server could be
+                joined through (federation/remote_join.py), 400
+                ``M_UNSUPPORTED_ROOM_VERSION``, and the third-party exchange's errors.
         """
         room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
         servers = await self._join_servers(room_id, via, alias_servers)
