@@ -26,7 +26,10 @@ next when one is unreachable, answers 5xx, ``M_NOT_FOUND`` or
 ``M_UNABLE_TO_AUTHORISE_JOIN``, or gives an answer that does not verify; any other
 refusal (403 ``M_FORBIDDEN``: not invited, banned, the join rules) is the client's
 answer at once. When every server failed: 502 ``M_UNKNOWN``, as Synapse ("Failed to
-make_join via any server"). A room version we do not know: 400
+make_join via any server"); but when ``federation_domain_whitelist`` left out every
+server (nothing was sent), 403 ``M_FORBIDDEN`` "Federation denied", the answer the
+directory query gives for such a server (Synapse answers 502 here; a refusal by our
+own config is not a failure of the other side). A room version we do not know: 400
 ``M_UNSUPPORTED_ROOM_VERSION``.
 
 The ``send_join`` answer is read whole, up to :data:`SEND_JOIN_MAX_BYTES` (a room of a
@@ -49,7 +52,11 @@ from pocketserver.core.events import EventFormatError, compute_event_id
 from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
 from pocketserver.errors import MatrixError
 from pocketserver.federation.client import LONG_TIMEOUT_S
-from pocketserver.federation.errors import FederationError, FederationHttpError
+from pocketserver.federation.errors import (
+    FederationBlocked,
+    FederationError,
+    FederationHttpError,
+)
 from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.keyring import Keyring
 from pocketserver.rooms.building import finish_pdu
@@ -77,6 +84,10 @@ class Requests(Protocol):
 
 class _TryNext(Exception):
     """This candidate failed in a way another server may not: try the next one."""
+
+
+class _Denied(_TryNext):
+    """``federation_domain_whitelist`` does not allow this server (nothing was sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +150,16 @@ class RemoteJoins:
                 could be used (nothing was stored for the room then).
         """
         candidates = [s for s in dict.fromkeys(servers) if s and s != self.server_name]
+        denied = 0
         for server in candidates[:MAX_CANDIDATES]:
             try:
                 return await self._join_via(server, user_id, room_id, content)
+            except _Denied:
+                denied += 1
             except _TryNext as e:
                 log.info("joining %s via %s failed: %s", room_id, server, e)
+        if candidates and denied == len(candidates[:MAX_CANDIDATES]):
+            raise MatrixError(403, "M_FORBIDDEN", f"Federation denied with {candidates[0]}")
         raise MatrixError(502, "M_UNKNOWN", f"Failed to join {room_id} via any server")
 
     async def _join_via(
@@ -182,6 +198,8 @@ class RemoteJoins:
                     e.status, e.errcode, e.error or f"{server} refused the {what}"
                 ) from None
             raise _TryNext(f"{what}: {e}") from None
+        except FederationBlocked as e:
+            raise _Denied(f"{what}: {e}") from None
         except FederationError as e:
             raise _TryNext(f"{what}: {e}") from None
 

@@ -3,8 +3,8 @@
 a silent 200"): inviting ``@bob:matrix.org`` used to answer 200 and send nothing.
 
 The server may federate with no one here (``federation_domain_whitelist: []``: nothing
-leaves the machine): joins through other servers fail as Synapse's do (an alias's
-server denied: 403; no server to join through: 502), knocks and invites of other
+leaves the machine): joins through other servers are refused (403 "Federation denied":
+the alias's server and every server to join through), knocks and invites of other
 servers' users are not there yet (403 "federation is not available yet").
 
 Run twice: with a plain server name, and with an IPv6 literal and a port, where
@@ -23,7 +23,7 @@ from tests.e2e.clients import V3, User, close_all, err
 from tests.harness import RunningServer, make_config, running_server
 
 FEDERATION_UNAVAILABLE = (403, "M_FORBIDDEN")
-JOIN_FAILED = (502, "M_UNKNOWN")
+JOIN_FAILED = (403, "M_FORBIDDEN")
 
 
 @pytest.fixture(scope="module", params=["test.local", "[::1]:8448"])

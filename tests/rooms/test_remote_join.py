@@ -22,7 +22,11 @@ from pocketserver.config.model import RateLimit
 from pocketserver.core.crypto import generate_signing_key
 from pocketserver.core.event_filter import EventFilter
 from pocketserver.errors import MatrixError
-from pocketserver.federation.errors import FederationHttpError, FederationUnreachable
+from pocketserver.federation.errors import (
+    FederationBlocked,
+    FederationHttpError,
+    FederationUnreachable,
+)
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.inbound import PduPipeline
 from pocketserver.federation.joins import ResidentMemberships
@@ -87,6 +91,7 @@ class FakeClient:
     def __init__(self, resident: Resident) -> None:
         self.resident = resident
         self.down: set[str] = set()
+        self.blocked: set[str] = set()
         self.unknown: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
@@ -94,6 +99,8 @@ class FakeClient:
 
     def _check(self, destination: str, path: str) -> None:
         self.calls.append((destination, path.split("/")[4]))
+        if destination in self.blocked:
+            raise FederationBlocked(destination, "not in federation_domain_whitelist")
         if destination in self.down:
             raise FederationUnreachable(destination, "connection refused")
         if destination in self.unknown:
@@ -247,6 +254,22 @@ async def test_every_server_failing_is_502_and_stores_nothing(
     await _refused(joins.join(ALICE, room_id, [REMOTE, OTHER], {}), 502, "M_UNKNOWN")
     await _refused(joins.join(ALICE, room_id, [], {}), 502, "M_UNKNOWN")
     assert _room_events(db, room_id) == 0
+
+
+async def test_servers_our_config_denies(
+    joins: RemoteJoins, resident: Resident, client: FakeClient, db: Database
+) -> None:
+    """Every server left out by federation_domain_whitelist: 403, nothing stored; a
+    denied server among others is skipped."""
+    room_id = await resident.room()
+    client.blocked.update({OTHER, REMOTE})
+    await _refused(joins.join(ALICE, room_id, [OTHER, REMOTE], {}), 403, "M_FORBIDDEN")
+    assert _room_events(db, room_id) == 0
+    client.blocked.discard(REMOTE)
+    await joins.join(ALICE, room_id, [OTHER, REMOTE], {})
+    assert ("m.room.member", ALICE) in current_state(db, room_id)
+    client.blocked.add(REMOTE)
+    await _refused(query_remote_alias(client, f"#known:{REMOTE}"), 403, "M_FORBIDDEN")
 
 
 async def test_unknown_room_version_is_refused(
