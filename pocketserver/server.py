@@ -161,6 +161,8 @@ async def serve(
             await background.start(services.federation_e2e.run)
             if services.device_list_publisher is not None:
                 await background.start(services.device_list_publisher.run)
+            if services.device_lists_on_join is not None:
+                await background.start(services.device_lists_on_join.run)
             await background.start(services.pushers.run)
             await background.start(services.media.run)
             await background.start(services.guests.run)

@@ -42,6 +42,7 @@ from pocketserver.ephemeral.presence import PresenceService
 from pocketserver.ephemeral.receipts import ReceiptService
 from pocketserver.ephemeral.typing_notices import TypingService
 from pocketserver.federation import event_keys
+from pocketserver.federation.e2e.on_join import DeviceListsOnJoin
 from pocketserver.federation.e2e.outbound import DeviceListPublisher, DeviceListSender
 from pocketserver.federation.e2e.requests import FederationRequests
 from pocketserver.federation.e2e.service import FederationE2e
@@ -52,6 +53,9 @@ from pocketserver.federation.invites import InviteReceiver
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_backfill import RemoteBackfill
+from pocketserver.federation.remote_directory import query_remote_alias
+from pocketserver.federation.remote_join import RemoteJoins
 from pocketserver.federation.remote_memberships import RemoteMemberships
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
@@ -184,9 +188,12 @@ class Services:
     invites: InviteReceiver
     transactions: TransactionReceiver
     staged_pdus: StagedPduWorker
+    remote_backfill: RemoteBackfill
     url_previews: UrlPreviewer | None = None
     device_list_publisher: DeviceListPublisher | None = None
     """Hands our users' device list changes to the federation sender (None: no sender)."""
+    device_lists_on_join: DeviceListsOnJoin | None = None
+    """Sends our user's device list to servers new to them when they join a room."""
 
 
 async def _user_active(db: Database, user_id: str) -> bool:
@@ -336,6 +343,15 @@ async def build_services(
         device_list_sender if device_list_sender is not None else federation_sender,
         display_names=config.allow_device_name_lookup_over_federation,
     )
+    on_join = None
+    if device_list_sender is None:
+        on_join = DeviceListsOnJoin(
+            room_store,
+            federation_sender,
+            config.server_name,
+            display_names=config.allow_device_name_lookup_over_federation,
+        )
+        writer.add_listener(on_join.on_persisted)
     device_list_source = DeviceListSource(e2e_keys)
     sync.add_source(device_list_source)
     accounts.tokens_revoked_listeners.append(device_list_source.forget_key_counts)
@@ -445,6 +461,10 @@ async def build_services(
         Locality(config.server_name),
         remote_memberships,
         out_of_band,
+        remote_alias=partial(query_remote_alias, federation_client),
+        remote_joins=RemoteJoins(
+            writer, keyring, federation_client, config.server_name, signing_key
+        ),
     )
     room_creator = RoomCreator(
         writer,
@@ -476,7 +496,8 @@ async def build_services(
         [ephemeral_edus.handle, federation_e2e.on_edu],
         on_contact=federation_sender.on_remote_contact,
     )
-    staged_pdus = StagedPduWorker(transactions, PduPipeline(writer, keyring, federation_client))
+    pipeline = PduPipeline(writer, keyring, federation_client)
+    staged_pdus = StagedPduWorker(transactions, pipeline)
     return Services(
         config=config,
         db=db,
@@ -516,6 +537,7 @@ async def build_services(
         e2e_keys=e2e_keys,
         federation_e2e=federation_e2e,
         device_list_publisher=publisher,
+        device_lists_on_join=on_join,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,
@@ -530,4 +552,5 @@ async def build_services(
         invites=invites,
         transactions=transactions,
         staged_pdus=staged_pdus,
+        remote_backfill=RemoteBackfill(pipeline, federation_client, config.server_name),
     )

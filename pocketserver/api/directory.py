@@ -22,8 +22,10 @@ bp = Blueprint("directory", __name__)
 @client_route(bp, "/directory/room/<room_alias>", methods=["GET"])
 async def get_alias(room_alias: str) -> dict[str, object]:
     s = services()
-    room_id = await s.directory.resolve(room_alias)
-    return {"room_id": room_id, "servers": [s.config.server_name]}
+    if not room_alias.startswith("#"):
+        await s.directory.resolve(room_alias)  # 400 M_INVALID_PARAM
+    room_id, servers = await s.membership.resolve_with_servers(room_alias)
+    return {"room_id": room_id, "servers": servers or [s.config.server_name]}
 
 
 @client_route(bp, "/directory/room/<room_alias>", methods=["PUT"])

@@ -123,7 +123,8 @@ async def messages(room_id: str) -> dict[str, object]:
     limit = int_arg("limit", DEFAULT_LIMIT)
     flt = filter_arg()
     ignored = await ignored_users(requester.user_id)
-    result = await History(services().room_client).messages(
+    s = services()
+    result = await History(s.room_client, s.remote_backfill.fill).messages(
         requester.user_id,
         room_id,
         from_pos=from_pos,

@@ -185,10 +185,11 @@ class PduPipeline:
         pdu: dict[str, object],
         room_version: str,
         state: Mapping[StateKey, str] | None,
+        kind: EventKind = EventKind.NEW,
     ) -> PersistedEvent:
         """Receive; on unknown auth events, fetch the auth chain once and retry."""
         try:
-            return await self._receive(origin, pdu, room_version, state)
+            return await self._receive(origin, pdu, room_version, state, kind)
         except MissingEventsError as e:
             if e.what != "auth":
                 raise
@@ -197,7 +198,42 @@ class PduPipeline:
         )
         chain = _list_of_dicts(answer.get("auth_chain") if isinstance(answer, dict) else None)
         await self._outliers(origin, room_id, room_version, chain)
-        return await self._receive(origin, pdu, room_version, state)
+        return await self._receive(origin, pdu, room_version, state, kind)
+
+    async def backfill(
+        self, origin: str, room_id: str, room_version: str, pdus: Sequence[dict[str, object]]
+    ) -> int:
+        """Store a ``/backfill`` answer as *backfill* (old history), oldest first;
+        return how many events got a place in the timeline. An event whose prev events
+        we lack (the oldest of the answer) gets the state after them from ``origin``
+        (:meth:`_state_from_prevs`); events that fail a check are dropped with a log line."""
+        placed = 0
+        for pdu in sorted(pdus, key=_depth):
+            try:
+                event_id = compute_event_id(pdu, room_version)
+                if RoomWriter._remote_room_id(pdu, room_version, event_id) != room_id:
+                    continue
+                known = await self.store.get_event(event_id)
+                if known is not None and not known.outlier:
+                    continue
+                state = None
+                if await self._lacks_prevs(pdu, room_version):
+                    state = await self._state_from_prevs(origin, room_id, pdu, room_version)
+                await self._with_auth(
+                    origin, room_id, event_id, pdu, room_version, state, EventKind.BACKFILL
+                )
+                placed += 1
+            except (
+                MissingEventsError,
+                EventFormatError,
+                SignatureError,
+                FederationError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as e:
+                log.info("a backfilled event from %s for %s failed: %s", origin, room_id, e)
+        return placed
 
     async def _fill_gap(
         self, origin: str, room_id: str, event_id: str, pdu: dict[str, object], room_version: str

@@ -218,6 +218,14 @@ class RoomClient:
             room_id, sender, MEMBER, content, target, guard=guard, remote_sign=remote_sign
         )
 
+    async def check_join_limit(self, user_id: str, room_id: str) -> None:
+        """``rc_joins`` for a user's own join made elsewhere (through another server).
+
+        Raises:
+            MatrixError: 429 ``M_LIMIT_EXCEEDED``.
+        """
+        await self._check_membership_limit(user_id, room_id, user_id, "join")
+
     async def _check_membership_limit(
         self, sender: str, room_id: str, target: str, membership: object
     ) -> None:

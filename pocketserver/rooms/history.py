@@ -25,7 +25,7 @@ Synapse does with its ``s`` tokens). Anything else is 400 ``M_INVALID_PARAM``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.event_filter import EventFilter
@@ -189,11 +189,21 @@ def _not_ignored(pdu: dict[str, object], ignored: frozenset[str]) -> bool:
     return "state_key" in pdu or pdu.get("sender") not in ignored
 
 
+Backfill = Callable[[str, int, int, int | None], Awaitable[int]]
+"""``(room_id, limit, low_depth, high_depth) -> events stored``: fill the holes of our
+history between those depths from another server (federation/remote_backfill.py); 0
+when there is none or it failed."""
+BACKFILL_ROUNDS = 2
+"""Backfill requests one ``/messages`` call may make at most (each to at most two
+servers)."""
+
+
 class History:
-    def __init__(self, client: RoomClient) -> None:
+    def __init__(self, client: RoomClient, backfill: Backfill | None = None) -> None:
         self.client = client
         self.store = client.store
         self.reader = client.reader
+        self.backfill = backfill
 
     async def paginate(
         self,
@@ -283,17 +293,31 @@ class History:
                 if forwards
                 else Position(None, await self.store.db.read(history_store.next_position))
             )
-        page = await self.paginate(
-            user_id,
-            room_id,
-            access,
-            start=from_pos,
-            bound=to_pos,
-            forwards=forwards,
-            limit=min(limit, MAX_LIMIT),
-            flt=flt,
-            ignored=ignored,
-        )
+        limit = min(limit, MAX_LIMIT)
+        rounds = 0 if forwards or self.backfill is None else BACKFILL_ROUNDS
+        while True:
+            page = await self.paginate(
+                user_id,
+                room_id,
+                access,
+                start=from_pos,
+                bound=to_pos,
+                forwards=forwards,
+                limit=limit,
+                flt=flt,
+                ignored=ignored,
+            )
+            # The page may span a hole in our copy of the history (a room joined over
+            # federation, before the join; time away before a rejoin): fill it from
+            # another server and read the page again.
+            if rounds == 0 or self.backfill is None:
+                break
+            rounds -= 1
+            low = (page.position.depth or 0) if page.more else 0
+            if to_pos is not None and to_pos.depth is not None:
+                low = max(low, to_pos.depth)
+            if not await self.backfill(room_id, limit, low, from_pos.depth):
+                break
         state: list[ReadEvent] = []
         if flt.lazy_load_members and page.events:
             state = await self._members_at(page.events[0], page.events)

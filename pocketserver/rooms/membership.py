@@ -3,21 +3,27 @@
 Spec: client-server-api "Room membership" (data/api/client-server/joining.yaml,
 knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml, banning.yaml). Each verb is
 one method here and this is the one place that decides "local or remote?": a room this
-server does not hold, an alias or a user of another server. An invite of another
-server's user is sent to that server before it is stored (``remote_sign``); a knock on
-a room elsewhere, and leaving an invite or knock held out of band (an invite from
-another server to a room we are not in), go through
-:class:`~pocketserver.federation.remote_memberships.RemoteMemberships`. What federation
-does not do yet (joining a room elsewhere, remote aliases) answers 403 ``M_FORBIDDEN``
-"federation is not available yet" (``errors.federation_unavailable``, as Synapse when
-federation is not allowed) and changes nothing. Everything local goes through
-:class:`RoomClient` and so the room writer and the auth rules.
+server does not hold, an alias or a user of another server.
+
+Joins: another server's alias is asked of its server (``remote_alias``,
+federation/remote_directory.py); a room in which no user of ours is joined is joined
+through another server (``remote_joins``, federation/remote_join.py: make_join and
+send_join) when a server to ask is known: the client's ``via``/``server_name``, the
+servers of an invite held out of band, the alias's servers, the server a room ID names.
+A room where one of our users is joined is held here: its joins are local events. An
+invite of another server's user is sent to that server before it is stored
+(``remote_sign``); a knock on a room elsewhere, and leaving an invite or knock held out
+of band (an invite from another server to a room we are not in), go through
+:class:`~pocketserver.federation.remote_memberships.RemoteMemberships`. Without
+federation these answer 403 ``M_FORBIDDEN`` (``errors.federation_unavailable``, as
+Synapse when federation is not allowed) and change nothing. Everything local goes
+through :class:`RoomClient` and so the room writer and the auth rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from pocketserver.accounts.profiles import MAX_AVATAR_URL, MAX_DISPLAYNAME
 from pocketserver.core.locality import Locality, server_of
@@ -25,6 +31,7 @@ from pocketserver.errors import bad_json, federation_unavailable, not_found
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.directory import Directory
 from pocketserver.rooms.third_party_invites import ThirdPartyInvites
+from pocketserver.storage import dag
 
 if TYPE_CHECKING:
     from pocketserver.accounts.guests import GuestAccess
@@ -36,6 +43,18 @@ if TYPE_CHECKING:
     from pocketserver.rooms.writer import RemoteSign
 
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
+
+RemoteAlias = Callable[[str], Awaitable[tuple[str, list[str]]]]
+"""Another server's alias -> (room ID, servers in the room); raises MatrixError."""
+
+
+class RemoteJoiner(Protocol):
+    """Joins through another server (federation/remote_join.py ``RemoteJoins``)."""
+
+    async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, object]
+    ) -> object: ...
+
 
 _NOT_FROM_CLIENTS = ("membership", "reason", "third_party_signed", JOIN_AUTHORISED_VIA)
 """Join body keys that are not copied into the member event: ``reason`` is added on
@@ -73,12 +92,17 @@ class Membership:
         locality: Locality,
         remote: RemoteMemberships | None = None,
         out_of_band: OutOfBandMemberships | None = None,
+        *,
+        remote_alias: RemoteAlias | None = None,
+        remote_joins: RemoteJoiner | None = None,
     ) -> None:
         self.remote = remote
         """Invites of other servers' users, and leaves and knocks in rooms elsewhere
         (None: those answer ``federation_unavailable`` as before)."""
         self.out_of_band = out_of_band
         self.rooms = rooms
+        self.remote_alias = remote_alias
+        self.remote_joins = remote_joins
         self.directory = directory
         self.profiles = profiles
         self.guests = guests
@@ -89,18 +113,36 @@ class Membership:
     # --- local or remote? ------------------------------------------------------------
 
     async def resolve(self, room_id_or_alias: str) -> str:
-        """The room ID of a room ID or an alias; an alias of another server cannot be
-        asked about yet.
+        """The room ID of a room ID or an alias (another server's: asked of it).
 
         Raises:
-            MatrixError: 400 ``M_INVALID_PARAM`` for neither; 404 for an unknown local
-                alias; 403 for another server's alias.
+            MatrixError: 400 ``M_INVALID_PARAM`` for neither; 404 for an unknown alias;
+                502 when the alias's server cannot be asked (403 without federation).
         """
+        return (await self.resolve_with_servers(room_id_or_alias))[0]
+
+    async def resolve_with_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """The room ID and, for another server's alias, the servers its server named."""
         if room_id_or_alias.startswith("#"):
             if self.locality.is_remote(room_id_or_alias):
-                raise federation_unavailable(f"cannot look up {room_id_or_alias} on its server")
-            return await self.directory.resolve(room_id_or_alias)
-        return room_id_or_alias
+                if self.remote_alias is None:
+                    raise federation_unavailable(f"cannot look up {room_id_or_alias} on its server")
+                return await self.remote_alias(room_id_or_alias)
+            return await self.directory.resolve(room_id_or_alias), []
+        return room_id_or_alias, []
+
+    async def _join_servers(
+        self, room_id: str, via: Sequence[str], alias_servers: Sequence[str]
+    ) -> list[str]:
+        """The servers to join ``room_id`` through, or [] when the room is held here
+        (one of our users is joined to it) or no other server is known."""
+        if self.remote_joins is None:
+            return []
+        if await self.rooms.store.db.read(dag.host_in_room, room_id, self.locality.server_name):
+            return []
+        named = server_of(room_id)  # rooms before v12 name the server that made them
+        servers = [*via, *alias_servers, *([named] if named else [])]
+        return [s for s in dict.fromkeys(servers) if self.locality.is_remote(s)]
 
     async def _check_room_known(self, room_id: str, via: Sequence[str], doing: str) -> None:
         """A room this server does not hold: 403 (federation unavailable) when another
@@ -174,10 +216,27 @@ class Membership:
         other keys (a per-room profile) go into the member event (:func:`join_content`).
 
         Raises:
-            MatrixError: 404 unknown room or alias, 403 a remote one (or guests, auth
-                rules), 429, and the third-party exchange's errors.
+            MatrixError: 404 unknown room or alias, 403 (guests, auth rules, the
+                refusal of the server joined through), 429, 502 no server could be
+                joined through (federation/remote_join.py), 400
+                ``M_UNSUPPORTED_ROOM_VERSION``, and the third-party exchange's errors.
         """
-        room_id = await self.resolve(room_id_or_alias)
+        room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
+        if self.out_of_band is not None:  # accepting an invite from another server
+            held = await self.out_of_band.current(requester.user_id, room_id)
+            if held is not None and held.membership == "invite":
+                via = [*via, *held.servers]
+        servers = await self._join_servers(room_id, via, alias_servers)
+        if servers and self.remote_joins is not None and third_party_signed is None:
+            if requester.is_guest:
+                raise federation_unavailable("guests cannot join rooms on other servers")
+            await self.rooms.check_join_limit(requester.user_id, room_id)
+            extra = join_content(
+                content or {}, await self.profiles.member_content(requester.user_id)
+            )
+            member = {**extra, **({"reason": reason} if reason else {})}
+            await self.remote_joins.join(requester.user_id, room_id, servers, member)
+            return room_id
         await self._check_room_known(room_id, via, "join")
         await self.guests.check_join(requester, room_id)  # guests: only rooms with can_join
         if third_party_signed is not None:  # turn the 3pid invite into an invite first
@@ -212,9 +271,10 @@ class Membership:
         Raises:
             MatrixError: 404 unknown room or alias, 403 a remote one (or auth rules).
         """
-        room_id = await self.resolve(room_id_or_alias)
+        room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
         if self.remote is not None and await self.rooms.store.room_version(room_id) is None:
-            servers = [s for s in (*via, server_of(room_id)) if s and self.locality.is_remote(s)]
+            named = (*via, *alias_servers, server_of(room_id))
+            servers = [s for s in dict.fromkeys(named) if s and self.locality.is_remote(s)]
             if servers:  # a room elsewhere: knock through its servers
                 await self.remote.knock(requester.user_id, room_id, servers, reason)
                 return room_id

@@ -140,3 +140,23 @@ def host_in_room(conn: sqlite3.Connection, room_id: str, server_name: str) -> bo
         (room_id, server_name),
     ).fetchone()
     return row is not None
+
+
+def backward_extremities(
+    conn: sqlite3.Connection, room_id: str, low: int, high: int | None, limit: int
+) -> list[str]:
+    """Where our copy of ``room_id``'s history has holes between depths ``low`` and
+    ``high`` (None: no upper bound): the prev events that timeline events of those
+    depths name but that are not in the timeline (unknown, or held as outliers), the
+    ``v`` of a ``/backfill`` request; deepest holes first. The scan is bounded by the
+    events in the depth range (the index on ``(room_id, depth)``)."""
+    rows = conn.execute(
+        "SELECT ee.prev_event_id FROM events e"
+        " JOIN event_edges ee ON ee.event_id = e.event_id"
+        " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
+        " WHERE e.room_id = ? AND e.depth >= ? AND e.depth <= ? AND e.outlier = 0"
+        " AND (p.event_id IS NULL OR p.outlier = 1)"
+        " ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT ?",
+        (room_id, low, (1 << 62) if high is None else high, limit),
+    )
+    return list(dict.fromkeys(str(r[0]) for r in rows))

@@ -1,9 +1,9 @@
 """Membership verbs aimed at another server answer a clear error and change nothing
 (issue #10 section 0: "Until a part works, it must answer a clear Matrix error, never
 a silent 200"): inviting ``@bob:matrix.org`` used to answer 200 and send nothing.
-The server here may federate with no one (``federation_domain_whitelist: []``, so no
-request leaves the machine): invites and knocks that need another server are refused
-403 and change nothing; joins of rooms elsewhere are not served yet.
+The server here federates with no one (``federation_domain_whitelist: []``, so no
+request leaves the machine): joins, knocks and invites that need another server are
+refused 403 and change nothing.
 
 Run twice: with a plain server name, and with an IPv6 literal and a port, where
 ``@u:[::1]`` is another server than ``@u:[::1]:8448`` (core/locality.py).
@@ -21,6 +21,7 @@ from tests.e2e.clients import V3, User, close_all, err
 from tests.harness import RunningServer, make_config, running_server
 
 FEDERATION_UNAVAILABLE = (403, "M_FORBIDDEN")
+JOIN_FAILED = (403, "M_FORBIDDEN")
 
 
 @pytest.fixture(scope="module", params=["test.local", "[::1]:8448"])
@@ -59,11 +60,6 @@ def _member_state(user: User, room: str) -> dict[str, str]:
 def _timeline(user: User, room: str) -> list[str]:
     chunk = user.ok(f"/rooms/{room}/messages", dir="b", limit="100")["chunk"]
     return [ev["event_id"] for ev in chunk]
-
-
-def _federation_error(r: httpx.Response) -> None:
-    assert err(r) == FEDERATION_UNAVAILABLE, r.text
-    assert "federation is not available yet" in r.json()["error"]
 
 
 def _not_allowed(r: httpx.Response) -> None:
@@ -117,17 +113,18 @@ def test_join_and_knock_of_remote_rooms_and_aliases(server: RunningServer) -> No
     alice = User(server, "joiner")
     before = alice.ok("/joined_rooms")["joined_rooms"]
     for other in _other_servers(server):
-        for target in (f"#room:{other}", f"!someroom:{other}"):
-            _federation_error(alice.post(f"/join/{quote(target)}"))
-        _federation_error(alice.post(f"/knock/{quote(f'#room:{other}')}"))
+        alias = quote(f"#room:{other}")
+        assert err(alice.post(f"/join/{alias}")) == (403, "M_FORBIDDEN")
+        assert err(alice.get(f"/directory/room/{alias}")) == (403, "M_FORBIDDEN")
+        assert err(alice.post(f"/knock/{alias}")) == (403, "M_FORBIDDEN")
         _not_allowed(alice.post(f"/knock/{quote(f'!someroom:{other}')}"))
-        _federation_error(alice.post(f"/rooms/{quote(f'!someroom:{other}')}/join"))
+        assert err(alice.post(f"/join/{quote(f'!someroom:{other}')}")) == JOIN_FAILED
+        assert err(alice.post(f"/rooms/{quote(f'!someroom:{other}')}/join")) == JOIN_FAILED
         # a room ID of this server's name that it does not know, with other servers named
         unknown = quote(f"!unknown:{server.server_name}")
-        _federation_error(alice.http.post(f"{V3}/join/{unknown}", params={"via": other}, json={}))
-        _federation_error(
-            alice.http.post(f"{V3}/join/{unknown}", params={"server_name": other}, json={})
-        )
+        for param in ("via", "server_name"):
+            r = alice.http.post(f"{V3}/join/{unknown}", params={param: other}, json={})
+            assert err(r) == JOIN_FAILED, r.text
     assert alice.ok("/joined_rooms")["joined_rooms"] == before
 
 

@@ -1,0 +1,87 @@
+"""History from other servers for ``/messages``: ``GET /_matrix/federation/v1/backfill``.
+
+server-server-api.md "Backfilling and retrieving missing events": when a page of
+``/messages`` spans a hole in our history (an event whose prev events we do not hold
+in the timeline: the join of a room joined over federation, whose prev events are
+the state held as outliers or unknown; a rejoin after time away), we ask a server in
+the room for the events before those backward extremities (``v``, at most
+``limit``), as Synapse's ``maybe_backfill`` does near the pagination point. Each
+event is checked as any PDU and stored as *backfill* (rooms/writer.py: negative
+stream orderings, never an extremity, never pushed or sent to /sync). Bounded: one
+request per call, to at most
+:data:`SERVERS_TRIED` servers; a server that is down costs a log line and the client
+gets what we hold (never a 500).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from pocketserver.errors import MatrixError
+from pocketserver.federation.errors import FederationError
+from pocketserver.federation.inbound import PduPipeline
+from pocketserver.storage import dag
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 100
+"""The most events asked for at once (what Synapse serves at most)."""
+SERVERS_TRIED = 2
+BACKFILL_TIMEOUT_S = 30.0
+BACKFILL_MAX_BYTES = 16 << 20
+EXTREMITIES = 5
+
+
+class GetJson(Protocol):
+    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
+
+
+class RemoteBackfill:
+    """See the module docstring."""
+
+    def __init__(self, pipeline: PduPipeline, client: GetJson, server_name: str) -> None:
+        self.pipeline = pipeline
+        self.store = pipeline.store
+        self.client = client
+        self.server_name = server_name
+
+    async def fill(self, room_id: str, limit: int, low: int = 0, high: int | None = None) -> int:
+        """Fetch up to ``limit`` events into the holes of our history between depths
+        ``low`` and ``high`` (the span a ``/messages`` page covered); return how many
+        were stored (0: no hole there, or no server could fill it)."""
+        room_version = await self.store.room_version(room_id)
+        if room_version is None:
+            return 0
+        extremities = await self.store.db.read(
+            dag.backward_extremities, room_id, low, high, EXTREMITIES
+        )
+        if not extremities:
+            return 0
+        servers = await self.store.db.read(dag.joined_servers, room_id)
+        candidates = sorted(s for s in servers if s and s != self.server_name)
+        path = "/_matrix/federation/v1/backfill/" + quote(room_id, safe="")
+        for server in candidates[:SERVERS_TRIED]:
+            try:
+                answer = await self.client.get_json(
+                    server,
+                    path,
+                    query={"v": extremities, "limit": str(max(1, min(limit, MAX_LIMIT)))},
+                    timeout_s=BACKFILL_TIMEOUT_S,
+                    max_size=BACKFILL_MAX_BYTES,
+                )
+            except FederationError as e:
+                log.info("backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            pdus = answer.get("pdus") if isinstance(answer, dict) else None
+            if not isinstance(pdus, list):
+                log.info("backfill of %s from %s: no pdus in the answer", room_id, server)
+                continue
+            try:
+                return await self.pipeline.backfill(
+                    server, room_id, room_version, [p for p in pdus if isinstance(p, dict)]
+                )
+            except MatrixError as e:
+                log.info("backfill of %s from %s failed: %s", room_id, server, e.error)
+        return 0

@@ -1,0 +1,363 @@
+"""The joining side of federation: our user joins a room another server holds.
+
+server-server-api.md "Joining Rooms": ask a resident server for a join event template
+(``GET /v1/make_join/{roomId}/{userId}?ver=...``, every room version we support),
+fill it in (our ``origin``, ``origin_server_ts`` and the member content), hash and
+sign it, and hand it back (``PUT /v2/send_join/{roomId}/{eventId}``); the answer holds
+the room's state before the join and the auth chain of that state.
+
+Checks on the answer (server-server-api.md "Checks performed on receipt of a PDU",
+applied to every event of it): signatures of every required server (events that fail
+are dropped), content hashes (a mismatch redacts the event, in the writer), each
+event's auth against its auth events (the writer stores failures as rejected, never as
+state) and that the ``event`` it returns (a resident may countersign a restricted
+join) is the event we signed. The state the join is placed on holds only the state
+events that passed; a state that lacks the room's create event, or whose auth chain
+names events missing from the answer, fails the attempt.
+
+Storing: the state and auth chain go in as outliers in a few large write transactions
+(:meth:`RoomWriter.receive_batch`), then the join as a *new* event whose state before
+is the returned state (:meth:`RoomWriter.receive_pdu`): from then on the room is held
+here like any other (/sync shows it, our events go out through the federation sender,
+the resident's reach us through ``PUT /send``).
+
+Candidate servers are tried in order, as Synapse's ``_try_destination_list``: on to the
+next when one is unreachable, answers 5xx, ``M_NOT_FOUND`` or
+``M_UNABLE_TO_AUTHORISE_JOIN``, or gives an answer that does not verify; any other
+refusal (403 ``M_FORBIDDEN``: not invited, banned, the join rules) is the client's
+answer at once. When every server failed: 502 ``M_UNKNOWN``, as Synapse ("Failed to
+make_join via any server"); but when ``federation_domain_whitelist`` left out every
+server (nothing was sent), 403 ``M_FORBIDDEN`` "Federation denied", the answer the
+directory query gives for such a server (Synapse answers 502 here; a refusal by our
+own config is not a failure of the other side). A room version we do not know: 400
+``M_UNSUPPORTED_ROOM_VERSION``.
+
+The ``send_join`` answer is read whole, up to :data:`SEND_JOIN_MAX_BYTES` (a room of a
+few thousand members is a few MB); ``omit_members`` (partial state) is issue #11.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from nacl.signing import SigningKey
+
+from pocketserver.core.crypto import SignatureError
+from pocketserver.core.events import EventFormatError, compute_event_id
+from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from pocketserver.errors import MatrixError
+from pocketserver.federation.client import LONG_TIMEOUT_S
+from pocketserver.federation.errors import (
+    FederationBlocked,
+    FederationError,
+    FederationHttpError,
+)
+from pocketserver.federation.event_keys import verify_and_collect
+from pocketserver.federation.keyring import Keyring
+from pocketserver.rooms.building import finish_pdu
+from pocketserver.rooms.store import StateKey
+from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
+
+log = logging.getLogger(__name__)
+
+MEMBER = "m.room.member"
+JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
+MAKE_JOIN_TIMEOUT_S = 60.0
+SEND_JOIN_MAX_BYTES = 64 << 20
+MAX_CANDIDATES = 10
+"""Servers tried for one join at most (a directory answer may list hundreds)."""
+_FAILOVER_ERRCODES = frozenset({"M_NOT_FOUND", "M_UNABLE_TO_AUTHORISE_JOIN"})
+
+
+class Requests(Protocol):
+    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
+
+    async def put_json(
+        self, destination: str, path: str, content: object, **kwargs: Any
+    ) -> Any: ...
+
+
+class _TryNext(Exception):
+    """This candidate failed in a way another server may not: try the next one."""
+
+
+class _Denied(_TryNext):
+    """``federation_domain_whitelist`` does not allow this server (nothing was sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    room_version: str
+    event: dict[str, object]
+
+
+def _path(version: str, *parts: str) -> str:
+    return f"/_matrix/federation/{version}/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
+    content = pdu.get("content")
+    return content if isinstance(content, Mapping) else {}
+
+
+def _unsupported(room_version: object) -> MatrixError:
+    return MatrixError(
+        400,
+        "M_UNSUPPORTED_ROOM_VERSION",
+        f"This server does not support room version {room_version}",
+    )
+
+
+class RemoteJoins:
+    """Joins of our users to rooms held by other servers (see the module docstring)."""
+
+    def __init__(
+        self,
+        writer: RoomWriter,
+        keyring: Keyring,
+        client: Requests,
+        server_name: str,
+        signing_key: SigningKey,
+    ) -> None:
+        self.writer = writer
+        self.keyring = keyring
+        self.client = client
+        self.server_name = server_name
+        self._signing_key = signing_key
+
+    async def join(
+        self,
+        user_id: str,
+        room_id: str,
+        servers: Sequence[str],
+        content: Mapping[str, object],
+    ) -> PersistedEvent:
+        """Join ``user_id`` to ``room_id`` through the first of ``servers`` that lets
+        them; ``content`` is the member event content (``membership`` is set here).
+
+        Raises:
+            MatrixError: the resident's refusal (403 ...), 400
+                ``M_UNSUPPORTED_ROOM_VERSION``, or 502 ``M_UNKNOWN`` when no server
+                could be used (nothing was stored for the room then).
+        """
+        candidates = [s for s in dict.fromkeys(servers) if s and s != self.server_name]
+        denied = 0
+        for server in candidates[:MAX_CANDIDATES]:
+            try:
+                return await self._join_via(server, user_id, room_id, content)
+            except _Denied:
+                denied += 1
+            except _TryNext as e:
+                log.info("joining %s via %s failed: %s", room_id, server, e)
+        if candidates and denied == len(candidates[:MAX_CANDIDATES]):
+            raise MatrixError(403, "M_FORBIDDEN", f"Federation denied with {candidates[0]}")
+        raise MatrixError(502, "M_UNKNOWN", f"Failed to join {room_id} via any server")
+
+    async def _join_via(
+        self, server: str, user_id: str, room_id: str, content: Mapping[str, object]
+    ) -> PersistedEvent:
+        template = await self._make_join(server, user_id, room_id)
+        event_id, pdu = self._fill(template, user_id, room_id, content)
+        answer = await self._request(
+            server,
+            "send_join",
+            self.client.put_json(
+                server,
+                _path("v2", "send_join", room_id, event_id),
+                pdu,
+                timeout_s=LONG_TIMEOUT_S,
+                max_size=SEND_JOIN_MAX_BYTES,
+            ),
+        )
+        if not isinstance(answer, dict):
+            raise _TryNext("the send_join answer is not an object")
+        return await self._store(server, room_id, template.room_version, event_id, pdu, answer)
+
+    async def _request(self, server: str, what: str, call: Any) -> Any:
+        """Await one request; map its failure to "try the next server" or the
+        client's error (see the module docstring)."""
+        try:
+            return await call
+        except FederationHttpError as e:
+            if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
+                room_version = e.body.get("room_version") if isinstance(e.body, dict) else None
+                raise _unsupported(room_version) from None
+            if e.status >= 500 or e.errcode in _FAILOVER_ERRCODES or e.errcode is None:
+                raise _TryNext(f"{what}: {e}") from None
+            if 400 <= e.status < 500:
+                raise MatrixError(
+                    e.status, e.errcode, e.error or f"{server} refused the {what}"
+                ) from None
+            raise _TryNext(f"{what}: {e}") from None
+        except FederationBlocked as e:
+            raise _Denied(f"{what}: {e}") from None
+        except FederationError as e:
+            raise _TryNext(f"{what}: {e}") from None
+
+    async def _make_join(self, server: str, user_id: str, room_id: str) -> _Template:
+        answer = await self._request(
+            server,
+            "make_join",
+            self.client.get_json(
+                server,
+                _path("v1", "make_join", room_id, user_id),
+                query={"ver": list(KNOWN_ROOM_VERSIONS)},
+                timeout_s=MAKE_JOIN_TIMEOUT_S,
+            ),
+        )
+        if not isinstance(answer, dict):
+            raise _TryNext("the make_join answer is not an object")
+        # joins-v1.yaml: room_version may be absent for version 1.
+        room_version = answer.get("room_version", "1")
+        if room_version not in KNOWN_ROOM_VERSIONS:
+            raise _unsupported(room_version)
+        event = answer.get("event")
+        if not isinstance(event, dict):
+            raise _TryNext("the make_join answer has no event")
+        if (
+            event.get("type") != MEMBER
+            or event.get("room_id") != room_id
+            or event.get("sender") != user_id
+            or event.get("state_key") != user_id
+            or _content(event).get("membership") != "join"
+        ):
+            raise _TryNext("the make_join template is not our user's join to that room")
+        return _Template(str(room_version), event)
+
+    def _fill(
+        self,
+        template: _Template,
+        user_id: str,
+        room_id: str,
+        content: Mapping[str, object],
+    ) -> tuple[str, dict[str, object]]:
+        """The signed join event built on the template."""
+        pdu = {
+            k: v
+            for k, v in template.event.items()
+            if k not in ("hashes", "signatures", "unsigned", "event_id", "origin")
+        }
+        member: dict[str, object] = {**content, "membership": "join"}
+        via = _content(template.event).get(JOIN_AUTHORISED_VIA)
+        if isinstance(via, str):  # a restricted join the resident will countersign
+            member[JOIN_AUTHORISED_VIA] = via
+        else:
+            member.pop(JOIN_AUTHORISED_VIA, None)
+        pdu.update(
+            content=member,
+            sender=user_id,
+            state_key=user_id,
+            room_id=room_id,
+            type=MEMBER,
+            origin_server_ts=int(time.time() * 1000),
+        )
+        if get_room_version(template.room_version).event_ids_in_pdu:
+            pdu["origin"] = self.server_name  # v1/v2 events name their origin
+        try:
+            return finish_pdu(pdu, template.room_version, self.server_name, self._signing_key)
+        except (EventFormatError, KeyError, TypeError, ValueError) as e:
+            raise _TryNext(f"the make_join template is malformed: {e}") from None
+
+    async def _store(
+        self,
+        server: str,
+        room_id: str,
+        room_version: str,
+        event_id: str,
+        pdu: dict[str, object],
+        answer: Mapping[str, object],
+    ) -> PersistedEvent:
+        join = self._returned_join(answer.get("event"), room_version, event_id, pdu)
+        state_pdus = _dicts(answer.get("state"))
+        chain = _dicts(answer.get("auth_chain"))
+        if not state_pdus:
+            raise _TryNext("the send_join answer has no state")
+        batch = [*chain, *state_pdus]
+        try:
+            keys, errors = await verify_and_collect(
+                self.keyring, [(p, room_version) for p in batch]
+            )
+        except FederationError as e:
+            raise _TryNext(f"signing keys: {e}") from None
+        good = [p for p, error in zip(batch, errors, strict=True) if error is None]
+        if len(good) < len(batch):
+            log.info(
+                "send_join answer of %s for %s: %d events with bad signatures dropped",
+                server,
+                room_id,
+                len(batch) - len(good),
+            )
+        try:
+            stored = await self.writer.receive_batch(
+                room_id, room_version, good, keys, kind=EventKind.OUTLIER, origin=server
+            )
+        except (MissingEventsError, EventFormatError) as e:
+            raise _TryNext(f"the send_join state does not hold together: {e}") from None
+        accepted = {p.event_id for p in stored if p.rejected is None}
+        state = self._state_map(state_pdus, room_version, accepted)
+        if ("m.room.create", "") not in state:
+            raise _TryNext("the send_join state has no valid m.room.create event")
+        try:
+            join_keys, join_errors = await verify_and_collect(self.keyring, [(join, room_version)])
+            if join_errors[0] is not None:
+                raise join_errors[0]
+            persisted = await self.writer.receive_pdu(
+                join, room_version, join_keys, kind=EventKind.NEW, state_before=state, origin=server
+            )
+        except (MissingEventsError, EventFormatError, SignatureError, FederationError) as e:
+            raise _TryNext(f"our join could not be stored: {e}") from None
+        if persisted.rejected is not None:
+            raise MatrixError(403, "M_FORBIDDEN", f"The join is not allowed: {persisted.rejected}")
+        return persisted
+
+    @staticmethod
+    def _returned_join(
+        returned: object, room_version: str, event_id: str, ours: dict[str, object]
+    ) -> dict[str, object]:
+        """The join the resident returned (maybe countersigned) if it is the event we
+        signed, else ours (joins-v2.yaml: ``event`` is only required for restricted
+        joins)."""
+        if not isinstance(returned, dict):
+            return ours
+        try:
+            same = compute_event_id(returned, room_version) == event_id
+        except (EventFormatError, KeyError, TypeError, ValueError):
+            same = False
+        unsigned_same = {k: v for k, v in returned.items() if k not in ("signatures", "unsigned")}
+        ours_same = {k: v for k, v in ours.items() if k not in ("signatures", "unsigned")}
+        if not same or unsigned_same != ours_same:
+            raise _TryNext("the send_join answer returned another join event than ours")
+        signatures = returned.get("signatures")
+        own = ours.get("signatures")
+        if not isinstance(signatures, dict) or not isinstance(own, dict):
+            return ours
+        merged = {**signatures, **own}  # never let the resident replace our signature
+        return {**ours, "signatures": merged}
+
+    @staticmethod
+    def _state_map(
+        state_pdus: Sequence[Mapping[str, object]], room_version: str, accepted: set[str]
+    ) -> dict[StateKey, str]:
+        """``(type, state_key) -> event_id`` of the returned state events that were
+        stored and accepted (forged or rejected ones never become state)."""
+        state: dict[StateKey, str] = {}
+        for pdu in state_pdus:
+            etype, skey = pdu.get("type"), pdu.get("state_key")
+            if not isinstance(etype, str) or not isinstance(skey, str):
+                continue
+            try:
+                eid = compute_event_id(pdu, room_version)
+            except (EventFormatError, KeyError, TypeError, ValueError):
+                continue
+            if eid in accepted:
+                state[(etype, skey)] = eid
+        return state
