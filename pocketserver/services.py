@@ -51,6 +51,7 @@ from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, Transa
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_profiles import RemoteProfiles
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
@@ -230,6 +231,15 @@ def _stop_typing_on_leave(typing: TypingService, event: PersistedEvent) -> None:
             typing.membership_changed(target, event.room_id, content.get("membership"))
 
 
+def _forget_remote_profile(
+    profiles: RemoteProfiles, locality: Locality, event: PersistedEvent
+) -> None:
+    """A member event of another server's user may carry a new name or avatar."""
+    target = event.pdu.get("state_key")
+    if isinstance(target, str) and not locality.is_mine(target):
+        profiles.on_member_event(event.pdu)
+
+
 def _bump_local_sender(presence: PresenceService, suffix: str, event: PersistedEvent) -> None:
     """A local user who sends an event is active."""
     sender = event.pdu.get("sender")
@@ -391,7 +401,9 @@ async def build_services(
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
             " certificates are NOT verified"
         )
-    profiles = Profiles(room_client, config.server_name)
+    remote_profiles = RemoteProfiles(federation_client, budget)
+    writer.add_listener(partial(_forget_remote_profile, remote_profiles, locality))
+    profiles = Profiles(room_client, config.server_name, remote_profiles)
     third_party_invites = ThirdPartyInvites(
         room_client,
         IdentityClient(

@@ -15,15 +15,15 @@ FIELDS = ("displayname", "avatar_url")
 
 @client_route(bp, "/profile/<user_id>", methods=["GET"])
 async def get_profile(user_id: str) -> dict[str, object]:
-    return await services().profiles.get(user_id)
+    return await services().profiles.lookup(user_id)
 
 
 @client_route(bp, "/profile/<user_id>/<field>", methods=["GET"])
 async def get_field(user_id: str, field: str) -> dict[str, object]:
     if field not in FIELDS:
         raise not_found(f"unknown profile field {field!r}")
-    profile = await services().profiles.get(user_id)
-    if field not in profile:
+    profile = await services().profiles.lookup(user_id)
+    if profile.get(field) is None:
         raise not_found(f"{field} is not set")
     return {field: profile[field]}
 

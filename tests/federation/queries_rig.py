@@ -1,0 +1,86 @@
+"""A scripted other server for the client side of federation queries: answers (or
+failures) per (destination, path), every request recorded."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from pocketserver.federation.errors import FederationHttpError
+
+
+def http_error(destination: str, status: int, errcode: str | None = None) -> FederationHttpError:
+    return FederationHttpError(destination, status, errcode, "scripted", None)
+
+
+@dataclass
+class Asked:
+    method: str
+    destination: str
+    path: str
+    query: dict[str, Any]
+    content: Any
+
+
+@dataclass
+class ScriptedRemote:
+    """``answers[(destination, path)]``: a JSON value, an exception to raise, or a
+    callable ``(Asked) -> value`` (which may raise)."""
+
+    answers: dict[tuple[str, str], object] = field(default_factory=dict)
+    asked: list[Asked] = field(default_factory=list)
+
+    def set(self, destination: str, path: str, answer: object) -> None:
+        self.answers[(destination, path)] = answer
+
+    async def _answer(self, asked: Asked) -> Any:
+        self.asked.append(asked)
+        await trio.lowlevel.checkpoint()
+        answer = self.answers.get((asked.destination, asked.path))
+        if answer is None:
+            raise http_error(asked.destination, 404, "M_UNRECOGNIZED")
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            answer = answer(asked)
+        return copy.deepcopy(answer)
+
+    async def get_json(
+        self,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        timeout_s: float = 60.0,
+        max_size: int = 1 << 20,
+    ) -> Any:
+        return await self._answer(Asked("GET", destination, path, dict(query or {}), None))
+
+    async def post_json(
+        self,
+        destination: str,
+        path: str,
+        content: object,
+        *,
+        query: Mapping[str, Any] | None = None,
+        timeout_s: float = 60.0,
+        max_size: int = 1 << 20,
+    ) -> Any:
+        return await self._answer(Asked("POST", destination, path, dict(query or {}), content))
+
+    def to(self, destination: str, path_start: str = "") -> list[Asked]:
+        return [
+            a for a in self.asked if a.destination == destination and a.path.startswith(path_start)
+        ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
