@@ -51,6 +51,7 @@ from pocketserver.federation.inbound import PduPipeline, StagedPduWorker, Transa
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.remote_directory import RemoteRoomDirectory
 from pocketserver.federation.remote_profiles import RemoteProfiles
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
@@ -175,6 +176,8 @@ class Services:
     reports: Reports
     keyring: Keyring
     federation_client: LazyFederationClient
+    remote_directory: RemoteRoomDirectory
+    """Other servers' room directories (``/publicRooms?server=``)."""
     federation_sender: FederationSender
     federation_history: FederationHistory
     resident_memberships: ResidentMemberships
@@ -504,6 +507,7 @@ async def build_services(
         thirdparty=ThirdParty(appservices),
         keyring=keyring,
         federation_client=federation_client,
+        remote_directory=RemoteRoomDirectory(federation_client),
         federation_sender=federation_sender,
         federation_history=federation_history,
         resident_memberships=resident_memberships,

@@ -84,3 +84,67 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# --- our server answering a signed peer, in process -----------------------------------
+
+
+@dataclass
+class ServingEnv:
+    """Our app (``client`` and ``federation``), a fake peer whose keys our keyring
+    fetches from a fake network, and our services."""
+
+    app: Any
+    peer: Any
+    services: Any
+    net: Any
+
+    async def get(self, uri: str, peer: Any = None) -> tuple[int, Any]:
+        from pocketserver.federation.xmatrix import authorization_header
+
+        who = peer or self.peer
+        header = authorization_header(
+            who.name, self.services.config.server_name, who.key, "GET", uri, None
+        )
+        r = await self.app.test_client().get(uri, headers={"Authorization": header})
+        return r.status_code, await r.get_json()
+
+    async def post(self, uri: str, body: Any, peer: Any = None) -> tuple[int, Any]:
+        from pocketserver.federation.xmatrix import authorization_header
+
+        who = peer or self.peer
+        header = authorization_header(
+            who.name, self.services.config.server_name, who.key, "POST", uri, body
+        )
+        r = await self.app.test_client().post(uri, json=body, headers={"Authorization": header})
+        return r.status_code, await r.get_json()
+
+
+async def serving_env(directory: Any, server_name: str, **overrides: Any) -> ServingEnv:
+    import dataclasses
+    import time
+
+    from pocketserver.app import create_app
+    from pocketserver.cache import MemoryBudget
+    from pocketserver.config import load_config
+    from pocketserver.federation.keyring import Keyring
+    from pocketserver.services import build_services
+    from tests.federation.peers import FakeNetwork, FakePeer
+    from tests.harness import make_config
+
+    services = await build_services(
+        load_config(make_config(directory, server_name=server_name, **overrides))
+    )
+    net = FakeNetwork()
+    keyring = Keyring(
+        services.db,
+        MemoryBudget(32 << 20),
+        server_name,
+        services.signing_key,
+        net,
+        clock=lambda: int(time.time() * 1000),
+    )
+    services = dataclasses.replace(services, keyring=keyring)
+    app = create_app(services, ["client", "federation"])
+    peer = net.add(FakePeer("peer.example", lambda: int(time.time() * 1000)))
+    return ServingEnv(app, peer, services, net)
