@@ -52,6 +52,7 @@ from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.federation.remote_directory import RemoteRoomDirectory
+from pocketserver.federation.remote_hierarchy import RemoteHierarchy
 from pocketserver.federation.remote_profiles import RemoteProfiles
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
@@ -68,6 +69,7 @@ from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.hierarchy import SpaceHierarchy
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.reading import EventReader
@@ -177,6 +179,9 @@ class Services:
     keyring: Keyring
     federation_client: LazyFederationClient
     remote_directory: RemoteRoomDirectory
+    """Other servers' room directories (``/publicRooms?server=``)."""
+    space_hierarchy: SpaceHierarchy
+    """Space hierarchies, asking other servers about rooms we do not hold."""
     """Other servers' room directories (``/publicRooms?server=``)."""
     federation_sender: FederationSender
     federation_history: FederationHistory
@@ -508,6 +513,12 @@ async def build_services(
         keyring=keyring,
         federation_client=federation_client,
         remote_directory=RemoteRoomDirectory(federation_client),
+        space_hierarchy=SpaceHierarchy(
+            room_store,
+            reader,
+            config.server_name,
+            RemoteHierarchy(federation_client, budget),
+        ),
         federation_sender=federation_sender,
         federation_history=federation_history,
         resident_memberships=resident_memberships,

@@ -73,3 +73,12 @@ async def post_public_rooms() -> dict[str, object]:
     if query.network == ("", ""):
         return {"chunk": [], "total_room_count_estimate": 0}
     return await _listing(_limit(body.get("limit")), since_token(body), query)
+
+
+@bp.get("/_matrix/federation/v1/hierarchy/<room_id>")
+async def hierarchy(room_id: str) -> dict[str, object]:
+    """One level of a space for another server (space_hierarchy.yaml); 404 for a room
+    we do not hold or that server may not see."""
+    return await services().space_hierarchy.for_server(
+        federation_origin(), room_id, _flag("suggested_only")
+    )
