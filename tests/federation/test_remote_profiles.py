@@ -151,3 +151,35 @@ def test_the_cache_is_bounded_by_its_share_of_the_budget() -> None:
     assert stats.size_bytes <= stats.max_bytes
     assert stats.evictions > 0
     assert stats.entries < 3000
+
+
+# --- serving: other servers reading our users' profiles ---------------------------------
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+async def test_serving_profiles_follows_allow_profile_lookup_over_federation(
+    tmp_path: Path, allowed: bool
+) -> None:
+    from pocketserver.storage import profiles as profile_store
+    from pocketserver.storage import users as user_store
+    from tests.federation.queries_rig import serving_env
+
+    env = await serving_env(tmp_path, US, allow_profile_lookup_over_federation=allowed)
+    alice = f"@alice:{US}"
+    try:
+        env.services.db.write_sync(user_store.insert_user, alice, None, 0)
+        env.services.db.write_sync(profile_store.set_profile_field, alice, "displayname", "Alice")
+        base = f"/_matrix/federation/v1/query/profile?user_id={quote(alice)}"
+        whole = await env.get(base)
+        field = await env.get(base + "&field=displayname")
+        other = await env.get(base + "&field=avatar_url")
+        if allowed:
+            assert whole == (200, {"displayname": "Alice"})
+            assert field == (200, {"displayname": "Alice"})
+            assert other == (200, {})
+        else:
+            for status, body in (whole, field, other):
+                assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+                assert "Alice" not in str(body)
+    finally:
+        env.services.db.close()
