@@ -20,6 +20,8 @@ async def get_profile(user_id: str) -> dict[str, object]:
 
 @client_route(bp, "/profile/<user_id>/<field>", methods=["GET"])
 async def get_field(user_id: str, field: str) -> dict[str, object]:
+    """An unset field is 404 (the spec's answer), for another server's user too, where
+    Synapse answers 200 ``{}``."""
     if field not in FIELDS:
         raise not_found(f"unknown profile field {field!r}")
     profile = await services().profiles.lookup(user_id)
