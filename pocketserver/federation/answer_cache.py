@@ -50,8 +50,10 @@ class AnswerCache(Generic[K, V]):
     def get(self, key: K) -> V | None:
         return self.lookup(key)[1]
 
-    def set(self, key: K, value: V) -> None:
-        self._entries.set(key, (self._clock() + self.ttl_s, value))
+    def set(self, key: K, value: V, ttl_s: float | None = None) -> None:
+        """Keep ``value`` for ``ttl_s`` seconds (the cache's TTL by default)."""
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        self._entries.set(key, (self._clock() + ttl, value))
 
     def pop(self, key: K) -> None:
         self._entries.pop(key)

@@ -7,7 +7,9 @@ tried in turn (at most ``MAX_SERVERS``), the first valid answer wins, and answer
 cached for a while (the spec: "Responses to this endpoint should be cached for a period
 of time"; Synapse keeps them 5 minutes) in a budget-bounded cache. An answer must name
 the room asked for; children events and room summaries that are not objects are
-dropped. Any failure makes the room unknown (None): the walk goes on without it.
+dropped, child events keep only the stripped state keys. Any failure makes the room
+unknown (None): the walk goes on without it, and the failure is remembered for
+``FAILURE_TTL_S`` so that paging through a space does not wait on a dead server again.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ log = logging.getLogger(__name__)
 PATH = "/_matrix/federation/v1/hierarchy/"
 MAX_SERVERS = 3
 """Servers of a ``via`` list tried (Synapse's ``MAX_SERVERS_PER_SPACE``)."""
-TIMEOUT_S = 15.0
+TIMEOUT_S = 10.0
 MAX_ANSWER = 2 * 1024 * 1024
 TTL_S = 300.0
+FAILURE_TTL_S = 60.0
+_STRIPPED_KEYS = ("type", "state_key", "content", "sender", "origin_server_ts")
 CACHE_SHARE = 0.01
 
 
@@ -63,7 +67,9 @@ def parse_answer(room_id: str, answer: object) -> RemoteSpace | None:
         return None
     return RemoteSpace(
         room=room,
-        children_state=[e for e in state if isinstance(e, dict)],
+        children_state=[
+            {k: e[k] for k in _STRIPPED_KEYS if k in e} for e in state if isinstance(e, dict)
+        ],
         children={
             c["room_id"]: c
             for c in children
@@ -86,19 +92,19 @@ class RemoteHierarchy:
     ) -> None:
         self._requests = requests
         kwargs = {"clock": clock} if clock is not None else {}
-        self._cache: AnswerCache[tuple[str, bool], RemoteSpace] = AnswerCache(
+        self._cache: AnswerCache[tuple[str, bool], RemoteSpace | None] = AnswerCache(
             budget, "remote_hierarchies", CACHE_SHARE, ttl_s, **kwargs
         )
 
     @property
-    def cache(self) -> AnswerCache[tuple[str, bool], RemoteSpace]:
+    def cache(self) -> AnswerCache[tuple[str, bool], RemoteSpace | None]:
         return self._cache
 
     async def fetch(
         self, room_id: str, via: Sequence[str], suggested_only: bool
     ) -> RemoteSpace | None:
-        cached = self._cache.get((room_id, suggested_only))
-        if cached is not None:
+        hit, cached = self._cache.lookup((room_id, suggested_only))
+        if hit:
             return cached
         servers = [s for s in dict.fromkeys(via) if is_valid_server_name(s)][:MAX_SERVERS]
         for server in servers:
@@ -119,4 +125,6 @@ class RemoteHierarchy:
                 continue
             self._cache.set((room_id, suggested_only), found)
             return found
+        if servers:
+            self._cache.set((room_id, suggested_only), None, FAILURE_TTL_S)
         return None

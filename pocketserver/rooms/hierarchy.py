@@ -8,9 +8,10 @@ servers its ``m.space.child`` event names in ``via`` (``GET /_matrix/federation/
 hierarchy/{roomId}``, through :class:`RemoteSpaces`, as Synapse's
 ``_summarize_remote_room_hierarchy``): the answer summarises that room and its own
 children, so only remote *spaces* cost a request; at most ``MAX_REMOTE_FETCHES`` per
-page. Pagination is stateless: the token holds the walk's parameters and how many
-rooms were already returned, and each page walks again from the root (the walk is
-bounded by ``MAX_ROOMS_WALKED``; remote answers are cached by the fetcher).
+page and for ``REMOTE_TIME_BUDGET_S`` at most. Pagination is stateless: the token
+holds the walk's parameters and how many rooms were already returned, and each page
+walks again from the root (the walk is bounded by ``MAX_ROOMS_WALKED``; remote answers
+are cached by the fetcher).
 
 :meth:`SpaceHierarchy.for_server` is the federation side: one level, for a server.
 """
@@ -23,6 +24,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import trio
 
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.rooms.client_events import stripped_state
@@ -44,6 +47,8 @@ MAX_DEPTH = 20
 MAX_ROOMS_WALKED = 1000
 MAX_REMOTE_FETCHES = 20
 """Remote spaces asked about while building one page."""
+REMOTE_TIME_BUDGET_S = 20.0
+"""Once a page has waited this long on other servers, it asks no more of them."""
 MAX_CHILDREN_FOR_SERVER = 50
 """Children summarised for another server (Synapse's ``MAX_ROOMS_PER_SPACE``)."""
 
@@ -215,6 +220,7 @@ class SpaceHierarchy:
         rooms: list[dict[str, object]] = []
         seen = 0
         fetches = 0
+        stop_asking = trio.current_time() + REMOTE_TIME_BUDGET_S
         while stack and len(visited) < MAX_ROOMS_WALKED:
             entry = stack.pop()
             if entry.room_id in visited:
@@ -234,7 +240,11 @@ class SpaceHierarchy:
                     entry.known.get("room_type") != "m.space" or entry.depth >= req.max_depth
                 ):
                     summary = entry.known
-                elif self.remote is not None and fetches < MAX_REMOTE_FETCHES:
+                elif (
+                    self.remote is not None
+                    and fetches < MAX_REMOTE_FETCHES
+                    and trio.current_time() < stop_asking
+                ):
                     fetches += 1
                     via = [v for v in entry.via if v != self.server_name]
                     found = await self.remote.fetch(entry.room_id, via, req.suggested_only)

@@ -288,3 +288,68 @@ async def test_room_summary_of_a_remote_room_with_via(env, asking) -> None:
         query_string={"via": THEM},
     )
     assert r.status_code == 404
+
+
+async def test_a_dead_server_is_remembered_for_a_minute(env, asking) -> None:
+    client, auth, remote, clock = asking
+    s = env.services
+    space = await _space(s)
+    await _child(s, space, R_SPACE, via=THEM)
+    remote.set(THEM, PATH + quote(R_SPACE, safe=""), FederationUnreachable(THEM, "down"))
+    for _ in range(3):
+        status, _ = await _hierarchy(client, auth, space)
+        assert status == 200
+    assert len(remote.asked) == 1
+    clock.now += 61
+    remote.set(THEM, PATH + quote(R_SPACE, safe=""), _remote_answer)
+    status, body = await _hierarchy(client, auth, space)
+    assert R_SPACE in [r["room_id"] for r in body["rooms"]]
+    assert len(remote.asked) == 2
+
+
+async def test_remote_child_events_are_stripped(env, asking) -> None:
+    client, auth, remote, _ = asking
+    s = env.services
+    space = await _space(s)
+    await _child(s, space, R_SPACE, via=THEM)
+
+    def answer(asked):
+        body = _remote_answer(asked)
+        for event in body["room"]["children_state"]:
+            event["unsigned"] = {"secret": "x" * 100}
+            event["event_id"] = "$leak"
+        return body
+
+    remote.set(THEM, PATH + quote(R_SPACE, safe=""), answer)
+    status, body = await _hierarchy(client, auth, space)
+    assert status == 200
+    remote_space = next(r for r in body["rooms"] if r["room_id"] == R_SPACE)
+    assert remote_space["children_state"]
+    for event in remote_space["children_state"]:
+        assert set(event) <= {"type", "state_key", "content", "sender", "origin_server_ts"}
+
+
+async def test_a_page_waits_on_other_servers_for_a_bounded_time(env, autojump_clock) -> None:
+    import trio
+
+    from pocketserver.rooms.hierarchy import REMOTE_TIME_BUDGET_S, HierarchyRequest
+
+    s = env.services
+    space = await _space(s)
+    for n in range(6):
+        await _child(s, space, f"!slow{n}:remote.test", via=f"slow{n}.test")
+
+    class Slow:
+        asked = 0
+
+        async def fetch(self, room_id, via, suggested_only):
+            Slow.asked += 1
+            await trio.sleep(15)
+            return None
+
+    hierarchy = SpaceHierarchy(s.room_store, s.events, US, Slow())
+    started = trio.current_time()
+    body = await hierarchy.walk(ALICE, HierarchyRequest(space))
+    assert [r["room_id"] for r in body["rooms"]] == [space]
+    assert Slow.asked == 2  # 0 s and 15 s; at 30 s the budget (20 s) is spent
+    assert trio.current_time() - started < REMOTE_TIME_BUDGET_S + 15 + 1
