@@ -23,12 +23,14 @@ from pocketserver.federation.errors import (
 )
 from pocketserver.federation.remote_profiles import PATH, RemoteProfiles
 from pocketserver.services import build_services
+from pocketserver.storage import users as user_store
 from tests.federation.queries_rig import Clock, ScriptedRemote, http_error
 from tests.harness import make_config
 
 US = "test.local"
 THEM = "remote.test"
 BOB = f"@bob:{THEM}"
+ALICE = f"@alice:{US}"
 
 
 @pytest.fixture
@@ -40,12 +42,18 @@ async def env(tmp_path: Path):
     profiles = Profiles(services.room_client, US, cache)
     services = dataclasses.replace(services, profiles=profiles)
     app = create_app(services, ["client", "federation"])
-    yield app.test_client(), remote, clock, cache
+    services.db.write_sync(user_store.insert_user, ALICE, None, 0)
+    token = (await services.accounts.create_session(ALICE, None, None)).access_token
+    client = app.test_client()
+    client.headers = {"Authorization": f"Bearer {token}"}
+    yield client, remote, clock, cache
     services.db.close()
 
 
-async def _get(client, path: str) -> tuple[int, dict]:
-    r = await client.get("/_matrix/client/v3" + path)
+async def _get(client, path: str, headers=None) -> tuple[int, dict]:
+    r = await client.get(
+        "/_matrix/client/v3" + path, headers=client.headers if headers is None else headers
+    )
     return r.status_code, await r.get_json()
 
 
@@ -124,6 +132,18 @@ async def test_only_a_not_found_is_remembered(env) -> None:
         with pytest.raises(Exception, match="404"):
             await cache.get(BOB)
     assert len(remote.asked) == 3
+
+
+async def test_anonymous_requests_never_reach_other_servers(env) -> None:
+    client, remote, _, _ = env
+    remote.set(THEM, PATH, {"displayname": "Bob"})
+    for path in (f"/profile/{quote(BOB)}", f"/profile/{quote(BOB)}/displayname"):
+        status, body = await _get(client, path, headers={})
+        assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+    assert remote.asked == []
+    # Local profiles stay public.
+    status, _ = await _get(client, f"/profile/{quote(ALICE)}", headers={})
+    assert status == 200
 
 
 async def test_local_users_are_never_asked_over_federation(env) -> None:
