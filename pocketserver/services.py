@@ -55,8 +55,11 @@ from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
+from pocketserver.federation.remote_hierarchy import RemoteHierarchy
 from pocketserver.federation.remote_join import RemoteJoins
 from pocketserver.federation.remote_memberships import RemoteMemberships
+from pocketserver.federation.remote_profiles import RemoteProfiles
+from pocketserver.federation.remote_public_rooms import RemoteRoomDirectory
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
@@ -72,6 +75,7 @@ from pocketserver.ratelimit import RateLimiter
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
+from pocketserver.rooms.hierarchy import SpaceHierarchy
 from pocketserver.rooms.limits import RoomActionLimits
 from pocketserver.rooms.membership import Membership
 from pocketserver.rooms.out_of_band import OutOfBandMemberships
@@ -182,6 +186,11 @@ class Services:
     reports: Reports
     keyring: Keyring
     federation_client: LazyFederationClient
+    remote_directory: RemoteRoomDirectory
+    """Other servers' room directories (``/publicRooms?server=``)."""
+    space_hierarchy: SpaceHierarchy
+    """Space hierarchies, asking other servers about rooms we do not hold."""
+    """Other servers' room directories (``/publicRooms?server=``)."""
     federation_sender: FederationSender
     federation_history: FederationHistory
     resident_memberships: ResidentMemberships
@@ -246,6 +255,15 @@ def _stop_typing_on_leave(typing: TypingService, event: PersistedEvent) -> None:
         content, target = pdu.get("content"), pdu.get("state_key")
         if isinstance(content, dict) and isinstance(target, str):
             typing.membership_changed(target, event.room_id, content.get("membership"))
+
+
+def _forget_remote_profile(
+    profiles: RemoteProfiles, locality: Locality, event: PersistedEvent
+) -> None:
+    """A member event of another server's user may carry a new name or avatar."""
+    target = event.pdu.get("state_key")
+    if isinstance(target, str) and not locality.is_mine(target):
+        profiles.on_member_event(event.pdu)
 
 
 def _bump_local_sender(presence: PresenceService, suffix: str, event: PersistedEvent) -> None:
@@ -418,7 +436,9 @@ async def build_services(
             "use_insecure_ssl_client_just_for_testing_do_not_use is set: identity server"
             " certificates are NOT verified"
         )
-    profiles = Profiles(room_client, config.server_name)
+    remote_profiles = RemoteProfiles(federation_client, budget)
+    writer.add_listener(partial(_forget_remote_profile, remote_profiles, locality))
+    profiles = Profiles(room_client, config.server_name, remote_profiles)
     third_party_invites = ThirdPartyInvites(
         room_client,
         IdentityClient(
@@ -546,6 +566,13 @@ async def build_services(
         thirdparty=ThirdParty(appservices),
         keyring=keyring,
         federation_client=federation_client,
+        remote_directory=RemoteRoomDirectory(federation_client),
+        space_hierarchy=SpaceHierarchy(
+            room_store,
+            reader,
+            config.server_name,
+            RemoteHierarchy(federation_client, budget),
+        ),
         federation_sender=federation_sender,
         federation_history=federation_history,
         resident_memberships=resident_memberships,

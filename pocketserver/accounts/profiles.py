@@ -1,4 +1,5 @@
-"""Profiles of local users; changes are copied into their member events."""
+"""Profiles: local users' (changes are copied into their member events), and other
+servers' users' read through federation (federation/remote_profiles.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 from pocketserver.core.locality import Locality
 from pocketserver.errors import MatrixError, not_found
+from pocketserver.federation.remote_profiles import RemoteProfiles
 from pocketserver.rooms.client import RoomClient
 from pocketserver.storage import profiles as profile_store
 from pocketserver.storage import state as state_store
@@ -20,11 +22,14 @@ FIELDS = ("displayname", "avatar_url")
 
 
 class Profiles:
-    def __init__(self, rooms: RoomClient, server_name: str) -> None:
+    def __init__(
+        self, rooms: RoomClient, server_name: str, remote: RemoteProfiles | None = None
+    ) -> None:
         self._rooms = rooms
         self._db = rooms.store.db
         self.server_name = server_name
         self.locality = Locality(server_name)
+        self._remote = remote
 
     def _is_local(self, user_id: str) -> bool:
         return self.locality.is_mine(user_id)
@@ -41,6 +46,18 @@ class Profiles:
         if avatar_url is not None:
             result["avatar_url"] = avatar_url
         return result
+
+    async def lookup(self, user_id: str) -> dict[str, object]:
+        """Anyone's profile (``GET /profile/{userId}``): a local user's from the
+        database, another server's user's from their server (remote_profiles.py).
+
+        Raises:
+            MatrixError: 404 ``M_NOT_FOUND`` for an unknown user; for a remote user
+                also 403 or 502 (see federation/remote_errors.py).
+        """
+        if self._is_local(user_id) or self._remote is None:
+            return await self.get(user_id)
+        return await self._remote.get(user_id)
 
     async def search_directory(
         self, searcher: str, term: str, limit: int

@@ -19,7 +19,6 @@ from pocketserver.rooms.hierarchy import (
     MAX_DEPTH,
     MAX_LIMIT,
     HierarchyRequest,
-    SpaceHierarchy,
     apply_token,
 )
 from pocketserver.rooms.summary import can_see, room_info, room_summary
@@ -74,8 +73,7 @@ async def hierarchy(room_id: str) -> dict[str, object]:
     token = request.args.get("from")
     if token is not None:
         req = apply_token(req, token)
-    s = services()
-    return await SpaceHierarchy(s.room_store, s.events).walk(requester.user_id, req)
+    return await services().space_hierarchy.walk(requester.user_id, req)
 
 
 # --- room summary ------------------------------------------------------------------------
@@ -92,7 +90,17 @@ async def _summary(room_id_or_alias: str) -> dict[str, object]:
     else:
         raise invalid_param(f"not a room ID or alias: {room_id_or_alias!r}")
     info = await room_info(s.room_store, s.events, room_id, user_id)
-    if info is None or not await can_see(s.room_store, info, user_id):
+    if info is None:
+        # A room we do not hold: asked of the servers named by ``via`` (as Synapse;
+        # ``server_name`` is the older name of the parameter).
+        via = request.args.getlist("via") or request.args.getlist("server_name")
+        remote = await s.space_hierarchy.remote_summary(user_id, room_id, via)
+        if remote is None:
+            raise not_found("room not found or not visible to you")
+        if user_id is not None:
+            remote["membership"] = "leave"
+        return remote
+    if not await can_see(s.room_store, info, user_id):
         raise not_found("room not found or not visible to you")
     summary = room_summary(info)
     if user_id is not None:

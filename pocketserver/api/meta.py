@@ -31,7 +31,8 @@ Up to v1.11: accounts, rooms, sync, history, relations and threads, receipts,
 typing, presence, account data, push rules and pushers, search, spaces, the server
 side of end-to-end encryption, and the media repository with authenticated media
 (v1.11). Later versions are not claimed until their changes are checked one by one.
-Federation is not implemented yet: remote users and rooms fail with clear errors.
+Federation is partial (README "Federation"): what is missing fails with clear errors.
+No unstable feature below names a federation feature.
 """
 
 UNSTABLE_FEATURES: dict[str, bool] = {

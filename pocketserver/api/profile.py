@@ -13,17 +13,29 @@ bp = Blueprint("profile", __name__)
 FIELDS = ("displayname", "avatar_url")
 
 
+async def _lookup(user_id: str) -> dict[str, object]:
+    """Local profiles are public (as Synapse by default). Another server's user's needs
+    a logged-in requester, so anonymous requests cannot make this server contact other
+    servers (Synapse allows them, rate-limited per address)."""
+    profiles = services().profiles
+    if not profiles.locality.is_mine(user_id):
+        await require_auth(allow_guest=True)
+    return await profiles.lookup(user_id)
+
+
 @client_route(bp, "/profile/<user_id>", methods=["GET"])
 async def get_profile(user_id: str) -> dict[str, object]:
-    return await services().profiles.get(user_id)
+    return await _lookup(user_id)
 
 
 @client_route(bp, "/profile/<user_id>/<field>", methods=["GET"])
 async def get_field(user_id: str, field: str) -> dict[str, object]:
+    """An unset field is 404 (the spec's answer), for another server's user too, where
+    Synapse answers 200 ``{}``."""
     if field not in FIELDS:
         raise not_found(f"unknown profile field {field!r}")
-    profile = await services().profiles.get(user_id)
-    if field not in profile:
+    profile = await _lookup(user_id)
+    if profile.get(field) is None:
         raise not_found(f"{field} is not set")
     return {field: profile[field]}
 

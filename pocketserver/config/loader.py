@@ -335,6 +335,9 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         allow_device_name_lookup_over_federation=root.get(
             "allow_device_name_lookup_over_federation", _bool, False
         ),
+        allow_profile_lookup_over_federation=root.get(
+            "allow_profile_lookup_over_federation", _bool, True
+        ),
         listeners=listeners,
         tls_certificate_path=tls_cert,
         tls_private_key_path=tls_key,

@@ -183,6 +183,9 @@ class Config:
     """Empty by default (Synapse's default is matrix.org): see homeserver.yaml.in."""
     allow_device_name_lookup_over_federation: bool = False
     """Other servers see our users' device display names (Synapse's key and default)."""
+    allow_profile_lookup_over_federation: bool = True
+    """Other servers may read our users' profiles (``/query/profile``; Synapse's key and
+    default)."""
 
     def client_base_url(self) -> str:
         """The base URL of the first client listener, for tools on this host."""

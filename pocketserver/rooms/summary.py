@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pocketserver.core.room_versions import UnsupportedRoomVersion, get_room_version
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore, StateKey
+from pocketserver.storage import dag
 from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
 
@@ -181,5 +182,23 @@ async def can_see(store: RoomStore, info: RoomInfo, user_id: str | None) -> bool
             continue
         member = await store.get_event(member_id)
         if member is not None and _content(member.pdu).get("membership") == "join":
+            return True
+    return False
+
+
+async def can_server_see(store: RoomStore, info: RoomInfo, origin: str) -> bool:
+    """Whether another server may have the room's summary (server-server
+    space_hierarchy.yaml: rooms the server "could feasibly peek/join"): a public,
+    knockable or world-readable room, one where a user of ``origin`` is joined or
+    invited, or a restricted room one of whose allowed rooms has a user of ``origin``
+    joined (as Synapse's ``_is_local_room_accessible`` for an origin)."""
+    if info.join_rule == "public" or info.history_visibility == "world_readable":
+        return True
+    if _knockable(info):
+        return True
+    if await store.db.read(dag.host_joined_or_invited, info.room_id, origin):
+        return True
+    for allowed in info.allowed_room_ids():
+        if await store.db.read(dag.host_in_room, allowed, origin):
             return True
     return False

@@ -160,3 +160,14 @@ def backward_extremities(
         (room_id, low, (1 << 62) if high is None else high, limit),
     )
     return list(dict.fromkeys(str(r[0]) for r in rows))
+
+
+def host_joined_or_invited(conn: sqlite3.Connection, room_id: str, server_name: str) -> bool:
+    """Whether a user of ``server_name`` is joined to ``room_id`` now, or invited."""
+    row = conn.execute(
+        "SELECT 1 FROM current_state"
+        " WHERE room_id = ? AND type = 'm.room.member' AND membership IN ('join', 'invite')"
+        " AND substr(state_key, instr(state_key, ':') + 1) = ? LIMIT 1",
+        (room_id, server_name),
+    ).fetchone()
+    return row is not None

@@ -17,6 +17,7 @@ _NAME = _STATE_TEXT.format(path="$.content.name", etype="m.room.name")
 _TOPIC = _STATE_TEXT.format(path="$.content.topic", etype="m.room.topic")
 _ALIAS = _STATE_TEXT.format(path="$.content.alias", etype="m.room.canonical_alias")
 _TYPE = _STATE_TEXT.format(path="$.content.type", etype="m.room.create")
+_FEDERATE = _STATE_TEXT.format(path='$.content."m.federate"', etype="m.room.create")
 
 _LISTING = f"""
 WITH listing AS (
@@ -25,7 +26,8 @@ WITH listing AS (
             AND c.type = 'm.room.member' AND c.membership = 'join') AS joined,
         lower(coalesce({_NAME}, '') || ' ' || coalesce({_TOPIC}, '')
             || ' ' || coalesce({_ALIAS}, '') || ' ' || d.room_id) AS words,
-        {_TYPE} AS room_type
+        {_TYPE} AS room_type,
+        coalesce({_FEDERATE}, 1) AS federate
     FROM {{source}} d
 )
 """
@@ -55,6 +57,11 @@ class ListingQuery:
     network: tuple[str, str] | None = None
     """(application service ID, network ID): that network's list instead of the main one."""
     all_networks: bool = False
+    federatable_only: bool = False
+    excluded: tuple[str, ...] = ()
+    """Rooms left out (those whose server ACL denies the server asking)."""
+    """Leave out rooms created with ``m.federate: false`` (a listing for another server,
+    as Synapse's ``ignore_non_federatable``)."""
 
 
 def _filters(q: ListingQuery) -> tuple[str, list[object]]:
@@ -63,6 +70,11 @@ def _filters(q: ListingQuery) -> tuple[str, list[object]]:
     if q.term:
         clauses.append("instr(words, lower(?)) > 0")
         args.append(q.term)
+    if q.federatable_only:
+        clauses.append("federate IS NOT 0")
+    if q.excluded:
+        clauses.append(f"room_id NOT IN ({','.join('?' * len(q.excluded))})")
+        args.extend(q.excluded)
     if q.room_types is not None:
         named = [t for t in q.room_types if t is not None]
         options = []
@@ -108,6 +120,17 @@ def list_page(
     if before is not None:
         found.reverse()
     return found
+
+
+def listed_rooms_with_acl(conn: sqlite3.Connection) -> list[str]:
+    """Rooms of the directory (any network) that have a server ACL."""
+    rows = conn.execute(
+        "SELECT DISTINCT c.room_id FROM current_state c"
+        " WHERE c.type = 'm.room.server_acl' AND c.state_key = ''"
+        " AND (c.room_id IN (SELECT room_id FROM room_directory)"
+        "      OR c.room_id IN (SELECT room_id FROM appservice_room_list))"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def count_published(conn: sqlite3.Connection) -> int:

@@ -313,7 +313,10 @@ def test_public_rooms_room_types_and_errors(server: RunningServer, users, new_us
     got = a.post(f"{V3}/publicRooms", {"filter": {"generic_search_term": new_user}}).json()
     assert {x["room_id"]: x.get("room_type") for x in got["chunk"]}[space] == "m.space"
     url = f"{V3}/publicRooms"
-    _error(a.get(url, params={"server": "elsewhere.example"}), 404, "M_NOT_FOUND")
+    # Another server's directory is asked over federation: one that cannot be reached
+    # is 502 (as Synapse); one that may not be asked (private addresses are blocked by
+    # the default ip_range_blacklist) is 403.
+    _error(a.get(url, params={"server": "127.0.0.1:1"}), 403, "M_FORBIDDEN")
     _error(a.get(url, params={"server": "bad server!"}), 400, "M_INVALID_PARAM")
     _error(a.get(url, params={"limit": "x"}), 400, "M_INVALID_PARAM")
     _error(a.get(url, params={"limit": "-1"}), 400, "M_INVALID_PARAM")

@@ -8,15 +8,21 @@ from quart import Blueprint, request
 
 from pocketserver.api.http import services
 from pocketserver.core.identifiers import get_domain, is_valid_room_alias, is_valid_user_id
-from pocketserver.errors import invalid_param, missing_param
+from pocketserver.errors import forbidden, invalid_param, missing_param
 
 bp = Blueprint("federation_query", __name__)
 
 
 @bp.get("/_matrix/federation/v1/query/profile")
 async def query_profile() -> dict[str, object]:
-    """The profile, or only ``field`` when given. A user of another server is 400 (as
-    Synapse), an unknown user 404 ``M_NOT_FOUND``."""
+    """The profile, or only ``field`` when given. As Synapse (``on_profile_query``): 403
+    ``M_FORBIDDEN`` when ``allow_profile_lookup_over_federation`` is off, a user of
+    another server 400, an unknown user 404 ``M_NOT_FOUND``. The client-side profile
+    limits of Synapse (``require_auth_for_profile_requests``,
+    ``limit_profile_requests_to_users_who_share_rooms``) do not apply to servers there
+    either."""
+    if not services().config.allow_profile_lookup_over_federation:
+        raise forbidden("Profile lookup over federation is disabled on this homeserver")
     user_id = request.args.get("user_id")
     if not user_id:
         raise missing_param("user_id")
