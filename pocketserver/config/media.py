@@ -45,6 +45,8 @@ class MediaConfig:
     max_pending_media_uploads: int = 5
     unused_expiration_time_ms: int = 24 * 3_600_000
     local_media_lifetime_ms: int | None = None
+    remote_media_lifetime_ms: int | None = None
+    """Cached media of other servers not asked for in this long is deleted; None: kept."""
     max_spider_size: int = 10 * 1024 * 1024
     upload_quota_per_user: int | None = None
     """``media_upload_quota_per_user``: bytes of stored media per user; None: no quota."""
@@ -166,7 +168,8 @@ def parse_media_config(root: Section) -> MediaConfig:
     """Read the media keys of the top-level section ``root`` (and ``media_retention``)."""
     retention = root.section("media_retention")
     lifetime = retention.get("local_media_lifetime", _opt_ms, None)
-    retention.finish(frozenset({"remote_media_lifetime"}))
+    remote_lifetime = retention.get("remote_media_lifetime", _opt_ms, None)
+    retention.finish()
     return MediaConfig(
         enable_media_repo=root.get("enable_media_repo", _bool, True),
         enable_authenticated_media=root.get("enable_authenticated_media", _bool, True),
@@ -176,6 +179,7 @@ def parse_media_config(root: Section) -> MediaConfig:
         max_pending_media_uploads=root.get("max_pending_media_uploads", _count, 5),
         unused_expiration_time_ms=root.get("unused_expiration_time", _positive_ms, "24h"),
         local_media_lifetime_ms=lifetime,
+        remote_media_lifetime_ms=remote_lifetime,
         max_spider_size=root.get("max_spider_size", parse_size, "10M"),
         upload_quota_per_user=root.get("media_upload_quota_per_user", _opt_quota, None),
         url_preview_url_blacklist=root.get("url_preview_url_blacklist", _url_blacklist, None),

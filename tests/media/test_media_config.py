@@ -51,6 +51,7 @@ def test_values_are_read() -> None:
     assert m.max_pending_media_uploads == 2
     assert m.unused_expiration_time_ms == 3_600_000
     assert m.local_media_lifetime_ms == 30 * 86_400_000
+    assert m.remote_media_lifetime_ms == 7 * 86_400_000
     assert m.max_spider_size == 1024 * 1024
     assert m.url_preview_url_blacklist == (
         UrlPattern((("netloc", "*.local"),)),
