@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote
 
 import trio
@@ -103,6 +103,14 @@ class _Flight:
     error: MatrixError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteMediaStatistics:
+    downloads: int
+    """Items being fetched now."""
+    waiting: int
+    """Requests waiting for one of those downloads."""
+
+
 def bad_gateway(error: str = "failed to fetch remote media") -> MatrixError:
     return MatrixError(502, "M_UNKNOWN", error)
 
@@ -152,6 +160,11 @@ def _clean_type(content_type: str | None) -> str:
     return "application/octet-stream"
 
 
+def _generator(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
+    """``aiter_bytes()`` is an async generator (closed when a read stops early)."""
+    return cast(AsyncGenerator[bytes], chunks)
+
+
 def _unrecognized(e: FederationHttpError) -> bool:
     """The origin does not know the federation media endpoint (Synapse < 1.113, others)."""
     if e.errcode == "M_UNRECOGNIZED":
@@ -176,8 +189,11 @@ class RemoteMediaFetcher:
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._downloads = trio.CapacityLimiter(MAX_CONCURRENT_DOWNLOADS)
 
-    def in_flight(self) -> int:
-        return len(self._flights)
+    def statistics(self) -> RemoteMediaStatistics:
+        return RemoteMediaStatistics(
+            downloads=len(self._flights),
+            waiting=sum(f.done.statistics().tasks_waiting for f in self._flights.values()),
+        )
 
     async def get(
         self, origin: str, media_id: str, timeout_ms: int, *, fetch: bool = True
@@ -270,18 +286,20 @@ class RemoteMediaFetcher:
         ) as answer:
             reader = MultipartReader(boundary_of(answer.headers.get("content-type")))
 
-            async def file_bytes() -> AsyncIterator[bytes]:
-                async for data in answer.aiter_bytes():
-                    out = reader.feed(data)
-                    if reader.file_size > limit:
-                        raise _TooLarge
-                    if reader.location is not None:
-                        raise MultipartError("the answer is a redirect (Location), not followed")
-                    if out:
-                        yield out
+            async def file_bytes() -> AsyncGenerator[bytes]:
+                async with aclosing(_generator(answer.aiter_bytes())) as body:
+                    async for data in body:
+                        out = reader.feed(data)
+                        if reader.file_size > limit:
+                            raise _TooLarge
+                        if reader.location is not None:
+                            raise MultipartError("a redirect (Location) answer, not followed")
+                        if out:
+                            yield out
                 reader.close()
 
-            received = await self._repo.store.receive(file_bytes(), limit)
+            async with aclosing(file_bytes()) as chunks:
+                received = await self._repo.store.receive(chunks, limit)
         headers = reader.file_headers
         assert headers is not None  # reader.close() passed: both parts were read
         return await self._repo.record_remote(
@@ -303,7 +321,8 @@ class RemoteMediaFetcher:
             max_size=self._limit,
         ) as answer:
             headers = {k.lower(): v for k, v in answer.headers.items()}
-            received = await self._repo.store.receive(answer.aiter_bytes(), self._limit)
+            async with aclosing(_generator(answer.aiter_bytes())) as chunks:
+                received = await self._repo.store.receive(chunks, self._limit)
         return await self._repo.record_remote(
             origin,
             media_id,
