@@ -168,6 +168,11 @@ def _media(media: MediaConfig) -> dict[str, object]:
             if media.upload_quota_per_user is None
             else format_size(media.upload_quota_per_user)
         ),
+        "remote_media_cache_size": (
+            None
+            if media.remote_media_cache_size is None
+            else format_size(media.remote_media_cache_size)
+        ),
         "media_retention": {
             "local_media_lifetime": _opt_duration(media.local_media_lifetime_ms),
             "remote_media_lifetime": _opt_duration(media.remote_media_lifetime_ms),

@@ -51,6 +51,9 @@ class MediaConfig:
     upload_quota_per_user: int | None = None
     """``media_upload_quota_per_user``: bytes of stored media per user; None: no quota."""
     url_preview_url_blacklist: tuple[UrlPattern, ...] = field(default=())
+    remote_media_cache_size: int | None = None
+    """Bytes of other servers' media kept cached; past it the least recently asked-for
+    items are dropped. None: no cap (only ``remote_media_lifetime``)."""
 
 
 _URL_COMPONENTS = frozenset(
@@ -150,7 +153,7 @@ def _opt_quota(value: object) -> int | None:
         return None
     size = parse_size(value)
     if size < 1:
-        raise ValueError("expected a size such as 1G, or null for no quota")
+        raise ValueError("expected a size such as 1G, or null for no limit")
     return size
 
 
@@ -182,5 +185,6 @@ def parse_media_config(root: Section) -> MediaConfig:
         remote_media_lifetime_ms=remote_lifetime,
         max_spider_size=root.get("max_spider_size", parse_size, "10M"),
         upload_quota_per_user=root.get("media_upload_quota_per_user", _opt_quota, None),
+        remote_media_cache_size=root.get("remote_media_cache_size", _opt_quota, None),
         url_preview_url_blacklist=root.get("url_preview_url_blacklist", _url_blacklist, None),
     )

@@ -358,7 +358,27 @@ class MediaRepository:
             self.store.discard(received)
             raise
         self._after_upload(received.sha256, content_type)
+        cap = self._media.remote_media_cache_size
+        if cap is not None:
+            await self._db.write(self._shrink_remote_cache, cap, (origin, media_id))
         return row
+
+    def _shrink_remote_cache(
+        self, conn: sqlite3.Connection, cap: int, keep: tuple[str, str]
+    ) -> None:
+        """Drop the least recently asked-for cached items until the cache fits ``cap``
+        (never ``keep``, the item just fetched)."""
+        excess = media_db.remote_cache_bytes(conn) - cap
+        while excess > 0:
+            batch = media_db.remote_least_recent(conn, RETENTION_BATCH)
+            victims = [b for b in batch if (b[0], b[1]) != keep]
+            if not victims:
+                return
+            for origin, media_id, size in victims:
+                self._delete_remote(conn, origin, media_id)
+                excess -= size
+                if excess <= 0:
+                    return
 
     def _insert_remote(
         self, conn: sqlite3.Connection, row: RemoteMediaRow, received: ReceivedFile

@@ -240,6 +240,15 @@ def delete_remote_media(conn: sqlite3.Connection, origin: str, media_id: str) ->
     return None if row is None else _release_content(conn, str(row[0]))
 
 
+def remote_least_recent(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, int]]:
+    """(origin, media_id, size) of the cached items asked for least recently."""
+    rows = conn.execute(
+        "SELECT origin, media_id, size FROM remote_media ORDER BY last_access_ts LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
 def remote_cache_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of cached remote media (each item in full)."""
     return int(conn.execute("SELECT coalesce(sum(size), 0) FROM remote_media").fetchone()[0])

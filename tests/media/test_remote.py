@@ -425,3 +425,34 @@ async def test_remote_thumbnails_are_made_here(
 )
 def test_filename_from_disposition(header: str | None, name: str | None) -> None:
     assert filename_from_disposition(header) == name
+
+
+async def test_the_cache_is_capped_least_recently_asked_for_first(
+    db: Database, config: Config, origin: FakeOrigin
+) -> None:
+    config = replace(config, media=replace(config.media, remote_media_cache_size=25_000))
+    repo = MediaRepository(db, config)
+    fetcher = RemoteMediaFetcher(repo, origin, config)
+    for i, name in enumerate(("a", "b", "c")):
+        origin.answers[FED] = multipart(bytes([i]) * 10_000)
+        await fetcher.get(ORIGIN, name, 1000)
+
+        def age(conn: Any, name: str = name, ts: int = i) -> None:
+            conn.execute(
+                "UPDATE remote_media SET last_access_ts = ? WHERE media_id = ?", (ts, name)
+            )
+
+        await db.write(age)
+    # 30 000 bytes fetched, 25 000 allowed: "a", the least recently asked for, went.
+    assert await repo.get_remote(ORIGIN, "a") is None
+    assert await repo.get_remote(ORIGIN, "b") is not None
+    assert await repo.get_remote(ORIGIN, "c") is not None
+    assert await db.read(media_db.remote_cache_bytes) == 20_000
+    assert len(stored_files(repo)) == 2
+    # An item bigger than the whole cap is still served (alone).
+    small = replace(config, media=replace(config.media, remote_media_cache_size=5_000))
+    repo2 = MediaRepository(db, small)
+    origin.answers[FED] = multipart(b"\xff" * 9_000)
+    row = await RemoteMediaFetcher(repo2, origin, small).get(ORIGIN, "d", 1000)
+    assert repo2.served_original(row).path.read_bytes() == b"\xff" * 9_000
+    assert await db.read(media_db.remote_cache_bytes) == 9_000
