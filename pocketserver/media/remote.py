@@ -16,7 +16,8 @@ As Synapse (``synapse/media/media_repository.py``):
   ``/_matrix/media/v3/download/{serverName}/{mediaId}?allow_remote=false``, which
   Synapse 1.163 no longer falls back to but older servers and other implementations
   may still need;
-- 404 from the origin is 404 ``M_NOT_FOUND``; every other failure (unreachable,
+- 404 from the origin is 404 ``M_NOT_FOUND`` (and 504 ``M_NOT_YET_UPLOADED`` is passed
+  on, where Synapse answers 502); every other failure (unreachable,
   timeout, an error status, a malformed answer, an address ``ip_range_blacklist``
   blocks) is 502 ``M_UNKNOWN``; a server outside ``federation_domain_whitelist`` is
   403 ``M_FORBIDDEN`` before any request;
@@ -257,6 +258,12 @@ class RemoteMediaFetcher:
                 log.info("fetching mxc://%s/%s: %s", origin, media_id, e)
                 if e.status == 404:
                     raise not_found() from None
+                if e.status == 504 and e.errcode == "M_NOT_YET_UPLOADED":
+                    # Passed on (Synapse answers 502): the client spec's answer for
+                    # "not uploaded yet, try again", which is what the origin said.
+                    raise MatrixError(
+                        504, "M_NOT_YET_UPLOADED", "content has not yet been uploaded"
+                    ) from None
                 raise bad_gateway() from None
             except (FederationResponseTooLarge, _TooLarge):
                 log.info(

@@ -233,6 +233,12 @@ async def test_a_cancelled_download_lets_a_waiter_fetch(
         (FederationHttpError(ORIGIN, 404, "M_NOT_FOUND", "nope", None), 404, "M_NOT_FOUND"),
         (FederationHttpError(ORIGIN, 500, "M_UNKNOWN", "boom", None), 502, "M_UNKNOWN"),
         (FederationHttpError(ORIGIN, 403, "M_FORBIDDEN", "no", None), 502, "M_UNKNOWN"),
+        (
+            FederationHttpError(ORIGIN, 504, "M_NOT_YET_UPLOADED", "wait", None),
+            504,
+            "M_NOT_YET_UPLOADED",
+        ),
+        (FederationHttpError(ORIGIN, 504, None, None, None), 502, "M_UNKNOWN"),
         (FederationUnreachable(ORIGIN, "refused"), 502, "M_UNKNOWN"),
         (FederationBlocked(ORIGIN, "ip_range_blacklist"), 502, "M_UNKNOWN"),
         (FederationResponseTooLarge(ORIGIN, "Content-Length"), 502, "M_TOO_LARGE"),
