@@ -46,6 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         # Invites by email address would ask the identity servers the fuzzer names
         # (matrix.org, random names): no traffic leaves loopback in tests.
         enable_3pid_lookup=False,
+        # Likewise media of the servers the fuzzer names would be fetched over
+        # federation: an empty whitelist refuses them (403) before any lookup.
+        federation_domain_whitelist=[],
     )
     with running_server(config) as s:
         yield s
