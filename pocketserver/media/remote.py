@@ -166,6 +166,14 @@ def _generator(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
     return cast(AsyncGenerator[bytes], chunks)
 
 
+def _check_identity(answer: StreamedAnswer) -> None:
+    """The bytes are stored as they come: a compressed answer (asked for uncompressed)
+    would be stored compressed."""
+    encoding = next((v for k, v in answer.headers.items() if k.lower() == "content-encoding"), "")
+    if encoding.strip().lower() not in ("", "identity"):
+        raise MultipartError(f"the answer is compressed ({encoding}), not stored")
+
+
 def _unrecognized(e: FederationHttpError) -> bool:
     """The origin does not know the federation media endpoint (Synapse < 1.113, others)."""
     if e.errcode == "M_UNRECOGNIZED":
@@ -291,6 +299,7 @@ class RemoteMediaFetcher:
             timeout_s=self._timeout_s(timeout_ms),
             max_size=limit + MULTIPART_OVERHEAD,
         ) as answer:
+            _check_identity(answer)
             reader = MultipartReader(boundary_of(answer.headers.get("content-type")))
 
             async def file_bytes() -> AsyncGenerator[bytes]:
@@ -327,6 +336,7 @@ class RemoteMediaFetcher:
             timeout_s=self._timeout_s(timeout_ms),
             max_size=self._limit,
         ) as answer:
+            _check_identity(answer)
             headers = {k.lower(): v for k, v in answer.headers.items()}
             async with aclosing(_generator(answer.aiter_bytes())) as chunks:
                 received = await self._repo.store.receive(chunks, self._limit)
