@@ -230,14 +230,17 @@ class RemoteMediaFetcher:
             flight = self._flights.get(key)
             if flight is not None:
                 await flight.done.wait()
-                if flight.error is not None:
-                    raise flight.error
+                if (e := flight.error) is not None:  # each waiter raises its own copy
+                    raise MatrixError(e.status, e.errcode, e.error, **e.extra)
                 if flight.row is not None:
                     return flight.row
                 continue  # the request that was fetching it went away: try again
             flight = self._flights[key] = _Flight()
             try:
-                flight.row = await self._fetch(origin, media_id, timeout_ms)
+                # Stored by a download that ended since the read above?
+                flight.row = await self._repo.get_remote(origin, media_id)
+                if flight.row is None:
+                    flight.row = await self._fetch(origin, media_id, timeout_ms)
                 return flight.row
             except MatrixError as e:
                 flight.error = e
