@@ -65,6 +65,7 @@ from pocketserver.api import (
 from pocketserver.api.federation import auth as federation_auth
 from pocketserver.api.federation import discovery as federation_discovery
 from pocketserver.api.federation import keys
+from pocketserver.api.federation import media as federation_media
 from pocketserver.api.federation import query as federation_query
 from pocketserver.api.federation import rooms as federation_rooms
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
@@ -220,6 +221,7 @@ def create_app(
     if "federation" in wanted:
         app.register_blueprint(federation_query.bp)
         app.register_blueprint(federation_discovery.bp)
+        app.register_blueprint(federation_media.bp)
         app.register_blueprint(federation_rooms.bp)
         app.register_blueprint(federation_e2e.bp)
         app.register_blueprint(third_party_invites.federation_bp)

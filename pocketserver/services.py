@@ -64,6 +64,7 @@ from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
 from pocketserver.key_backup.service import KeyBackupService
+from pocketserver.media.remote import RemoteMediaFetcher
 from pocketserver.media.repository import MediaRepository
 from pocketserver.media.wiring import build_media
 from pocketserver.net.addresses import outbound_policy
@@ -175,6 +176,7 @@ class Services:
     cross_signing: CrossSigning
     dehydrated: DehydratedDevices
     media: MediaRepository
+    remote_media: RemoteMediaFetcher
     legacy_sync: LegacySync
     openid: OpenIdTokens
     appservices: AppServices
@@ -399,7 +401,7 @@ async def build_services(
         writer.add_listener(partial(_bump_local_sender, presence, ":" + config.server_name))
     for source in (typing, receipts, presence):
         sync.add_source(source)
-    media, url_previews = await build_media(db, config, budget)
+    media, remote_media, url_previews = await build_media(db, config, budget, federation_client)
     directory = Directory(
         room_store,
         config.server_name,
@@ -546,6 +548,7 @@ async def build_services(
         pushers=pushers,
         room_upgrades=upgrader,
         media=media,
+        remote_media=remote_media,
         openid=OpenIdTokens(db, config.server_name),
         third_party_invites=third_party_invites,
         membership=membership,

@@ -3,7 +3,8 @@
 Spec: client-server API "Content repository" (authenticated media, v1.11) and the
 deprecated unauthenticated ``/_matrix/media/v3`` downloads and thumbnails, which answer
 404 unless ``enable_authenticated_media`` is false (as in Synapse; its ``config`` and
-``preview_url``, which need a token anyway, stay served).
+``preview_url``, which need a token anyway, stay served). Media of other servers is
+served from the cache or fetched over federation (:mod:`pocketserver.media.remote`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from quart import Blueprint, Response, request
 
 from pocketserver.api.http import require_auth, services
 from pocketserver.api.streaming import StreamedBody
+from pocketserver.core.identifiers import is_valid_server_name
 from pocketserver.errors import MatrixError
 from pocketserver.media.headers import media_headers
-from pocketserver.media.repository import DEFAULT_TIMEOUT_MS, MediaRepository, Served
+from pocketserver.media.repository import (
+    DEFAULT_TIMEOUT_MS,
+    MediaRepository,
+    Served,
+    StoredMedia,
+)
 from pocketserver.media.store import DRAIN_EXTRA, open_stream
 
 bp = Blueprint("media", __name__)
@@ -181,15 +188,28 @@ async def _send(served: Served) -> Response:
     return response
 
 
-async def _download(server_name: str, media_id: str, filename: str | None) -> Response:
-    repo = _repo()
+async def _stored(
+    repo: MediaRepository, server_name: str, media_id: str, allow_remote: bool
+) -> StoredMedia:
+    """Our upload, or another server's media (cached, or fetched over federation)."""
     timeout_ms = _query_int("timeout_ms", DEFAULT_TIMEOUT_MS)
-    row = await repo.get_local(server_name, media_id, timeout_ms)
+    if repo.locality.is_mine(server_name):
+        return await repo.get_local(server_name, media_id, timeout_ms)
+    if not is_valid_server_name(server_name):
+        raise MatrixError(404, "M_NOT_FOUND", "media not found")
+    return await services().remote_media.get(server_name, media_id, timeout_ms, fetch=allow_remote)
+
+
+async def _download(
+    server_name: str, media_id: str, filename: str | None, *, allow_remote: bool = True
+) -> Response:
+    repo = _repo()
+    row = await _stored(repo, server_name, media_id, allow_remote)
     return await _send(repo.served_original(row, filename))
 
 
-async def _thumbnail(server_name: str, media_id: str) -> Response:
-    repo = _repo()
+def thumbnail_params() -> tuple[int, int, str, bool]:
+    """``width``, ``height``, ``method`` and ``animated`` of a thumbnail request."""
     width = _query_int("width")
     height = _query_int("height")
     if not (0 < width <= MAX_THUMBNAIL_SIDE and 0 < height <= MAX_THUMBNAIL_SIDE):
@@ -197,9 +217,13 @@ async def _thumbnail(server_name: str, media_id: str) -> Response:
     method = request.args.get("method", "scale")
     if method not in ("crop", "scale"):
         raise MatrixError(400, "M_INVALID_PARAM", "method must be crop or scale")
-    animated = _query_bool("animated")
-    timeout_ms = _query_int("timeout_ms", DEFAULT_TIMEOUT_MS)
-    row = await repo.get_local(server_name, media_id, timeout_ms)
+    return width, height, method, _query_bool("animated")
+
+
+async def _thumbnail(server_name: str, media_id: str, *, allow_remote: bool = True) -> Response:
+    repo = _repo()
+    width, height, method, animated = thumbnail_params()
+    row = await _stored(repo, server_name, media_id, allow_remote)
     return await _send(await repo.thumbnail(row, width, height, method, animated))
 
 
@@ -248,14 +272,20 @@ async def preview_url() -> dict[str, object]:
     return await _preview()
 
 
+def _allow_remote() -> bool:
+    """The legacy endpoints' ``allow_remote`` (default true): false serves other
+    servers' media only from the cache (servers asking us over federation set it)."""
+    return request.args.get("allow_remote", "true").lower() != "false"
+
+
 async def legacy_download(server_name: str, media_id: str, filename: str | None = None) -> Response:
     _legacy_allowed()
-    return await _download(server_name, media_id, filename)
+    return await _download(server_name, media_id, filename, allow_remote=_allow_remote())
 
 
 async def legacy_thumbnail(server_name: str, media_id: str) -> Response:
     _legacy_allowed()
-    return await _thumbnail(server_name, media_id)
+    return await _thumbnail(server_name, media_id, allow_remote=_allow_remote())
 
 
 async def legacy_config() -> dict[str, object]:

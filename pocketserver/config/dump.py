@@ -169,7 +169,15 @@ def _media(media: MediaConfig) -> dict[str, object]:
             if media.upload_quota_per_user is None
             else format_size(media.upload_quota_per_user)
         ),
-        "media_retention": {"local_media_lifetime": _opt_duration(media.local_media_lifetime_ms)},
+        "remote_media_cache_size": (
+            None
+            if media.remote_media_cache_size is None
+            else format_size(media.remote_media_cache_size)
+        ),
+        "media_retention": {
+            "local_media_lifetime": _opt_duration(media.local_media_lifetime_ms),
+            "remote_media_lifetime": _opt_duration(media.remote_media_lifetime_ms),
+        },
         "url_preview_url_blacklist": [_url_pattern(p) for p in media.url_preview_url_blacklist],
         "max_spider_size": format_size(media.max_spider_size),
     }

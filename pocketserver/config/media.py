@@ -45,10 +45,15 @@ class MediaConfig:
     max_pending_media_uploads: int = 5
     unused_expiration_time_ms: int = 24 * 3_600_000
     local_media_lifetime_ms: int | None = None
+    remote_media_lifetime_ms: int | None = None
+    """Cached media of other servers not asked for in this long is deleted; None: kept."""
     max_spider_size: int = 10 * 1024 * 1024
     upload_quota_per_user: int | None = None
     """``media_upload_quota_per_user``: bytes of stored media per user; None: no quota."""
     url_preview_url_blacklist: tuple[UrlPattern, ...] = field(default=())
+    remote_media_cache_size: int | None = None
+    """Bytes of other servers' media kept cached; past it the least recently asked-for
+    items are dropped. None: no cap (only ``remote_media_lifetime``)."""
 
 
 _URL_COMPONENTS = frozenset(
@@ -148,7 +153,7 @@ def _opt_quota(value: object) -> int | None:
         return None
     size = parse_size(value)
     if size < 1:
-        raise ValueError("expected a size such as 1G, or null for no quota")
+        raise ValueError("expected a size such as 1G, or null for no limit")
     return size
 
 
@@ -166,7 +171,8 @@ def parse_media_config(root: Section) -> MediaConfig:
     """Read the media keys of the top-level section ``root`` (and ``media_retention``)."""
     retention = root.section("media_retention")
     lifetime = retention.get("local_media_lifetime", _opt_ms, None)
-    retention.finish(frozenset({"remote_media_lifetime"}))
+    remote_lifetime = retention.get("remote_media_lifetime", _opt_ms, None)
+    retention.finish()
     return MediaConfig(
         enable_media_repo=root.get("enable_media_repo", _bool, True),
         enable_authenticated_media=root.get("enable_authenticated_media", _bool, True),
@@ -176,7 +182,9 @@ def parse_media_config(root: Section) -> MediaConfig:
         max_pending_media_uploads=root.get("max_pending_media_uploads", _count, 5),
         unused_expiration_time_ms=root.get("unused_expiration_time", _positive_ms, "24h"),
         local_media_lifetime_ms=lifetime,
+        remote_media_lifetime_ms=remote_lifetime,
         max_spider_size=root.get("max_spider_size", parse_size, "10M"),
         upload_quota_per_user=root.get("media_upload_quota_per_user", _opt_quota, None),
+        remote_media_cache_size=root.get("remote_media_cache_size", _opt_quota, None),
         url_preview_url_blacklist=root.get("url_preview_url_blacklist", _url_blacklist, None),
     )

@@ -280,7 +280,9 @@ class FederationClient:
             timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
-            headers={"User-Agent": USER_AGENT},
+            # Bodies are read raw (aiter_raw): ask for them uncompressed (httpx would
+            # offer gzip and br by default, and a proxy in front of a server may apply it).
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
         self._well_known_port = well_known_port
         self.resolver = ServerResolver(WellKnownCache(self._fetch_well_known), srv_lookup)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -30,7 +31,7 @@ from pocketserver.media.headers import base_type
 from pocketserver.media.store import MediaStore, ReceivedFile
 from pocketserver.storage import media as media_db
 from pocketserver.storage.db import Database
-from pocketserver.storage.media import MediaRow, ThumbnailRow
+from pocketserver.storage.media import MediaRow, RemoteMediaRow, ThumbnailRow
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,22 @@ def quota_exceeded(quota: int, used: int) -> MatrixError:
     )
 
 
+class StoredMedia(Protocol):
+    """An uploaded local item or a cached remote one: what serving it needs."""
+
+    @property
+    def content_type(self) -> str | None: ...
+
+    @property
+    def upload_name(self) -> str | None: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+    @property
+    def sha256(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     """A file to send: where it is, its type, size and (for downloads) its name."""
@@ -78,7 +95,8 @@ class Served:
 
 
 class MediaRepository:
-    """Local media: the only writer of ``local_media`` and of the media store."""
+    """Local media and the cache of remote media: the only writer of their tables and
+    of the media store (fetching remote media is :mod:`pocketserver.media.remote`)."""
 
     def __init__(self, db: Database, config: Config) -> None:
         self._db = db
@@ -305,6 +323,80 @@ class MediaRepository:
         if not row.pending:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
 
+    # -- remote media (the cache; fetched by media/remote.py) ------------------------
+
+    async def get_remote(self, origin: str, media_id: str) -> RemoteMediaRow | None:
+        return await self._db.read(media_db.get_remote_media, origin, media_id)
+
+    async def touch_remote(self, origin: str, media_id: str, ts: int) -> None:
+        await self._db.write(media_db.touch_remote_media, [(origin, media_id)], ts)
+
+    async def record_remote(
+        self,
+        origin: str,
+        media_id: str,
+        received: ReceivedFile,
+        *,
+        content_type: str,
+        upload_name: str | None,
+    ) -> RemoteMediaRow:
+        """Put a fetched file in the store and record it as ``mxc://origin/media_id``."""
+        ts = now_ms()
+        row = RemoteMediaRow(
+            origin,
+            media_id,
+            content_type,
+            upload_name,
+            received.size,
+            received.sha256,
+            ts,
+            ts,
+        )
+        try:
+            await self._db.write(self._insert_remote, row, received)
+        except BaseException:
+            self.store.discard(received)
+            raise
+        self._after_upload(received.sha256, content_type)
+        cap = self._media.remote_media_cache_size
+        if cap is not None:
+            await self._db.write(self._shrink_remote_cache, cap, (origin, media_id))
+        return row
+
+    def _shrink_remote_cache(
+        self, conn: sqlite3.Connection, cap: int, keep: tuple[str, str]
+    ) -> None:
+        """Drop the least recently asked-for cached items until the cache fits ``cap``
+        (never ``keep``, the item just fetched)."""
+        excess = media_db.remote_cache_bytes(conn) - cap
+        while excess > 0:
+            batch = media_db.remote_least_recent(conn, RETENTION_BATCH)
+            victims = [b for b in batch if (b[0], b[1]) != keep]
+            if not victims:
+                return
+            for origin, media_id, size in victims:
+                self._delete_remote(conn, origin, media_id)
+                excess -= size
+                if excess <= 0:
+                    return
+
+    def _insert_remote(
+        self, conn: sqlite3.Connection, row: RemoteMediaRow, received: ReceivedFile
+    ) -> None:
+        freed = media_db.insert_remote_media(conn, row)
+        self.store.place(received)
+        if freed is not None:
+            self.store.delete_content(freed)
+
+    async def delete_remote(self, origin: str, media_id: str) -> None:
+        """Forget one cached remote item (its file too, if nothing else names it)."""
+        await self._db.write(self._delete_remote, origin, media_id)
+
+    def _delete_remote(self, conn: sqlite3.Connection, origin: str, media_id: str) -> None:
+        sha256 = media_db.delete_remote_media(conn, origin, media_id)
+        if sha256 is not None:
+            self.store.delete_content(sha256)
+
     def _after_upload(self, sha256: str, content_type: str) -> None:
         if self.pillow and base_type(content_type) in thumbs.THUMBNAILABLE:
             # When the queue is full they are made on demand when first asked for.
@@ -338,7 +430,7 @@ class MediaRepository:
                 raise MatrixError(504, "M_NOT_YET_UPLOADED", "content has not yet been uploaded")
         return row
 
-    def served_original(self, row: MediaRow, filename: str | None = None) -> Served:
+    def served_original(self, row: StoredMedia, filename: str | None = None) -> Served:
         assert row.sha256 is not None
         assert row.size is not None
         return Served(
@@ -351,7 +443,7 @@ class MediaRepository:
     # -- thumbnails --------------------------------------------------------------
 
     async def thumbnail(
-        self, row: MediaRow, width: int, height: int, method: str, animated: bool
+        self, row: StoredMedia, width: int, height: int, method: str, animated: bool
     ) -> Served:
         """The best thumbnail for a (width, height, method) request, or the original.
 
@@ -468,8 +560,19 @@ class MediaRepository:
                 log.exception("thumbnailing %s failed", sha256)
 
     async def sweep(self) -> None:
-        """Delete expired reservations and, with ``media_retention``, old uploads."""
+        """Delete expired reservations and, with ``media_retention``, old uploads and
+        cached remote media not asked for in ``remote_media_lifetime``."""
         ts = now_ms()
+        remote_lifetime = self._media.remote_media_lifetime_ms
+        if remote_lifetime is not None:
+            while True:
+                stale = await self._db.read(
+                    media_db.remote_accessed_before, ts - remote_lifetime, RETENTION_BATCH
+                )
+                for origin, media_id in stale:
+                    await self.delete_remote(origin, media_id)
+                if len(stale) < RETENTION_BATCH:
+                    break
         await self._db.write(media_db.delete_expired_pending, ts)
         for media_id in list(self._waiters):
             row = await self._db.read(media_db.get_media, media_id)

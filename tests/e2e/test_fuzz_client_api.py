@@ -46,8 +46,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         # Invites by email address would ask the identity servers the fuzzer names
         # (matrix.org, random names): no traffic leaves loopback in tests.
         enable_3pid_lookup=False,
-        # Joins, alias lookups, profiles, directories and keys through the servers it
-        # names would reach them: federate with no one (403 before anything is sent).
+        # Joins, alias lookups, profiles, directories, keys and media through the servers
+        # it names would reach them: federate with no one (403 before anything is sent).
         federation_domain_whitelist=[],
     )
     with running_server(config) as s:

@@ -220,7 +220,11 @@ def test_headers_inline_and_attachment(server: RunningServer, new_user: str) -> 
         "/_matrix/client/v1/media/download/test.local/abc%00",
         "/_matrix/client/v1/media/download/test.local/" + "a" * 300,
         "/_matrix/client/v1/media/thumbnail/test.local/..%2Fdata?width=1&height=1",
-        "/_matrix/client/v1/media/download/other.server/abcdef",
+        # Other servers' media is fetched over federation (tests/federation/
+        # test_synapse_media.py); a name or ID that cannot be valid is never asked for.
+        "/_matrix/client/v1/media/download/not_a_server!/abcdef",
+        "/_matrix/client/v1/media/download/other.server/a.b",
+        "/_matrix/client/v1/media/thumbnail/other.server/..%2Fx?width=1&height=1",
         "/_matrix/client/v1/media/download/test.local/doesnotexist",
     ],
 )

@@ -41,6 +41,7 @@ def test_values_are_read() -> None:
         unused_expiration_time="1h",
         media_retention={"local_media_lifetime": "30d", "remote_media_lifetime": "7d"},
         max_spider_size="1M",
+        remote_media_cache_size="2G",
         url_preview_url_blacklist=[{"netloc": "*.local"}, {"scheme": "http", "path": "/x*"}],
     )
     m = config.media
@@ -51,6 +52,8 @@ def test_values_are_read() -> None:
     assert m.max_pending_media_uploads == 2
     assert m.unused_expiration_time_ms == 3_600_000
     assert m.local_media_lifetime_ms == 30 * 86_400_000
+    assert m.remote_media_lifetime_ms == 7 * 86_400_000
+    assert m.remote_media_cache_size == 2 * 1024**3
     assert m.max_spider_size == 1024 * 1024
     assert m.url_preview_url_blacklist == (
         UrlPattern((("netloc", "*.local"),)),
