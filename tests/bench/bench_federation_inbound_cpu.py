@@ -57,10 +57,12 @@ class Figures:
 
 
 def count_messages(member: Client, room_id: str, sender: str) -> int:
-    """The numbered messages of ``sender`` in the room, paging back through its history."""
+    """The numbered messages of ``sender`` in the room, paging back through its history
+    until there is no ``end`` token (Synapse may answer an empty page that still has one:
+    all its events were filtered out)."""
     seen = 0
     token: str | None = None
-    while True:
+    for _ in range(1000):
         params: dict[str, object] = {"dir": "b", "limit": 500}
         if token:
             params["from"] = token
@@ -71,9 +73,11 @@ def count_messages(member: Client, room_id: str, sender: str) -> int:
             if ev["sender"] == sender
             and str(ev.get("content", {}).get("body", "")).startswith("inbound ")
         )
-        token = page.get("end")
-        if not page["chunk"] or not token:
-            return seen
+        next_token = page.get("end")
+        if not next_token or next_token == token:
+            break
+        token = next_token
+    return seen
 
 
 def newest_body(member: Client, room_id: str) -> str | None:
