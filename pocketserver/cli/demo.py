@@ -56,7 +56,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--base-port",
-        type=int,
+        type=_base_port,
         default=DEFAULT_BASE_PORT,
         metavar="PORT",
         help=f"federation (TLS) on PORT..PORT+2, clients (plain HTTP) on PORT+3..PORT+5 "
@@ -71,6 +71,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "it holds an earlier demo); default: a temporary directory, removed on exit",
     )
     p.set_defaults(func=demo_command)
+
+
+def _base_port(text: str) -> int:
+    """``--base-port``: the six ports from it must be valid TCP ports."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}") from None
+    if not 1 <= port <= 65535 - 2 * COUNT + 1:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {65535 - 2 * COUNT + 1}")
+    return port
 
 
 class _Stop(Exception):
@@ -98,6 +109,7 @@ def demo_command(args: argparse.Namespace) -> int:
     directory = (
         args.dir.expanduser().absolute() if keep else Path(tempfile.mkdtemp(prefix="pocket-demo-"))
     )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _on_sigterm)
     servers: list[DemoServer] = []
     code = 0
@@ -123,6 +135,8 @@ def demo_command(args: argparse.Namespace) -> int:
         stop_all(servers, lambda: hurry.asked)
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("stopped" + ("" if keep else f"; {directory} removed"), flush=True)
     return code
 
