@@ -93,15 +93,15 @@ class Demo:
         return self.proc.wait(STOP_TIMEOUT_S)
 
 
-def start_demo(cwd: Path, directory: Path | None, env: dict[str, str] | None = None) -> Demo:
-    command = [
-        sys.executable,
-        "-m",
-        "pocketserver",
-        "demo",
-        "--base-port",
-        str(free_port("127.0.0.1")),
-    ]
+def start_demo(
+    cwd: Path,
+    directory: Path | None,
+    env: dict[str, str] | None = None,
+    program: list[str] | None = None,
+) -> Demo:
+    """Start ``PROGRAM demo`` (``python -m pocketserver`` unless given, e.g. a pyz)."""
+    command = [*(program or [sys.executable, "-m", "pocketserver"]), "demo"]
+    command += ["--base-port", str(free_port("127.0.0.1"))]
     if directory is not None:
         command += ["--dir", str(directory)]
     proc = subprocess.Popen(
