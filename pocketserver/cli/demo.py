@@ -85,10 +85,10 @@ def _base_port(text: str) -> int:
 
 
 class _Stop(Exception):
-    """SIGTERM arrived: stop as for Ctrl-C."""
+    """Ctrl-C (SIGINT) or SIGTERM arrived: stop the servers."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
@@ -110,7 +110,9 @@ def demo_command(args: argparse.Namespace) -> int:
         args.dir.expanduser().absolute() if keep else Path(tempfile.mkdtemp(prefix="pocket-demo-"))
     )
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Both stop the demo, also when started where SIGINT is ignored (a background job).
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     servers: list[DemoServer] = []
     code = 0
     try:
@@ -124,7 +126,7 @@ def demo_command(args: argparse.Namespace) -> int:
     except DemoError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, _Stop):  # KeyboardInterrupt: a Ctrl-C before the handler
         code = 0
     finally:
         hurry = _Hurry()
