@@ -4,11 +4,12 @@ three federated servers, prints how to log in, and Ctrl-C stops all three.
 What is checked through the servers themselves (not the demo's word): each printed
 homeserver URL, user and password logs in; each server, asked as a notary, answers the
 other two servers' keys (so it fetched them over TLS trusting the demo's CA); alice's
-room exists on server 1 under its alias; bob and carol joined it from their servers
-(that part needs the joining side of federation, branch h-rjoin: marked xfail until it
-is merged); after SIGINT the demo and the three server processes are gone; ``--dir``
-is kept and a second run in it starts the same servers, users and room again; without
-``--dir`` the temporary directory is removed.
+room exists on server 1 under its alias; bob and carol joined it from their servers and
+their messages cross (that part needs the joining side of federation, branch h-rjoin:
+marked xfail until it is merged; with h-rjoin merged it passes); after SIGINT the demo
+and the three server processes are gone; ``--dir`` is kept and a second run in it
+starts the same servers, users and room again; without ``--dir`` the temporary
+directory is removed.
 """
 
 from __future__ import annotations
@@ -267,6 +268,26 @@ def test_bob_and_carol_joined_alices_room_from_their_servers(demo: Demo) -> None
         with login(guest) as http:
             r = http.get(f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.name/")
             assert r.json() == {"name": "pocketserver demo"}
+            body = f"hi from {guest.user}"
+            sent = http.put(
+                f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/demo-test",
+                json={"msgtype": "m.text", "body": body},
+            )
+            assert sent.status_code == 200, sent.text
+    # Their messages reach alice's server, and carol's server has bob's.
+    for reader, expected in ((alice, [bob, carol]), (carol, [bob])):
+        wanted = {f"hi from {user.user}" for user in expected}
+        with login(reader) as http:
+            bodies: set[str] = set()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not wanted <= bodies:
+                page = http.get(
+                    f"/_matrix/client/v3/rooms/{quote(room_id)}/messages",
+                    params={"dir": "b", "limit": 50},
+                )
+                bodies = {ev["content"].get("body") for ev in page.json()["chunk"]}
+                time.sleep(0.5)
+            assert wanted <= bodies, (reader.user, bodies)
 
 
 def test_ctrl_c_stops_all_three_and_a_second_run_in_the_dir_starts_them_again(
