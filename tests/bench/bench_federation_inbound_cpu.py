@@ -18,8 +18,10 @@ from the first message sent until the last is visible to a local member, divided
 the number of messages; and the wall time until then. Visibility is polled once a
 second with a one-event ``/messages`` of a local member (after the sender has finished,
 its newest event must be the last one sent), and confirmed afterwards by paging through
-the room's history: every message must be there. Target: pocketserver's CPU per PDU no
-more than Synapse's.
+the room's history: every message must be there on pocketserver (Synapse, by design,
+drops staged PDUs past 100 waiting in a room and leaves a gap that backfill fills when a
+client pages back: its count is printed, not judged). Target: pocketserver's CPU per
+PDU no more than Synapse's.
 """
 
 from __future__ import annotations
@@ -159,9 +161,18 @@ def bench(work: Path, n: int, members: int, concurrency: int) -> bool:
     )
     report("pocketserver receiving", n, on_pocket)
     report("Synapse receiving (comparison)", n, on_synapse)
+    if on_synapse.visible < n:
+        # Synapse drops staged PDUs of a room when 100 or more wait
+        # (prune_staged_events_in_room), keeping the newest: the rest are a gap in its
+        # history until a client pages back into it and Synapse backfills.
+        print(
+            "  (the receiving Synapse dropped what waited in its staging area past 100 PDUs"
+            " of the room, as it does by design; its CPU figure is for less work)"
+        )
     ratio = on_pocket.cpu_s / on_synapse.cpu_s
     print(f"  pocketserver / Synapse CPU per PDU: {ratio:.2f} (target <= 1)")
-    return ratio <= 1.0 and on_pocket.visible == n and on_synapse.visible == n
+    print(f"  pocketserver kept every message: {'yes' if on_pocket.visible == n else 'NO'}")
+    return ratio <= 1.0 and on_pocket.visible == n
 
 
 def main() -> int:
