@@ -56,6 +56,19 @@ async def stream_object(fields: Mapping[str, object]) -> AsyncIterator[bytes]:
     yield b"".join(parts)
 
 
-def streamed_json(fields: Mapping[str, object], status: int = 200) -> Response:
-    """A Quart response streaming :func:`stream_object` of ``fields``."""
-    return Response(stream_object(fields), status=status, content_type="application/json")
+async def _in_status_pair(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield b"[200,"
+    async for chunk in body:
+        yield chunk
+    yield b"]"
+
+
+def streamed_json(
+    fields: Mapping[str, object], status: int = 200, *, status_pair: bool = False
+) -> Response:
+    """A Quart response streaming :func:`stream_object` of ``fields``; with
+    ``status_pair`` wrapped as ``[200, {...}]`` (the old v1 federation answers)."""
+    body = stream_object(fields)
+    if status_pair:
+        body = _in_status_pair(body)
+    return Response(body, status=status, content_type="application/json")

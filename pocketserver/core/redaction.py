@@ -224,3 +224,17 @@ def redaction_applies(
     except (InvalidPowerLevel, ValueError):
         return False
     return level >= redact_level
+
+
+def redaction_target(pdu: Mapping[str, object]) -> str | None:
+    """The event a redaction names, or None for other events: ``content.redacts``
+    since room v11, top-level ``redacts`` before (either is read, as clients and
+    Synapse read both)."""
+    if pdu.get("type") != "m.room.redaction":
+        return None
+    top = pdu.get("redacts")
+    if isinstance(top, str):
+        return top
+    content = pdu.get("content")
+    inner = content.get("redacts") if isinstance(content, Mapping) else None
+    return inner if isinstance(inner, str) else None

@@ -24,9 +24,11 @@ through the room writer as a *new* event; when it names events we lack:
 - unknown auth events: its auth chain from the origin (``/event_auth``) as outliers;
 - unknown prev events: the gap from the origin (``/get_missing_events``, at most
   :data:`MISSING_EVENTS_LIMIT`, oldest first, each processed the same way without
-  fetching further); if prev events are still missing, the state before the PDU from
-  the origin (``/state_ids`` and the events we lack, ``/event``), as Synapse's
-  "_get_state_ids_after_missing_prev_event".
+  fetching further); the oldest of those whose prev events are still missing gets its
+  state from the origin: ``/state_ids`` at each prev event we lack (plus the events we
+  lack, ``/event``), resolved with the state after the prev events we hold, as Synapse's
+  "_get_state_ids_after_missing_prev_event". A PDU whose prev events are still missing
+  after that is dropped, as Synapse drops it.
 
 A PDU that fails anyway is dropped with a log line; the DAG still heals, since a later
 event of the room makes us fetch what is missing again.
@@ -43,7 +45,7 @@ from urllib.parse import quote
 import trio
 
 from pocketserver.core.crypto import SignatureError
-from pocketserver.core.events import EventFormatError, compute_event_id
+from pocketserver.core.events import EventFormatError, compute_event_id, prev_event_ids
 from pocketserver.errors import MatrixError, bad_json
 from pocketserver.federation.errors import FederationError
 from pocketserver.federation.event_keys import verify_and_collect
@@ -67,6 +69,9 @@ MAX_STATE_FETCH = 5000
 """Events fetched one by one (``/event``) to fill the state before a PDU; a bigger gap
 is left to the next event (partial-state joins, issue #11, take big rooms)."""
 FETCH_CONCURRENCY = 8
+MAX_PREV_STATES = 10
+"""Prev events of one PDU whose state is taken into account (each missing one costs a
+``/state_ids``); room versions allow 20 prev events, real servers send a few."""
 
 EduHandler = Callable[[str, str, object], Awaitable[bool]]
 """``(origin, edu_type, content) -> handled``; handlers never raise for bad input."""
@@ -146,21 +151,31 @@ class PduPipeline:
     async def process(
         self, origin: str, room_id: str, pdu: dict[str, object], room_version: str
     ) -> PersistedEvent | None:
-        """Take a PDU received in a transaction; None if it could not be placed."""
+        """Take a PDU received in a transaction; None if it could not be placed.
+
+        Its prev events come first (the gap is pulled with ``/get_missing_events``),
+        then its auth events (``/event_auth``): the gap often holds the auth events
+        (a member event of its sender). If prev events are still missing after that
+        one round, the PDU is dropped, as Synapse does ("isn't divulging details about
+        prev_events"); only pulled events get their state from ``/state_ids``.
+        """
         event_id = compute_event_id(pdu, room_version)
-        try:
-            return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
-        except MissingEventsError as e:
-            if e.what == "auth":
-                raise
-        await self._fill_gap(origin, room_id, event_id, pdu, room_version)
-        try:
-            return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
-        except MissingEventsError as e:
-            if e.what == "auth":
-                raise
-        state = await self._state_before(origin, room_id, event_id, room_version)
-        return await self._with_auth(origin, room_id, event_id, pdu, room_version, state)
+        if await self._lacks_prevs(pdu, room_version):
+            await self._fill_gap(origin, room_id, event_id, pdu, room_version)
+            if await self._lacks_prevs(pdu, room_version):
+                log.info("dropping %s from %s: its prev events are still missing", event_id, origin)
+                return None
+        return await self._with_auth(origin, room_id, event_id, pdu, room_version, None)
+
+    async def _lacks_prevs(self, pdu: Mapping[str, object], room_version: str) -> bool:
+        """Whether a prev event of ``pdu`` is unknown here or held without its state
+        (an outlier)."""
+        prev_ids = prev_event_ids(pdu, room_version)
+        held = await self.store.get_events(prev_ids)
+        return any(
+            (ev := held.get(prev)) is None or ev.outlier or ev.state_after is None
+            for prev in prev_ids
+        )
 
     async def _with_auth(
         self,
@@ -207,17 +222,53 @@ class PduPipeline:
         for missing in events[:MISSING_EVENTS_LIMIT]:
             try:
                 missing_id = compute_event_id(missing, room_version)
-                await self._with_auth(origin, room_id, missing_id, missing, room_version, None)
-            except MissingEventsError:
-                continue  # still a gap before it: the state fallback handles the PDU
+                state = None
+                if await self._lacks_prevs(missing, room_version):
+                    # Still a gap before the oldest event returned: its state comes
+                    # from the origin (Synapse does one round of get_missing_events,
+                    # then asks /state_ids at the prev events it still lacks).
+                    state = await self._state_from_prevs(origin, room_id, missing, room_version)
+                await self._with_auth(origin, room_id, missing_id, missing, room_version, state)
+            except MissingEventsError as e:
+                log.info("a missing event from %s for %s failed: %s", origin, room_id, e)
             except (EventFormatError, SignatureError, FederationError) as e:
                 log.info("a missing event from %s for %s failed: %s", origin, room_id, e)
 
-    async def _state_before(
+    async def _state_from_prevs(
+        self, origin: str, room_id: str, pdu: Mapping[str, object], room_version: str
+    ) -> dict[StateKey, str]:
+        """The state before a PDU some of whose prev events we lack: the state after
+        each prev event (ours for those we hold with their state; for the others the
+        origin's ``/state_ids`` at that event plus the event itself), resolved together.
+
+        server-server-api.md "Checks performed on receipt of a PDU" (the state before
+        the event is the resolution of the states after its prev events) and Synapse's
+        ``_get_state_ids_after_missing_prev_event``, which asks ``/state_ids`` at each
+        missing prev event (SyTest 50federation/36state.pl expects exactly these
+        requests).
+
+        Raises:
+            FederationError: the origin could not answer for a missing prev event.
+        """
+        prev_ids = prev_event_ids(pdu, room_version)[:MAX_PREV_STATES]
+        held = await self.store.get_events(prev_ids)
+        states: list[dict[StateKey, str]] = []
+        for prev in prev_ids:
+            ev = held.get(prev)
+            if ev is not None and not ev.outlier and ev.state_after is not None:
+                states.append(dict(await self.store.group_state(ev.state_after)))
+            else:
+                states.append(await self._state_after(origin, room_id, prev, room_version))
+        if not states:
+            raise FederationError(origin, "an event without prev events cannot be placed")
+        return await self.writer.resolve_states(room_version, states)
+
+    async def _state_after(
         self, origin: str, room_id: str, event_id: str, room_version: str
     ) -> dict[StateKey, str]:
-        """The state before ``event_id`` as ``origin`` has it: ``/state_ids`` and the
-        events we lack, stored as outliers."""
+        """The state after ``event_id`` as ``origin`` has it: ``/state_ids`` (the state
+        before it), the events we lack and the event itself, stored as outliers; the
+        event is added when it is an accepted state event."""
         answer = await self.client.get_json(
             origin,
             _path("state_ids", room_id),
@@ -228,7 +279,7 @@ class PduPipeline:
             raise FederationError(origin, "bad /state_ids answer")
         pdu_ids = [i for i in answer.get("pdu_ids", []) if isinstance(i, str)]
         chain_ids = [i for i in answer.get("auth_chain_ids", []) if isinstance(i, str)]
-        wanted = list(dict.fromkeys([*chain_ids, *pdu_ids]))
+        wanted = list(dict.fromkeys([*chain_ids, *pdu_ids, event_id]))
         known = await self.store.get_events(wanted)
         unknown = [i for i in wanted if i not in known][:MAX_STATE_FETCH]
         fetched: list[dict[str, object]] = []
@@ -256,6 +307,9 @@ class PduPipeline:
             ev = stored.get(eid)
             if ev is not None and ev.state_key is not None and ev.rejected is None:
                 state[(ev.type, ev.state_key)] = eid
+        itself = (await self.store.get_events([event_id])).get(event_id)
+        if itself is not None and itself.state_key is not None and itself.rejected is None:
+            state[(itself.type, itself.state_key)] = event_id
         return state
 
 

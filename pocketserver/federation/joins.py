@@ -42,7 +42,7 @@ from pocketserver.core.locality import server_of
 from pocketserver.core.power_levels import get_named_level, get_user_power_level
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import get_room_version
-from pocketserver.errors import MatrixError, forbidden, invalid_param, not_found
+from pocketserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from pocketserver.federation.history import FederationHistory
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.writer import MissingEventsError, PersistedEvent, RoomWriter
@@ -126,6 +126,10 @@ class ResidentMemberships:
         if room_version is None:
             raise not_found("Unknown room")
         await self.history.check_acl(origin, room_id)
+        if membership in ("join", "knock") and not await self._still_joined(room_id):
+            # All our users have left: our state may be stale and nobody here can
+            # authorise anything (Synapse: 404 "Not an active room on this server").
+            raise not_found("Not an active room on this server")
         if supported_versions is not None and room_version not in supported_versions:
             raise MatrixError(
                 400,
@@ -150,6 +154,9 @@ class ResidentMemberships:
             room_id, user_id, MEMBER, content, user_id, origin=origin
         )
         return {"room_version": room_version, "event": template}
+
+    async def _still_joined(self, room_id: str) -> bool:
+        return self.server_name in await self.joined_servers(room_id)
 
     async def _restricted_join_authoriser(
         self, room_id: str, room_version: str, user_id: str
@@ -261,7 +268,7 @@ class ResidentMemberships:
         try:
             computed = compute_event_id(pdu, room_version)
         except (EventFormatError, KeyError, TypeError, ValueError):
-            raise invalid_param("The event is malformed") from None
+            raise bad_json("The event is malformed") from None
         if computed != event_id:
             raise invalid_param("The event ID in the path does not match the event")
         via = _content(pdu).get(JOIN_AUTHORISED_VIA)
@@ -271,7 +278,7 @@ class ResidentMemberships:
             keys = await self._keys_for(pdu, room_version)
             persisted = await self.writer.receive_pdu(pdu, room_version, keys)
         except EventFormatError as e:
-            raise invalid_param(f"The event is malformed: {e}") from None
+            raise bad_json(f"The event is malformed: {e}") from None
         except SignatureError as e:
             raise invalid_param(f"The event's signatures do not verify: {e}") from None
         except MissingEventsError as e:
@@ -311,7 +318,11 @@ class ResidentMemberships:
         return JoinAnswer(
             event=stored.pdu,
             state_ids=state_ids,
-            auth_chain_ids=sorted(chain - set(state_ids) - {persisted.event_id}),
+            # The state's events may be left out of the chain only when members are
+            # omitted (joins-v2.yaml "auth_chain"); a full answer repeats them.
+            auth_chain_ids=sorted(
+                chain - (set(state_ids) if omit_members else set()) - {persisted.event_id}
+            ),
             members_omitted=omit_members,
             servers_in_room=sorted(servers),
         )

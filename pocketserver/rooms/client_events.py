@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pocketserver.core.redaction import redaction_target
 from pocketserver.rooms.reading import ReadEvent
 
 _CLIENT_KEYS = ("type", "content", "sender", "origin_server_ts", "state_key")
@@ -28,7 +29,7 @@ def client_event(
     out["event_id"] = event.event_id
     if include_room_id:
         out["room_id"] = event.room_id
-    redacts = _redacts(pdu)
+    redacts = redaction_target(pdu)
     if redacts is not None:
         # v11 moved it into content; keep the top-level copy older clients read.
         out["redacts"] = redacts
@@ -41,9 +42,12 @@ def client_event(
         why: dict[str, object] = {k: because[k] for k in _CLIENT_KEYS if k in because}
         why["event_id"] = event.redacted_because_id
         why["room_id"] = event.room_id
-        if (target := _redacts(because)) is not None:
+        if (target := redaction_target(because)) is not None:
             why["redacts"] = target  # the redaction as a ClientEvent, as Synapse sends it
         unsigned["redacted_because"] = why
+        # Not in the spec's ClientEvent, but Synapse has always sent the redaction's ID
+        # beside it and clients (and SyTest 39redactions.pl) read it.
+        unsigned["redacted_by"] = event.redacted_because_id
     if transaction_id is not None:
         unsigned["transaction_id"] = transaction_id
     out["unsigned"] = unsigned
@@ -75,14 +79,3 @@ def stripped_state(pdu: Mapping[str, object]) -> dict[str, object]:
         "content": pdu.get("content", {}),
         "sender": pdu.get("sender"),
     }
-
-
-def _redacts(pdu: Mapping[str, object]) -> str | None:
-    if pdu.get("type") != "m.room.redaction":
-        return None
-    top = pdu.get("redacts")
-    if isinstance(top, str):
-        return top
-    content = pdu.get("content")
-    inner = content.get("redacts") if isinstance(content, Mapping) else None
-    return inner if isinstance(inner, str) else None

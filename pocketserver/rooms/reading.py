@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pocketserver.cache import LruCache, MemoryBudget
-from pocketserver.core.redaction import redact, redaction_applies
+from pocketserver.core.redaction import redact, redaction_applies, redaction_target
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import events as event_store
@@ -78,6 +78,8 @@ class EventReader:
         visible = {
             eid: ev for eid, ev in stored.items() if ev.rejected is None and not ev.soft_failed
         }
+        for eid in await self._withheld_redactions(visible):
+            del visible[eid]
         redactions = await self._redactions_of(list(visible))
         result: dict[str, ReadEvent] = {}
         for eid, ev in visible.items():
@@ -98,6 +100,40 @@ class EventReader:
                 )
         return result
 
+    async def _withheld_redactions(self, events: Mapping[str, StoredEvent]) -> list[str]:
+        """The redaction events among ``events`` that are not shown to clients: their
+        target is unknown here, in another room, the create event, or one they may
+        not redact (room v3+ accepts such redactions into the DAG; the spec only says
+        they are not applied, rooms/fragments/v3-handling-redactions.md). As Synapse
+        (events_worker ``_get_events_from_cache_or_db`` "Withholding redaction")."""
+        redactions = {
+            eid: ev
+            for eid, ev in events.items()
+            if ev.type == "m.room.redaction" and ev.state_key is None
+        }
+        if not redactions:
+            return []
+        targets = {eid: redaction_target(ev.pdu) for eid, ev in redactions.items()}
+        known = await self.store.get_events(t for t in targets.values() if t)
+        withheld = []
+        for eid, red in redactions.items():
+            target = known.get(targets[eid] or "")
+            if (
+                target is None
+                or target.rejected is not None
+                or (target.type == "m.room.create" and target.state_key == "")
+                or not await self._applies(red, target)
+            ):
+                withheld.append(eid)
+        return withheld
+
+    async def _applies(self, red: StoredEvent, target: StoredEvent) -> bool:
+        version = await self.store.room_version(target.room_id)
+        if version is None or red.state_before is None:
+            return False
+        pl, create = await self._state_contents(await self.store.group_state(red.state_before))
+        return create is not None and redaction_applies(red.pdu, target.pdu, version, pl, create)
+
     async def _applicable_redaction(
         self, target: StoredEvent, redaction_ids: Iterable[str]
     ) -> tuple[str, dict[str, object]] | None:
@@ -112,11 +148,7 @@ class EventReader:
             red = redactions.get(rid)
             if red is None or red.rejected is not None or red.soft_failed:
                 continue
-            state = await self.store.group_state(red.state_before)
-            pl, create = await self._state_contents(state)
-            if create is None:
-                continue
-            if redaction_applies(red.pdu, target.pdu, version, pl, create):
+            if await self._applies(red, target):
                 return rid, red.pdu
         return None
 

@@ -564,6 +564,13 @@ class RoomWriter:
         if groups:
             p.base_group, p.base_state = groups[0], states[0]
 
+    async def resolve_states(
+        self, room_version: str, states: Sequence[Mapping[StateKey, str]]
+    ) -> dict[StateKey, str]:
+        """Resolve state sets whose events are all stored (state resolution of the
+        room's version; one set is returned as it is)."""
+        return await self._resolve(room_version, states)
+
     async def _resolve(
         self,
         room_version: str,

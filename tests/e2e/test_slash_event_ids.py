@@ -46,6 +46,8 @@ def test_event_ids_with_a_slash(server: RunningServer, new_user: str) -> None:
         assert r.status_code == 200, r.text
         r = c.put(f"{V3}/rooms/{room}/redact/{enc}/redact{next(_txn)}", headers=auth, json={})
         assert r.status_code == 200, r.text
+        redaction_id = r.json()["event_id"]
         redacted = c.get(f"{V3}/rooms/{room}/event/{enc}", headers=auth).json()
         assert redacted["content"] == {}
         assert redacted["unsigned"]["redacted_because"]["redacts"] == event_id
+        assert redacted["unsigned"]["redacted_by"] == redaction_id  # as Synapse

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from quart import g
@@ -14,10 +15,16 @@ from pocketserver.api.federation.auth import federation_origin
 from pocketserver.app import create_app
 from pocketserver.cache import MemoryBudget
 from pocketserver.config import load_config
-from pocketserver.core.crypto import generate_signing_key, verify_signed_json
+from pocketserver.core.crypto import (
+    add_hashes_and_signatures,
+    generate_signing_key,
+    verify_signed_json,
+)
+from pocketserver.core.events import compute_event_id
 from pocketserver.core.server_keys import named_verify_key
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.xmatrix import authorization_header
+from pocketserver.rooms.create import RoomSettings, create_room
 from pocketserver.services import build_services
 from pocketserver.storage import users as user_store
 from tests.federation.peers import DAY_MS, FakeNetwork, FakePeer
@@ -134,7 +141,8 @@ async def test_missing_destination_accepted_when_signed_for_us(env) -> None:
     ("method", "path", "status"),
     [
         ("GET", "/_matrix/federation/v1/no_such_thing", 404),
-        ("PUT", "/_matrix/federation/v1/send_join/!r:x/$e", 404),  # v1 is gone (v2 only)
+        ("PUT", "/_matrix/federation/v1/send_knock_v0/!r:x/$e", 404),
+        ("GET", "/_matrix/federation/v1/send_join/!r:x/$e", 405),
         ("GET", "/_matrix/federation/v2/send_join/!r:x/$e", 405),
         ("GET", "/_matrix/key/v2/nothing", 404),
         ("GET", "/_matrix/key/v3/server", 404),
@@ -313,3 +321,68 @@ async def test_directory_query(env) -> None:
         assert await _status(client, "GET", uri, signed(peer, "GET", uri)) == expected
     # Unsigned: refused before anything is looked up.
     assert await _status(client, "GET", uri, {}) == (401, "M_UNAUTHORIZED")
+
+
+def _q(part: str) -> str:
+    """A path part as a peer writes it (the test client does not re-encode)."""
+    return quote(part, safe="!:@$")
+
+
+async def test_v1_send_join_and_send_leave_answer_in_a_status_pair(env) -> None:
+    """v1 send_join/send_leave (no longer in the spec, still served by Synapse and
+    called by old servers): the v2 answer inside ``[200, ...]``, the auth chain whole."""
+    app, _, peer, services = env
+    client = app.test_client()
+    alice = f"@alice:{US}"
+    room_id = await create_room(
+        services.resident_memberships.writer,
+        alice,
+        RoomSettings(room_version="10", preset="public_chat"),
+    )
+    joiner = f"@bob:{peer.name}"
+
+    async def signed_event(membership: str) -> tuple[str, dict[str, object]]:
+        uri = f"/_matrix/federation/v1/make_{membership}/{_q(room_id)}/{_q(joiner)}"
+        if membership == "join":
+            uri += "?ver=10"
+        r = await client.get(uri, headers=signed(peer, "GET", uri))
+        assert r.status_code == 200, await r.get_data()
+        template = (await r.get_json())["event"]
+        pdu = add_hashes_and_signatures(template, "10", peer.name, peer.key)
+        return compute_event_id(pdu, "10"), pdu
+
+    event_id, pdu = await signed_event("join")
+    uri = f"/_matrix/federation/v1/send_join/{_q(room_id)}/{_q(event_id)}"
+    r = await client.put(uri, json=pdu, headers=signed(peer, "PUT", uri, pdu))
+    assert r.status_code == 200, await r.get_data()
+    status, answer = await r.get_json()
+    assert status == 200
+    state_ids = {compute_event_id(e, "10") for e in answer["state"]}
+    chain_ids = {compute_event_id(e, "10") for e in answer["auth_chain"]}
+    assert len(state_ids) >= 5
+    assert state_ids & chain_ids  # the create event is in both
+    assert "members_omitted" not in answer
+    assert answer["event"]["type"] == "m.room.member"
+    state = await services.resident_memberships.store.current_state_ids(room_id)
+    assert state[("m.room.member", joiner)] == event_id
+
+    event_id, pdu = await signed_event("leave")
+    uri = f"/_matrix/federation/v1/send_leave/{_q(room_id)}/{_q(event_id)}"
+    r = await client.put(uri, json=pdu, headers=signed(peer, "PUT", uri, pdu))
+    assert r.status_code == 200, await r.get_data()
+    assert await r.get_json() == [200, {}]
+    state = await services.resident_memberships.store.current_state_ids(room_id)
+    assert state[("m.room.member", joiner)] == event_id
+    # A leave the peer signs for a user of another server is refused; nothing changes.
+    forged = add_hashes_and_signatures(
+        {**pdu, "sender": alice, "state_key": alice, "origin_server_ts": 1},
+        "10",
+        peer.name,
+        peer.key,
+    )
+    forged_id = compute_event_id(forged, "10")
+    uri = f"/_matrix/federation/v1/send_leave/{_q(room_id)}/{_q(forged_id)}"
+    r = await client.put(uri, json=forged, headers=signed(peer, "PUT", uri, forged))
+    assert r.status_code in (400, 403)
+    state = await services.resident_memberships.store.current_state_ids(room_id)
+    assert state[("m.room.member", alice)] != forged_id

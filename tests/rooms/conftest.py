@@ -241,7 +241,7 @@ class RemoteServer:
         if auth is None:
             auth = [state[k] for k in auth_types_for_event(room_version, skeleton) if k in state]
         known_events = await store.get_events([*prev, *auth])
-        known = {eid: ev.pdu for eid, ev in known_events.items()}
+        known = {**self.pdus, **{eid: ev.pdu for eid, ev in known_events.items()}}
         depths = [ev.depth for ev in known_events.values()]
         depths += [int(self.pdus[p]["depth"]) for p in prev if p in self.pdus]
         return self.build(

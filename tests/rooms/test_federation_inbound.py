@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -72,11 +73,16 @@ class FakeOrigin:
     def __init__(self) -> None:
         self.missing: list[dict[str, object]] = []
         self.calls: list[str] = []
+        self.answers: dict[str, object] = {}
+        """``GET`` answers by path (with ``?event_id=`` when the query has one)."""
 
     async def get_json(self, destination: str, path: str, **kwargs: Any) -> object:
         await trio.lowlevel.checkpoint()
+        query = kwargs.get("query") or {}
+        if "event_id" in query:
+            path += "?event_id=" + str(query["event_id"])
         self.calls.append("GET " + path)
-        return {}
+        return self.answers.get(path, {})
 
     async def post_json(self, destination: str, path: str, content: object, **kw: Any) -> object:
         await trio.lowlevel.checkpoint()
@@ -116,9 +122,9 @@ def env(writer: RoomWriter, store: RoomStore, remote: RemoteServer) -> Env:
     return Env(writer, store, remote)
 
 
-async def _room(env: Env) -> str:
+async def _room(env: Env, version: str = "10") -> str:
     room_id = await create_room(
-        env.writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+        env.writer, ALICE, RoomSettings(room_version=version, preset="public_chat")
     )
     joined = await env.remote.send(env.writer, room_id, RBOB, "m.room.member", JOIN, RBOB)
     assert joined.accepted
@@ -229,6 +235,71 @@ async def test_a_gap_is_filled_with_get_missing_events(env: Env, db: Database) -
     extremities = rows(db, "SELECT event_id FROM forward_extremities WHERE room_id = ?", room_id)
     assert extremities == [(second_id,)]
     assert ("m.room.member", RBOB) in current_state(db, room_id)
+
+
+@pytest.mark.parametrize("version", ["1", "10"])
+async def test_state_at_a_missing_prev_event_comes_from_state_ids(
+    env: Env, db: Database, version: str
+) -> None:
+    """Q <- R <- S, only S sent; get_missing_events gives R; R's prev Q is still
+    missing: the state after Q comes from ``/state_ids`` at Q plus Q itself (kept as
+    an outlier), as Synapse asks it (SyTest 50federation/36state.pl)."""
+    room_id = await _room(env, version)
+    before = current_state(db, room_id)
+    q_id, q = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.member", {**JOIN, "displayname": "Q"}, RBOB
+    )
+    # R and S cite Q (their sender's member event) as an auth event, as SyTest's do.
+    after_q = {**before, ("m.room.member", RBOB): q_id}
+    r_id, r = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[q_id], state=after_q
+    )
+    s_id, s = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[r_id], state=after_q
+    )
+    env.origin.missing = [r]
+    fed = "/_matrix/federation/v1"
+    env.origin.answers[f"{fed}/state_ids/{quote(room_id, safe='')}?event_id={q_id}"] = {
+        "pdu_ids": sorted(before.values()),
+        "auth_chain_ids": [],
+    }
+    env.origin.answers[f"{fed}/event/{quote(q_id, safe='')}"] = {"pdus": [q]}
+    await env.receiver.receive(REMOTE, "t1", {"pdus": [s]})
+    await _drain(env)
+    assert any("state_ids" in c and c.endswith(f"?event_id={q_id}") for c in env.origin.calls), (
+        env.origin.calls
+    )
+    assert not any("event_auth" in c for c in env.origin.calls)  # prev events came first
+    got = {
+        eid: outlier
+        for eid, outlier in rows(
+            db, "SELECT event_id, outlier FROM events WHERE event_id IN (?, ?, ?)", q_id, r_id, s_id
+        )
+    }
+    assert got == {q_id: 1, r_id: 0, s_id: 0}
+    assert current_state(db, room_id)[("m.room.member", RBOB)] == q_id
+    # No state is known at an outlier: /state_ids at Q is 404 (as Synapse).
+    with pytest.raises(MatrixError) as refused:
+        await env.history.state_ids(REMOTE, room_id, q_id)
+    assert refused.value.status == 404
+
+
+async def test_a_pdu_whose_prev_events_stay_missing_is_dropped(env: Env, db: Database) -> None:
+    """The origin does not divulge the gap: the PDU is dropped without asking
+    ``/state_ids`` at the missing event (as Synapse; SyTest 36state.pl)."""
+    room_id = await _room(env)
+    hidden_id, _ = await env.remote.event(env.writer, room_id, RBOB, "m.room.message", MSG)
+    sent_id, sent = await env.remote.event(
+        env.writer, room_id, RBOB, "m.room.message", MSG, prev=[hidden_id]
+    )
+    env.origin.missing = []
+    await env.receiver.receive(REMOTE, "t1", {"pdus": [sent]})
+    await _drain(env)
+    assert any("get_missing_events" in c for c in env.origin.calls)
+    assert not any("state_ids" in c for c in env.origin.calls)
+    assert rows(db, "SELECT count(*) FROM events WHERE event_id IN (?, ?)", hidden_id, sent_id) == [
+        (0,)
+    ]
 
 
 async def test_a_forged_pdu_is_dropped(env: Env, db: Database) -> None:

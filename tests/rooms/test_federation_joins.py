@@ -107,7 +107,11 @@ async def test_remote_user_joins_through_make_and_send_join(
     assert ("m.room.member", ALICE) in state_types
     assert len(answer.state_ids) == len(current_state(db, room_id)) - 1  # before the join
     assert event_id not in answer.state_ids
-    assert not set(answer.auth_chain_ids) & set(answer.state_ids)
+    # A full answer's auth chain is the whole chain, state events included
+    # (joins-v2.yaml; SyTest 30room-join.pl walks it alone); never the join itself.
+    chain_needed = await writer.store.auth_chain_ids([*answer.state_ids, event_id])
+    assert set(answer.auth_chain_ids) == chain_needed - {event_id}
+    assert set(answer.auth_chain_ids) & set(answer.state_ids)
     assert answer.servers_in_room == [LOCAL]
     assert answer.members_omitted is False
     # A repeated send_join (the joining server retrying) answers again, stores nothing new.
@@ -123,6 +127,7 @@ async def test_omit_members_keeps_heroes_only_without_a_name(
     event_id, pdu = await _signed_from_template(resident, remote, room_id, RBOB, ver=["10"])
     answer = await resident.send_join(REMOTE, room_id, event_id, pdu, omit_members=True)
     assert answer.members_omitted is True
+    assert not set(answer.auth_chain_ids) & set(answer.state_ids)  # may be left out
     members = [
         ev.pdu["state_key"]
         for ev in (await writer.store.get_events(answer.state_ids)).values()
@@ -169,7 +174,12 @@ async def test_make_join_refusals(
         acl_room, ALICE, "m.room.server_acl", {"allow": ["*"], "deny": [REMOTE]}, ""
     )
     await _refused(resident.make(REMOTE, acl_room, RBOB, "join", ["10"]), 403, "M_FORBIDDEN")
-    for room in (room_id, private, acl_room):
+    # A room all our users have left: nobody here can authorise a join (Synapse: 404).
+    left = await _room(writer)
+    await writer.send_event(left, ALICE, "m.room.member", {"membership": "leave"}, ALICE)
+    await _refused(resident.make(REMOTE, left, RBOB, "join", ["10"]), 404, "M_NOT_FOUND")
+    await _refused(resident.make(REMOTE, left, RBOB, "knock", ["10"]), 404, "M_NOT_FOUND")
+    for room in (room_id, private, acl_room, left):
         assert ("m.room.member", RBOB) not in current_state(db, room) or room == room_id
 
 

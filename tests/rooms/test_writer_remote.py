@@ -13,6 +13,7 @@ from pocketserver.core.events import EventFormatError
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.core.state_res import resolve_state
 from pocketserver.rooms.create import RoomSettings, create_room
+from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.writer import EventKind, MissingEventsError, RoomWriter
 from pocketserver.storage import events as event_store
 from pocketserver.storage.db import Database
@@ -579,3 +580,34 @@ def test_de_outliering_keeps_the_censored_flag(db: Database):
     stream = db.write_sync(setup)
     assert rows(db, "SELECT stream_ordering, outlier, censored FROM events") == [(stream, 0, 1)]
     assert stored(db, "$e").pdu["content"] == {}
+
+
+async def test_redactions_withheld_from_clients(writer: RoomWriter, remote: RemoteServer) -> None:
+    """Room v3+ accepts any redaction into the DAG; the ones that may not apply (another
+    server's user without the power, another room's event, an unknown event) are
+    neither applied nor shown (rooms/fragments/v3-handling-redactions.md; Synapse
+    withholds them, SyTest 50federation/39redactions.pl)."""
+    room_a = await room_with_remotes(writer, remote, "10", {})
+    room_b = await room_with_remotes(writer, remote, "10", {})
+    mine = await writer.send_event(room_a, ALICE, "m.room.message", MSG)
+    theirs = await remote.send(writer, room_a, RBOB, "m.room.message", MSG)
+    cross_room = await remote.send(
+        writer, room_b, RBOB, "m.room.redaction", {}, extra={"redacts": mine.event_id}
+    )
+    no_power = await remote.send(
+        writer, room_a, RBOB, "m.room.redaction", {}, extra={"redacts": mine.event_id}
+    )
+    unknown = await remote.send(
+        writer, room_a, RBOB, "m.room.redaction", {}, extra={"redacts": "$nothing:remote.test"}
+    )
+    own = await remote.send(
+        writer, room_a, RBOB, "m.room.redaction", {}, extra={"redacts": theirs.event_id}
+    )
+    for accepted in (cross_room, no_power, unknown, own):
+        assert accepted.accepted
+    ids = [e.event_id for e in (mine, theirs, cross_room, no_power, unknown, own)]
+    seen = await EventReader(writer.store).get_events(ids)
+    assert set(seen) == {mine.event_id, theirs.event_id, own.event_id}
+    assert seen[mine.event_id].pdu["content"] == MSG
+    assert seen[mine.event_id].redacted_because is None
+    assert seen[theirs.event_id].redacted_because_id == own.event_id

@@ -165,23 +165,35 @@ async def make_knock(room_id: str, user_id: str) -> dict[str, object]:
     )
 
 
+# v1 send_join and send_leave are no longer in the spec (joins-v1.yaml and
+# leaving-v1.yaml keep only make_*), but Synapse and Dendrite still serve them and old
+# servers still call them; the answer is the v2 one inside ``[200, ...]`` (MSC1802).
+
+
 @bp.put(f"{V2}/send_join/<room_id>/<event_id>")
 async def send_join(room_id: str, event_id: str) -> Response:
+    return await _send_join(room_id, event_id, v1=False)
+
+
+@bp.put(f"{V1}/send_join/<room_id>/<event_id>")
+async def send_join_v1(room_id: str, event_id: str) -> Response:
+    return await _send_join(room_id, event_id, v1=True)
+
+
+async def _send_join(room_id: str, event_id: str, *, v1: bool) -> Response:
     s = services()
+    omit_members = not v1 and _true("omit_members")
     answer = await s.resident_memberships.send_join(
-        federation_origin(), room_id, event_id, await json_body(), _true("omit_members")
+        federation_origin(), room_id, event_id, await json_body(), omit_members
     )
     history = s.federation_history
-    return streamed_json(
-        {
-            "origin": s.config.server_name,
-            "event": answer.event,
-            "members_omitted": answer.members_omitted,
-            "servers_in_room": answer.servers_in_room,
-            "state": history.pdus_of(answer.state_ids),
-            "auth_chain": history.pdus_of(answer.auth_chain_ids),
-        }
-    )
+    fields: dict[str, object] = {"origin": s.config.server_name, "event": answer.event}
+    if not v1:
+        fields["members_omitted"] = answer.members_omitted
+        fields["servers_in_room"] = answer.servers_in_room
+    fields["state"] = history.pdus_of(answer.state_ids)
+    fields["auth_chain"] = history.pdus_of(answer.auth_chain_ids)
+    return streamed_json(fields, status_pair=v1)
 
 
 @bp.put(f"{V2}/send_leave/<room_id>/<event_id>")
@@ -190,6 +202,14 @@ async def send_leave(room_id: str, event_id: str) -> dict[str, object]:
         federation_origin(), room_id, event_id, await json_body()
     )
     return {}
+
+
+@bp.put(f"{V1}/send_leave/<room_id>/<event_id>")
+async def send_leave_v1(room_id: str, event_id: str) -> list[object]:
+    await services().resident_memberships.send_leave(
+        federation_origin(), room_id, event_id, await json_body()
+    )
+    return [200, {}]
 
 
 @bp.put(f"{V1}/send_knock/<room_id>/<event_id>")
