@@ -105,6 +105,8 @@ class _Hurry:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    import httpx
+
     keep = args.dir is not None
     directory = (
         args.dir.expanduser().absolute() if keep else Path(tempfile.mkdtemp(prefix="pocket-demo-"))
@@ -125,6 +127,9 @@ def demo_command(args: argparse.Namespace) -> int:
         code = 1  # _watch returns only when a server stopped by itself
     except DemoError as e:
         print(f"error: {e}", file=sys.stderr)
+        code = 1
+    except httpx.HTTPError as e:  # a server did not answer the set-up's requests
+        print(f"error: a server did not answer as expected: {e}", file=sys.stderr)
         code = 1
     except (KeyboardInterrupt, _Stop):  # KeyboardInterrupt: a Ctrl-C before the handler
         code = 0
