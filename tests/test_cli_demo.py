@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pocketserver.cli import main
-from pocketserver.cli.demo_servers import choose_ports
+from pocketserver.cli.demo_servers import _ephemeral_floor, choose_ports
 from pocketserver.cli.demo_tls import DemoTlsError, make_certificates
 
 
@@ -83,9 +83,12 @@ def test_ports_from_the_base_or_free_ones_when_one_is_taken() -> None:
         taken.listen()
         ports, asked = choose_ports(base)
         assert not asked
-        numbers = [n for p in ports for n in (p.federation, p.client)]
-        assert len(set(numbers)) == 6
+        numbers = sorted(n for p in ports for n in (p.federation, p.client))
         assert base + 4 not in numbers
+        # Six in a row, below the ports outgoing connections get.
+        assert numbers == list(range(numbers[0], numbers[0] + 6))
+        assert [p.client - p.federation for p in ports] == [3, 3, 3]
+        assert numbers[-1] < _ephemeral_floor()
 
 
 @pytest.mark.parametrize("value", ["70000", "0", "-1", "eighty"])

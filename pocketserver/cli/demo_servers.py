@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -99,13 +100,32 @@ def _any_free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the system hands to outgoing connections (Linux; else 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _ports_from(base: int) -> list[Ports]:
+    return [Ports(base + i, base + COUNT + i) for i in range(COUNT)]
+
+
 def choose_ports(base: int) -> tuple[list[Ports], bool]:
     """Federation ports ``base``..``base+2`` and client ports ``base+3``..``base+5``; if
-    one of them is taken, ports the system picks. Returns the ports and whether they
-    are the asked ones."""
-    wanted = [Ports(base + i, base + COUNT + i) for i in range(COUNT)]
+    one of them is taken, six free ones in a row picked at random below the ephemeral
+    range (where outgoing connections cannot take them before the next run of a kept
+    directory), else any the system gives. Returns the ports and whether they are the
+    asked ones."""
+    wanted = _ports_from(base)
     if all(_free(p.federation) and _free(p.client) for p in wanted):
         return wanted, True
+    floor = _ephemeral_floor()
+    for _ in range(100):
+        other = secrets.randbelow(max(1, floor - 10_000 - 2 * COUNT)) + 10_000
+        if all(_free(other + i) for i in range(2 * COUNT)):
+            return _ports_from(other), False
     picked: set[int] = set()
     while len(picked) < 2 * COUNT:
         picked.add(_any_free_port())
