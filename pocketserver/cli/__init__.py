@@ -8,6 +8,7 @@ import sys
 from pocketserver import __version__
 from pocketserver.cli import (
     checkconfig,
+    demo,
     generate,
     passwords,
     register_user,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     passwords.add_parser(commands)
     reset_password.add_parser(commands)
     checkconfig.add_parser(commands)
+    demo.add_parser(commands)
     return parser
 
 

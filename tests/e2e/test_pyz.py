@@ -160,6 +160,29 @@ def test_pyz_generate_run_register_login(pyz: Path, tmp_path: Path) -> None:
     assert list(work.iterdir()) == [] or all(p.suffix == ".log" for p in work.iterdir())
 
 
+@pytest.mark.slow
+def test_pyz_demo_runs_its_servers_from_the_pyz(pyz: Path, tmp_path: Path) -> None:
+    """``pocket.pyz demo``: the three servers are ``python pocket.pyz run`` processes
+    (the demo finds the pyz it runs from), they start, and Ctrl-C stops them."""
+    from tests.e2e.test_demo import alive, cleanup, start_demo
+
+    demo = start_demo(tmp_path, tmp_path / "demo", _env(tmp_path), [sys.executable, str(pyz)])
+    pids: list[int] = []
+    try:
+        demo.wait_ready()
+        pids = list(demo.state()["pids"])
+        for pid in pids:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert str(pyz).encode() in cmdline, cmdline
+        for entry in demo.logins():
+            r = httpx.get(f"{entry.url}/_matrix/client/versions")
+            assert r.status_code == 200
+        assert demo.stop() == 0, demo.output
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        cleanup(demo, pids)
+
+
 # --- every CPython from one build -----------------------------------------------------
 
 NATIVE_CHECK = (
