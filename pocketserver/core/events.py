@@ -23,6 +23,7 @@ __all__ = [
     "MAX_DEPTH_V6",
     "MAX_PDU_BYTES",
     "MAX_SAFE_INTEGER",
+    "STRIPPED_STATE_TYPES",
     "EventFormatError",
     "auth_event_ids",
     "compute_event_id",
@@ -46,6 +47,18 @@ MAX_PREV_EVENTS = 20
 """PDU schemas ``prev_events``: "Must contain less than or equal to 20 events"."""
 MAX_AUTH_EVENTS = 10
 """PDU schemas ``auth_events``: "Must contain less than or equal to 10 events"."""
+
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+"""The state shown with an invite or a knock (client-server-api "Stripped state": the
+spec's SHOULD list, as Synapse's default ``room_prejoin_state``)."""
 
 _CREATE = "m.room.create"
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
 from urllib.parse import quote
 
 import trio
@@ -51,6 +50,7 @@ from pocketserver.federation.errors import FederationError
 from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
 from pocketserver.storage import events as event_store
@@ -77,29 +77,6 @@ EduHandler = Callable[[str, str, object], Awaitable[bool]]
 """``(origin, edu_type, content) -> handled``; handlers never raise for bad input."""
 
 
-class Requests(Protocol):
-    """What the puller needs of the federation client."""
-
-    async def get_json(
-        self,
-        destination: str,
-        path: str,
-        *,
-        query: Mapping[str, object] | None = ...,
-        timeout_s: float = ...,
-    ) -> object: ...
-
-    async def post_json(
-        self,
-        destination: str,
-        path: str,
-        content: object,
-        *,
-        query: Mapping[str, object] | None = ...,
-        timeout_s: float = ...,
-    ) -> object: ...
-
-
 def _path(*parts: str) -> str:
     return "/_matrix/federation/v1/" + "/".join(quote(p, safe="") for p in parts)
 
@@ -116,7 +93,7 @@ def _list_of_dicts(value: object) -> list[dict[str, object]]:
 class PduPipeline:
     """One remote PDU into its room, fetching what it refers to from ``origin``."""
 
-    def __init__(self, writer: RoomWriter, keyring: Keyring, client: Requests) -> None:
+    def __init__(self, writer: RoomWriter, keyring: Keyring, client: JsonRequests) -> None:
         self.writer = writer
         self.store: RoomStore = writer.store
         self.keyring = keyring

@@ -16,12 +16,12 @@ gets what we hold (never a 500).
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
 from urllib.parse import quote
 
 from pocketserver.errors import MatrixError
 from pocketserver.federation.errors import FederationError
 from pocketserver.federation.inbound import PduPipeline
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.storage import dag
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,10 @@ BACKFILL_MAX_BYTES = 16 << 20
 EXTREMITIES = 5
 
 
-class GetJson(Protocol):
-    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
-
-
 class RemoteBackfill:
     """See the module docstring."""
 
-    def __init__(self, pipeline: PduPipeline, client: GetJson, server_name: str) -> None:
+    def __init__(self, pipeline: PduPipeline, client: JsonRequests, server_name: str) -> None:
         self.pipeline = pipeline
         self.store = pipeline.store
         self.client = client

@@ -11,12 +11,12 @@ answer) is 502 ``M_UNKNOWN`` "Failed to fetch alias".
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
 
 from pocketserver.core.identifiers import is_valid_room_alias, is_valid_room_id
 from pocketserver.core.locality import server_of
 from pocketserver.errors import MatrixError, forbidden, not_found
 from pocketserver.federation.errors import FederationBlocked, FederationError, FederationHttpError
+from pocketserver.federation.requests import JsonRequests
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,11 @@ MAX_SERVERS = 64
 """The most servers of an answer kept (a join tries them in order)."""
 
 
-class GetJson(Protocol):
-    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
-
-
 def _failed(alias: str) -> MatrixError:
     return MatrixError(502, "M_UNKNOWN", f"Failed to fetch alias {alias}")
 
 
-async def query_remote_alias(client: GetJson, alias: str) -> tuple[str, list[str]]:
+async def query_remote_alias(client: JsonRequests, alias: str) -> tuple[str, list[str]]:
     """The room ID and the servers in it for another server's ``alias``.
 
     Raises:

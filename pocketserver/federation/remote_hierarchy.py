@@ -15,14 +15,14 @@ unknown (None): the walk goes on without it, and the failure is remembered for
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from pocketserver.cache import MemoryBudget
 from pocketserver.core.identifiers import is_valid_server_name
 from pocketserver.federation.answer_cache import AnswerCache
 from pocketserver.federation.errors import FederationError
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.rooms.hierarchy import RemoteSpace
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,6 @@ TTL_S = 300.0
 FAILURE_TTL_S = 60.0
 _STRIPPED_KEYS = ("type", "state_key", "content", "sender", "origin_server_ts")
 CACHE_SHARE = 0.01
-
-
-class HierarchyRequests(Protocol):
-    async def get_json(
-        self,
-        destination: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = ...,
-        timeout_s: float = ...,
-        max_size: int = ...,
-    ) -> Any: ...
 
 
 def parse_answer(room_id: str, answer: object) -> RemoteSpace | None:
@@ -84,7 +72,7 @@ class RemoteHierarchy:
 
     def __init__(
         self,
-        requests: HierarchyRequests,
+        requests: JsonRequests,
         budget: MemoryBudget,
         *,
         ttl_s: float = TTL_S,

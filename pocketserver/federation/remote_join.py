@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from nacl.signing import SigningKey
@@ -59,6 +59,7 @@ from pocketserver.federation.errors import (
 )
 from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.rooms.building import finish_pdu
 from pocketserver.rooms.store import StateKey
 from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
@@ -72,14 +73,6 @@ SEND_JOIN_MAX_BYTES = 64 << 20
 MAX_CANDIDATES = 10
 """Servers tried for one join at most (a directory answer may list hundreds)."""
 _FAILOVER_ERRCODES = frozenset({"M_NOT_FOUND", "M_UNABLE_TO_AUTHORISE_JOIN"})
-
-
-class Requests(Protocol):
-    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
-
-    async def put_json(
-        self, destination: str, path: str, content: object, **kwargs: Any
-    ) -> Any: ...
 
 
 class _TryNext(Exception):
@@ -124,7 +117,7 @@ class RemoteJoins:
         self,
         writer: RoomWriter,
         keyring: Keyring,
-        client: Requests,
+        client: JsonRequests,
         server_name: str,
         signing_key: SigningKey,
     ) -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
 from urllib.parse import quote
 
 from nacl.signing import SigningKey
 
 from pocketserver.core.crypto import SignatureError
-from pocketserver.core.events import EventFormatError, compute_event_id
+from pocketserver.core.events import STRIPPED_STATE_TYPES, EventFormatError, compute_event_id
 from pocketserver.core.locality import server_of
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
@@ -40,6 +39,7 @@ from pocketserver.federation.errors import (
 )
 from pocketserver.federation.invites import sanitise_stripped_state
 from pocketserver.federation.joins import KeysFor
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.rooms import building
 from pocketserver.rooms.out_of_band import OutOfBandMemberships
 from pocketserver.rooms.store import StateKey
@@ -48,28 +48,11 @@ from pocketserver.storage.out_of_band import OutOfBandMembership
 log = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
-INVITE_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
 TIMEOUT_S = 30.0
 MAX_SERVERS_TRIED = 5
 """Servers asked in turn for a leave or knock before giving up."""
-
-
-class FederationRequests(Protocol):
-    async def get_json(self, destination: str, path: str, **kwargs: Any) -> Any: ...
-
-    async def put_json(
-        self, destination: str, path: str, content: object, **kwargs: Any
-    ) -> Any: ...
 
 
 VerifyJson = Callable[[str, Mapping[str, object], int], Awaitable[None]]
@@ -111,7 +94,7 @@ class RemoteMemberships:
 
     def __init__(
         self,
-        client: FederationRequests,
+        client: JsonRequests,
         out_of_band: OutOfBandMemberships,
         server_name: str,
         signing_key: SigningKey,
@@ -142,7 +125,7 @@ class RemoteMemberships:
         room_id = str(pdu.get("room_id"))
         room_version = await store.room_version(room_id)
         assert room_version is not None
-        keys = [(t, "") for t in INVITE_STATE_TYPES]
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES]
         keys.append((MEMBER, str(pdu.get("sender"))))
         ids = [state_before[k] for k in keys if k in state_before]
         found = await store.get_events(ids)

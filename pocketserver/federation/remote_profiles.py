@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
 
 from pocketserver.cache import MemoryBudget
 from pocketserver.core.identifiers import is_valid_user_id
@@ -22,6 +21,7 @@ from pocketserver.errors import not_found
 from pocketserver.federation.answer_cache import AnswerCache
 from pocketserver.federation.errors import FederationError
 from pocketserver.federation.remote_errors import bad_gateway, remote_failure
+from pocketserver.federation.requests import JsonRequests
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +34,12 @@ MAX_ANSWER = 128 * 1024
 FAILED = "Failed to fetch profile"
 
 
-class QueryRequests(Protocol):
-    """The part of the federation client a query needs (the real client or a fake)."""
-
-    async def get_json(
-        self,
-        destination: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = ...,
-        timeout_s: float = ...,
-        max_size: int = ...,
-    ) -> Any: ...
-
-
 class RemoteProfiles:
     """Reads, and briefly remembers, the profiles of users of other servers."""
 
     def __init__(
         self,
-        requests: QueryRequests,
+        requests: JsonRequests,
         budget: MemoryBudget,
         *,
         ttl_s: float = TTL_S,

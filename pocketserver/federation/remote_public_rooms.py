@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from pocketserver.errors import MatrixError
 from pocketserver.federation.errors import FederationError, FederationHttpError
 from pocketserver.federation.remote_errors import bad_gateway, remote_failure
+from pocketserver.federation.requests import JsonRequests
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,6 @@ MAX_LIMIT = 500
 FALLBACK_LIMIT = 500
 """The rooms fetched for a search the remote cannot do itself (filtered here)."""
 FAILED = "Failed to fetch room list"
-
-
-class DirectoryRequests(Protocol):
-    async def get_json(
-        self,
-        destination: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = ...,
-        timeout_s: float = ...,
-        max_size: int = ...,
-    ) -> Any: ...
-
-    async def post_json(
-        self,
-        destination: str,
-        path: str,
-        content: object,
-        *,
-        timeout_s: float = ...,
-        max_size: int = ...,
-    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +70,7 @@ def _checked(destination: str, answer: object) -> dict[str, object]:
 
 
 class RemoteRoomDirectory:
-    def __init__(self, requests: DirectoryRequests) -> None:
+    def __init__(self, requests: JsonRequests) -> None:
         self._requests = requests
 
     async def list(self, server: str, want: RemoteListing) -> dict[str, object]:

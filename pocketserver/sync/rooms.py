@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.event_filter import SyncFilter
+from pocketserver.core.events import STRIPPED_STATE_TYPES
 from pocketserver.rooms.client_events import client_event, federation_event, stripped_state
 from pocketserver.rooms.reading import EventReader, ReadEvent
 from pocketserver.rooms.store import RoomStore, StateKey
@@ -21,17 +22,6 @@ from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.state import state_delta
 from pocketserver.sync.lazy_members import MemberMemory, members_to_fetch
-
-INVITE_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
-
 
 FILL_ROUNDS = 3
 """How many more reads a timeline whose events history visibility hid may take."""
@@ -387,7 +377,7 @@ class RoomSyncer:
     async def stripped_room_state(self, room_id: str, own_event_id: str) -> list[dict[str, object]]:
         """Invite or knock state: a few current state events, stripped, plus the user's own."""
         current = await self.store.current_state_ids(room_id)
-        ids = [current[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in current]
+        ids = [current[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in current]
         events = await self.store.get_events([*ids, own_event_id])
         stripped = [stripped_state(events[i].pdu) for i in ids if i in events]
         own = events.get(own_event_id)
