@@ -9,8 +9,9 @@
   user rejects our invite (Synapse's ``send_leave`` to us) and our /sync shows it.
 - Our user knocks on a Synapse room whose join rule is ``knock`` (``make_knock`` /
   ``send_knock``): Synapse's admin sees the knock and invites; our /sync moves the
-  room from ``knock`` to ``invite``. (Accepting means joining a room on another
-  server, which is not on this branch: that step is not taken here.)
+  room from ``knock`` to ``invite``.
+- Our user accepts a Synapse invite: ``POST /join/{roomId}`` with no ``via`` joins
+  through the inviting server.
 """
 
 from __future__ import annotations
@@ -262,6 +263,38 @@ def test_a_synapse_user_knocks_on_our_room_and_is_invited(
     henry.wait_for(lambda a: room_id in _section(a, "invite"), "alice's invite")
     henry.call("POST", f"/join/{quote(room_id)}", {})
     alice.wait_for(_member_in_timeline(room_id, henry.user_id, "join"), "henry's join")
+
+
+def test_our_user_accepts_a_synapse_invite(pocket: RunningServer, synapse: SynapsePeer) -> None:
+    """Accepting a remote invite: POST /join/{roomId} with no ``via`` joins through the
+    server that sent the invite (the invite's sender's server), the room's history and
+    state reach our /sync, and Synapse sees the join."""
+    alice = _pocket_user(pocket, "alice8")
+    kim = _synapse_user(synapse, "kim")
+    alice.wait_for(lambda a: True, "a first sync")
+    room_id = kim.call("POST", "/createRoom", {"preset": "private_chat", "name": "Accept me"})[
+        "room_id"
+    ]
+    kim.send(room_id, "before the invite")
+    kim.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": alice.user_id})
+    alice.wait_for(lambda a: room_id in _section(a, "invite"), "kim's invite")
+
+    r = alice.http.post(f"/_matrix/client/v3/join/{quote(room_id)}", json={})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"room_id": room_id}
+    joined = alice.wait_for(lambda a: room_id in _section(a, "join"), "the joined room")
+    assert room_id not in _section(joined, "invite")
+    kim.wait_for(_member_in_timeline(room_id, alice.user_id, "join"), "alice's join")
+    assert _membership_on(kim, room_id, alice.user_id) == "join"
+    assert _membership_on(alice, room_id, alice.user_id) == "join"
+
+    kim.send(room_id, "welcome alice")
+    alice.wait_for(_has_message(room_id, "welcome alice"), "kim's message after the join")
+    alice.send(room_id, "thanks kim")
+    kim.wait_for(_has_message(room_id, "thanks kim"), "alice's message")
+    # The name set before the invite is in the room's state here.
+    name = alice.call("GET", f"/rooms/{quote(room_id)}/state/m.room.name")
+    assert name == {"name": "Accept me"}
 
 
 def test_an_invite_from_a_server_that_is_gone_can_be_rejected(

@@ -116,11 +116,15 @@ def _devices_txn(
         (user_id,),
     )
     for device_id, display_name in rows:
-        device: dict[str, object] = {"device_id": device_id}
-        if device_id in keys:
-            device["keys"] = with_signatures(
-                keys[device_id].keys, signatures.get((user_id, device_id))
-            )
+        # Only devices with uploaded keys: ``keys`` is required in each entry
+        # (user_devices.yaml), and Synapse fails the whole resync (and the key query
+        # that needed it) on an entry without it. Synapse lists the same devices.
+        if device_id not in keys:
+            continue
+        device: dict[str, object] = {
+            "device_id": device_id,
+            "keys": with_signatures(keys[device_id].keys, signatures.get((user_id, device_id))),
+        }
         if display_names and display_name:
             device["device_display_name"] = display_name
         devices.append(device)

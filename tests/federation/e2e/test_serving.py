@@ -77,6 +77,19 @@ async def test_device_names_only_when_allowed(env: Env) -> None:
     assert hidden["device_keys"][ALICE]["A1"]["unsigned"] == {}  # type: ignore[index]
 
 
+async def test_user_devices_leaves_out_devices_without_keys(env: Env) -> None:
+    """Each entry needs ``keys`` (user_devices.yaml); Synapse's resync fails the whole
+    key query on an entry without them (found by tests/federation/test_synapse_e2ee.py:
+    a device made at registration never uploads keys)."""
+    sk = nacl.signing.SigningKey.generate()
+    await env.keys.upload(ALICE, "A2", {"device_keys": device_keys(ALICE, "A2", sk)})
+    answer = await env.fed.serving.user_devices(REMOTE, ALICE)
+    assert [d["device_id"] for d in answer["devices"]] == ["A2"]  # type: ignore[union-attr]
+    assert all("keys" in d for d in answer["devices"])  # type: ignore[union-attr]
+    bare = await env.fed.serving.user_devices(REMOTE, BOB)
+    assert bare["devices"] == []
+
+
 @pytest.mark.parametrize("user_id", [RBOB, "@nobody:local.test", "not a user"])
 async def test_user_devices_of_non_local_or_unknown_users_is_404(env: Env, user_id: str) -> None:
     with pytest.raises(MatrixError) as e:
