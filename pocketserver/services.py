@@ -522,8 +522,8 @@ async def build_services(
     policy_signing = PolicySigning(
         federation_client, room_store, config.server_name, timeout_s=SIGN_TIMEOUT_S
     )
-    writer.set_policy_signer(policy_signing.sign_local)
-    pipeline = PduPipeline(writer, keyring, federation_client, policy_signing)
+    writer.set_policy_signer(policy_signing.sign_local, policy_signing.resign_remote)
+    pipeline = PduPipeline(writer, keyring, federation_client)
     staged_pdus = StagedPduWorker(transactions, pipeline)
     return Services(
         config=config,

@@ -51,7 +51,6 @@ from pocketserver.federation.errors import FederationError
 from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.history import FederationHistory
 from pocketserver.federation.keyring import Keyring
-from pocketserver.federation.policy_signing import PolicySigning
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
 from pocketserver.storage import events as event_store
@@ -117,18 +116,11 @@ def _list_of_dicts(value: object) -> list[dict[str, object]]:
 class PduPipeline:
     """One remote PDU into its room, fetching what it refers to from ``origin``."""
 
-    def __init__(
-        self,
-        writer: RoomWriter,
-        keyring: Keyring,
-        client: Requests,
-        policy: PolicySigning | None = None,
-    ) -> None:
+    def __init__(self, writer: RoomWriter, keyring: Keyring, client: Requests) -> None:
         self.writer = writer
         self.store: RoomStore = writer.store
         self.keyring = keyring
         self.client = client
-        self.policy = policy
 
     async def _receive(
         self,
@@ -141,11 +133,6 @@ class PduPipeline:
         keys, errors = await verify_and_collect(self.keyring, [(pdu, room_version)])
         if errors[0] is not None:
             raise errors[0]
-        if self.policy is not None and kind is EventKind.NEW and "room_id" in pdu:
-            # A live event without a valid policy signature: ask the policy server
-            # again before the writer (which soft-fails it if still unsigned) takes the
-            # room's lock (server-server-api.md "Validating Policy Server signatures").
-            pdu = await self.policy.resign_remote(str(pdu["room_id"]), room_version, pdu)
         return await self.writer.receive_pdu(
             pdu, room_version, keys, kind=kind, state_before=state_before, origin=origin
         )

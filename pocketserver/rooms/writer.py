@@ -107,6 +107,10 @@ PolicySign = Callable[[PolicyServer, str, dict[str, object]], Awaitable[dict[str
 """Has the room's policy server sign a local event before it is stored:
 ``(policy server, room version, pdu) -> pdu with its valid signature added``; raises
 (a MatrixError for the client) to refuse the event."""
+PolicyResign = Callable[[str, str, dict[str, object]], Awaitable[dict[str, object]]]
+"""Asks a room's policy server again for its signature on a received event that lacks
+a valid one: ``(room_id, room version, pdu) -> pdu`` (unchanged when the room uses no
+policy server or the policy server does not sign); never raises for its failures."""
 TxnHook = Callable[[sqlite3.Connection, "PersistedEvent"], None]
 """Runs inside the event's write transaction (derived indexes: relations, search...)."""
 Listener = Callable[["PersistedEvent"], None]
@@ -231,11 +235,16 @@ class RoomWriter:
         self._listeners: list[Listener] = []
         self._backfill_floor: int | None = None
         self._policy_sign: PolicySign | None = None
+        self._policy_resign: PolicyResign | None = None
 
-    def set_policy_signer(self, sign: PolicySign) -> None:
+    def set_policy_signer(self, sign: PolicySign, resign: PolicyResign | None = None) -> None:
         """Ask ``sign`` for the policy server's signature on each local event of a room
-        that uses one (server-server-api.md "Asking for a Policy Server signature")."""
+        that uses one (server-server-api.md "Asking for a Policy Server signature"), and
+        ``resign`` for a new one on each live received event (``receive_pdu``, before
+        the room's lock is taken) without a valid one ("Validating Policy Server
+        signatures": the homeserver SHOULD ask for a new signature)."""
         self._policy_sign = sign
+        self._policy_resign = resign
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Call ``hook(conn, event)`` inside the write transaction of every event stored."""
@@ -808,6 +817,10 @@ class RoomWriter:
                 are unknown here; fetch them and try again.
         """
         event_id, pdu = self._verify_remote(pdu, room_version, keys)
+        if kind is EventKind.NEW and self._policy_resign is not None and "room_id" in pdu:
+            existing = await self.store.get_event(event_id)
+            if existing is None or existing.outlier:
+                pdu = await self._policy_resign(str(pdu["room_id"]), room_version, pdu)
         return await self._receive_verified(event_id, pdu, room_version, kind, state_before, origin)
 
     async def _receive_verified(

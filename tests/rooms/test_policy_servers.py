@@ -38,6 +38,7 @@ from .conftest import (
     ALICE,
     LOCAL,
     RBOB,
+    RCAROL,
     REMOTE,
     RemoteServer,
     current_state,
@@ -48,6 +49,7 @@ from .conftest import (
 from .test_federation_inbound import FakeKeyring
 
 MSG = {"msgtype": "m.text", "body": "hello"}
+RDAVE = f"@dave:{REMOTE}"
 POLICY_KEY = generate_signing_key("policy_server")
 FORGER_KEY = generate_signing_key("policy_server")
 POLICY_CONTENT = {
@@ -92,7 +94,7 @@ def ps() -> FakePolicyServer:
 @pytest.fixture
 def signing(store: RoomStore, ps: FakePolicyServer, writer: RoomWriter) -> PolicySigning:
     sign = PolicySigning(ps, store, LOCAL, timeout_s=1.0)
-    writer.set_policy_signer(sign.sign_local)
+    writer.set_policy_signer(sign.sign_local, sign.resign_remote)
     return sign
 
 
@@ -208,9 +210,14 @@ async def _remote_message(
 
 
 async def test_received_events_need_a_valid_policy_signature(
-    writer: RoomWriter, remote: RemoteServer, signing: PolicySigning, db: Database
+    writer: RoomWriter,
+    remote: RemoteServer,
+    ps: FakePolicyServer,
+    signing: PolicySigning,
+    db: Database,
 ) -> None:
     room_id = await _room(writer, remote)
+    ps.mode = "refuse"  # asked again, it does not sign
     good = await writer.receive_pdu(
         await _remote_message(writer, remote, room_id, POLICY_KEY), "10", remote.keys
     )
@@ -234,6 +241,30 @@ async def test_received_events_need_a_valid_policy_signature(
     got = await writer.receive_pdu(rename, "10", remote.keys)
     assert got.soft_failed
     assert current_state(db, room_id) == state
+    # only the ones without a valid signature were sent to the policy server again
+    assert len(ps.asked) == 4
+
+
+async def test_a_join_the_policy_server_signs_when_asked_again_is_accepted(
+    writer: RoomWriter,
+    remote: RemoteServer,
+    ps: FakePolicyServer,
+    signing: PolicySigning,
+    db: Database,
+) -> None:
+    """A server that does not ask the policy server itself (Synapse does not for its
+    joins through ``send_join``): the resident asks, as Synapse's resident does
+    (federation_server.py ``_on_send_membership_event`` -> ``is_event_allowed``)."""
+    room_id = await _room(writer, remote)
+    join = {"membership": "join"}
+    got = await remote.send(writer, room_id, RCAROL, "m.room.member", join, RCAROL)
+    assert got.accepted
+    assert has_valid_signature(stored(db, got.event_id).pdu, "10", _policy())
+    assert current_state(db, room_id)[("m.room.member", RCAROL)] == got.event_id
+    ps.mode = "down"
+    got = await remote.send(writer, room_id, RDAVE, "m.room.member", join, RDAVE)
+    assert got.soft_failed
+    assert ("m.room.member", RDAVE) not in current_state(db, room_id)
 
 
 async def test_received_events_in_rooms_without_a_policy_server_need_none(
@@ -246,7 +277,7 @@ async def test_received_events_in_rooms_without_a_policy_server_need_none(
     assert got.accepted
 
 
-async def test_the_pipeline_asks_again_for_an_unsigned_event(
+async def test_the_pipeline_has_an_unsigned_event_signed(
     writer: RoomWriter,
     remote: RemoteServer,
     ps: FakePolicyServer,
@@ -257,7 +288,7 @@ async def test_the_pipeline_asks_again_for_an_unsigned_event(
     signature is asked for again before the event is soft-failed."""
     room_id = await _room(writer, remote)
     keyring = FakeKeyring(remote.keys_with(writer))
-    pipeline = PduPipeline(writer, keyring, ps, signing)  # type: ignore[arg-type]
+    pipeline = PduPipeline(writer, keyring, ps)  # type: ignore[arg-type]
     unsigned = await _remote_message(writer, remote, room_id, None)
     got = await pipeline.process(REMOTE, room_id, unsigned, "10")
     assert got is not None
