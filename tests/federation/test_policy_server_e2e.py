@@ -41,8 +41,14 @@ from pocketserver.core.policy_server import (
 from pocketserver.core.redaction import redact
 from pocketserver.federation.xmatrix import authorization_header
 from tests.federation.conftest import pocket_tls_config
-from tests.federation.synapse_peer import TestCA, free_port, trusting
-from tests.federation.test_synapse_rooms import Client, _pocket_user, _timeline
+from tests.federation.synapse_peer import SynapsePeer, TestCA, free_port, trusting
+from tests.federation.test_synapse_rooms import (
+    Client,
+    _has_message,
+    _pocket_user,
+    _synapse_user,
+    _timeline,
+)
 from tests.harness import RunningServer, running_server
 
 HOST = "127.0.0.4"
@@ -57,6 +63,10 @@ class FakePolicyServer:
         self.server_key = generate_signing_key("ps1")
         self.policy_key = generate_signing_key("policy_server")
         self.asked: list[dict[str, Any]] = []
+        self.origins: list[str] = []
+        self.strict = False
+        """Sign only for the event's own server: another server asking again (because
+        the signature it got was not valid) is refused."""
         self.ca = ca
         cert, key = ca.issue(HOST, "policy")
         fake = self
@@ -92,6 +102,13 @@ class FakePolicyServer:
                     self._answer(404, {"errcode": "M_UNRECOGNIZED", "error": "no"})
                     return
                 fake.asked.append(body)
+                auth = self.headers.get("Authorization") or ""
+                origin = auth.partition('origin="')[2].partition('"')[0]
+                fake.origins.append(origin)
+                sender_server = str(body.get("sender", "")).partition(":")[2]
+                if fake.strict and origin != sender_server:
+                    self._answer(403, {"errcode": "M_FORBIDDEN", "error": "ask yourself"})
+                    return
                 if "spam" in str(body.get("content", {}).get("body", "")):
                     self._answer(400, {"errcode": "M_FORBIDDEN", "error": "spam!"})
                     return
@@ -277,3 +294,48 @@ def test_a_room_with_a_policy_server(pocket: RunningServer, ps: FakePolicyServer
     assert r.status_code == 404, r.text
     asked = [a["content"]["body"] for a in ps.asked]
     assert asked == ["hello", "buy spam", "forged spam", "unsigned hi"]
+
+
+def test_policy_signatures_interoperate_with_synapse(
+    pocket: RunningServer, ps: FakePolicyServer, synapse: SynapsePeer
+) -> None:
+    """Synapse 1.163 in the room: it accepts the policy signature we added (the policy
+    server, strict, would refuse Synapse asking again, so Synapse would soft-fail an
+    event whose signature it found invalid), and we accept the one Synapse added
+    without asking again."""
+    alice = _pocket_user(pocket, "alice2")
+    bob = _synapse_user(synapse, "bob2")
+    room_id = alice.call("POST", "/createRoom", {"preset": "public_chat", "room_version": "10"})[
+        "room_id"
+    ]
+    room = RoomOfPs(ps, pocket, room_id)
+    bob.call("POST", f"/join/{quote(room_id)}?server_name={quote(pocket.server_name)}", {})
+    alice.wait_for(
+        lambda a: any(ev.get("state_key") == bob.user_id for ev in _timeline(a, room_id)),
+        "bob's join",
+    )
+    alice.call("PUT", f"/rooms/{quote(room_id)}/state/m.room.policy/", ps.policy_content)
+    bob.wait_for(
+        lambda a: any(ev.get("type") == "m.room.policy" for ev in _timeline(a, room_id)),
+        "the policy state",
+    )
+    assert room.user in {
+        ev["state_key"]
+        for ev in bob.call("GET", f"/rooms/{quote(room_id)}/state")
+        if ev["type"] == "m.room.member"
+    }
+    ps.strict = True
+    ps.asked.clear()
+    ps.origins.clear()
+    try:
+        alice.send(room_id, "from pocket")
+        bob.wait_for(_has_message(room_id, "from pocket"), "alice's signed message")
+        bob.send(room_id, "from synapse")
+        alice.wait_for(_has_message(room_id, "from synapse"), "bob's signed message")
+        asked = [(a["content"]["body"], o) for a, o in zip(ps.asked, ps.origins, strict=True)]
+        assert asked == [
+            ("from pocket", pocket.server_name),
+            ("from synapse", synapse.server_name),
+        ], (asked, synapse.log_text()[-3000:])
+    finally:
+        ps.strict = False
