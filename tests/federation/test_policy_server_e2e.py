@@ -242,6 +242,10 @@ def test_a_room_with_a_policy_server(pocket: RunningServer, ps: FakePolicyServer
     )
     alice.call("PUT", f"/rooms/{quote(room_id)}/state/m.room.policy/", ps.policy_content)
     assert ps.asked == []  # m.room.policy itself is never sent to be signed
+    # we are not a policy server ("Unsupported Endpoints": 404 M_UNRECOGNIZED)
+    with httpx.Client(verify=trusting(ps.ca.ca_path), timeout=30) as http:
+        r = http.post(f"https://{pocket.server_name}/_matrix/policy/v1/sign", json={})
+    assert (r.status_code, r.json()["errcode"]) == (404, "M_UNRECOGNIZED")
 
     # our user's message is signed by the policy server before it is stored and sent
     hello = alice.send(room_id, "hello")
