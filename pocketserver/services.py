@@ -53,6 +53,7 @@ from pocketserver.federation.invites import InviteReceiver
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.policy_signing import SIGN_TIMEOUT_S, PolicySigning
 from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
 from pocketserver.federation.remote_hierarchy import RemoteHierarchy
@@ -518,6 +519,10 @@ async def build_services(
         [ephemeral_edus.handle, federation_e2e.on_edu],
         on_contact=federation_sender.on_remote_contact,
     )
+    policy_signing = PolicySigning(
+        federation_client, room_store, config.server_name, timeout_s=SIGN_TIMEOUT_S
+    )
+    writer.set_policy_signer(policy_signing.sign_local, policy_signing.resign_remote)
     pipeline = PduPipeline(writer, keyring, federation_client)
     staged_pdus = StagedPduWorker(transactions, pipeline)
     return Services(

@@ -66,12 +66,14 @@ from pocketserver.core.events import (
     prev_event_ids,
     validate_pdu,
 )
+from pocketserver.core.policy_server import PolicyServer, is_exempt, needs_signature
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.core.state_res import resolve_state
 from pocketserver.errors import MatrixError
 from pocketserver.rooms import building
 from pocketserver.rooms.locks import KeyedLocks
+from pocketserver.rooms.policy import room_policy
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.storage import events as event_store
 from pocketserver.storage import state as state_store
@@ -101,6 +103,14 @@ RemoteSign = Callable[
 ]
 """Has another server sign a local event before it is stored (an invite of its user):
 ``(event_id, pdu, state_before) -> pdu with its signature added``; raises to refuse."""
+PolicySign = Callable[[PolicyServer, str, dict[str, object]], Awaitable[dict[str, object]]]
+"""Has the room's policy server sign a local event before it is stored:
+``(policy server, room version, pdu) -> pdu with its valid signature added``; raises
+(a MatrixError for the client) to refuse the event."""
+PolicyResign = Callable[[str, str, dict[str, object]], Awaitable[dict[str, object]]]
+"""Asks a room's policy server again for its signature on a received event that lacks
+a valid one: ``(room_id, room version, pdu) -> pdu`` (unchanged when the room uses no
+policy server or the policy server does not sign); never raises for its failures."""
 TxnHook = Callable[[sqlite3.Connection, "PersistedEvent"], None]
 """Runs inside the event's write transaction (derived indexes: relations, search...)."""
 Listener = Callable[["PersistedEvent"], None]
@@ -224,6 +234,17 @@ class RoomWriter:
         self._txn_hooks: list[TxnHook] = []
         self._listeners: list[Listener] = []
         self._backfill_floor: int | None = None
+        self._policy_sign: PolicySign | None = None
+        self._policy_resign: PolicyResign | None = None
+
+    def set_policy_signer(self, sign: PolicySign, resign: PolicyResign | None = None) -> None:
+        """Ask ``sign`` for the policy server's signature on each local event of a room
+        that uses one (server-server-api.md "Asking for a Policy Server signature"), and
+        ``resign`` for a new one on each live received event (``receive_pdu``, before
+        the room's lock is taken) without a valid one ("Validating Policy Server
+        signatures": the homeserver SHOULD ask for a new signature)."""
+        self._policy_sign = sign
+        self._policy_resign = resign
 
     def add_txn_hook(self, hook: TxnHook) -> None:
         """Call ``hook(conn, event)`` inside the write transaction of every event stored."""
@@ -343,6 +364,7 @@ class RoomWriter:
             prepared = await self._build_local(
                 room_id, room_version, sender, event_type, content, state_key, redacts, guard
             )
+            await self._policy_signed(prepared)
             if remote_sign is not None:
                 prepared.pdu = await remote_sign(
                     prepared.event_id, prepared.pdu, prepared.state_before
@@ -372,6 +394,7 @@ class RoomWriter:
             prepared = await self._build_local(
                 room_id, room_version, sender, event_type, content, state_key, None
             )
+            await self._policy_signed(prepared)
             yield prepared.event_id
             await self._persist(prepared)
 
@@ -408,6 +431,19 @@ class RoomWriter:
         if "origin" in template:
             template["origin"] = origin
         return room_version, template
+
+    async def _policy_signed(self, p: _Prepared) -> None:
+        """Add the room's policy server's signature to a local event before it is
+        stored or sent (server-server-api.md "Asking for a Policy Server signature on
+        an event": all servers MUST ask before sending). The signature is not part of
+        the reference hash, so the event ID stays. The signer raises to refuse the
+        event (the client's request fails, nothing is stored), as Synapse does
+        (handlers/message.py: 403 when the policy server does not allow it)."""
+        if self._policy_sign is None or is_exempt(p.pdu):
+            return
+        policy = await room_policy(self.store, p.state_before, self.server_name)
+        if policy is not None:
+            p.pdu = await self._policy_sign(policy, p.room_version, p.pdu)
 
     async def _room_version(self, room_id: str) -> str:
         version = await self.store.room_version(room_id)
@@ -781,6 +817,10 @@ class RoomWriter:
                 are unknown here; fetch them and try again.
         """
         event_id, pdu = self._verify_remote(pdu, room_version, keys)
+        if kind is EventKind.NEW and self._policy_resign is not None and "room_id" in pdu:
+            existing = await self.store.get_event(event_id)
+            if existing is None or existing.outlier:
+                pdu = await self._policy_resign(str(pdu["room_id"]), room_version, pdu)
         return await self._receive_verified(event_id, pdu, room_version, kind, state_before, origin)
 
     async def _receive_verified(
@@ -1056,6 +1096,15 @@ class RoomWriter:
                 check_auth_against_state(room_version, pdu, state_pdus)
         except AuthError as e:
             log.info("soft-failing %s: %s", event_id, e)
+            p.soft_failed = True
+            return p
+        # server-server-api.md "Checks performed on receipt of a PDU" step 7 (v1.18):
+        # without a valid signature of the room's policy server (in current state), the
+        # event is soft-failed. Synapse (federation/federation_base.py) does the same.
+        policy = await room_policy(self.store, current, self.server_name)
+        if needs_signature(pdu, room_version, policy):
+            assert policy is not None
+            log.info("soft-failing %s: no valid signature of %s", event_id, policy.server_name)
             p.soft_failed = True
         return p
 
