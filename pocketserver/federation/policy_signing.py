@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
 
 from pocketserver.core.policy_server import (
     PolicyServer,
@@ -31,6 +30,7 @@ from pocketserver.core.policy_server import (
 )
 from pocketserver.errors import MatrixError
 from pocketserver.federation.errors import FederationError, FederationHttpError
+from pocketserver.federation.requests import JsonRequests
 from pocketserver.rooms.policy import room_policy
 from pocketserver.rooms.store import RoomStore
 
@@ -43,20 +43,6 @@ too short for its media checks); ours waits under the room's lock, so less."""
 SIGN_MAX_ANSWER = 64 * 1024
 """An answer is one signature; anything near this size is not one."""
 SPAM = "This message has been rejected as probable spam"
-
-
-class SignRequests(Protocol):
-    """What signing needs of the federation client."""
-
-    async def post_json(
-        self,
-        destination: str,
-        path: str,
-        content: object,
-        *,
-        timeout_s: float = ...,
-        max_size: int = ...,
-    ) -> object: ...
 
 
 def _client_error(exc: FederationError) -> MatrixError:
@@ -74,7 +60,7 @@ class PolicySigning:
     """Gets policy servers' signatures on events; see the module docstring."""
 
     def __init__(
-        self, client: SignRequests, store: RoomStore, server_name: str, *, timeout_s: float
+        self, client: JsonRequests, store: RoomStore, server_name: str, *, timeout_s: float
     ) -> None:
         self.client = client
         self.store = store
