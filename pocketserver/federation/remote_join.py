@@ -29,8 +29,10 @@ answer at once. When every server failed: 502 ``M_UNKNOWN``, as Synapse ("Failed
 make_join via any server"); but when ``federation_domain_whitelist`` left out every
 server (nothing was sent), 403 ``M_FORBIDDEN`` "Federation denied", the answer the
 directory query gives for such a server (Synapse answers 502 here; a refusal by our
-own config is not a failure of the other side). A room version we do not know: 400
-``M_UNSUPPORTED_ROOM_VERSION``.
+own config is not a failure of the other side). A room version we do not know (named
+by the resident, or its make_join refusal for the versions we sent): 400
+``M_INCOMPATIBLE_ROOM_VERSION`` with ``room_version``, as Synapse's
+IncompatibleRoomVersionError (SyTest 30room-join.pl checks both).
 
 The ``send_join`` answer is read whole, up to :data:`SEND_JOIN_MAX_BYTES` (a room of a
 few thousand members is a few MB); ``omit_members`` (partial state) is issue #11.
@@ -103,10 +105,12 @@ def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
 
 
 def _unsupported(room_version: object) -> MatrixError:
+    extra = {"room_version": room_version} if isinstance(room_version, str) else {}
     return MatrixError(
         400,
-        "M_UNSUPPORTED_ROOM_VERSION",
+        "M_INCOMPATIBLE_ROOM_VERSION",
         f"This server does not support room version {room_version}",
+        **extra,
     )
 
 
@@ -139,7 +143,7 @@ class RemoteJoins:
 
         Raises:
             MatrixError: the resident's refusal (403 ...), 400
-                ``M_UNSUPPORTED_ROOM_VERSION``, or 502 ``M_UNKNOWN`` when no server
+                ``M_INCOMPATIBLE_ROOM_VERSION``, or 502 ``M_UNKNOWN`` when no server
                 could be used (nothing was stored for the room then).
         """
         candidates = [s for s in dict.fromkeys(servers) if s and s != self.server_name]

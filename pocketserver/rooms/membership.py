@@ -219,7 +219,7 @@ class Membership:
             MatrixError: 404 unknown room or alias, 403 (guests, auth rules, the
                 refusal of the server joined through), 429, 502 no server could be
                 joined through (federation/remote_join.py), 400
-                ``M_UNSUPPORTED_ROOM_VERSION``, and the third-party exchange's errors.
+                ``M_INCOMPATIBLE_ROOM_VERSION``, and the third-party exchange's errors.
         """
         room_id, alias_servers = await self.resolve_with_servers(room_id_or_alias)
         if self.out_of_band is not None:  # accepting an invite from another server

@@ -376,6 +376,15 @@ async def test_invite_to_a_room_we_hold_goes_through_the_writer(
     assert current_state(db, room_id)[(MEMBER, BOB)] == invite_id
     assert _memberships(db, BOB)[room_id].out_of_band is False
     assert db.read_sync(oob_store.get, BOB, room_id) is None
+    # In a room we hold, the invite is room state like any member event: a user ID of
+    # ours without an account may be invited, as Synapse accepts it (SyTest
+    # 50server-acl-endpoints); nothing is kept out of band for it.
+    ghost_id, ghost = await remote.event(
+        writer, room_id, RBOB, MEMBER, {"membership": "invite"}, GHOST
+    )
+    await rig.receiver.receive(REMOTE, room_id, ghost_id, {"room_version": "10", "event": ghost})
+    assert current_state(db, room_id)[(MEMBER, GHOST)] == ghost_id
+    assert db.read_sync(oob_store.get, GHOST, room_id) is None
     # An invite the room's auth rules refuse (the sender is not in the room) is refused
     # and changes nothing.
     stranger = f"@stranger:{REMOTE}"

@@ -277,7 +277,10 @@ async def test_unknown_room_version_is_refused(
 ) -> None:
     room_id = await resident.room()
     client.version_override = "org.example.future"
-    await _refused(joins.join(ALICE, room_id, [REMOTE], {}), 400, "M_UNSUPPORTED_ROOM_VERSION")
+    err = await _refused(
+        joins.join(ALICE, room_id, [REMOTE], {}), 400, "M_INCOMPATIBLE_ROOM_VERSION"
+    )
+    assert err.extra == {"room_version": "org.example.future"}  # as Synapse
     assert _room_events(db, room_id) == 0
 
 
