@@ -104,6 +104,13 @@ def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
     return content if isinstance(content, Mapping) else {}
 
 
+def _unknown_endpoint(e: FederationHttpError) -> bool:
+    """The remote does not serve that endpoint (Synapse's ``is_unknown_endpoint``)."""
+    if e.errcode == "M_UNRECOGNIZED":
+        return e.status in (400, 404, 405)
+    return e.status in (404, 405) and e.errcode is None
+
+
 def _unsupported(room_version: object) -> MatrixError:
     extra = {"room_version": room_version} if isinstance(room_version, str) else {}
     return MatrixError(
@@ -165,19 +172,39 @@ class RemoteJoins:
         template = await self._make_join(server, user_id, room_id)
         event_id, pdu = self._fill(template, user_id, room_id, content)
         answer = await self._request(
-            server,
-            "send_join",
-            self.client.put_json(
+            server, "send_join", self._send_join(server, room_id, event_id, pdu)
+        )
+        if not isinstance(answer, dict):
+            raise _TryNext("the send_join answer is not an object")
+        return await self._store(server, room_id, template.room_version, event_id, pdu, answer)
+
+    async def _send_join(
+        self, server: str, room_id: str, event_id: str, pdu: Mapping[str, object]
+    ) -> Any:
+        """``v2/send_join``; a server that does not know it (404/405 without an
+        errcode or ``M_UNRECOGNIZED``) is asked ``v1/send_join``, whose answer comes in
+        ``[200, {...}]``, as Synapse falls back (``is_unknown_endpoint``)."""
+        try:
+            return await self.client.put_json(
                 server,
                 _path("v2", "send_join", room_id, event_id),
                 pdu,
                 timeout_s=LONG_TIMEOUT_S,
                 max_size=SEND_JOIN_MAX_BYTES,
-            ),
+            )
+        except FederationHttpError as e:
+            if not _unknown_endpoint(e):
+                raise
+        answer = await self.client.put_json(
+            server,
+            _path("v1", "send_join", room_id, event_id),
+            pdu,
+            timeout_s=LONG_TIMEOUT_S,
+            max_size=SEND_JOIN_MAX_BYTES,
         )
-        if not isinstance(answer, dict):
-            raise _TryNext("the send_join answer is not an object")
-        return await self._store(server, room_id, template.room_version, event_id, pdu, answer)
+        if isinstance(answer, list) and len(answer) == 2 and answer[0] == 200:
+            return answer[1]
+        return None  # not an object: the next server is tried
 
     async def _request(self, server: str, what: str, call: Any) -> Any:
         """Await one request; map its failure to "try the next server" or the

@@ -96,6 +96,8 @@ class FakeClient:
         self.calls: list[tuple[str, str]] = []
         self.tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.version_override: str | None = None
+        self.v1_only = False
+        """Answer v2 send_join as an old server does (404, no errcode)."""
 
     def _check(self, destination: str, path: str) -> None:
         self.calls.append((destination, path.split("/")[4]))
@@ -148,7 +150,10 @@ class FakeClient:
         await trio.lowlevel.checkpoint()
         self._check(destination, path)
         parts = [unquote(p) for p in path.split("/")]
-        assert parts[3:5] == ["v2", "send_join"], path
+        assert parts[4] == "send_join", path
+        if self.v1_only and parts[3] == "v2":
+            raise FederationHttpError(destination, 404, None, "Not found", {})
+        assert parts[3] == ("v1" if self.v1_only else "v2"), path
         try:
             answer = await self.resident.joins.send_join(
                 LOCAL, parts[5], parts[6], copy.deepcopy(content), omit_members=False
@@ -161,7 +166,8 @@ class FakeClient:
             "state": await self._pdus(answer.state_ids),
             "auth_chain": await self._pdus(answer.auth_chain_ids),
         }
-        return self.tamper(body) if self.tamper is not None else body
+        body = self.tamper(body) if self.tamper is not None else body
+        return [200, body] if parts[3] == "v1" else body
 
 
 @pytest.fixture
@@ -220,6 +226,21 @@ async def test_join_a_remote_room(
     # Now the room is held here: a local event builds on the join.
     sent = await writer.send_event(room_id, ALICE, "m.room.message", {"body": "hi"})
     assert sent.accepted
+
+
+async def test_a_server_without_v2_send_join_is_asked_v1(
+    joins: RemoteJoins, resident: Resident, client: FakeClient, db: Database
+) -> None:
+    """As Synapse: v2 unknown there (404 without an errcode) -> v1 and its [200, {...}]."""
+    room_id = await resident.room()
+    client.v1_only = True
+    persisted = await joins.join(ALICE, room_id, [REMOTE], {})
+    assert persisted.accepted
+    assert current_state(db, room_id)[("m.room.member", ALICE)] == persisted.event_id
+    assert [c for c in client.calls if c[1] == "send_join"] == [
+        (REMOTE, "send_join"),
+        (REMOTE, "send_join"),
+    ]
 
 
 async def test_candidates_in_order_past_unreachable_and_unknown_servers(
