@@ -211,7 +211,7 @@ def test_notary_answers_for_the_key_server_signed_by_both(setup) -> None:
     ("method", "path", "status"),
     [
         ("GET", "/_matrix/federation/v1/unknown_endpoint", 404),
-        ("PUT", "/_matrix/federation/v1/invite/!r:x/$e", 404),  # v1: not served
+        ("GET", "/_matrix/federation/v1/invite/!r:x/$e", 405),
         ("GET", "/_matrix/key/v2/unknown", 404),
         ("POST", "/_matrix/federation/v1/query/profile", 405),
         ("DELETE", "/_matrix/key/v2/server", 405),

@@ -445,3 +445,38 @@ async def test_invite_route_refusals_store_nothing(env) -> None:
     assert r.status_code == 401
     memberships = services.db.read_sync(stream_store.current_memberships, alice)
     assert memberships == []
+
+
+async def test_v1_invite_is_served_for_room_versions_1_and_2(env) -> None:
+    """PUT /v1/invite (invites-v1.yaml): the event is the body, its stripped state in
+    ``unsigned``; the answer is ``[200, {"event": ...}]`` with our signature, and alice
+    sees the invite. An unsigned v1 invite is refused and changes nothing."""
+    from pocketserver.storage import stream as stream_store
+
+    app, _net, peer, services = env
+    client = app.test_client()
+    alice = f"@alice:{US}"
+    base = {
+        **_invite_pdu("@mallory:peer.example", alice, "!v1room:peer.example"),
+        "event_id": "$inv1:peer.example",
+        "unsigned": {"invite_room_state": [
+            {"type": "m.room.name", "state_key": "", "sender": "@mallory:peer.example",
+             "content": {"name": "Old room"}},
+        ]},
+    }  # fmt: skip
+    del base["hashes"], base["signatures"]
+    unsigned_part = base.pop("unsigned")
+    pdu = {**add_hashes_and_signatures(base, "1", peer.name, peer.key), "unsigned": unsigned_part}
+    # Not signed by its sender's server: refused, nothing stored.
+    bare = {**pdu, "signatures": {}}
+    uri = f"/_matrix/federation/v1/invite/{_q('!v1room:peer.example')}/{_q('$inv1:peer.example')}"
+    r = await client.put(uri, json=bare, headers=signed(peer, "PUT", uri, bare))
+    assert r.status_code == 400, await r.get_data()
+    assert services.db.read_sync(stream_store.current_memberships, alice) == []
+    r = await client.put(uri, json=pdu, headers=signed(peer, "PUT", uri, pdu))
+    assert r.status_code == 200, await r.get_data()
+    status, answer = await r.get_json()
+    assert status == 200
+    assert set(answer["event"]["signatures"]) == {peer.name, US}
+    memberships = services.db.read_sync(stream_store.current_memberships, alice)
+    assert [(m.room_id, m.membership) for m in memberships] == [("!v1room:peer.example", "invite")]

@@ -230,6 +230,27 @@ async def invite(room_id: str, event_id: str) -> dict[str, object]:
     return {"event": event}
 
 
+@bp.put(f"{V1}/invite/<room_id>/<event_id>")
+async def invite_v1(room_id: str, event_id: str) -> list[object]:
+    """``PUT /v1/invite`` (invites-v1.yaml, still in the spec): the body is the event,
+    its ``unsigned.invite_room_state`` the room's stripped state; the room version is
+    "1" or "2" ("servers which receive a v1 invite request must assume" one of them:
+    the room's own when we hold it). The answer comes in ``[200, {...}]``, as Synapse's.
+    """
+    s = services()
+    pdu = await json_body()
+    held = await s.invites.store.room_version(room_id)
+    unsigned = pdu.get("unsigned")
+    stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+    body = {
+        "room_version": held if held in ("1", "2") else "1",
+        "event": pdu,
+        "invite_room_state": stripped if isinstance(stripped, list) else [],
+    }
+    event = await s.invites.receive(federation_origin(), room_id, event_id, body)
+    return [200, {"event": event}]
+
+
 # --- transactions -----------------------------------------------------------------------
 
 
