@@ -189,7 +189,7 @@ class InviteReceiver:
         try:
             computed = compute_event_id(pdu, room_version)
         except (EventFormatError, KeyError, TypeError, ValueError):
-            raise invalid_param("The event is malformed") from None
+            raise bad_json("The event is malformed") from None
         if computed != event_id:
             raise invalid_param("The event ID in the path does not match the event")
         held = await self.store.room_version(room_id)
@@ -206,9 +206,10 @@ class InviteReceiver:
             validate_pdu(pdu, room_version)
             keys = await self._keys_for(pdu, room_version)
         except EventFormatError as e:
-            raise invalid_param(f"The event is malformed: {e}") from None
+            raise bad_json(f"The event is malformed: {e}") from None
         except SignatureError as e:
-            raise invalid_param(f"The event's signatures do not verify: {e}") from None
+            # 403, as Synapse (SyTest 35room-invite "not signed by the sender").
+            raise forbidden(f"The event's signatures do not verify: {e}") from None
         if not check_content_hash(pdu):
             raise invalid_param("The event's content hash does not match")
         if self._limits is not None:  # only genuine invites count
@@ -238,7 +239,8 @@ class InviteReceiver:
             raise invalid_param("The event is not an m.room.member invite")
         sender, target = pdu.get("sender"), pdu.get("state_key")
         if not isinstance(sender, str) or server_of(sender) != origin:
-            raise invalid_param("The invite's sender is not a user of the requesting server")
+            # 403 as Synapse ("The invite event was not from the server sending it").
+            raise forbidden("The invite's sender is not a user of the requesting server")
         if not isinstance(target, str) or not self.locality.is_mine(target):
             raise invalid_param("The invited user is not a user of this server")
         if pdu.get("room_id") != room_id:
@@ -261,8 +263,10 @@ class InviteReceiver:
             persisted = await self.writer.receive_pdu(pdu, room_version, keys)
         except MissingEventsError:
             return False
-        except (EventFormatError, SignatureError) as e:
-            raise invalid_param(f"The event is invalid: {e}") from None
+        except EventFormatError as e:
+            raise bad_json(f"The event is invalid: {e}") from None
+        except SignatureError as e:
+            raise forbidden(f"The event's signatures do not verify: {e}") from None
         if persisted.rejected is not None or persisted.soft_failed:
             raise forbidden("The invite is not allowed in this room")
         return True

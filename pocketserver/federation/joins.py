@@ -260,7 +260,8 @@ class ResidentMemberships:
         if _content(pdu).get("membership") != membership:
             raise invalid_param(f"The event's membership is not {membership}")
         if not isinstance(sender, str) or server_of(sender) != origin:
-            raise invalid_param("The event's sender is not a user of the requesting server")
+            # 403 as Synapse ("User not from origin"; SyTest 30room-join, 35room-invite).
+            raise forbidden("The event's sender is not a user of the requesting server")
         if pdu.get("state_key") != sender:
             raise invalid_param("The event's state_key is not its sender")
         if pdu.get("room_id") != room_id:
@@ -280,7 +281,7 @@ class ResidentMemberships:
         except EventFormatError as e:
             raise bad_json(f"The event is malformed: {e}") from None
         except SignatureError as e:
-            raise invalid_param(f"The event's signatures do not verify: {e}") from None
+            raise forbidden(f"The event's signatures do not verify: {e}") from None
         except MissingEventsError as e:
             raise invalid_param(f"The event names events this server does not have: {e}") from None
         if persisted.rejected is not None:

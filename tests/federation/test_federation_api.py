@@ -423,7 +423,7 @@ async def test_invite_route_refusals_store_nothing(env) -> None:
 
     # Another server's user, sent by peer.example.
     status, answer = await put(_invite_pdu("@mallory:evil.example", alice))
-    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), answer
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN"), answer
     # A user of another server invited through us.
     status, answer = await put(_invite_pdu("@mallory:peer.example", "@bob:else.example"))
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
@@ -471,7 +471,7 @@ async def test_v1_invite_is_served_for_room_versions_1_and_2(env) -> None:
     bare = {**pdu, "signatures": {}}
     uri = f"/_matrix/federation/v1/invite/{_q('!v1room:peer.example')}/{_q('$inv1:peer.example')}"
     r = await client.put(uri, json=bare, headers=signed(peer, "PUT", uri, bare))
-    assert r.status_code == 400, await r.get_data()
+    assert r.status_code == 403, await r.get_data()
     assert services.db.read_sync(stream_store.current_memberships, alice) == []
     r = await client.put(uri, json=pdu, headers=signed(peer, "PUT", uri, pdu))
     assert r.status_code == 200, await r.get_data()

@@ -249,7 +249,7 @@ async def test_refused_invites_store_nothing(
         )
 
     # A server inviting on behalf of a user that is not its own.
-    await refused(_body(version, invite, events), 400, "M_INVALID_PARAM", origin="evil.test")
+    await refused(_body(version, invite, events), 403, "M_FORBIDDEN", origin="evil.test")
     # An invite for a user of another server (we must not sign it for them).
     other_id, other = _invite(remote, version, room_id, events, target=f"@x:{REMOTE}")
     await refused(_body(version, other, events), 400, "M_INVALID_PARAM", eid=other_id)
@@ -259,7 +259,7 @@ async def test_refused_invites_store_nothing(
     # A bad signature: the event altered after signing (the ID is recomputed to match).
     forged = _mutated(invite, origin_server_ts=invite["origin_server_ts"] + 1)
     forged_id = compute_event_id(forged, version)
-    await refused(_body(version, forged, events), 400, "M_INVALID_PARAM", eid=forged_id)
+    await refused(_body(version, forged, events), 403, "M_FORBIDDEN", eid=forged_id)
     # Signed by another key claiming to be the remote server.
     impostor = RemoteServer(REMOTE, "r_evil")
     _, unsigned = remote.build(
@@ -268,7 +268,7 @@ async def test_refused_invites_store_nothing(
     )  # fmt: skip
     bare = {k: v for k, v in unsigned.items() if k not in ("signatures", "hashes")}
     imp_id, imp = impostor.sign(bare, version)
-    await refused(_body(version, imp, events), 400, "M_INVALID_PARAM", eid=imp_id)
+    await refused(_body(version, imp, events), 403, "M_FORBIDDEN", eid=imp_id)
     # A room version we do not know.
     err = await refused(
         {**_body(version, invite, events), "room_version": "99"}, 400, "M_INCOMPATIBLE_ROOM_VERSION"

@@ -185,12 +185,13 @@ async def test_make_join_refusals(
 
 
 @pytest.mark.parametrize(
-    ("change", "errcode"),
+    ("change", "status", "errcode"),
     [
-        ({"type": "m.room.message"}, "M_INVALID_PARAM"),
-        ({"content": {"membership": "leave"}}, "M_INVALID_PARAM"),
-        ({"state_key": RCAROL}, "M_INVALID_PARAM"),
-        ({"sender": BOB, "state_key": BOB}, "M_INVALID_PARAM"),
+        ({"type": "m.room.message"}, 400, "M_INVALID_PARAM"),
+        ({"content": {"membership": "leave"}}, 400, "M_INVALID_PARAM"),
+        ({"state_key": RCAROL}, 400, "M_INVALID_PARAM"),
+        # Another server's user: 403 as Synapse ("User not from origin").
+        ({"sender": BOB, "state_key": BOB}, 403, "M_FORBIDDEN"),
     ],
 )
 async def test_send_join_refuses_a_wrong_event_and_changes_nothing(
@@ -199,6 +200,7 @@ async def test_send_join_refuses_a_wrong_event_and_changes_nothing(
     remote: RemoteServer,
     db: Database,
     change: dict[str, object],
+    status: int,
     errcode: str,
 ) -> None:
     room_id = await _room(writer)
@@ -206,7 +208,7 @@ async def test_send_join_refuses_a_wrong_event_and_changes_nothing(
     template = {**made["event"], **change}  # type: ignore[dict-item]
     event_id, pdu = _sign(remote, template, "10")
     before = current_state(db, room_id)
-    await _refused(resident.send_join(REMOTE, room_id, event_id, pdu, False), 400, errcode)
+    await _refused(resident.send_join(REMOTE, room_id, event_id, pdu, False), status, errcode)
     assert current_state(db, room_id) == before
 
 
@@ -225,9 +227,7 @@ async def test_send_join_checks_the_path_and_signatures(
     )
     forged = dict(pdu)
     forged["signatures"] = {REMOTE: {"ed25519:r_1": "A" * 86}}
-    await _refused(
-        resident.send_join(REMOTE, room_id, event_id, forged, False), 400, "M_INVALID_PARAM"
-    )
+    await _refused(resident.send_join(REMOTE, room_id, event_id, forged, False), 403, "M_FORBIDDEN")
     assert current_state(db, room_id) == before
 
 
