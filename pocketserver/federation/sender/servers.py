@@ -1,8 +1,8 @@
 """Which servers an event of ours goes to: the servers of the members joined to the
 room in the state before the event (so a ban of a server's last member still
 reaches it, as Synapse's ``get_hosts_in_room_at_events`` on the prev events), plus
-the invited user's server for an invite, and the formerly invited user's server
-when an invite is rescinded (server-server-api.md "Room State Resolution" and
+the formerly invited user's server when an invite is rescinded (the invite itself went
+there by ``/invite``) (server-server-api.md "Room State Resolution" and
 "Inviting to a room": the servers in the room receive each new event).
 """
 
@@ -60,10 +60,14 @@ class RoomServers:
         target = server_of(ev.state_key)
         if target in servers or target in (self._ours, ""):
             return servers
-        if ev.membership == "invite" or (
+        # The invitee's server got the invite itself through /invite (federation/
+        # remote_memberships.py), never in a transaction: it is not in the room, and
+        # Synapse sends it none either (SyTest's server stalls on a PDU of a room it does
+        # not know). A rescinded invite does go to it, as Synapse's sender does.
+        if (
             ev.membership == "leave"
             and ev.sender != ev.state_key
-            and await self._was_invited(ev.state_before, ev.state_key)  # rescinded (Synapse)
+            and await self._was_invited(ev.state_before, ev.state_key)
         ):
             return servers | {target}
         return servers
