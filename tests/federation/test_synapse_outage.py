@@ -73,3 +73,46 @@ def test_messages_sent_while_synapse_is_down_arrive_after_a_restart(
             assert "Traceback" not in pocket.log_text(), pocket.log_text()[-4000:]
     finally:
         synapse.stop()
+
+
+def test_messages_synapse_sends_while_pocketserver_is_down_arrive_after_its_restart(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
+    """The other direction: pocketserver stops while bob (on Synapse) keeps talking;
+    once pocketserver is back and talks to Synapse (which ends Synapse's backoff), the
+    messages reach it (Synapse's catch-up, then our /get_missing_events): alice reads
+    every one in order, and nothing acknowledged before the stop is lost."""
+    synapse = start_synapse(tmp_path / "synapse", test_ca)
+    config = pocket_tls_config(tmp_path / "pocket", test_ca)
+    try:
+        with running_server(config) as pocket:
+            alice_info = pocket.register("alice")
+            alice = Client(pocket.client(), alice_info["access_token"], alice_info["user_id"])
+            info = synapse.register("bob")
+            bob = Client(synapse.client(), info["access_token"], info["user_id"])
+            room_id = alice.call("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+            bob.call("POST", f"/join/{quote(room_id)}", {}, server_name=pocket.server_name)
+            bob.send(room_id, "bob while up")
+            alice.wait_for(_has_message(room_id, "bob while up"), "bob's first message")
+            alice.http.close()
+        wanted = [f"bob while pocket is down {i}" for i in range(5)]
+        for body in wanted:
+            bob.send(room_id, body)
+        with running_server(config) as pocket:
+            alice = Client(pocket.client(), alice_info["access_token"], alice_info["user_id"])
+            alice.send(room_id, "alice is back")  # Synapse hears from us: no more backoff
+            deadline = time.monotonic() + WAIT_S
+            bodies: list[object] = []
+            while time.monotonic() < deadline:
+                page = alice.call("GET", f"/rooms/{quote(room_id)}/messages", dir="b", limit=50)
+                bodies = [ev.get("content", {}).get("body") for ev in reversed(page["chunk"])]
+                if all(w in bodies for w in wanted):
+                    break
+                time.sleep(1)
+            got = [b for b in bodies if isinstance(b, str) and b.startswith("bob")]
+            assert got == ["bob while up", *wanted], (got, synapse.log_text()[-3000:])
+            alice.http.close()
+            bob.http.close()
+            assert "Traceback" not in pocket.log_text(), pocket.log_text()[-4000:]
+    finally:
+        synapse.stop()
