@@ -153,12 +153,25 @@ def test_a_synapse_user_joins_a_pocketserver_room_and_they_talk(
     assert "before bob came" in bodies, bodies
 
     # pocketserver -> Synapse (our sender).
-    alice.send(room_id, "hello from the pi")
+    from_pi = alice.send(room_id, "hello from the pi")
     bob.wait_for(_has_message(room_id, "hello from the pi"), "alice's message")
 
     # Synapse -> pocketserver (our inbound transactions).
-    bob.send(room_id, "hello from synapse")
+    from_synapse = bob.send(room_id, "hello from synapse")
     alice.wait_for(_has_message(room_id, "hello from synapse"), "bob's message")
+
+    # Read receipts cross both ways (m.receipt EDUs).
+    def read_by(user_id: str, event_id: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda a: any(
+            ev.get("type") == "m.receipt"
+            and user_id in ev.get("content", {}).get(event_id, {}).get("m.read", {})
+            for ev in _ephemeral(a, room_id)
+        )
+
+    bob.call("POST", f"/rooms/{quote(room_id)}/receipt/m.read/{quote(from_pi)}", {})
+    alice.wait_for(read_by(bob.user_id, from_pi), "bob's read receipt")
+    alice.call("POST", f"/rooms/{quote(room_id)}/receipt/m.read/{quote(from_synapse)}", {})
+    bob.wait_for(read_by(alice.user_id, from_synapse), "alice's read receipt")
 
     # Typing crosses as an EDU.
     bob.call(
