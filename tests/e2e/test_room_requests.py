@@ -135,3 +135,28 @@ def test_post_send_without_txn_id(server: RunningServer, c: httpx.Client, new_us
     assert bodies == [2**53 - 1, "hello", "hello"]
     # Without a token: 401, nothing sent.
     assert c.post(url, json=body).status_code == 401
+
+
+def test_post_redact_without_txn_id(server: RunningServer, c: httpx.Client, new_user: str) -> None:
+    """POST /redact/{eventId} (no transaction ID, as Synapse serves it): redacts; a
+    member without the redact level is refused and nothing is redacted."""
+    alice = server.register(new_user + "a")
+    bob = server.register(new_user + "b")
+    room = _room(c, alice, room_version="10")
+    r = c.post(f"{V3}/join/{quote(room)}", headers=_auth(bob), json={})
+    assert r.status_code == 200, r.text
+    url = f"{V3}/rooms/{quote(room)}/send/m.room.message"
+    mine = c.post(url, headers=_auth(alice), json={"msgtype": "m.text", "body": "x"}).json()
+    redact = f"{V3}/rooms/{quote(room)}/redact/{quote(mine['event_id'])}"
+    r = c.post(redact, headers=_auth(bob), json={})
+    assert r.status_code == 403, r.text
+    event = f"{V3}/rooms/{quote(room)}/event/{quote(mine['event_id'])}"
+    assert c.get(event, headers=_auth(alice)).json()["content"] == {
+        "msgtype": "m.text",
+        "body": "x",
+    }
+    r = c.post(redact, headers=_auth(alice), json={"reason": "oops"})
+    assert r.status_code == 200, r.text
+    got = c.get(event, headers=_auth(alice)).json()
+    assert got["content"] == {}
+    assert got["unsigned"]["redacted_by"] == r.json()["event_id"]
