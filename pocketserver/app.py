@@ -69,7 +69,9 @@ from pocketserver.api.federation import media as federation_media
 from pocketserver.api.federation import query as federation_query
 from pocketserver.api.federation import rooms as federation_rooms
 from pocketserver.api.streaming import BackpressureHTTPConnection, StreamingRequest
+from pocketserver.config.log_settings import LogSettings
 from pocketserver.errors import MatrixError
+from pocketserver.logs import access_line_level
 from pocketserver.services import Services
 
 log = logging.getLogger("pocketserver.access")
@@ -227,11 +229,19 @@ def create_app(
         app.register_blueprint(third_party_invites.federation_bp)
     if wanted & {"federation", "openid"}:
         app.register_blueprint(openid.federation_bp)
-    _install_hooks(app)
+    _install_hooks(app, services.config.logs)
     return app
 
 
-def _install_hooks(app: QuartTrio) -> None:
+def _long_poll_ms() -> int:
+    """The ``timeout`` a long-poll (/sync, /events, ...) asked to wait, in ms."""
+    timeout = request.args.get("timeout")
+    if timeout is None or not timeout.isdigit() or len(timeout) > 9:
+        return 0
+    return int(timeout)
+
+
+def _install_hooks(app: QuartTrio, logs: LogSettings) -> None:
     @app.before_request
     async def start_request() -> Response | None:
         g.request_id = f"req-{next(_request_ids)}"
@@ -254,8 +264,12 @@ def _install_hooks(app: QuartTrio) -> None:
         response.headers.update(CORS_HEADERS)
         started = g.get("start")
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        level = access_line_level(logs, response.status_code, duration_ms, _long_poll_ms())
+        if not log.isEnabledFor(level):
+            return response
         # request.path never includes the query string, where secrets could be.
-        log.info(
+        log.log(
+            level,
             "%s %s %s %s %.1fms %s",
             g.get("request_id", "-"),
             request.method,

@@ -36,6 +36,9 @@ def make_config(directory: Path, server_name: str = "test.local", **overrides: o
     data["listeners"][0]["port"] = 0
     data["bcrypt_rounds"] = 4
     data["log_level"] = "INFO"
+    # Tests read the servers' logs for every request's line (the default logs only
+    # failed and slow ones at INFO).
+    data["access_log_level"] = "INFO"
     # Tests log in far more often than a person; they test the limiter explicitly.
     data["rc_login"] = {
         k: {"per_second": 1000, "burst_count": 1000}
@@ -143,10 +146,16 @@ def start_server(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    log_to: Path | None = None,
 ) -> RunningServer:
-    """Start the server and wait until it logs that it is ready; learn its port from the log."""
-    log_path = config_path.parent / f"server-{time.monotonic_ns()}.log"
-    log_file = log_path.open("wb")
+    """Start the server and wait until it logs that it is ready; learn its port from the log.
+
+    ``log_to``: the file the config sends the log to (``log_file``), read instead of
+    the server's standard error (which is still kept beside the config).
+    """
+    stderr_path = config_path.parent / f"server-{time.monotonic_ns()}.log"
+    log_path = log_to or stderr_path
+    log_file = stderr_path.open("wb")
     proc = subprocess.Popen(
         list(command or server_command(config_path)),
         stdin=subprocess.DEVNULL,
@@ -158,17 +167,18 @@ def start_server(
     log_file.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
         if READY_MARK in text:
             m = _LISTEN_RE.search(text)
             assert m, text
             config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
             return RunningServer(proc, config_path, log_path, m.group(1), config)
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{text}")
+            err = stderr_path.read_text(errors="replace")
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{text}{err}")
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"server did not start in {timeout}s:\n{log_path.read_text()}")
+    raise RuntimeError(f"server did not start in {timeout}s:\n{text}")
 
 
 @contextlib.contextmanager

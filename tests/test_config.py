@@ -279,7 +279,8 @@ def test_unknown_keys_warn_with_their_full_names_and_do_not_fail() -> None:
 
 
 def test_ignored_synapse_keys_do_not_warn() -> None:
-    assert {"pid_file", "log_config", "macaroon_secret_key"} <= _IGNORED_SYNAPSE_KEYS
+    assert {"pid_file", "macaroon_secret_key"} <= _IGNORED_SYNAPSE_KEYS
+    assert "log_config" not in _IGNORED_SYNAPSE_KEYS  # honoured since issue #15
     data = minimal(**dict.fromkeys(_IGNORED_SYNAPSE_KEYS, "whatever"))
     assert parse_config(data, BASE).warnings == ()
 

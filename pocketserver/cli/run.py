@@ -8,6 +8,7 @@ import sys
 
 import trio
 
+import pocketserver
 from pocketserver.cli.common import (
     TRYOUT_CONFIG,
     add_config_argument,
@@ -15,8 +16,9 @@ from pocketserver.cli.common import (
     find_config,
     load_or_exit,
 )
+from pocketserver.cli.unpacked import prune_at_start
 from pocketserver.config.generate import GenerateError, generate
-from pocketserver.logs import setup_logging
+from pocketserver.logs import LogSetupError, setup_logging
 
 log = logging.getLogger("pocketserver")
 
@@ -58,7 +60,11 @@ def run_command(args: argparse.Namespace) -> int:
     config = load_or_exit(path)
     if config is None:
         return 1
-    setup_logging(config.log_level)
+    try:
+        setup_logging(config.log_level, config.logs)
+    except LogSetupError as e:
+        return fail(str(e))
+    prune_at_start(pocketserver.__file__)
     if tryout:
         log.info(
             "no config given and no ./homeserver.yaml: running the local try-out server "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from pocketserver.config.log_settings import LogSettings
 from pocketserver.config.media import MediaConfig, UrlPattern
 from pocketserver.config.model import (
     Config,
@@ -74,6 +75,7 @@ DUMPED_FIELDS = frozenset(
         "log_level",
         "report_stats",
         "media",
+        "logs",
         "ip_range_blacklist",
         "ip_range_whitelist",
         "enable_3pid_lookup",
@@ -183,6 +185,17 @@ def _media(media: MediaConfig) -> dict[str, object]:
     }
 
 
+def _logs(logs: LogSettings) -> dict[str, object]:
+    return {
+        "log_config": _path(logs.config_file),
+        "log_file": _path(logs.file),
+        "log_file_max_size": format_size(logs.file_max_size),
+        "log_file_backup_count": logs.file_backup_count,
+        "access_log_level": logs.access_level,
+        "access_log_slow_threshold": format_duration(logs.access_slow_ms),
+    }
+
+
 def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[str, object]:
     """The config as a homeserver.yaml document: parsing it gives ``config`` back
     (with the secrets filled in when they were masked)."""
@@ -266,6 +279,7 @@ def config_as_yaml_keys(config: Config, *, mask_secrets: bool = True) -> dict[st
         "media_store_path": str(c.media_store_path),
         **_media(c.media),
         "log_level": c.log_level,
+        **_logs(c.logs),
         "report_stats": c.report_stats,
     }
 

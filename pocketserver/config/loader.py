@@ -13,6 +13,7 @@ import yaml
 
 from pocketserver.config.appservices import load_registrations
 from pocketserver.config.keys import parse_old_signing_keys, parse_trusted_key_servers
+from pocketserver.config.log_settings import log_level, parse_log_settings
 from pocketserver.config.media import parse_media_config
 from pocketserver.config.model import (
     DEFAULT_IP_RANGE_BLACKLIST,
@@ -29,14 +30,12 @@ from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS
 
 T = TypeVar("T")
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Synapse keys that people copy over and that have no meaning here; they are
 # accepted silently instead of warned about.
 _IGNORED_SYNAPSE_KEYS = frozenset(
     {
         "pid_file",
-        "log_config",
         "macaroon_secret_key",
         "form_secret",
         # Synapse warns when matrix.org is a notary; pocketserver never does (and has
@@ -383,7 +382,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         turn_shared_secret=root.get("turn_shared_secret", _opt_str, None),
         turn_user_lifetime_ms=root.get("turn_user_lifetime", parse_duration_ms, "1h"),
         media_store_path=root.get("media_store_path", _path(base_dir), "media_store"),
-        log_level=root.get("log_level", _log_level, "INFO"),
+        log_level=root.get("log_level", log_level, "INFO"),
         report_stats=root.get("report_stats", _bool, False),
         ip_range_blacklist=root.get(
             "ip_range_blacklist", _ip_ranges, list(DEFAULT_IP_RANGE_BLACKLIST)
@@ -405,6 +404,7 @@ def parse_config(data: object, base_dir: Path, config_path: Path | None = None) 
         warnings=(),
     )
     config = replace(config, media=parse_media_config(root))
+    config = replace(config, logs=parse_log_settings(root, base_dir))
     config = replace(config, rate_limits=parse_room_rate_limits(root))
     config = replace(
         config,
@@ -481,12 +481,6 @@ def _body_size(value: object) -> int:
     if size < 64 * 1024:
         raise ValueError("must be at least 64K (one Matrix event is up to 64K)")
     return size
-
-
-def _log_level(value: object) -> str:
-    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
-    return value.upper()
 
 
 def load_config(path: Path) -> Config:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pocketserver.appservice.registration import AppService
+from pocketserver.config.log_settings import LogSettings
 from pocketserver.config.media import MediaConfig
 
 KNOWN_RESOURCES = frozenset({"client", "federation", "keys", "media", "health", "openid"})
@@ -151,6 +152,7 @@ class Config:
     config_path: Path | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
     media: MediaConfig = field(default_factory=MediaConfig)
+    logs: LogSettings = field(default_factory=LogSettings)
     # Outgoing requests on a user's behalf (push gateways); see homeserver.yaml.in.
     ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
     ip_range_whitelist: tuple[str, ...] = ()

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.harness import start_server
+from tests.harness import make_config, start_server
 from tests.pyz_build import PYTHONS, built_pyz, interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +159,38 @@ def test_pyz_generate_run_register_login(pyz: Path, tmp_path: Path) -> None:
     # Nothing was written next to the pyz or in the working directory.
     assert sorted(p.name for p in pyz.parent.iterdir()) == ["pocket.pyz"]
     assert list(work.iterdir()) == [] or all(p.suffix == ".log" for p in work.iterdir())
+
+
+@pytest.mark.slow
+def test_pyz_run_removes_older_unpacked_builds(pyz: Path, tmp_path: Path) -> None:
+    """Issue #15: each upgrade left another 50-80 MB unpacked copy in ~/.shiv."""
+    env = _env(tmp_path)
+    shiv = tmp_path / "shiv"
+    old = shiv / f"pocket.pyz_{1:064x}"
+    (old / "site-packages" / "pocketserver").mkdir(parents=True)
+    (old / "site-packages" / "pocketserver" / "__init__.py").write_text("")
+    foreign = shiv / f"other.pyz_{2:064x}" / "site-packages" / "other"
+    foreign.mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = make_config(work)
+    server = start_server(
+        config, command=[sys.executable, str(pyz), "run", "-c", str(config)], cwd=work, env=env
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while old.exists():
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.1)
+        ours = [d for d in shiv.iterdir() if d.name.startswith("pocket.pyz_")]
+        assert len(ours) == 1
+        assert (ours[0] / ".pocket_in_use").exists()
+        assert f"removed an older build's unpacked copy {old}" in server.log_text()
+        assert foreign.exists()
+        with httpx.Client(base_url=server.base_url) as c:
+            assert c.get("/_matrix/client/versions").status_code == 200
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
