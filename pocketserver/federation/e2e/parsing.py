@@ -3,8 +3,9 @@
 Pure functions: an EDU or a ``/user/devices`` answer in, a checked value out, or None
 when it must be ignored. A user ID must belong to the server that sent it; key objects
 must not name another user (or device) than the one they are filed under. Signatures
-are not checked: the receiving clients verify them (end_to_end_encryption.md "Key and signature
-security"); a server cannot lie about another server's users past these checks.
+are not checked: the receiving clients verify them (end_to_end_encryption.md "Key and
+signature security"); a server cannot lie about another server's users past these
+checks.
 """
 
 from __future__ import annotations

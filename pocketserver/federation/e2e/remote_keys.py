@@ -7,13 +7,13 @@ not stale). A user asked for whole (no device IDs) who shares a room with our us
 and whose list is not fresh is resynced first (``GET /user/devices``, as Synapse), and
 answered from the cache it fills. The others are asked of their servers (``POST
 /user/keys/query``, one request per server, all at once), and those that share a room
-with our users start being tracked (a resync in the background). Claims always go to the servers
-(``POST /user/keys/claim``): one-time keys are handed out once, by their owner's
-server. Every request gets the client's ``timeout``; a server that fails or does not
+with our users start being tracked (a resync in the background). Claims always go to
+the servers (``POST /user/keys/claim``): one-time keys are handed out once, by their
+owner's server. Every request gets the client's ``timeout``; a server that fails or does not
 answer in time is listed in ``failures``.
 
 What a server answers is kept only for its own users and for the users and devices
-asked; key objects must name the user and device they are filed under.
+asked; key objects must not name another user or device than they are filed under.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from typing import Any
 
 import trio
 
-from pocketserver.core import e2e_keys as rules
-from pocketserver.core.e2e_keys import KeyRejected
 from pocketserver.e2e.keys import Failures, Parts, keys_answer_txn, with_signatures
 from pocketserver.federation.e2e import parsing
 from pocketserver.federation.e2e.device_lists import RemoteDeviceLists
@@ -197,9 +195,8 @@ def _query_answer(
         for device_id, keys in _mapping(device_keys.get(user_id)).items():
             if only and device_id not in only:
                 continue
-            try:
-                checked = rules.check_device_keys(keys, user_id, device_id)
-            except KeyRejected:
+            checked = parsing.device_keys(user_id, device_id, keys)  # as for the cache
+            if checked is None:
                 continue
             unsigned = _mapping(_mapping(keys).get("unsigned"))
             kept[device_id] = {**checked, "unsigned": dict(unsigned)}
