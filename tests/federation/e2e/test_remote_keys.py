@@ -225,3 +225,29 @@ async def test_bad_timeouts_are_refused(env: Env, bad: object) -> None:
     with pytest.raises(MatrixError):
         await env.keys.claim({"one_time_keys": {RCAROL: {"C": "a"}}, "timeout": bad})
     assert env.remotes.calls == []
+
+
+async def test_a_servers_answer_is_kept_as_given_when_it_names_the_right_device(
+    env: Env,
+) -> None:
+    """As the cache (and Synapse): a key object is passed on as its user's server gives
+    it, unless it names another user or device."""
+    env.remotes.on(
+        "POST",
+        REMOTE,
+        USER_KEYS_QUERY,
+        lambda _: {
+            "device_keys": {
+                RCAROL: {
+                    "C1": {"device_keys": {}},
+                    "C2": {"user_id": RCAROL, "device_id": "C2", "keys": {}},
+                    "C3": {"user_id": RBOB, "device_id": "C3"},
+                }
+            }
+        },
+    )
+    got = await env.keys.query(ALICE, {"device_keys": {RCAROL: ["C1", "C2", "C3"]}})
+    assert got["device_keys"][RCAROL] == {  # type: ignore[index]
+        "C1": {"device_keys": {}, "unsigned": {}},
+        "C2": {"user_id": RCAROL, "device_id": "C2", "keys": {}, "unsigned": {}},
+    }
