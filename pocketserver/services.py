@@ -358,6 +358,7 @@ async def build_services(
         federation_requests if federation_requests is not None else federation_client,
         display_names=config.allow_device_name_lookup_over_federation,
     )
+    writer.add_listener(federation_e2e.lists.on_persisted)
     publisher = DeviceListPublisher(
         db,
         device_lists,

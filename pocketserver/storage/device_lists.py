@@ -6,7 +6,8 @@ for a user" and "Extensions to /sync". Between two positions a user is told:
 - ``changed``: users they share a room with now whose devices, device keys or
   cross-signing keys changed (the device list stream), themselves included; users
   whose changes only they may see (their own user-signing key, what it signed); and
-  users who came to share a room with them (either side joined: the events stream);
+  users who came to share a room with them (either side joined, or another user was
+  invited to or knocked on one of their rooms, as Synapse: the events stream);
 - ``left``: users who stopped sharing any room with them.
 
 Rooms count whether encrypted or not (the spec's note allows the simpler logic).
@@ -100,7 +101,10 @@ def delta(
                 elif membership in ("leave", "ban"):
                     maybe_left |= members
             elif room_id in my_rooms:
-                if membership == "join":
+                if membership in ("join", "invite", "knock"):
+                    # Invited and knocking users count too, as in Synapse: a client
+                    # encrypting for a room with "invited" history visibility needs
+                    # their devices before they join.
                     changed.add(target)
                 elif membership in ("leave", "ban"):
                     maybe_left.add(target)

@@ -120,6 +120,19 @@ def no_longer_shared(conn: sqlite3.Connection, limit: int) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def tracked_after_leave(conn: sqlite3.Connection, room_id: str, target: str) -> list[str]:
+    """Tracked users whose list a leave of ``target`` from ``room_id`` may have stopped
+    sharing: ``target`` if tracked; if ``target`` is local, the room's remote members
+    (and those who just left it) who are tracked."""
+    rows = conn.execute(
+        "SELECT r.user_id FROM e2e_remote_users r WHERE r.user_id = ? OR ("
+        " EXISTS (SELECT 1 FROM users WHERE name = ?) AND r.user_id IN ("
+        " SELECT state_key FROM current_state WHERE room_id = ? AND type = 'm.room.member'))",
+        (target, target, room_id),
+    )
+    return [str(r[0]) for r in rows]
+
+
 def _decode(text: str | None) -> dict[str, object] | None:
     if text is None:
         return None

@@ -62,3 +62,32 @@ def test_new_login_and_rename_change_the_device_list(server: RunningServer) -> N
         assert r.status_code == 404
         assert _sync(c, ah, body["next_batch"])["device_lists"]["changed"] == []
         assert alice != carol
+
+
+def test_an_invite_or_knock_puts_the_user_in_changed(server: RunningServer) -> None:
+    """Alice invites Bob: her next /sync lists Bob in ``device_lists.changed`` (as
+    Synapse: a client encrypting for invited members needs their devices; SyTest
+    08-cross-signing waits for it); Bob's own sync lists nobody for the invite. Carol's
+    knock lists her for Alice too."""
+    with server.client() as c:
+        _, _, ah = _user(server)
+        _, bob, bh = _user(server)
+        _, carol, ch = _user(server)
+        room = c.post(f"{V3}/createRoom", headers=ah, json={"preset": "private_chat"})
+        room_id = room.json()["room_id"]
+        r = c.put(
+            f"{V3}/rooms/{room_id}/state/m.room.join_rules",
+            headers=ah,
+            json={"join_rule": "knock"},
+        )
+        assert r.status_code == 200, r.text
+        a_token = _sync(c, ah)["next_batch"]
+        b_token = _sync(c, bh)["next_batch"]
+        r = c.post(f"{V3}/rooms/{room_id}/invite", headers=ah, json={"user_id": bob})
+        assert r.status_code == 200, r.text
+        body = _sync(c, ah, a_token)
+        assert body["device_lists"]["changed"] == [bob]
+        assert _sync(c, bh, b_token)["device_lists"]["changed"] == []
+        r = c.post(f"{V3}/knock/{room_id}", headers=ch, json={})
+        assert r.status_code == 200, r.text
+        assert _sync(c, ah, body["next_batch"])["device_lists"]["changed"] == [carol]

@@ -9,7 +9,8 @@ asks the other over federation: ``/user/keys/query``), claims a one-time key
 (``m.direct_to_device`` EDUs over ``PUT /send``) and sends an encrypted message; the
 other decrypts it. Both directions of room ownership. Last, a device logged in on one
 side reaches the other side's ``/sync`` ``device_lists.changed`` and ``/keys/changes``
-(``m.device_list_update`` EDUs), and a key query then finds the new device.
+(``m.device_list_update`` EDUs), and a key query then finds the new device; a
+device renamed on Synapse reaches pocketserver's ``device_lists.changed`` too.
 Skipped where nio's ``e2e`` extra is not installed.
 """
 
@@ -162,18 +163,24 @@ def _changed(base_url: str, token: str, since: str, user_id: str, ssl: Any) -> t
         return in_sync, user_id in r.json()["changed"]
 
 
-async def _sees_new_device(watcher: Any, watcher_ssl: Any, since: str, new: Any, what: str) -> None:
-    """The new device of ``new.user_id`` shows in ``watcher``'s device lists, and a key
-    query through ``watcher``'s server returns its keys."""
+async def _sees_change(watcher: Any, watcher_ssl: Any, since: str, user_id: str, what: str) -> None:
+    """``user_id`` shows in ``watcher``'s /sync device_lists.changed and /keys/changes
+    since ``since``."""
     deadline = time.monotonic() + WAIT_S
     seen = (False, False)
     while time.monotonic() < deadline and seen != (True, True):
         seen = await asyncio.to_thread(
-            _changed, watcher.homeserver, watcher.access_token, since, new.user_id, watcher_ssl
+            _changed, watcher.homeserver, watcher.access_token, since, user_id, watcher_ssl
         )
         if seen != (True, True):
             await asyncio.sleep(0.5)
     assert seen == (True, True), f"{what}: (/sync changed, /keys/changes) = {seen}"
+
+
+async def _sees_new_device(watcher: Any, watcher_ssl: Any, since: str, new: Any, what: str) -> None:
+    """The new device of ``new.user_id`` shows in ``watcher``'s device lists, and a key
+    query through ``watcher``'s server returns its keys."""
+    await _sees_change(watcher, watcher_ssl, since, new.user_id, what)
     await _knows_device(watcher, new.user_id, new.device_id)
 
 
@@ -206,6 +213,13 @@ def test_encrypted_conversation_between_nio_on_pocketserver_and_nio_on_synapse(
             extra.append(bob2)
             await _sync(bob2)
             await _sees_new_device(alice, None, since, bob2, "bob's new device")
+
+            # Bob renames a device: Synapse's update carries no name (names are not
+            # shared over federation by default), yet alice is told bob changed.
+            since = alice.next_batch
+            renamed = await bob.update_device(bob.device_id, {"display_name": "renamed"})
+            assert isinstance(renamed, nio.UpdateDeviceResponse), renamed
+            await _sees_change(alice, None, since, bob_id, "bob's renamed device")
 
             since = bob.next_batch
             alice2 = await _login(pocket.base_url, alice_id, tmp_path / "alice2", device="a2")

@@ -17,6 +17,7 @@ users hear of it in ``/sync``'s ``device_lists.changed`` and ``/keys/changes``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -29,6 +30,7 @@ import trio
 from pocketserver.e2e.stream import DeviceListStream
 from pocketserver.federation.e2e import parsing
 from pocketserver.federation.e2e.requests import FederationRequests, user_devices_path
+from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import e2e_keys as key_store
 from pocketserver.storage import remote_devices as store
 from pocketserver.storage.db import Database
@@ -41,10 +43,15 @@ others go to their servers every time."""
 RESYNC_QUEUE = 1000
 RESYNC_WORKERS = 4
 RESYNC_TIMEOUT_S = 30.0
+QUERY_RESYNCS = 100
+"""Users whose lists one client ``/keys/query`` resyncs at once (the others go to
+``/user/keys/query``)."""
 RETRY_INTERVAL_S = 60.0
 """Stale lists (a failed resync) are retried this often, a few at a time."""
 RETRY_BATCH = 50
 SWEEP_INTERVAL_S = 600.0
+LEFT_QUEUE = 256
+"""Leaves waiting for their lists to be forgotten; past it the periodic sweep does."""
 SWEEP_BATCH = 500
 SEEN_USERS = 10_000
 SEEN_PER_USER = 16
@@ -87,6 +94,8 @@ class RemoteDeviceLists:
         self._done = 0
         self._failed = 0
         self._server_failed_at: OrderedDict[str, float] = OrderedDict()
+        self._query_limiter = trio.CapacityLimiter(RESYNC_WORKERS)
+        self._left_in, self._left_out = trio.open_memory_channel[tuple[str, str]](LEFT_QUEUE)
 
     def statistics(self) -> DeviceListStatistics:
         return DeviceListStatistics(self.max_tracked, len(self._queued), self._done, self._failed)
@@ -167,7 +176,33 @@ class RemoteDeviceLists:
             return
         self._queued.add(user_id)
 
-    async def resync(self, user_id: str) -> bool:
+    async def resync_now(self, user_ids: list[str], timeout_s: float) -> set[str]:
+        """Resync at once, for a client's ``/keys/query`` naming all their devices, the
+        lists of those of ``user_ids`` who share a room with our users (they are
+        tracked from now on); return those whose list is now fresh.
+
+        As Synapse (``_query_devices_for_destination``): a user whose list is not
+        cached is fetched whole with ``GET /user/devices`` (spec: server-server-api.md
+        "Device Management", a *resync*), so the cache is filled and the answer comes
+        from it; ``/user/keys/query`` is left for the others. At most
+        :data:`QUERY_RESYNCS` per query, :data:`RESYNC_WORKERS` at a time."""
+        tracked = await self.db.write(
+            _track_shared_txn, user_ids[:QUERY_RESYNCS], _now_ms(), self.max_tracked
+        )
+        fresh: set[str] = set()
+
+        async def one(user_id: str) -> None:
+            async with self._query_limiter:
+                if await self.resync(user_id, timeout_s=timeout_s):
+                    fresh.add(user_id)
+
+        with trio.move_on_after(timeout_s):
+            async with trio.open_nursery() as nursery:
+                for user_id in tracked:
+                    nursery.start_soon(one, user_id)
+        return fresh
+
+    async def resync(self, user_id: str, *, timeout_s: float = RESYNC_TIMEOUT_S) -> bool:
         """Fetch ``user_id``'s whole list from their server and store it; True if the
         cache is now fresh. A failure leaves it stale."""
         if self.client is None:
@@ -175,7 +210,7 @@ class RemoteDeviceLists:
         server = user_id.split(":", 1)[1]
         try:
             answer = await self.client.get_json(
-                server, user_devices_path(user_id), timeout_s=RESYNC_TIMEOUT_S
+                server, user_devices_path(user_id), timeout_s=timeout_s
             )
         except Exception as e:
             log.info("could not resync the device list of %s: %s", user_id, e)
@@ -208,11 +243,43 @@ class RemoteDeviceLists:
             self._seen.pop(user_id, None)
         return len(gone)
 
+    def on_persisted(self, event: PersistedEvent) -> None:
+        """Room writer listener (never blocks): a member left or was banned, so some
+        lists may be shared no more. They are forgotten at once (not at the next
+        sweep): a list that is not shared gets no updates, so after a rejoin it must be
+        fetched again (SyTest 40devicelists "resyncs when server leaves and rejoins a
+        room"; Synapse likewise stops tracking users it shares no room with)."""
+        pdu = event.pdu
+        content = pdu.get("content")
+        target = pdu.get("state_key")
+        if (
+            not event.live
+            or not event.state_changed
+            or pdu.get("type") != "m.room.member"
+            or not isinstance(content, dict)
+            or content.get("membership") not in ("leave", "ban")
+            or not isinstance(target, str)
+        ):
+            return
+        with contextlib.suppress(trio.WouldBlock):
+            self._left_in.send_nowait((event.room_id, target))
+
+    async def _forget_left(self) -> None:
+        async for room_id, target in self._left_out:
+            try:
+                candidates = await self.db.read(store.tracked_after_leave, room_id, target)
+                gone = await self.db.write(_sweep_txn, candidates) if candidates else []
+                for user_id in gone:
+                    self._seen.pop(user_id, None)
+            except Exception:
+                log.exception("forgetting the device lists of %s's room %s failed", target, room_id)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Resync queued lists, retry stale ones and sweep, until cancelled."""
         async with trio.open_nursery() as nursery:
             for _ in range(RESYNC_WORKERS):
                 nursery.start_soon(self._worker)
+            nursery.start_soon(self._forget_left)
             task_status.started()
             swept_at = trio.current_time()
             while True:
@@ -268,11 +335,14 @@ def _apply_update_txn(
         store.mark_stale(conn, user_id)
         return "resync", None
     if update.deleted:
-        changed = store.delete_device(conn, user_id, update.device_id)
+        store.delete_device(conn, user_id, update.device_id)
     else:
-        changed = store.set_device(conn, user_id, update.device)
+        store.set_device(conn, user_id, update.device)
     store.set_synced(conn, user_id, update.stream_id, now_ms)
-    return "applied", key_store.record_change(conn, user_id) if changed else None
+    # Our users hear of every update their server sends, even one that changes nothing
+    # we keep (a renamed device while names are not shared over federation): the
+    # device changed, so clients refetch (as Synapse, which notifies per update).
+    return "applied", key_store.record_change(conn, user_id)
 
 
 def _set_cross_signing(
@@ -318,11 +388,26 @@ def _track_txn(conn: sqlite3.Connection, user_ids: list[str], now_ms: int, cap: 
     return new
 
 
+def _track_shared_txn(
+    conn: sqlite3.Connection, user_ids: list[str], now_ms: int, cap: int
+) -> list[str]:
+    """Those of ``user_ids`` who share a room with our users and are tracked (already,
+    or from now on if the cap allows)."""
+    out = []
+    for user_id in user_ids:
+        if not store.shares_room_with_local(conn, user_id):
+            continue
+        if store.get_user(conn, user_id) is not None or _start_tracking(conn, user_id, now_ms, cap):
+            out.append(user_id)
+    return out
+
+
 def _resync_txn(
     conn: sqlite3.Connection, user_id: str, found: parsing.DeviceList, now_ms: int
 ) -> tuple[bool, int | None]:
     """Store a fetched list (if the user is still shared and tracked)."""
-    if store.get_user(conn, user_id) is None:
+    tracked = store.get_user(conn, user_id)
+    if tracked is None:
         return False, None
     if not store.shares_room_with_local(conn, user_id):
         store.untrack(conn, user_id)
@@ -336,6 +421,9 @@ def _resync_txn(
     if found.self_signing is not None:
         keys["self_signing"] = found.self_signing
     changed |= _set_cross_signing(conn, user_id, keys)
+    # A list that moved on (another stream ID) changed for our users even when what we
+    # keep of it did not (as Synapse, which notifies after every resync).
+    changed |= tracked.stream_id != found.stream_id
     store.set_synced(conn, user_id, found.stream_id, now_ms)
     return True, key_store.record_change(conn, user_id) if changed else None
 

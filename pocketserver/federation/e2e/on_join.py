@@ -8,7 +8,8 @@ first thing it learns of their devices would otherwise be the next change. On a 
 share no other room with the user one ``m.device_list_update`` naming the user's
 latest device change (server-server-api.md "Device Management"): its ``prev_id`` is
 unknown to them, which is the spec's signal to fetch the whole list
-(``GET /user/devices``), and a server that did know the list applies it as usual.
+(``GET /user/devices``), and a server that did know the list applies it as usual. A
+user none of whose devices has keys gets no such update (:func:`latest_update`).
 
 The writer listener only queues ``(user, room, state group before)`` (bounded:
 :data:`QUEUE`; past it a join is skipped with a count, the peer still learns the
@@ -71,7 +72,15 @@ def new_servers(conn: sqlite3.Connection, user_id: str, room_id: str) -> set[str
 def latest_update(
     conn: sqlite3.Connection, user_id: str, display_names: bool
 ) -> dict[str, object] | None:
-    """The ``m.device_list_update`` of the user's latest device change, or None."""
+    """The ``m.device_list_update`` of the user's latest device change, or None (also
+    when none of their devices has keys: a server learns nothing from it that
+    ``/user/devices`` would list, and the update's ``prev_id`` in the next change
+    makes it resync anyway; Synapse sends no update on a join at all)."""
+    has_keys = conn.execute(
+        "SELECT 1 FROM e2e_device_keys WHERE user_id = ? LIMIT 1", (user_id,)
+    ).fetchone()
+    if has_keys is None:
+        return None
     stream_id = store.last_device_change(conn, user_id)
     if not stream_id:
         return None

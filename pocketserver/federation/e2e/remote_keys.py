@@ -3,15 +3,17 @@
 Spec: client-server-api modules/end_to_end_encryption.md "Tracking the device list
 for a user" and keys.yaml; server-server-api.md "End-to-End Encryption". A query is
 answered from the device list cache for users whose cached list is fresh (tracked and
-not stale); the others are asked of their servers (``POST /user/keys/query``, one
-request per server, all at once), and those that share a room with our users start
-being tracked (a resync in the background). Claims always go to the servers
-(``POST /user/keys/claim``): one-time keys are handed out once, by their owner's
-server. Every request gets the client's ``timeout``; a server that fails or does not
+not stale). A user asked for whole (no device IDs) who shares a room with our users
+and whose list is not fresh is resynced first (``GET /user/devices``, as Synapse), and
+answered from the cache it fills. The others are asked of their servers (``POST
+/user/keys/query``, one request per server, all at once), and those that share a room
+with our users start being tracked (a resync in the background). Claims always go to
+the servers (``POST /user/keys/claim``): one-time keys are handed out once, by their
+owner's server. Every request gets the client's ``timeout``; a server that fails or does not
 answer in time is listed in ``failures``.
 
 What a server answers is kept only for its own users and for the users and devices
-asked; key objects must name the user and device they are filed under.
+asked; key objects must not name another user or device than they are filed under.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from typing import Any
 
 import trio
 
-from pocketserver.core import e2e_keys as rules
-from pocketserver.core.e2e_keys import KeyRejected
 from pocketserver.e2e.keys import Failures, Parts, keys_answer_txn, with_signatures
 from pocketserver.federation.e2e import parsing
 from pocketserver.federation.e2e.device_lists import RemoteDeviceLists
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 0.5
 """Past the request's timeout, how long to wait for a client that overran it."""
+MIN_TIMEOUT_S = 1.0
+"""What is left of a query's timeout for ``/user/keys/query`` after resyncs, at least."""
 
 
 class RemoteKeyClient:
@@ -59,6 +61,15 @@ class RemoteKeyClient:
     ) -> tuple[Parts, Failures]:
         every = [user for users in wanted.values() for user in users]
         fresh = await self.db.read(store.fresh_users, every)
+        whole = [
+            u for users in wanted.values() for u, d in users.items() if not d and u not in fresh
+        ]
+        remaining = timeout_s
+        if whole and self.client is not None:
+            started = trio.current_time()
+            fresh |= await self.lists.resync_now(whole, timeout_s)
+            elapsed = trio.current_time() - started
+            remaining = max(timeout_s - elapsed, min(timeout_s, MIN_TIMEOUT_S))
         cached = {u: d for users in wanted.values() for u, d in users.items() if u in fresh}
         parts: Parts = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
         if cached:
@@ -80,7 +91,7 @@ class RemoteKeyClient:
                 server: _bind_post(self.client, server, USER_KEYS_QUERY, {"device_keys": users})
                 for server, users in to_ask.items()
             },
-            timeout_s,
+            remaining,
         )
         asked_masters: list[str] = []
         for server, answer in answers.items():
@@ -184,9 +195,8 @@ def _query_answer(
         for device_id, keys in _mapping(device_keys.get(user_id)).items():
             if only and device_id not in only:
                 continue
-            try:
-                checked = rules.check_device_keys(keys, user_id, device_id)
-            except KeyRejected:
+            checked = parsing.device_keys(user_id, device_id, keys)  # as for the cache
+            if checked is None:
                 continue
             unsigned = _mapping(_mapping(keys).get("unsigned"))
             kept[device_id] = {**checked, "unsigned": dict(unsigned)}

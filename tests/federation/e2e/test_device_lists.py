@@ -8,6 +8,7 @@ from typing import Any
 import nacl.signing
 
 from pocketserver.federation.e2e.requests import user_devices_path
+from pocketserver.storage import e2e_keys as key_store
 from pocketserver.storage import remote_devices
 from tests.e2e_keys.keys import cross_signing_key, device_keys, public
 
@@ -235,3 +236,84 @@ async def test_stale_lists_are_retried_but_not_on_a_server_that_just_failed(env:
     env.fed.lists._server_failed_at.clear()
     await env.fed.lists.retry_stale()
     assert queued == [RBOB]
+
+
+async def _settled(env: Env) -> None:
+    """Until the stream has caught up with what the background resync wrote."""
+    written = env.db.read_sync(key_store.stream_position)
+    await until(lambda: env.stream.position() == written)
+
+
+async def test_an_applied_update_tells_local_users_even_when_nothing_kept_changed(
+    env: Env,
+) -> None:
+    """A renamed device whose name we are not sent (names are not shared by default)
+    still changed: our users refetch (as Synapse; SyTest 06-device-lists "Can query
+    remote device keys using POST after notification")."""
+    await _tracked_bob(env, "D1")
+    await _settled(env)
+    cached = env.rows("SELECT * FROM e2e_remote_devices")
+    before = env.stream.position()
+    same = env.remote_devices_answer(RBOB, 5, "D1")["devices"][0]["keys"]
+    await env.fed.on_edu(REMOTE, "m.device_list_update", _update("D1", 6, [5], keys=same))
+    assert env.rows("SELECT * FROM e2e_remote_devices") == cached
+    assert env.stream.position() == before + 1
+    assert RBOB in env.changed_for(ALICE, before)
+    assert env.rows("SELECT stream_id, stale FROM e2e_remote_users") == [("6", 0)]
+
+
+async def test_a_resync_that_moved_on_tells_local_users(env: Env) -> None:
+    await _tracked_bob(env, "D1")
+    await _settled(env)
+    before = env.stream.position()
+    assert await env.fed.lists.resync(RBOB)  # same list, same stream ID
+    assert env.stream.position() == before
+    moved = env.remote_devices_answer(RBOB, 9, "D1")
+    env.remotes.on("GET", REMOTE, user_devices_path(RBOB), lambda _: moved)
+    assert await env.fed.lists.resync(RBOB)
+    assert RBOB in env.changed_for(ALICE, before)
+
+
+async def test_device_keys_are_kept_as_the_users_server_gives_them(env: Env) -> None:
+    """Synapse keeps any object as a remote device's keys and serves it (SyTest
+    40devicelists "Server correctly handles incoming m.device_list_update" sends
+    ``{"device_keys": {}}``); keys naming another user or device are still dropped."""
+    await _tracked_bob(env, "D1")
+    await env.fed.on_edu(
+        REMOTE,
+        "m.device_list_update",
+        _update("D2", 6, [5], keys={"device_keys": {}}, device_display_name="tab"),
+    )
+    await env.fed.on_edu(
+        REMOTE,
+        "m.device_list_update",
+        _update("D3", 7, [6], keys={"user_id": RCAROL, "device_id": "D3", "keys": {}}),
+    )
+    answer = await env.keys.query(ALICE, {"device_keys": {RBOB: ["D2", "D3"]}})
+    assert answer["device_keys"][RBOB] == {  # type: ignore[index]
+        "D2": {"device_keys": {}, "unsigned": {"device_display_name": "tab"}}
+    }
+    assert env.db.read_sync(remote_devices.devices, RBOB)["D3"].keys is None
+
+
+async def test_a_leave_forgets_lists_no_longer_shared_at_once(env: Env) -> None:
+    """After a leave and a rejoin the list must be fetched again: no updates came
+    in between (SyTest 40devicelists "resyncs when server leaves and rejoins")."""
+    env.writer.add_listener(env.fed.lists.on_persisted)
+    await env.join_remote(RCAROL)
+    await _tracked_bob(env, "D1")
+    env.remotes.on(
+        "GET",
+        REMOTE,
+        user_devices_path(RCAROL),
+        lambda _: env.remote_devices_answer(RCAROL, 1, "C1"),
+    )
+    await env.fed.lists.track([RCAROL])
+    await until(lambda: _fresh(env, RCAROL))
+    await env.leave_remote(RBOB)  # Bob leaves; Carol stays
+    await until(lambda: not env.rows("SELECT * FROM e2e_remote_users WHERE user_id = ?", RBOB))
+    assert _fresh(env, RCAROL)
+    assert env.rows("SELECT * FROM e2e_remote_devices WHERE user_id = ?", RBOB) == []
+    # Our last user leaves: every remote member's list goes.
+    await env.writer.send_event(env.room_id, ALICE, "m.room.member", {"membership": "leave"}, ALICE)
+    await until(lambda: not env.rows("SELECT * FROM e2e_remote_users"))

@@ -76,3 +76,35 @@ async def test_joining_a_room_with_new_servers_sends_the_device_list(
         await trio.sleep(0.01)
     assert len(recorder.sent) == 1
     assert REMOTE not in recorder.sent[0][1]
+
+
+async def test_a_user_without_device_keys_sends_nothing_on_join(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    """No update for a user none of whose devices has keys (Synapse sends none on a
+    join at all; SyTest 40devicelists "with correct prev_id" awaits the next update
+    being the key upload's). Once a device has keys, the next join sends one."""
+    recorder = Recorder()
+    on_join = DeviceListsOnJoin(env.writer.store, recorder, LOCAL)
+    env.writer.add_listener(on_join.on_persisted)
+    await nursery.start(on_join.run)
+    first = await create_room(
+        env.writer, BOB, RoomSettings(room_version="10", preset="public_chat")
+    )
+    other = RemoteServer(OTHER)
+    await other.send(env.writer, first, ROTHER, "m.room.member", JOIN, ROTHER)
+    await env.writer.send_event(first, ALICE, "m.room.member", JOIN, ALICE)
+    for _ in range(30):
+        await trio.sleep(0.01)
+    assert recorder.sent == []
+    sk = nacl.signing.SigningKey.generate()
+    await env.keys.upload(ALICE, "A1", {"device_keys": device_keys(ALICE, "A1", sk)})
+    second = await create_room(
+        env.writer, BOB, RoomSettings(room_version="10", preset="public_chat")
+    )
+    third = RemoteServer("third.test")
+    await third.send(env.writer, second, "@t:third.test", "m.room.member", JOIN, "@t:third.test")
+    await env.writer.send_event(second, ALICE, "m.room.member", JOIN, ALICE)
+    await until(lambda: len(recorder.sent) == 1)
+    assert recorder.sent[0][1] == ["third.test"]
+    assert recorder.sent[0][0]["device_id"] == "A1"

@@ -43,19 +43,54 @@ async def test_untracked_user_is_asked_of_their_server_then_tracked(env: Env) ->
     env.remotes.on(
         "GET", REMOTE, user_devices_path(RBOB), lambda _: env.remote_devices_answer(RBOB, 3, "D1")
     )
-    got = await env.keys.query(ALICE, {"device_keys": {RBOB: []}, "timeout": 2500})
+    # Named devices of a user whose list is not cached are asked with /user/keys/query
+    # (as Synapse; a query for all of them resyncs first, see below).
+    got = await env.keys.query(ALICE, {"device_keys": {RBOB: ["D1"]}, "timeout": 2500})
     assert got["failures"] == {}
     assert got["device_keys"][RBOB]["D1"]["unsigned"] == {"device_display_name": "phone"}  # type: ignore[index]
     assert EVE not in got["device_keys"]  # type: ignore[operator]
     assert got["master_keys"][RBOB]["keys"] == {f"ed25519:{public(msk)}": public(msk)}  # type: ignore[index]
     ((_, server, _, body, timeout_s),) = env.remotes.called("POST", USER_KEYS_QUERY)
-    assert (server, body, timeout_s) == (REMOTE, {"device_keys": {RBOB: []}}, 2.5)
+    assert (server, body, timeout_s) == (REMOTE, {"device_keys": {RBOB: ["D1"]}}, 2.5)
     # Bob shares a room with Alice: his list is now tracked, and the next query is
     # answered from the cache without asking remote.test.
     await until(lambda: bool(env.db.read_sync(remote_devices.fresh_users, [RBOB])))
     again = await env.keys.query(ALICE, {"device_keys": {RBOB: ["D1"]}})
     assert set(again["device_keys"][RBOB]) == {"D1"}  # type: ignore[index]
     assert len(env.remotes.called("POST", USER_KEYS_QUERY)) == 1
+
+
+async def test_whole_list_of_untracked_user_is_resynced_and_answered_from_cache(
+    env: Env,
+) -> None:
+    """SyTest 40devicelists "resyncs when client query keys and there is no remote
+    cache": the user's server may not serve /user/keys/query at all."""
+    msk = nacl.signing.SigningKey.generate()
+    master = cross_signing_key(RBOB, "master", msk, None)
+    env.remotes.on(
+        "GET",
+        REMOTE,
+        user_devices_path(RBOB),
+        lambda _: env.remote_devices_answer(RBOB, 3, "D1", "D2", master_key=master),
+    )
+    before = env.stream.position()
+    got = await env.keys.query(ALICE, {"device_keys": {RBOB: []}, "timeout": 2500})
+    assert got["failures"] == {}
+    assert set(got["device_keys"][RBOB]) == {"D1", "D2"}  # type: ignore[index]
+    assert got["master_keys"][RBOB]["keys"] == master["keys"]  # type: ignore[index]
+    assert not env.remotes.called("POST", "/")
+    ((_, _, _, _, timeout_s),) = env.remotes.called("GET", "/")
+    assert timeout_s == 2.5
+    assert bool(env.db.read_sync(remote_devices.fresh_users, [RBOB]))
+    assert RBOB in env.changed_for(ALICE, before)
+    # A server that cannot resync is asked with /user/keys/query instead, and a
+    # failure of both is reported.
+    env.remotes.handlers.clear()
+    env.remotes.calls.clear()
+    env.db.write_sync(remote_devices.mark_stale, RBOB)
+    got = await env.keys.query(ALICE, {"device_keys": {RBOB: []}, "timeout": 1000})
+    assert list(got["failures"]) == [REMOTE]  # type: ignore[arg-type]
+    assert [c[0] for c in env.remotes.calls] == ["GET", "POST"]
 
 
 async def test_users_sharing_no_room_are_asked_every_time_and_not_tracked(env: Env) -> None:
@@ -190,3 +225,29 @@ async def test_bad_timeouts_are_refused(env: Env, bad: object) -> None:
     with pytest.raises(MatrixError):
         await env.keys.claim({"one_time_keys": {RCAROL: {"C": "a"}}, "timeout": bad})
     assert env.remotes.calls == []
+
+
+async def test_a_servers_answer_is_kept_as_given_when_it_names_the_right_device(
+    env: Env,
+) -> None:
+    """As the cache (and Synapse): a key object is passed on as its user's server gives
+    it, unless it names another user or device."""
+    env.remotes.on(
+        "POST",
+        REMOTE,
+        USER_KEYS_QUERY,
+        lambda _: {
+            "device_keys": {
+                RCAROL: {
+                    "C1": {"device_keys": {}},
+                    "C2": {"user_id": RCAROL, "device_id": "C2", "keys": {}},
+                    "C3": {"user_id": RBOB, "device_id": "C3"},
+                }
+            }
+        },
+    )
+    got = await env.keys.query(ALICE, {"device_keys": {RCAROL: ["C1", "C2", "C3"]}})
+    assert got["device_keys"][RCAROL] == {  # type: ignore[index]
+        "C1": {"device_keys": {}, "unsigned": {}},
+        "C2": {"user_id": RCAROL, "device_id": "C2", "keys": {}, "unsigned": {}},
+    }
