@@ -26,6 +26,7 @@ __all__ = [
     "STRIPPED_STATE_TYPES",
     "EventFormatError",
     "auth_event_ids",
+    "check_canonical_json",
     "compute_event_id",
     "compute_room_id_v12",
     "prev_event_ids",
@@ -226,6 +227,19 @@ def _check_strict_json(pdu: Mapping[str, object]) -> None:
             and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
         ):
             raise EventFormatError(f"integer {value} is out of the canonical JSON range")
+
+
+def check_canonical_json(pdu: Mapping[str, object], room_version: str) -> None:
+    """The JSON-value part of :func:`validate_pdu` alone, for an event whose other fields
+    are checked later or elsewhere: in room versions 6 and later (v6-canonical-json.md)
+    no floats and integers within +-(2**53 - 1); nothing is checked before v6.
+
+    Raises:
+        EventFormatError: A value the room version's canonical JSON does not allow.
+        UnsupportedRoomVersion: Unknown room version.
+    """
+    if get_room_version(room_version).strict_canonical_json:
+        _check_strict_json(pdu)
 
 
 def _check_types(pdu: Mapping[str, object], version: RoomVersion) -> None:

@@ -60,3 +60,13 @@ class FederationResponseTooLarge(FederationError):
 
 class FederationBadResponse(FederationError):
     """A successful answer was not the JSON that was expected."""
+
+
+def unknown_endpoint(e: FederationHttpError) -> bool:
+    """The remote does not serve the endpoint asked: 404/405 without an errcode (older
+    servers answer so, with an empty or non-JSON body) or ``M_UNRECOGNIZED`` with 400,
+    404 or 405 (client-server-api "Common error codes"; Synapse's
+    ``is_unknown_endpoint``). A caller may then ask the endpoint's older version."""
+    if e.errcode == "M_UNRECOGNIZED":
+        return e.status in (400, 404, 405)
+    return e.status in (404, 405) and e.errcode is None

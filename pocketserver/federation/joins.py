@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from nacl.signing import SigningKey, VerifyKey
 
 from pocketserver.core.crypto import SignatureError, sign_json
-from pocketserver.core.events import EventFormatError, compute_event_id
+from pocketserver.core.events import EventFormatError, check_canonical_json, compute_event_id
 from pocketserver.core.locality import server_of
 from pocketserver.core.power_levels import get_named_level, get_user_power_level
 from pocketserver.core.redaction import redact
@@ -254,6 +254,12 @@ class ResidentMemberships:
         if room_version is None:
             raise not_found("Unknown room")
         await self.history.check_acl(origin, room_id)
+        try:
+            # First, as Synapse's event_from_pdu_json: a float in a v6+ room is
+            # M_BAD_JSON whatever else is wrong (SyTest 35room-invite.pl).
+            check_canonical_json(pdu, room_version)
+        except EventFormatError as e:
+            raise bad_json(f"The event is malformed: {e}") from None
         sender = pdu.get("sender")
         if pdu.get("type") != MEMBER:
             raise invalid_param("The event is not an m.room.member event")

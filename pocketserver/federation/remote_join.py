@@ -58,6 +58,7 @@ from pocketserver.federation.errors import (
     FederationBlocked,
     FederationError,
     FederationHttpError,
+    unknown_endpoint,
 )
 from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.keyring import Keyring
@@ -102,13 +103,6 @@ def _dicts(value: object) -> list[dict[str, object]]:
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
     content = pdu.get("content")
     return content if isinstance(content, Mapping) else {}
-
-
-def _unknown_endpoint(e: FederationHttpError) -> bool:
-    """The remote does not serve that endpoint (Synapse's ``is_unknown_endpoint``)."""
-    if e.errcode == "M_UNRECOGNIZED":
-        return e.status in (400, 404, 405)
-    return e.status in (404, 405) and e.errcode is None
 
 
 def _unsupported(room_version: object) -> MatrixError:
@@ -193,7 +187,7 @@ class RemoteJoins:
                 max_size=SEND_JOIN_MAX_BYTES,
             )
         except FederationHttpError as e:
-            if not _unknown_endpoint(e):
+            if not unknown_endpoint(e):
                 raise
         answer = await self.client.put_json(
             server,

@@ -27,15 +27,21 @@ from urllib.parse import quote
 from nacl.signing import SigningKey
 
 from pocketserver.core.crypto import SignatureError
-from pocketserver.core.events import STRIPPED_STATE_TYPES, EventFormatError, compute_event_id
+from pocketserver.core.events import (
+    STRIPPED_STATE_TYPES,
+    EventFormatError,
+    check_canonical_json,
+    compute_event_id,
+)
 from pocketserver.core.locality import server_of
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
-from pocketserver.errors import MatrixError, forbidden, not_found
+from pocketserver.errors import MatrixError, bad_json, forbidden, not_found
 from pocketserver.federation.errors import (
     FederationBlocked,
     FederationError,
     FederationHttpError,
+    unknown_endpoint,
 )
 from pocketserver.federation.invites import sanitise_stripped_state
 from pocketserver.federation.joins import KeysFor
@@ -73,16 +79,20 @@ def remote_refusal(e: FederationError, doing: str) -> MatrixError:
     """The client's error for a failed request to another server: its 403 (and other
     4xx refusals) passed through, as the spec asks ("The error should be passed through
     to clients"); a 400 ``M_INVALID_PARAM``/``M_MISSING_PARAM`` (a fault of one of the
-    two servers, not of the client) and anything unreachable as 502 (Synapse answers
-    502 for an unreachable server; the spec's "SHOULD fail with a 5xx")."""
-    if isinstance(e, FederationHttpError) and 400 <= e.status < 500:
+    two servers, not of the client), an endpoint the remote does not serve and anything
+    unreachable as 502 (Synapse answers 502 for an unreachable server; the spec's
+    "SHOULD fail with a 5xx")."""
+    if isinstance(e, FederationHttpError) and 400 <= e.status < 500 and not unknown_endpoint(e):
         errcode = e.errcode or "M_FORBIDDEN"
-        if errcode not in ("M_INVALID_PARAM", "M_MISSING_PARAM", "M_UNRECOGNIZED"):
+        if errcode not in ("M_INVALID_PARAM", "M_MISSING_PARAM"):
             extra = {}
             if isinstance(e.body, Mapping) and isinstance(e.body.get("room_version"), str):
                 extra["room_version"] = e.body["room_version"]
             return MatrixError(
-                e.status, errcode, f"{e.destination} refused to {doing}: {e.error}", **extra
+                e.status,
+                errcode,
+                f"{e.destination} refused to {doing}: {e.error or f'HTTP {e.status}'}",
+                **extra,
             )
     if isinstance(e, FederationBlocked):
         return forbidden(f"cannot {doing}: federation with {e.destination} is not allowed")
@@ -141,31 +151,74 @@ class RemoteMemberships:
     ) -> dict[str, object]:
         """``PUT /v2/invite`` to the invitee's server; the event with its signature.
 
+        A server that does not know ``v2/invite`` (404/405 without an errcode, or
+        ``M_UNRECOGNIZED``) is asked ``v1/invite`` for rooms of versions 1 and 2, with
+        the stripped state in the event's ``unsigned.invite_room_state`` and the
+        answer wrapped in ``[200, {...}]``, as Synapse falls back (``_do_send_invite``;
+        invites-v1.yaml is deprecated but still in the spec). Later room versions
+        cannot go over v1: 400 ``M_UNSUPPORTED_ROOM_VERSION`` as Synapse.
+
         Raises:
-            MatrixError: the remote's refusal (403 and other 4xx) or 502 (unreachable,
-                or an answer that is not our event validly signed by that server).
+            MatrixError: the remote's refusal (403 and other 4xx), 400 ``M_BAD_JSON``
+                for an answer whose event is not canonical JSON of the room version
+                (as Synapse's ``event_from_pdu_json``), or 502 (unreachable, or an
+                answer that is not our event validly signed by that server).
         """
         invitee = str(pdu.get("state_key"))
         destination = server_of(invitee)
         assert destination is not None
+        room_id = str(pdu.get("room_id"))
         body = {
             "event": dict(pdu),
             "room_version": room_version,
             "invite_room_state": [dict(e) for e in invite_room_state],
         }
         try:
-            answer = await self.client.put_json(
-                destination,
-                _path(V2, "invite", str(pdu.get("room_id")), event_id),
-                body,
-                timeout_s=TIMEOUT_S,
-            )
+            try:
+                answer = await self.client.put_json(
+                    destination, _path(V2, "invite", room_id, event_id), body, timeout_s=TIMEOUT_S
+                )
+            except FederationHttpError as e:
+                if not unknown_endpoint(e):
+                    raise
+                if not get_room_version(room_version).event_ids_in_pdu:
+                    raise MatrixError(
+                        400,
+                        "M_UNSUPPORTED_ROOM_VERSION",
+                        f"{destination} does not support room version {room_version}",
+                    ) from None
+                answer = await self._send_invite_v1(destination, event_id, pdu, invite_room_state)
         except FederationError as e:
             raise remote_refusal(e, f"invite {invitee}") from None
         returned = answer.get("event") if isinstance(answer, Mapping) else None
         if not isinstance(returned, dict):
             raise MatrixError(502, "M_UNKNOWN", f"{destination} answered the invite without it")
         return await self._check_countersigned(pdu, returned, room_version, event_id, destination)
+
+    async def _send_invite_v1(
+        self,
+        destination: str,
+        event_id: str,
+        pdu: Mapping[str, object],
+        invite_room_state: Sequence[Mapping[str, object]],
+    ) -> object:
+        """``PUT /v1/invite``: the event itself is the body; the answer's ``[200, {...}]``
+        is unwrapped (anything else is returned as it is, and refused by the caller)."""
+        event = dict(pdu)
+        unsigned = event.get("unsigned")
+        event["unsigned"] = {
+            **(unsigned if isinstance(unsigned, Mapping) else {}),
+            "invite_room_state": [dict(e) for e in invite_room_state],
+        }
+        answer = await self.client.put_json(
+            destination,
+            _path(V1, "invite", str(pdu.get("room_id")), event_id),
+            event,
+            timeout_s=TIMEOUT_S,
+        )
+        if isinstance(answer, list) and len(answer) == 2 and answer[0] == 200:
+            return answer[1]
+        return answer
 
     async def _check_countersigned(
         self,
@@ -179,6 +232,13 @@ class RemoteMemberships:
         content) and carry a valid signature of the invitee's server; the event we
         store is ours with that signature added."""
         bad = MatrixError(502, "M_UNKNOWN", f"{destination} answered the invite wrongly")
+        try:
+            check_canonical_json(returned, room_version)
+        except EventFormatError as e:
+            # 400 M_BAD_JSON as Synapse (event_from_pdu_json; SyTest 35room-invite.pl).
+            raise bad_json(
+                f"{destination} answered the invite with a malformed event: {e}"
+            ) from None
         try:
             if compute_event_id(returned, room_version) != event_id:
                 raise bad

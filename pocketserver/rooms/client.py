@@ -286,16 +286,20 @@ class RoomClient:
         current state of a room whose history is ``world_readable`` now (spec
         history_visibility.md; Synapse's ``check_user_in_room_or_world_readable``).
 
+        A banned user is refused like one who was never in the room: the spec speaks
+        only of users who "left"; Synapse (``allow_departed_users`` accepts ``leave``
+        only) answers 403 to them, and SyTest's 30rooms/07ban.pl checks that.
+
         Raises:
-            MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room (and it
-                is not world-readable).
+            MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room or is
+                banned from it (and it is not world-readable).
         """
         if await self.store.room_version(room_id) is None:
             raise forbidden("you are not in this room")
         membership, event_id = await self.membership_of(room_id, user_id)
         if membership == "join":
             return await self.store.current_state_ids(room_id)
-        if membership in ("leave", "ban") and event_id is not None:
+        if membership == "leave" and event_id is not None:
             event = await self.store.get_event(event_id)
             if event is not None:
                 before = await self.store.group_state(event.state_before)

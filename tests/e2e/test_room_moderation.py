@@ -97,6 +97,31 @@ def test_kick_of_banned_or_absent_user_is_refused(server: RunningServer) -> None
     assert membership(alice, room, carol.user_id) == "leave"
 
 
+def test_banned_user_may_not_read_the_room_state(server: RunningServer) -> None:
+    """A banned user is refused the room's state (Synapse's 403; SyTest 30rooms/07ban.pl),
+    while one who left reads it as it was when they left; a world-readable room is
+    readable by anyone."""
+    alice, bob, carol = User(server, "sba"), User(server, "sbb"), User(server, "sbc")
+    room = alice.create(preset="public_chat")
+    bob.join(room)
+    carol.join(room)
+    assert bob.get(f"/rooms/{room}/state/m.room.member/{bob.user_id}").status_code == 200
+    assert alice.post(f"/rooms/{room}/ban", {"user_id": bob.user_id}).status_code == 200
+    assert carol.post(f"/rooms/{room}/leave").status_code == 200
+
+    for path in (f"/state/m.room.member/{bob.user_id}", "/state", "/members"):
+        assert err(bob.get(f"/rooms/{room}{path}")) == (403, "M_FORBIDDEN"), path
+    assert membership(carol, room, carol.user_id) == "leave"
+    assert membership(alice, room, bob.user_id) == "ban"
+
+    r = alice.http.put(
+        f"{V3}/rooms/{room}/state/m.room.history_visibility",
+        json={"history_visibility": "world_readable"},
+    )
+    assert r.status_code == 200, r.text
+    assert membership(bob, room, bob.user_id) == "ban"
+
+
 def test_unban_and_invite_follow_the_target_membership(server: RunningServer) -> None:
     alice, bob, carol = User(server, "ua"), User(server, "ub"), User(server, "uc")
     room = alice.create(preset="public_chat")

@@ -599,6 +599,117 @@ async def test_outbound_invite_refused_or_unreachable_stores_nothing(
     assert current_state(db, room_id) == state
 
 
+def _v2_unknown(status: int, errcode: str | None) -> Callable[[str, str, Any], Any]:
+    def answer(d: str, p: str, b: Any) -> Any:
+        raise FederationHttpError(d, status, errcode, None, None)
+
+    return answer
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize(("status", "errcode"), [(404, None), (400, "M_UNRECOGNIZED")])
+async def test_outbound_invite_falls_back_to_v1(
+    rig: Rig,
+    writer: RoomWriter,
+    remote: RemoteServer,
+    db: Database,
+    version: str,
+    status: int,
+    errcode: str | None,
+) -> None:
+    """A server without ``v2/invite`` is asked ``v1/invite`` in rooms of versions 1-2
+    (the event as the body, the stripped state in its unsigned, the answer in
+    ``[200, {...}]``), as Synapse does (SyTest 35room-invite.pl)."""
+    room_id = await _local_room(writer, version)
+    v2_unknown = _v2_unknown(status, errcode)
+
+    def answer(d: str, p: str, b: Any) -> Any:
+        if p.startswith("/_matrix/federation/v2/"):
+            return v2_unknown(d, p, b)
+        event = b
+        signed = sign_json(redact(event, version), REMOTE, remote.signing_key)
+        out = dict(event)
+        out["signatures"] = {**event["signatures"], REMOTE: signed["signatures"][REMOTE]}
+        return [200, {"event": out}]
+
+    rig.net.handlers[("PUT", "invite")] = answer
+    persisted = await writer.send_event(
+        room_id, ALICE, MEMBER, {"membership": "invite"}, RBOB, remote_sign=rig.outbound.sign_invite
+    )
+    assert current_state(db, room_id)[(MEMBER, RBOB)] == persisted.event_id
+    assert set(_stored(db, persisted.event_id)["signatures"]) == {LOCAL, REMOTE}
+    paths = [path for _, _, path, _ in rig.net.requests]
+    assert paths[0].startswith("/_matrix/federation/v2/invite/")
+    assert paths[1].startswith("/_matrix/federation/v1/invite/")
+    body = rig.net.requests[1][3]
+    assert body["event_id"] == persisted.event_id
+    assert body["state_key"] == RBOB
+    types = [e["type"] for e in body["unsigned"]["invite_room_state"]]
+    assert "m.room.create" in types
+
+
+async def test_outbound_invite_no_v1_fallback_for_later_versions_or_real_errors(
+    rig: Rig, writer: RoomWriter, remote: RemoteServer, db: Database
+) -> None:
+    """v1/invite carries only v1/v2 events: a v3+ room answers 400
+    ``M_UNSUPPORTED_ROOM_VERSION`` (as Synapse); a 404 with an errcode (the endpoint
+    exists) is passed on and v1 is not asked. Nothing is stored."""
+    room_id = await _local_room(writer, "10")
+    old_room = await _local_room(writer, "1")
+    count = event_count(db)
+    states = {r: current_state(db, r) for r in (room_id, old_room)}
+
+    def invite(room: str) -> Any:
+        return writer.send_event(
+            room, ALICE, MEMBER, {"membership": "invite"}, RBOB,
+            remote_sign=rig.outbound.sign_invite,
+        )  # fmt: skip
+
+    rig.net.handlers[("PUT", "invite")] = _v2_unknown(404, None)
+    await _refused(invite(room_id), 400, "M_UNSUPPORTED_ROOM_VERSION")
+    assert all("/v2/" in path for _, _, path, _ in rig.net.requests)
+    rig.net.handlers[("PUT", "invite")] = _v2_unknown(404, "M_NOT_FOUND")
+    await _refused(invite(old_room), 404, "M_NOT_FOUND")
+    assert all("/v2/" in path for _, _, path, _ in rig.net.requests)
+    # v1 itself unknown or wrongly answered: 502, nothing stored.
+    rig.net.handlers[("PUT", "invite")] = _v2_unknown(404, None)
+    await _refused(invite(old_room), 502, "M_UNKNOWN")
+    rig.net.handlers[("PUT", "invite")] = lambda d, p, b: (
+        _v2_unknown(404, None)(d, p, b) if "/v2/" in p else [500, {"event": b}]
+    )
+    await _refused(invite(old_room), 502, "M_UNKNOWN")
+    assert event_count(db) == count
+    assert {r: current_state(db, r) for r in states} == states
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("6", False), ("12", False), ("5", True)])
+async def test_outbound_invite_answer_with_a_float_is_bad_json(
+    rig: Rig, writer: RoomWriter, remote: RemoteServer, db: Database, version: str, accepted: bool
+) -> None:
+    """The invitee's server returns our invite, validly signed, with a float added (not
+    covered by the event ID or signatures): in v6+ rooms that is not canonical JSON,
+    400 ``M_BAD_JSON`` as Synapse (SyTest 35room-invite.pl), nothing stored; before
+    v6 floats are allowed and the invite goes through."""
+    room_id = await _local_room(writer, version)
+    count, state = event_count(db), current_state(db, room_id)
+
+    def floaty(d: str, p: str, b: Any) -> Any:
+        b["event"]["bad_val"] = 1.1
+        return _invitee_server_signs(remote)(d, p, b)
+
+    rig.net.handlers[("PUT", "invite")] = floaty
+    invite = writer.send_event(
+        room_id, ALICE, MEMBER, {"membership": "invite"}, RBOB, remote_sign=rig.outbound.sign_invite
+    )
+    if accepted:
+        persisted = await invite
+        assert current_state(db, room_id)[(MEMBER, RBOB)] == persisted.event_id
+        return
+    await _refused(invite, 400, "M_BAD_JSON")
+    assert event_count(db) == count
+    assert current_state(db, room_id) == state
+
+
 async def test_an_invite_the_auth_rules_refuse_is_never_sent(
     rig: Rig, writer: RoomWriter, db: Database
 ) -> None:

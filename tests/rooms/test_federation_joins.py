@@ -326,3 +326,28 @@ async def test_remote_knock(
     await _refused(
         resident.make(REMOTE, old, RCAROL, "knock", ["6"]), 400, "M_INCOMPATIBLE_ROOM_VERSION"
     )
+
+
+@pytest.mark.parametrize(("version", "errcode"), [("6", "M_BAD_JSON"), ("5", "M_INVALID_PARAM")])
+async def test_send_leave_with_a_float_in_a_strict_json_room_is_bad_json(
+    writer: RoomWriter,
+    resident: ResidentMemberships,
+    remote: RemoteServer,
+    db: Database,
+    version: str,
+    errcode: str,
+) -> None:
+    """v6+ rooms allow no floats (v6-canonical-json.md): the leave is 400 ``M_BAD_JSON``
+    before anything else is looked at (even the event ID of the path, as Synapse's
+    event_from_pdu_json; SyTest 35room-invite.pl). Before v6 a float is allowed, so
+    here the wrong path is what is refused."""
+    room_id = await _room(writer, version)
+    event_id, pdu = await _signed_from_template(resident, remote, room_id, RBOB, ver=[version])
+    await resident.send_join(REMOTE, room_id, event_id, pdu, False)
+    made = await resident.make(REMOTE, room_id, RBOB, "leave", None)
+    template = dict(made["event"])  # type: ignore[call-overload]
+    template["content"] = {**template["content"], "bad_val": 1.1}
+    _, leave = _sign(remote, template, version)
+    before = current_state(db, room_id)
+    await _refused(resident.send_leave(REMOTE, room_id, "xxx", leave), 400, errcode)
+    assert current_state(db, room_id) == before
