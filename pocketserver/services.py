@@ -172,6 +172,7 @@ class Services:
     push: PushService
     pushers: PusherService
     room_upgrades: RoomUpgrader
+    upgrade_follower: UpgradeFollower
     to_device: ToDeviceService
     key_backup: KeyBackupService
     e2e_keys: E2eKeys
@@ -425,6 +426,8 @@ async def build_services(
     receipts.add_listener(push.evaluator.on_receipt)
     upgrade_transfer = UpgradeTransfer(account_data, push.rules).transfer
     upgrader = RoomUpgrader(room_client, directory, after_upgrade=upgrade_transfer)
+    upgrade_follower = UpgradeFollower(room_store, directory, config.server_name, upgrade_transfer)
+    writer.add_listener(upgrade_follower.on_persisted)
     appservice_sender = TransactionSender(appservices, db, reader)
     writer.add_listener(appservice_sender.on_persisted)
     writer.add_listener(push.evaluator.on_event)
@@ -491,9 +494,7 @@ async def build_services(
         remote_joins=RemoteJoins(
             writer, keyring, federation_client, config.server_name, signing_key
         ),
-        after_remote_join=UpgradeFollower(
-            room_store, directory, config.server_name, upgrade_transfer
-        ).after_remote_join,
+        after_remote_join=upgrade_follower.after_remote_join,
     )
     room_creator = RoomCreator(
         writer,
@@ -558,6 +559,7 @@ async def build_services(
         push=push,
         pushers=pushers,
         room_upgrades=upgrader,
+        upgrade_follower=upgrade_follower,
         media=media,
         remote_media=remote_media,
         openid=OpenIdTokens(db, config.server_name),
