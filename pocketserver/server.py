@@ -166,6 +166,7 @@ async def serve(
             await background.start(services.pushers.run)
             await background.start(services.media.run)
             await background.start(services.guests.run)
+            await background.start(services.upgrade_follower.run)
             background.start_soon(_end_long_polls_on, shutdown, services)
             background.start_soon(_watch_other_writers, services)
             await background.start(services.appservice_sender.run)

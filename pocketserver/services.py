@@ -64,6 +64,7 @@ from pocketserver.federation.remote_public_rooms import RemoteRoomDirectory
 from pocketserver.federation.sender import FederationSender
 from pocketserver.federation.sender.producers import receipt_forwarder
 from pocketserver.federation.sender.transport import ClientTransport
+from pocketserver.federation.third_party_exchange import ThirdPartyForwarder
 from pocketserver.key_backup.service import KeyBackupService
 from pocketserver.media.remote import RemoteMediaFetcher
 from pocketserver.media.repository import MediaRepository
@@ -89,6 +90,7 @@ from pocketserver.rooms.search_index import index_event as index_search_text
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.third_party_invites import ThirdPartyInvites
 from pocketserver.rooms.upgrade import RoomUpgrader
+from pocketserver.rooms.upgrade_follow import UpgradeFollower
 from pocketserver.rooms.writer import PersistedEvent, RoomWriter
 from pocketserver.storage import receipts as receipt_store
 from pocketserver.storage import users as users_store
@@ -170,6 +172,7 @@ class Services:
     push: PushService
     pushers: PusherService
     room_upgrades: RoomUpgrader
+    upgrade_follower: UpgradeFollower
     to_device: ToDeviceService
     key_backup: KeyBackupService
     e2e_keys: E2eKeys
@@ -422,9 +425,10 @@ async def build_services(
     )
     sync.add_finisher(push.add_to_sync)
     receipts.add_listener(push.evaluator.on_receipt)
-    upgrader = RoomUpgrader(
-        room_client, directory, after_upgrade=UpgradeTransfer(account_data, push.rules).transfer
-    )
+    upgrade_transfer = UpgradeTransfer(account_data, push.rules).transfer
+    upgrader = RoomUpgrader(room_client, directory, after_upgrade=upgrade_transfer)
+    upgrade_follower = UpgradeFollower(room_store, directory, config.server_name, upgrade_transfer)
+    writer.add_listener(upgrade_follower.on_persisted)
     appservice_sender = TransactionSender(appservices, db, reader)
     writer.add_listener(appservice_sender.on_persisted)
     writer.add_listener(push.evaluator.on_event)
@@ -443,15 +447,6 @@ async def build_services(
     remote_profiles = RemoteProfiles(federation_client, budget)
     writer.add_listener(partial(_forget_remote_profile, remote_profiles, locality))
     profiles = Profiles(room_client, config.server_name, remote_profiles)
-    third_party_invites = ThirdPartyInvites(
-        room_client,
-        IdentityClient(
-            outbound,
-            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
-        ),
-        config.server_name,
-        lookups_enabled=config.enable_3pid_lookup,
-    )
     keyring = Keyring(
         db,
         budget,
@@ -475,6 +470,17 @@ async def build_services(
         keys_for,
         keyring.verify_json,
     )
+    third_party_invites = ThirdPartyInvites(
+        room_client,
+        IdentityClient(
+            outbound,
+            verify_tls=not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+        ),
+        config.server_name,
+        lookups_enabled=config.enable_3pid_lookup,
+        forward=ThirdPartyForwarder(federation_client).forward,
+        remote_sign=remote_memberships.sign_invite,
+    )
     membership = Membership(
         room_client,
         directory,
@@ -489,6 +495,7 @@ async def build_services(
         remote_joins=RemoteJoins(
             writer, keyring, federation_client, config.server_name, signing_key
         ),
+        after_remote_join=upgrade_follower.after_remote_join,
     )
     room_creator = RoomCreator(
         writer,
@@ -553,6 +560,7 @@ async def build_services(
         push=push,
         pushers=pushers,
         room_upgrades=upgrader,
+        upgrade_follower=upgrade_follower,
         media=media,
         remote_media=remote_media,
         openid=OpenIdTokens(db, config.server_name),

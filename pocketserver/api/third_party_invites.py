@@ -1,5 +1,5 @@
-"""Third-party invites: the client's ``/invite`` by address and the identity server's
-``/3pid/onbind`` notification.
+"""Third-party invites: the client's ``/invite`` by address, the identity server's
+``/3pid/onbind`` notification and another server's ``/exchange_third_party_invite``.
 
 Spec: client-server-api "Third-party invites" (third_party_membership.yaml,
 definitions/invite_3pid.yaml); server-server-api "Third-party invites"
@@ -13,8 +13,9 @@ import trio
 from quart import Blueprint
 
 from pocketserver.accounts.service import Requester
-from pocketserver.api.federation.auth import public
+from pocketserver.api.federation.auth import federation_origin, public
 from pocketserver.api.http import json_body, services
+from pocketserver.federation.third_party_exchange import receive_exchange
 from pocketserver.rooms.third_party_invites import ThreePidInvite
 
 federation_bp = Blueprint("third_party_invites_federation", __name__)
@@ -45,4 +46,13 @@ async def on_bind() -> dict[str, object]:
     the keys in the room's ``m.room.third_party_invite``."""
     body = await json_body()
     await services().third_party_invites.on_bind(body)
+    return {}
+
+
+@federation_bp.put("/_matrix/federation/v1/exchange_third_party_invite/<room_id>")
+async def exchange_third_party_invite(room_id: str) -> dict[str, object]:
+    """Another server asks us, the inviter's server, to sign and send the invite its
+    user's binding completes (federation/third_party_exchange.py)."""
+    body = await json_body()
+    await receive_exchange(services().third_party_invites, federation_origin(), room_id, body)
     return {}

@@ -95,6 +95,7 @@ class Membership:
         *,
         remote_alias: RemoteAlias | None = None,
         remote_joins: RemoteJoiner | None = None,
+        after_remote_join: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.remote = remote
         """Invites of other servers' users, and leaves and knocks in rooms elsewhere
@@ -103,6 +104,9 @@ class Membership:
         self.rooms = rooms
         self.remote_alias = remote_alias
         self.remote_joins = remote_joins
+        self.after_remote_join = after_remote_join
+        """Called with the room ID once this server joined a room through another
+        (rooms/upgrade_follow.py: following an upgrade made elsewhere)."""
         self.directory = directory
         self.profiles = profiles
         self.guests = guests
@@ -236,6 +240,8 @@ class Membership:
             )
             member = {**extra, **({"reason": reason} if reason else {})}
             await self.remote_joins.join(requester.user_id, room_id, servers, member)
+            if self.after_remote_join is not None:
+                await self.after_remote_join(room_id)
             return room_id
         await self._check_room_known(room_id, via, "join")
         await self.guests.check_join(requester, room_id)  # guests: only rooms with can_join

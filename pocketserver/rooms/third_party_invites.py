@@ -17,14 +17,20 @@ identity-service-api.md (``/lookup``, ``/store-invite``, ``/pubkey/isvalid``).
   identity server refuses it). The server then sends the ``m.room.member`` invite as
   the original inviter, with ``content.third_party_invite`` (``display_name``,
   ``signed``); the auth rules (``core/auth_thirdparty.py``) allow it even if the
-  inviter has left since. Only rooms this server holds and invites sent by its own
-  users are exchanged here (no federation yet).
+  inviter has left since.
+- **Over federation** (server-server-api.md "Third-party invites"): only the inviter's
+  server can sign the invite as the inviter. When this server is not in the room, or the
+  inviter is another server's user, the unsigned invite is sent to the inviter's server
+  (then the server the room ID names, as Synapse) at ``PUT
+  /_matrix/federation/v1/exchange_third_party_invite/{roomId}``
+  (federation/third_party_exchange.py), which checks it as above and sends it, to the
+  invitee's server first (``/invite``) when the invitee is another server's user.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.auth_thirdparty import signing_public_keys
@@ -33,7 +39,7 @@ from pocketserver.core.identifiers import (
     is_valid_server_name,
     is_valid_user_id,
 )
-from pocketserver.core.locality import Locality
+from pocketserver.core.locality import Locality, server_of
 from pocketserver.core.power_levels import (
     InvalidPowerLevel,
     get_named_level,
@@ -48,6 +54,8 @@ from pocketserver.net.identity import (
     IdentityServerRefused,
 )
 from pocketserver.rooms.client import RoomClient
+from pocketserver.rooms.writer import RemoteSign
+from pocketserver.storage import dag
 from pocketserver.storage import users as user_store
 from pocketserver.storage.events import StoredEvent
 
@@ -66,6 +74,10 @@ _ROOM_FIELDS = (
     ("m.room.join_rules", "join_rule", "room_join_rules"),
 )
 """store-invite's optional fields: (state type, content key, request field)."""
+
+Forward = Callable[[Sequence[str], str, dict[str, object]], Awaitable[None]]
+"""``(servers, room_id, event)``: asks the first of ``servers`` that answers to exchange
+the unsigned invite ``event`` (federation/third_party_exchange.py); raises MatrixError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +131,14 @@ class ThirdPartyInvites:
         server_name: str,
         *,
         lookups_enabled: bool = True,
+        forward: Forward | None = None,
+        remote_sign: RemoteSign | None = None,
     ) -> None:
         self._rooms = rooms
+        self._forward = forward
+        """None: no federation, an exchange that needs another server is refused."""
+        self._remote_sign = remote_sign
+        """Has the invitee's server sign the invite of another server's user."""
         self._store = rooms.store
         self._identity = identity
         self._server_name = server_name
@@ -308,21 +326,32 @@ class ThirdPartyInvites:
         signed: Mapping[str, object],
         *,
         sender: str | None = None,
+        forwarded: bool = False,
     ) -> None:
         """Turn the room's ``m.room.third_party_invite`` named by ``signed.token`` into
         an invite of ``target``; nothing happens if ``target`` is already invited or
-        joined.
+        joined. When this server is not in the room or the inviter is another server's
+        user, the exchange is asked of the inviter's server (see the module docstring),
+        unless ``forwarded`` (this is that request: it is never passed on).
 
         Raises:
             MatrixError: 404 unknown room; 403 ``M_FORBIDDEN`` (no such third-party
                 invite, another ``sender``, no public key signs ``signed``, the key was
-                revoked, or the auth rules refuse); 502 (the key's validity could not
-                be checked); 501 ``M_UNRECOGNIZED`` for an invite by another server's
-                user (that needs federation).
+                revoked, the auth rules refuse, or, ``forwarded``, an inviter who is not
+                ours); 502 (the key's validity could not be checked, no server could
+                be asked, or the invitee's server could not be reached); the answer of
+                the server asked; 501 ``M_UNRECOGNIZED`` when that needs federation and
+                it is off.
         """
         token = signed.get("token")
         if not isinstance(token, str):
             raise bad_json("signed.token must be a string")
+        held = await self._store.db.read(dag.host_in_room, room_id, self._server_name)
+        if not held and forwarded:
+            raise not_found(f"unknown room {room_id}")
+        if not held and self._servers([sender, room_id]):
+            await self._ask_elsewhere(room_id, target, signed, sender, [sender, room_id])
+            return
         if await self._store.room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
         ids = await self._store.current_state_ids(room_id)
@@ -338,9 +367,10 @@ class ThirdPartyInvites:
         if not isinstance(inviter, str) or (sender is not None and sender != inviter):
             raise forbidden("the third-party invite was sent by someone else")
         if not self._locality.is_mine(inviter):
-            raise MatrixError(
-                501, "M_UNRECOGNIZED", "invites by other servers' users need federation"
-            )
+            if forwarded:
+                raise forbidden("the third-party invite was sent by another server's user")
+            await self._ask_elsewhere(room_id, target, signed, inviter, [inviter])
+            return
         invite_content = _content(invite)
         await self._check_keys(signed, invite_content)
         display_name = invite_content.get("display_name")
@@ -348,7 +378,48 @@ class ThirdPartyInvites:
         if isinstance(display_name, str):
             third_party["display_name"] = display_name
         content = {"membership": "invite", "third_party_invite": third_party}
-        await self._rooms.writer.send_event(room_id, inviter, MEMBER, content, target)
+        remote_sign = self._remote_sign if self._locality.is_remote(target) else None
+        if remote_sign is None and self._locality.is_remote(target):
+            raise MatrixError(
+                501, "M_UNRECOGNIZED", "inviting another server's user needs federation"
+            )
+        await self._rooms.writer.send_event(
+            room_id, inviter, MEMBER, content, target, remote_sign=remote_sign
+        )
+
+    async def _ask_elsewhere(
+        self,
+        room_id: str,
+        target: str,
+        signed: Mapping[str, object],
+        sender: str | None,
+        hints: Sequence[str | None],
+    ) -> None:
+        """Send the unsigned invite to the servers ``hints`` name (server-server-api.md
+        "Third-party invites": the invited server "will need to request the inviting
+        homeserver to auth the event")."""
+        if self._forward is None:
+            raise MatrixError(
+                501, "M_UNRECOGNIZED", "invites by other servers' users need federation"
+            )
+        if sender is None:
+            raise bad_json("the invite names no sender")
+        servers = self._servers(hints)
+        if not servers:
+            raise not_found(f"unknown room {room_id}")
+        event: dict[str, object] = {
+            "type": MEMBER,
+            "room_id": room_id,
+            "sender": sender,
+            "state_key": target,
+            "content": {"membership": "invite", "third_party_invite": {"signed": dict(signed)}},
+        }
+        await self._forward(servers, room_id, event)
+
+    def _servers(self, hints: Sequence[str | None]) -> list[str]:
+        """The other servers the user or room IDs in ``hints`` name, in order."""
+        found = (server_of(hint) for hint in hints if hint is not None)
+        return list(dict.fromkeys(s for s in found if s is not None and s != self._server_name))
 
     async def _check_keys(
         self, signed: Mapping[str, object], invite_content: Mapping[str, object]

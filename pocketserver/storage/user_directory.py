@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 
-# Rooms whose members anyone may find: public join rule or world-readable history.
+# Rooms whose members anyone may find: public join rule or world-readable history,
+# among the rooms one of our users is joined to. A room this server has left is not
+# followed any more (its state here is stale), so it no longer counts: Synapse's
+# user directory drops a room's users when the server leaves it (SyTest
+# 52user-directory/01public.pl "... after server left room").
 _OPEN_ROOMS = """
     SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
-    WHERE (c.type = 'm.room.join_rules'
-           AND json_extract(e.json, '$.content.join_rule') = 'public')
-       OR (c.type = 'm.room.history_visibility'
-           AND json_extract(e.json, '$.content.history_visibility') = 'world_readable')
+    WHERE ((c.type = 'm.room.join_rules'
+            AND json_extract(e.json, '$.content.join_rule') = 'public')
+        OR (c.type = 'm.room.history_visibility'
+            AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))
+      AND EXISTS (
+        SELECT 1 FROM current_state m JOIN users u ON u.name = m.state_key
+        WHERE m.room_id = c.room_id AND m.type = 'm.room.member' AND m.membership = 'join')
 """
 
 
@@ -25,7 +32,8 @@ def search_users(
     display name contains ``term`` (case-insensitive), at most ``limit + 1`` rows.
 
     Visible: users sharing a room with the searcher, and users joined to rooms with a
-    public join rule or world-readable history (client-server API "User directory").
+    public join rule or world-readable history (client-server API "User directory")
+    that one of our users is still joined to.
     The searcher finds themself only through such open rooms: sharing a private room
     with oneself does not count (as Synapse, whose SyTest suite checks it).
     The display name is the one in a member event of theirs (any of their rooms).

@@ -85,6 +85,26 @@ async def test_remote_members_of_public_rooms_are_found_by_anyone(services) -> N
     assert await _search(services, DAVE, "bob") == [(RBOB, None, None)]
 
 
+async def test_an_open_room_this_server_left_no_longer_counts(services) -> None:
+    """Once no user of ours is joined, the room's state here is stale: its members are
+    not found through it any more (Synapse; SyTest 52user-directory/01public.pl
+    "User in remote room doesn't appear in user directory after server left room")."""
+    remote = RemoteServer(REMOTE)
+    room_id = await create_room(
+        services.rooms, ALICE, RoomSettings(room_version="10", preset="public_chat")
+    )
+    joined = await remote.send(
+        services.rooms, room_id, RBOB, "m.room.member", {"membership": "join"}, RBOB
+    )
+    assert joined.accepted
+    assert await _search(services, DAVE, "bob") == [(RBOB, None, None)]
+    assert await _search(services, DAVE, "alice") == [(ALICE, None, None)]
+    await services.rooms.send_event(room_id, ALICE, "m.room.member", {"membership": "leave"}, ALICE)
+    assert await _search(services, DAVE, "bob") == []
+    assert await _search(services, DAVE, "alice") == []
+    assert await _search(services, ALICE, "bob") == []
+
+
 async def test_a_member_event_drops_the_cached_remote_profile(services) -> None:
     """Through the server's own wiring (the writer's listener in build_services)."""
     remote = RemoteServer(REMOTE)
