@@ -55,6 +55,11 @@ def _ids(c: httpx.Client, user: dict[str, str], kind: str) -> list[str]:
     return [r["rule_id"] for r in rules]
 
 
+def _own(c: httpx.Client, user: dict[str, str], kind: str) -> list[str]:
+    """The user's own rules of a kind (the server-default ones left out)."""
+    return [i for i in _ids(c, user, kind) if not i.startswith(".")]
+
+
 # --- the rules API -----------------------------------------------------------------------
 
 
@@ -103,7 +108,7 @@ def test_rule_crud_with_before_and_after(
         )
         assert r.status_code == 200, r.text
         assert r.json() == {}
-    assert _ids(c, user, "content") == ["b", "a"]  # a new rule is the most important
+    assert _own(c, user, "content") == ["b", "a"]  # a new rule is the most important
     r = c.put(
         _rule_path("content", "c"),
         headers=h,
@@ -111,14 +116,14 @@ def test_rule_crud_with_before_and_after(
         json={"pattern": "cake*lie", "actions": ["notify"]},
     )
     assert r.status_code == 200, r.text
-    assert _ids(c, user, "content") == ["b", "c", "a"]
+    assert _own(c, user, "content") == ["b", "c", "a"]
     c.put(
         _rule_path("content", "d"),
         headers=h,
         params={"before": "a"},
         json={"pattern": "d", "actions": []},
     )
-    assert _ids(c, user, "content") == ["b", "c", "d", "a"]
+    assert _own(c, user, "content") == ["b", "c", "d", "a"]
     # before wins over after; an update without either keeps its place.
     c.put(
         _rule_path("content", "a"),
@@ -126,9 +131,11 @@ def test_rule_crud_with_before_and_after(
         params={"before": "b", "after": "d"},
         json={"pattern": "a", "actions": []},
     )
-    assert _ids(c, user, "content") == ["a", "b", "c", "d"]
+    assert _own(c, user, "content") == ["a", "b", "c", "d"]
     c.put(_rule_path("content", "c"), headers=h, json={"pattern": "new", "actions": ["notify"]})
-    assert _ids(c, user, "content") == ["a", "b", "c", "d"]
+    assert _own(c, user, "content") == ["a", "b", "c", "d"]
+    # The server-default content rule stays after the user's own.
+    assert _ids(c, user, "content") == ["a", "b", "c", "d", ".m.rule.contains_user_name"]
     got = c.get(_rule_path("content", "c"), headers=h)
     assert got.json() == {
         "rule_id": "c",
@@ -145,12 +152,12 @@ def test_rule_crud_with_before_and_after(
     assert override[:2] == [".m.rule.master", "beer"]
     # Delete.
     assert c.delete(_rule_path("content", "b"), headers=h).json() == {}
-    assert _ids(c, user, "content") == ["a", "c", "d"]
+    assert _own(c, user, "content") == ["a", "c", "d"]
     _error(c.delete(_rule_path("content", "b"), headers=h), 404, "M_NOT_FOUND")
     _error(c.get(_rule_path("content", "b"), headers=h), 404, "M_NOT_FOUND")
     # Another user is unaffected.
     other = server.register(new_user + "x")
-    assert _ids(c, other, "content") == []
+    assert _own(c, other, "content") == []
 
 
 def test_rule_put_errors_change_nothing(
@@ -473,7 +480,10 @@ def test_push_rules_in_sync_account_data(
     ).json()
     found = [e for e in later["account_data"]["events"] if e["type"] == "m.push_rules"]
     assert found, later["account_data"]
-    assert [r["rule_id"] for r in found[-1]["content"]["global"]["content"]] == ["tea"]
+    assert [r["rule_id"] for r in found[-1]["content"]["global"]["content"]] == [
+        "tea",
+        ".m.rule.contains_user_name",
+    ]
     again = c.get(f"{V3}/sync", headers=h).json()
     pushes = [e for e in again["account_data"]["events"] if e["type"] == "m.push_rules"]
     assert len(pushes) == 1
