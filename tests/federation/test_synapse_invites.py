@@ -12,6 +12,8 @@
   room from ``knock`` to ``invite``.
 - Our user accepts a Synapse invite: ``POST /join/{roomId}`` with no ``via`` joins
   through the inviting server.
+- A Synapse invite is pushed to our user's push gateway with the room's name and the
+  inviter's display name from the invite's stripped state (SyTest 61push).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.test_pushers import Gateway, _pusher
 from tests.federation.conftest import pocket_tls_config
 from tests.federation.synapse_peer import SynapsePeer, TestCA
 from tests.federation.test_synapse_rooms import (
@@ -317,3 +320,32 @@ def test_an_invite_from_a_server_that_is_gone_can_be_rejected(
         ("m.room.member", "leave")
     ]
     assert room_id not in _section(alice.call("GET", "/sync"), "invite")
+
+
+def test_synapse_invite_is_pushed_with_the_room_name(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    # The room is not on our server: its name and the inviter's display name come from
+    # the stripped state that came with the invite (core/pushers.stripped_room_facts).
+    gateway = Gateway()
+    try:
+        erin = _pocket_user(pocket, "erin")
+        frank = _synapse_user(synapse, "frank")
+        frank.call("PUT", f"/profile/{quote(frank.user_id)}/displayname", {"displayname": "Frank"})
+        erin.call("POST", "/pushers/set", _pusher(gateway.url, "erin-key"))
+        room_id = frank.call(
+            "POST", "/createRoom", {"preset": "private_chat", "name": "Push room"}
+        )["room_id"]
+        frank.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": erin.user_id})
+        note = gateway.wait_for("erin-key", 1, timeout=30.0)[0]
+        assert {k: note.get(k) for k in ("type", "room_id", "sender", "membership")} == {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": frank.user_id,
+            "membership": "invite",
+        }
+        assert note["user_is_target"] is True
+        assert note["room_name"] == "Push room"
+        assert note["sender_display_name"] == "Frank"
+    finally:
+        gateway.close()
