@@ -300,6 +300,35 @@ def test_our_user_accepts_a_synapse_invite(pocket: RunningServer, synapse: Synap
     assert name == {"name": "Accept me"}
 
 
+def test_synapse_invite_is_pushed_with_the_room_name(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    # The room is not on our server: its name and the inviter's display name come from
+    # the stripped state that came with the invite (core/pushers.stripped_room_facts).
+    gateway = Gateway()
+    try:
+        pia = _pocket_user(pocket, "pia")
+        vic = _synapse_user(synapse, "vic")
+        vic.call("PUT", f"/profile/{quote(vic.user_id)}/displayname", {"displayname": "Vic"})
+        pia.call("POST", "/pushers/set", _pusher(gateway.url, "pia-key"))
+        room_id = vic.call("POST", "/createRoom", {"preset": "private_chat", "name": "Push room"})[
+            "room_id"
+        ]
+        vic.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": pia.user_id})
+        note = gateway.wait_for("pia-key", 1, timeout=30.0)[0]
+        assert {k: note.get(k) for k in ("type", "room_id", "sender", "membership")} == {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": vic.user_id,
+            "membership": "invite",
+        }
+        assert note["user_is_target"] is True
+        assert note["room_name"] == "Push room"
+        assert note["sender_display_name"] == "Vic"
+    finally:
+        gateway.close()
+
+
 def test_an_invite_from_a_server_that_is_gone_can_be_rejected(
     pocket: RunningServer, synapse: SynapsePeer
 ) -> None:
@@ -320,32 +349,3 @@ def test_an_invite_from_a_server_that_is_gone_can_be_rejected(
         ("m.room.member", "leave")
     ]
     assert room_id not in _section(alice.call("GET", "/sync"), "invite")
-
-
-def test_synapse_invite_is_pushed_with_the_room_name(
-    pocket: RunningServer, synapse: SynapsePeer
-) -> None:
-    # The room is not on our server: its name and the inviter's display name come from
-    # the stripped state that came with the invite (core/pushers.stripped_room_facts).
-    gateway = Gateway()
-    try:
-        erin = _pocket_user(pocket, "erin")
-        frank = _synapse_user(synapse, "frank")
-        frank.call("PUT", f"/profile/{quote(frank.user_id)}/displayname", {"displayname": "Frank"})
-        erin.call("POST", "/pushers/set", _pusher(gateway.url, "erin-key"))
-        room_id = frank.call(
-            "POST", "/createRoom", {"preset": "private_chat", "name": "Push room"}
-        )["room_id"]
-        frank.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": erin.user_id})
-        note = gateway.wait_for("erin-key", 1, timeout=30.0)[0]
-        assert {k: note.get(k) for k in ("type", "room_id", "sender", "membership")} == {
-            "type": "m.room.member",
-            "room_id": room_id,
-            "sender": frank.user_id,
-            "membership": "invite",
-        }
-        assert note["user_is_target"] is True
-        assert note["room_name"] == "Push room"
-        assert note["sender_display_name"] == "Frank"
-    finally:
-        gateway.close()
