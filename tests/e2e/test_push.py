@@ -435,6 +435,35 @@ def test_muted_room_counts_nothing(server: RunningServer, c: httpx.Client, new_u
     assert _unread(c, b, room)["unread_notifications"]["notification_count"] == 1
 
 
+def test_legacy_body_mentions_notify_in_a_muted_room(
+    server: RunningServer, c: httpx.Client, new_user: str
+):
+    # The legacy body-mention rules (kept as Synapse keeps them, core/push_defaults.py)
+    # outrank a room rule; m.mentions turns them off; they can be disabled (SyTest 61push
+    # "Don't get pushed for rooms you've muted").
+    a, b, room = _room_pair(server, c, new_user, display_b="Bobby")
+    localpart = b["user_id"][1:].split(":")[0]
+    r = c.put(_rule_path("room", room), headers=_auth(b), json={"actions": ["dont_notify"]})
+    assert r.status_code == 200, r.text
+    _send(c, a, room, {"msgtype": "m.text", "body": "quiet"})
+    _send(c, a, room, {"msgtype": "m.text", "body": f"hey {localpart}!"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "ask Bobby"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "@room lunch"})  # a is the creator
+    _send(c, a, room, {"msgtype": "m.text", "body": f"hey {localpart}", "m.mentions": {}})
+    off = _rule_path("content", ".m.rule.contains_user_name", "/enabled")
+    assert c.put(off, headers=_auth(b), json={"enabled": False}).status_code == 200
+    _send(c, a, room, {"msgtype": "m.text", "body": f"again {localpart}"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "last, Bobby"})
+    _unread(c, b, room)  # /sync waits until its events are evaluated; /notifications not
+    notes = c.get(f"{V3}/notifications", headers=_auth(b), params={"only": "highlight"}).json()
+    bodies = [n["event"]["content"]["body"] for n in notes["notifications"]]
+    assert bodies == ["last, Bobby", "@room lunch", "ask Bobby", f"hey {localpart}!"]
+    # Another user's rules are untouched by b's change.
+    got = c.get(_rule_path("content", ".m.rule.contains_user_name"), headers=_auth(a)).json()
+    assert got["enabled"] is True
+    assert got["pattern"] == a["user_id"][1:].split(":")[0]
+
+
 def test_thread_counts_with_the_filter_flag(server: RunningServer, c: httpx.Client, new_user: str):
     a, b, room = _room_pair(server, c, new_user)
     root = _send(c, a, room, {"msgtype": "m.text", "body": "root"})
