@@ -1,16 +1,36 @@
-"""The server-default push rules of Matrix v1.19.
+"""The server-default push rules of Matrix v1.19, plus the legacy body-mention rules.
 
 Spec: client-server-api ``modules/push.md`` "Predefined Rules" ("Default Override
 Rules", "Default Underride Rules"), in the order and with the conditions and
-actions given there. Since v1.17 the legacy body-mention rules
-(``.m.rule.contains_display_name``, ``.m.rule.roomnotif`` and the content rule
-``.m.rule.contains_user_name``) are no longer predefined, so ``content`` has no
-server-default rules.
+actions given there.
+
+Since v1.17 the legacy body-mention rules (``.m.rule.contains_display_name``,
+``.m.rule.roomnotif`` and the content rule ``.m.rule.contains_user_name``) are no
+longer among the predefined rules (MSC4210). We still offer them, as the extra
+server-default rules push.md allows ("Homeservers can specify server-default
+rules"), in the places and forms v1.16 defined them: Synapse 1.163 does by default
+(its MSC4210 switch is off), so users of clients and bridges that mention people by
+name in ``body`` without ``m.mentions`` are still notified, and clients' "my display
+name"/"my username" notification settings find their rules. As v1.7-v1.16 asked
+(and Synapse does), they never match an event whose content has ``m.mentions``
+(:func:`skips_legacy_rule`): those events are handled by ``.m.rule.is_user_mention``
+and ``.m.rule.is_room_mention``.
 """
 
 from __future__ import annotations
 
-__all__ = ["default_push_rules"]
+from collections.abc import Mapping
+
+__all__ = ["LEGACY_MENTION_RULES", "default_push_rules", "skips_legacy_rule"]
+
+LEGACY_MENTION_RULES = frozenset(
+    {
+        ("override", ".m.rule.contains_display_name"),
+        ("override", ".m.rule.roomnotif"),
+        ("content", ".m.rule.contains_user_name"),
+    }
+)
+"""``(kind, rule_id)`` of the legacy body-mention rules (see the module docstring)."""
 
 _SOUND_DEFAULT: dict[str, object] = {"set_tweak": "sound", "value": "default"}
 _HIGHLIGHT: dict[str, object] = {"set_tweak": "highlight"}
@@ -55,7 +75,9 @@ def _override_head(user_id: str) -> list[dict[str, object]]:
 
 
 def _override_mentions(user_id: str) -> list[dict[str, object]]:
-    """``.m.rule.is_user_mention`` and ``.m.rule.is_room_mention`` (added in v1.7)."""
+    """``.m.rule.is_user_mention`` and ``.m.rule.is_room_mention`` (added in v1.7), each
+    followed by its legacy counterpart (v1.16's ``.m.rule.contains_display_name`` and
+    ``.m.rule.roomnotif``)."""
     user_mentioned: dict[str, object] = {
         "kind": "event_property_contains",
         "key": "content.m\\.mentions.user_ids",
@@ -73,11 +95,57 @@ def _override_mentions(user_id: str) -> list[dict[str, object]]:
             ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)],
         ),
         _rule(
+            ".m.rule.contains_display_name",
+            [{"kind": "contains_display_name"}],
+            ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)],
+        ),
+        _rule(
             ".m.rule.is_room_mention",
             [room_mentioned, {"kind": "sender_notification_permission", "key": "room"}],
             ["notify", dict(_HIGHLIGHT)],
         ),
+        _rule(
+            ".m.rule.roomnotif",
+            [
+                _match("content.body", "@room"),
+                {"kind": "sender_notification_permission", "key": "room"},
+            ],
+            ["notify", dict(_HIGHLIGHT)],
+        ),
     ]
+
+
+def _content_rules(user_id: str) -> list[dict[str, object]]:
+    """v1.16's ``.m.rule.contains_user_name``: the user's localpart as a word of ``body``."""
+    localpart = user_id[1:].split(":", 1)[0]
+    rule = _rule(
+        ".m.rule.contains_user_name", [], ["notify", dict(_SOUND_DEFAULT), dict(_HIGHLIGHT)]
+    )
+    del rule["conditions"]
+    rule["pattern"] = localpart
+    return [rule]
+
+
+def skips_legacy_rule(kind: str, rule_id: str, event: Mapping[str, object]) -> bool:
+    """Whether a legacy body-mention rule is left out for this event.
+
+    Spec (v1.7-v1.16, push.md, the legacy rules' notes; Synapse does the same): an
+    event whose ``content`` has an ``m.mentions`` property is not matched against
+    ``.m.rule.contains_display_name``, ``.m.rule.contains_user_name`` or
+    ``.m.rule.roomnotif``, whatever that property holds.
+
+    Args:
+        kind: The rule's kind.
+        rule_id: The rule's ID.
+        event: The event.
+
+    Returns:
+        True if the rule must not match the event.
+    """
+    if (kind, rule_id) not in LEGACY_MENTION_RULES:
+        return False
+    content = event.get("content")
+    return isinstance(content, Mapping) and "m.mentions" in content
 
 
 def _override_tail() -> list[dict[str, object]]:
@@ -129,10 +197,12 @@ def _underride_rules() -> list[dict[str, object]]:
 def default_push_rules(user_id: str) -> dict[str, list[dict[str, object]]]:
     """Return the server-default rules for a user, by kind, in priority order.
 
-    Spec: push.md "Predefined Rules". Each rule is in the ``PushRule`` JSON form
-    (``rule_id``, ``default: true``, ``enabled``, ``conditions``, ``actions``);
-    ``.m.rule.master`` is disabled, all others enabled. ``[the user's Matrix ID]``
-    in ``.m.rule.invite_for_me`` and ``.m.rule.is_user_mention`` is ``user_id``.
+    Spec: push.md "Predefined Rules" (and v1.16's legacy body-mention rules, see the
+    module docstring). Each rule is in the ``PushRule`` JSON form (``rule_id``,
+    ``default: true``, ``enabled``, ``conditions`` or, for ``content``, ``pattern``,
+    ``actions``); ``.m.rule.master`` is disabled, all others enabled. ``[the user's
+    Matrix ID]`` in ``.m.rule.invite_for_me`` and ``.m.rule.is_user_mention`` is
+    ``user_id``; the pattern of ``.m.rule.contains_user_name`` is its localpart.
 
     Args:
         user_id: The user the rules are for.
@@ -143,7 +213,7 @@ def default_push_rules(user_id: str) -> dict[str, list[dict[str, object]]]:
     """
     return {
         "override": _override_head(user_id) + _override_mentions(user_id) + _override_tail(),
-        "content": [],
+        "content": _content_rules(user_id),
         "room": [],
         "sender": [],
         "underride": _underride_rules(),

@@ -28,7 +28,7 @@ from pocketserver.core.push_conditions import (
     condition_matches,
     lookup_property,
 )
-from pocketserver.core.push_defaults import default_push_rules
+from pocketserver.core.push_defaults import default_push_rules, skips_legacy_rule
 from pocketserver.core.push_glob import glob_matches
 from pocketserver.core.push_validate import (
     RULE_KINDS,
@@ -188,7 +188,9 @@ def rule_matches(rule: PushRule, event: Mapping[str, object], context: PushConte
     Spec: push.md "Push Rules": a ``content`` rule glob-matches its ``pattern``
     against ``content.body`` at word boundaries; a ``room`` rule matches events in
     the room its ID names, a ``sender`` rule events sent by the user its ID names;
-    ``override``/``underride`` rules need all their conditions ("Conditions").
+    ``override``/``underride`` rules need all their conditions ("Conditions"). The
+    legacy body-mention rules never match an event with ``m.mentions``
+    (:func:`~pocketserver.core.push_defaults.skips_legacy_rule`).
 
     Args:
         rule: The rule.
@@ -198,6 +200,8 @@ def rule_matches(rule: PushRule, event: Mapping[str, object], context: PushConte
     Returns:
         True if the rule applies to the event.
     """
+    if rule.default and skips_legacy_rule(rule.kind, rule.rule_id, event):
+        return False
     if rule.kind == "content":
         found, body = lookup_property(event, "content.body")
         if rule.pattern is None or not found or not isinstance(body, str):

@@ -195,6 +195,38 @@ class RoomFacts:
     sender_display_name: str | None = None
 
 
+def _content_str(entry: Mapping[str, object] | None, key: str) -> str | None:
+    content = entry.get("content") if entry is not None else None
+    value = content.get(key) if isinstance(content, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def stripped_room_facts(
+    pdu: Mapping[str, object], stripped_state: Sequence[Mapping[str, object]]
+) -> RoomFacts:
+    """The room facts of an out-of-band membership (an invite or knock in a room this
+    server does not hold): from the room's stripped state that came with it.
+
+    The room's name is its ``m.room.name``, else its canonical alias (as for rooms we
+    hold; Synapse's ``get_context_for_event`` reads the same stripped state but only
+    the name); the sender's display name is their member event's in that state, else
+    the membership event's own when they sent it about themselves (a knock), as
+    Synapse.
+    """
+    sender = pdu.get("sender")
+    found: dict[tuple[object, object], Mapping[str, object]] = {}
+    for entry in stripped_state:
+        found.setdefault((entry.get("type"), entry.get("state_key")), entry)
+    alias = _content_str(found.get(("m.room.canonical_alias", "")), "alias")
+    own = _content_str(pdu, "displayname") if pdu.get("state_key") == sender else None
+    return RoomFacts(
+        room_name=_content_str(found.get(("m.room.name", "")), "name") or alias,
+        room_alias=alias,
+        sender_display_name=_content_str(found.get(("m.room.member", sender)), "displayname")
+        or own,
+    )
+
+
 def device_entry(
     app_id: str,
     pushkey: str,

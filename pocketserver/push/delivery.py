@@ -49,6 +49,7 @@ from pocketserver.core.pushers import (
     badge_notification,
     device_entry,
     notification,
+    stripped_room_facts,
     tweaks_of,
 )
 from pocketserver.net.addresses import (
@@ -60,6 +61,7 @@ from pocketserver.net.addresses import (
 )
 from pocketserver.net.backoff import Backoff
 from pocketserver.rooms.reading import EventReader
+from pocketserver.storage import out_of_band as oob_store
 from pocketserver.storage import pushers as store
 from pocketserver.storage import state as state_store
 from pocketserver.storage.db import Database
@@ -455,7 +457,8 @@ class PushDelivery:
         sender = event.pdu.get("sender")
         facts = RoomFacts()
         if not event_id_only and isinstance(sender, str):
-            facts = await self._room_facts(item.room_id, sender)
+            stripped = await self._out_of_band_facts(pusher.user_id, item.event_id, event.pdu)
+            facts = stripped or await self._room_facts(item.room_id, sender)
         device = device_entry(
             pusher.app_id, pusher.pushkey, pusher.pushkey_ts, pusher.data, tweaks_of(item.actions)
         )
@@ -470,6 +473,19 @@ class PushDelivery:
             room=facts,
         )
         return body, unread
+
+    async def _out_of_band_facts(
+        self, user_id: str, event_id: str, pdu: Mapping[str, object]
+    ) -> RoomFacts | None:
+        """The facts of the user's invite or knock in a room we do not hold (its stripped
+        state; the room's state here is empty), or None for any other event."""
+        room_id = pdu.get("room_id")
+        if pdu.get("type") != "m.room.member" or not isinstance(room_id, str):
+            return None
+        found = await self._db.read(oob_store.get, user_id, room_id)
+        if found is None or found.event_id != event_id:
+            return None
+        return stripped_room_facts(pdu, found.stripped_state)
 
     async def _room_facts(self, room_id: str, sender: str) -> RoomFacts:
         name_id, alias_id, member_id = await self._db.read(_room_facts_ids, room_id, sender)

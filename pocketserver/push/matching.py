@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pocketserver.cache import estimate_size
 from pocketserver.core.push_conditions import lookup_property
+from pocketserver.core.push_defaults import LEGACY_MENTION_RULES
 from pocketserver.core.push_rules import (
     PushContext,
     PushRule,
@@ -88,7 +89,14 @@ def _dumps(value: object) -> str:
 
 
 def _match_key(rule: PushRule) -> object:
-    """What decides whether ``rule`` matches (see :func:`core.push_rules.rule_matches`)."""
+    """What decides whether ``rule`` matches (see :func:`core.push_rules.rule_matches`).
+
+    A legacy body-mention rule also depends on ``m.mentions`` being absent, so its key
+    differs from that of a user's rule with the same conditions or pattern.
+    """
+    if rule.default and (rule.kind, rule.rule_id) in LEGACY_MENTION_RULES:
+        key = _match_key(replace(rule, default=False))
+        return "l" + key if isinstance(key, str) else key
     try:
         if rule.kind in ("override", "underride"):
             return "c" + _dumps(list(rule.conditions))

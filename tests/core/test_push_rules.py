@@ -39,13 +39,15 @@ SPEC_ORDER = {
         ".m.rule.invite_for_me",
         ".m.rule.member_event",
         ".m.rule.is_user_mention",
+        ".m.rule.contains_display_name",
         ".m.rule.is_room_mention",
+        ".m.rule.roomnotif",
         ".m.rule.tombstone",
         ".m.rule.reaction",
         ".m.rule.room.server_acl",
         ".m.rule.suppress_edits",
     ],
-    "content": [],
+    "content": [".m.rule.contains_user_name"],
     "room": [],
     "sender": [],
     "underride": [
@@ -56,6 +58,9 @@ SPEC_ORDER = {
         ".m.rule.encrypted",
     ],
 }
+
+LEGACY = {".m.rule.contains_display_name", ".m.rule.roomnotif", ".m.rule.contains_user_name"}
+"""Kept after v1.17 removed them, as Synapse keeps them (core/push_defaults.py)."""
 
 SOUND = {"set_tweak": "sound", "value": "default"}
 HIGHLIGHT = {"set_tweak": "highlight"}
@@ -96,11 +101,76 @@ def test_default_rule_ids_and_order_follow_the_spec() -> None:
     assert all(r["default"] is True for v in rules.values() for r in v)
 
 
-def test_no_legacy_body_mention_rules() -> None:
-    # push.md "Predefined Rules": changed in v1.17, legacy rules removed.
-    ids = {r["rule_id"] for v in default_push_rules(ME).values() for r in v}
-    assert not ids & {".m.rule.contains_user_name", ".m.rule.contains_display_name"}
-    assert ".m.rule.roomnotif" not in ids
+def test_legacy_body_mention_rules_are_v1_16s() -> None:
+    # push.md v1.16 "Predefined Rules" (removed from the list in v1.17; Synapse keeps them).
+    rules = {r["rule_id"]: r for v in default_push_rules(ME).values() for r in v}
+    assert rules[".m.rule.contains_display_name"] == {
+        "rule_id": ".m.rule.contains_display_name",
+        "default": True,
+        "enabled": True,
+        "conditions": [{"kind": "contains_display_name"}],
+        "actions": ["notify", SOUND, HIGHLIGHT],
+    }
+    assert rules[".m.rule.roomnotif"] == {
+        "rule_id": ".m.rule.roomnotif",
+        "default": True,
+        "enabled": True,
+        "conditions": [
+            {"kind": "event_match", "key": "content.body", "pattern": "@room"},
+            {"kind": "sender_notification_permission", "key": "room"},
+        ],
+        "actions": ["notify", HIGHLIGHT],
+    }
+    assert rules[".m.rule.contains_user_name"] == {
+        "rule_id": ".m.rule.contains_user_name",
+        "default": True,
+        "enabled": True,
+        "pattern": "me",
+        "actions": ["notify", SOUND, HIGHLIGHT],
+    }
+
+
+LEGACY_CASES: list[tuple[str, dict[str, object], PushContext, list[object] | None]] = [
+    ("user name in body", _msg("hi me!"), _ctx(), ["notify", SOUND, HIGHLIGHT]),
+    ("user name inside a word", _msg("hi meme"), _ctx(), ["notify"]),
+    ("display name in body", _msg("ping Me Myself"), _ctx(), ["notify", SOUND, HIGHLIGHT]),
+    (
+        "@room by a moderator",
+        _msg("@room look"),
+        _ctx(sender_power_level=50),
+        ["notify", HIGHLIGHT],
+    ),
+    ("@room by a user", _msg("@room look"), _ctx(), ["notify"]),
+    # An event with m.mentions (even empty) skips all three legacy rules.
+    ("user name, m.mentions", _msg("hi me!", **{"m.mentions": {}}), _ctx(), ["notify"]),
+    ("display name, m.mentions", _msg("Me Myself", **{"m.mentions": {}}), _ctx(), ["notify"]),
+    (
+        "@room, m.mentions",
+        _msg("@room", **{"m.mentions": {}}),
+        _ctx(sender_power_level=50),
+        ["notify"],
+    ),
+    (
+        "m.mentions naming me",
+        _msg("hi", **{"m.mentions": {"user_ids": [ME]}}),
+        _ctx(),
+        ["notify", SOUND, HIGHLIGHT],
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "ctx", "expected"), [c[1:] for c in LEGACY_CASES])
+def test_legacy_body_mention_rules(
+    event: dict[str, object], ctx: PushContext, expected: list[object] | None
+) -> None:
+    assert evaluate(_defaults(), event, ctx) == expected
+
+
+def test_legacy_rule_can_be_disabled() -> None:
+    rules = merge_rules(
+        default_push_rules(ME), {}, {("content", ".m.rule.contains_user_name"): False}
+    )
+    assert evaluate(rules, _msg("hi me!"), _ctx()) == ["notify"]
 
 
 def _spec_definitions() -> list[dict[str, object]]:
@@ -114,7 +184,7 @@ def _spec_definitions() -> list[dict[str, object]]:
 
 def test_default_rules_equal_the_spec_definitions() -> None:
     ours = [r for kind in RULE_KINDS for r in default_push_rules(ME)[kind]]
-    assert ours == _spec_definitions()
+    assert [r for r in ours if r["rule_id"] not in LEGACY] == _spec_definitions()
 
 
 def test_default_rules_are_fresh_copies() -> None:
@@ -179,8 +249,13 @@ PREDEFINED: list[tuple[str, dict[str, object], PushContext, list[object] | None]
     ),
     ("@room by nobody", _msg("@room", **{"m.mentions": {"room": True}}), _ctx(), ["notify"]),
     ("@room false", _msg("@room", **{"m.mentions": {"room": False}}), MOD, ["notify"]),
-    ("@room without m.mentions: no legacy rule", _msg("@room"), MOD, ["notify"]),
-    ("my name in body: no legacy rule", _msg("hey Me Myself and me"), _ctx(), ["notify"]),
+    ("@room without m.mentions: legacy rule", _msg("@room"), MOD, ["notify", HIGHLIGHT]),
+    (
+        "my name in body: legacy rule",
+        _msg("hey Me Myself and me"),
+        _ctx(),
+        ["notify", SOUND, HIGHLIGHT],
+    ),
     (
         "tombstone",
         {"type": "m.room.tombstone", "state_key": "", "sender": OTHER, "content": {}},
@@ -473,7 +548,8 @@ def test_ruleset_to_json_round_trip() -> None:
             "enabled": True,
             "actions": ["notify"],
             "pattern": "cake*lie",
-        }
+        },
+        *default_push_rules(ME)["content"],  # user rules come before the defaults
     ]
     # Historical actions are echoed as stored (Synapse does; evaluation ignores them).
     assert out["room"] == [

@@ -1,9 +1,9 @@
 """Differential test: our push rule evaluation against Synapse's Rust evaluator.
 
 Synapse is imported, never copied: ``synapse.synapse_rust.push.PushRuleEvaluator``
-runs its base rules (with MSC4210 on, so the legacy body-mention rules that v1.17
-removed are gone, and its non-spec ``.im.vector.jitsi`` rule disabled) and user rules
-on the same events.
+runs its base rules (with MSC4210 off, its default, so with the legacy body-mention
+rules that v1.17 removed from the spec's list and that both servers keep, and its
+non-spec ``.im.vector.jitsi`` rule disabled) and user rules on the same events.
 
 Known, deliberate differences are kept out of the generated inputs:
 
@@ -71,19 +71,19 @@ def _synapse(event: dict[str, Any], ctx: PushContext) -> Any:
         ctx.room_member_count,
         ctx.sender_power_level,
         dict(ctx.notification_power_levels),
-        {},
-        False,
-        [],
-        False,
-        True,
-        False,
+        {},  # related_events_flattened
+        False,  # related_event_match_enabled
+        [],  # room_version_feature_flags
+        False,  # msc3931_enabled
+        False,  # msc4210_enabled: off (Synapse's default), the legacy rules apply
+        False,  # msc4306_enabled
     )
 
 
 def _filtered(rules: list[Any]) -> Any:
     # push_rules, enabled_map, msc1767, msc3381, msc3664, msc4028, msc4075, msc4210, msc4306
     return FilteredPushRules(
-        PushRules(rules), JITSI_OFF, False, False, False, False, False, True, False
+        PushRules(rules), JITSI_OFF, False, False, False, False, False, False, False
     )
 
 
@@ -288,7 +288,7 @@ def test_user_rules_agree_with_synapse(
     synapse_rules, enabled = _synapse_rules(valid)
     enabled["global/override/.m.rule.master"] = master
     filtered = FilteredPushRules(
-        PushRules(synapse_rules), enabled, False, False, False, False, False, True, False
+        PushRules(synapse_rules), enabled, False, False, False, False, False, False, False
     )
     theirs = _synapse(event, ctx).run(filtered, ME, NAME, None)
     assert _outcome(ours) == _outcome(theirs if theirs else None)

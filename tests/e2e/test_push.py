@@ -55,6 +55,11 @@ def _ids(c: httpx.Client, user: dict[str, str], kind: str) -> list[str]:
     return [r["rule_id"] for r in rules]
 
 
+def _own(c: httpx.Client, user: dict[str, str], kind: str) -> list[str]:
+    """The user's own rules of a kind (the server-default ones left out)."""
+    return [i for i in _ids(c, user, kind) if not i.startswith(".")]
+
+
 # --- the rules API -----------------------------------------------------------------------
 
 
@@ -103,7 +108,7 @@ def test_rule_crud_with_before_and_after(
         )
         assert r.status_code == 200, r.text
         assert r.json() == {}
-    assert _ids(c, user, "content") == ["b", "a"]  # a new rule is the most important
+    assert _own(c, user, "content") == ["b", "a"]  # a new rule is the most important
     r = c.put(
         _rule_path("content", "c"),
         headers=h,
@@ -111,14 +116,14 @@ def test_rule_crud_with_before_and_after(
         json={"pattern": "cake*lie", "actions": ["notify"]},
     )
     assert r.status_code == 200, r.text
-    assert _ids(c, user, "content") == ["b", "c", "a"]
+    assert _own(c, user, "content") == ["b", "c", "a"]
     c.put(
         _rule_path("content", "d"),
         headers=h,
         params={"before": "a"},
         json={"pattern": "d", "actions": []},
     )
-    assert _ids(c, user, "content") == ["b", "c", "d", "a"]
+    assert _own(c, user, "content") == ["b", "c", "d", "a"]
     # before wins over after; an update without either keeps its place.
     c.put(
         _rule_path("content", "a"),
@@ -126,9 +131,11 @@ def test_rule_crud_with_before_and_after(
         params={"before": "b", "after": "d"},
         json={"pattern": "a", "actions": []},
     )
-    assert _ids(c, user, "content") == ["a", "b", "c", "d"]
+    assert _own(c, user, "content") == ["a", "b", "c", "d"]
     c.put(_rule_path("content", "c"), headers=h, json={"pattern": "new", "actions": ["notify"]})
-    assert _ids(c, user, "content") == ["a", "b", "c", "d"]
+    assert _own(c, user, "content") == ["a", "b", "c", "d"]
+    # The server-default content rule stays after the user's own.
+    assert _ids(c, user, "content") == ["a", "b", "c", "d", ".m.rule.contains_user_name"]
     got = c.get(_rule_path("content", "c"), headers=h)
     assert got.json() == {
         "rule_id": "c",
@@ -145,12 +152,12 @@ def test_rule_crud_with_before_and_after(
     assert override[:2] == [".m.rule.master", "beer"]
     # Delete.
     assert c.delete(_rule_path("content", "b"), headers=h).json() == {}
-    assert _ids(c, user, "content") == ["a", "c", "d"]
+    assert _own(c, user, "content") == ["a", "c", "d"]
     _error(c.delete(_rule_path("content", "b"), headers=h), 404, "M_NOT_FOUND")
     _error(c.get(_rule_path("content", "b"), headers=h), 404, "M_NOT_FOUND")
     # Another user is unaffected.
     other = server.register(new_user + "x")
-    assert _ids(c, other, "content") == []
+    assert _own(c, other, "content") == []
 
 
 def test_rule_put_errors_change_nothing(
@@ -428,6 +435,35 @@ def test_muted_room_counts_nothing(server: RunningServer, c: httpx.Client, new_u
     assert _unread(c, b, room)["unread_notifications"]["notification_count"] == 1
 
 
+def test_legacy_body_mentions_notify_in_a_muted_room(
+    server: RunningServer, c: httpx.Client, new_user: str
+):
+    # The legacy body-mention rules (kept as Synapse keeps them, core/push_defaults.py)
+    # outrank a room rule; m.mentions turns them off; they can be disabled (SyTest 61push
+    # "Don't get pushed for rooms you've muted").
+    a, b, room = _room_pair(server, c, new_user, display_b="Bobby")
+    localpart = b["user_id"][1:].split(":")[0]
+    r = c.put(_rule_path("room", room), headers=_auth(b), json={"actions": ["dont_notify"]})
+    assert r.status_code == 200, r.text
+    _send(c, a, room, {"msgtype": "m.text", "body": "quiet"})
+    _send(c, a, room, {"msgtype": "m.text", "body": f"hey {localpart}!"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "ask Bobby"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "@room lunch"})  # a is the creator
+    _send(c, a, room, {"msgtype": "m.text", "body": f"hey {localpart}", "m.mentions": {}})
+    off = _rule_path("content", ".m.rule.contains_user_name", "/enabled")
+    assert c.put(off, headers=_auth(b), json={"enabled": False}).status_code == 200
+    _send(c, a, room, {"msgtype": "m.text", "body": f"again {localpart}"})
+    _send(c, a, room, {"msgtype": "m.text", "body": "last, Bobby"})
+    _unread(c, b, room)  # /sync waits until its events are evaluated; /notifications not
+    notes = c.get(f"{V3}/notifications", headers=_auth(b), params={"only": "highlight"}).json()
+    bodies = [n["event"]["content"]["body"] for n in notes["notifications"]]
+    assert bodies == ["last, Bobby", "@room lunch", "ask Bobby", f"hey {localpart}!"]
+    # Another user's rules are untouched by b's change.
+    got = c.get(_rule_path("content", ".m.rule.contains_user_name"), headers=_auth(a)).json()
+    assert got["enabled"] is True
+    assert got["pattern"] == a["user_id"][1:].split(":")[0]
+
+
 def test_thread_counts_with_the_filter_flag(server: RunningServer, c: httpx.Client, new_user: str):
     a, b, room = _room_pair(server, c, new_user)
     root = _send(c, a, room, {"msgtype": "m.text", "body": "root"})
@@ -473,7 +509,10 @@ def test_push_rules_in_sync_account_data(
     ).json()
     found = [e for e in later["account_data"]["events"] if e["type"] == "m.push_rules"]
     assert found, later["account_data"]
-    assert [r["rule_id"] for r in found[-1]["content"]["global"]["content"]] == ["tea"]
+    assert [r["rule_id"] for r in found[-1]["content"]["global"]["content"]] == [
+        "tea",
+        ".m.rule.contains_user_name",
+    ]
     again = c.get(f"{V3}/sync", headers=h).json()
     pushes = [e for e in again["account_data"]["events"] if e["type"] == "m.push_rules"]
     assert len(pushes) == 1

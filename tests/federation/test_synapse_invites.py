@@ -12,6 +12,8 @@
   room from ``knock`` to ``invite``.
 - Our user accepts a Synapse invite: ``POST /join/{roomId}`` with no ``via`` joins
   through the inviting server.
+- A Synapse invite is pushed to our user's push gateway with the room's name and the
+  inviter's display name from the invite's stripped state (SyTest 61push).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.test_pushers import Gateway, _pusher
 from tests.federation.conftest import pocket_tls_config
 from tests.federation.synapse_peer import SynapsePeer, TestCA
 from tests.federation.test_synapse_rooms import (
@@ -295,6 +298,35 @@ def test_our_user_accepts_a_synapse_invite(pocket: RunningServer, synapse: Synap
     # The name set before the invite is in the room's state here.
     name = alice.call("GET", f"/rooms/{quote(room_id)}/state/m.room.name")
     assert name == {"name": "Accept me"}
+
+
+def test_synapse_invite_is_pushed_with_the_room_name(
+    pocket: RunningServer, synapse: SynapsePeer
+) -> None:
+    # The room is not on our server: its name and the inviter's display name come from
+    # the stripped state that came with the invite (core/pushers.stripped_room_facts).
+    gateway = Gateway()
+    try:
+        pia = _pocket_user(pocket, "pia")
+        vic = _synapse_user(synapse, "vic")
+        vic.call("PUT", f"/profile/{quote(vic.user_id)}/displayname", {"displayname": "Vic"})
+        pia.call("POST", "/pushers/set", _pusher(gateway.url, "pia-key"))
+        room_id = vic.call("POST", "/createRoom", {"preset": "private_chat", "name": "Push room"})[
+            "room_id"
+        ]
+        vic.call("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": pia.user_id})
+        note = gateway.wait_for("pia-key", 1, timeout=30.0)[0]
+        assert {k: note.get(k) for k in ("type", "room_id", "sender", "membership")} == {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": vic.user_id,
+            "membership": "invite",
+        }
+        assert note["user_is_target"] is True
+        assert note["room_name"] == "Push room"
+        assert note["sender_display_name"] == "Vic"
+    finally:
+        gateway.close()
 
 
 def test_an_invite_from_a_server_that_is_gone_can_be_rejected(

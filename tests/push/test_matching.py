@@ -31,6 +31,9 @@ _USER_RULES: list[dict[str, list[dict[str, object]]]] = [
     {"room": [{"rule_id": ROOM, "actions": []}]},
     {"sender": [{"rule_id": SENDER, "actions": ["notify", {"set_tweak": "sound", "value": "x"}]}]},
     {"content": [{"rule_id": "cake", "pattern": "cake*", "actions": ["notify"]}]},
+    # The pattern of @u0's legacy .m.rule.contains_user_name, which m.mentions turns off
+    # (for @u0) while this rule stays on: the two must not share a remembered result.
+    {"content": [{"rule_id": "u0", "pattern": "u0", "actions": ["notify", {"set_tweak": "x"}]}]},
     {
         "underride": [
             {
@@ -72,6 +75,11 @@ _EVENTS: list[dict[str, object]] = [
     {"type": "m.reaction", "content": {"m.relates_to": {"rel_type": "m.annotation"}}},
     {"type": "m.room.tombstone", "state_key": "", "content": {"body": "moved"}},
     {"type": "m.call.invite", "content": {}},
+    # The legacy body-mention rules, and the same bodies with m.mentions (which skips them).
+    {"type": "m.room.message", "content": {"body": "hey u0, u1 and Bob"}},
+    {"type": "m.room.message", "content": {"body": "hey u0, u1 and Bob", "m.mentions": {}}},
+    {"type": "m.room.message", "content": {"body": "@room lunch"}},
+    {"type": "m.room.message", "content": {"body": "@room lunch", "m.mentions": {}}},
 ]
 _NAMES = [None, "Bob", "Carol", "bob", ""]
 
@@ -115,8 +123,9 @@ def test_interner_shares_equal_rules_and_stays_bounded() -> None:
     a = interner.compile(merge_rules(default_push_rules("@a:test.local"), {}))
     b = interner.compile(merge_rules(default_push_rules("@b:test.local"), {}))
     shared = [x for x, y in zip(a.rules, b.rules, strict=True) if x is y]
-    # Only the rules naming the user differ (.m.rule.invite_for_me, .m.rule.is_user_mention).
-    assert len(shared) == len(a.rules) - 2
+    # Only the rules naming the user differ (.m.rule.invite_for_me, .m.rule.is_user_mention,
+    # .m.rule.contains_user_name).
+    assert len(shared) == len(a.rules) - 3
     assert b.size < a.size
     for n in range(100):
         interner.compile(merge_rules(default_push_rules(f"@u{n}:test.local"), {}))

@@ -13,6 +13,7 @@ from pocketserver.core.pushers import (
     notification,
     parse_set_body,
     priority,
+    stripped_room_facts,
     tweaks_of,
 )
 
@@ -202,3 +203,37 @@ def test_event_id_only_and_zero_counts() -> None:
     assert "user_is_target" not in full
     assert "membership" not in full
     assert full["id"] == "$e"
+
+
+def _stripped(kind: str, key: str, **content: object) -> dict[str, object]:
+    return {"type": kind, "state_key": key, "sender": "@x:r", "content": content}
+
+
+STRIPPED_CASES: list[tuple[dict[str, object], list[dict[str, object]], RoomFacts]] = [
+    (  # an invite: the name, the alias and the inviter's member event of the stripped state
+        {"sender": "@bob:r", "state_key": "@me:hs", "content": {"membership": "invite"}},
+        [
+            _stripped("m.room.name", "", name="Room"),
+            _stripped("m.room.canonical_alias", "", alias="#r:r"),
+            _stripped("m.room.member", "@bob:r", membership="join", displayname="Bob"),
+        ],
+        RoomFacts(room_name="Room", room_alias="#r:r", sender_display_name="Bob"),
+    ),
+    (  # no name: the alias names the room; no member event of the sender
+        {"sender": "@bob:r", "state_key": "@me:hs", "content": {"displayname": "Me"}},
+        [_stripped("m.room.canonical_alias", "", alias="#r:r"), _stripped("m.room.name", "x")],
+        RoomFacts(room_name="#r:r", room_alias="#r:r"),
+    ),
+    (  # a knock: the sender's own display name in the event; malformed state ignored
+        {"sender": "@me:hs", "state_key": "@me:hs", "content": {"displayname": "Me"}},
+        [_stripped("m.room.name", "", name=5), {"type": "m.room.canonical_alias"}],
+        RoomFacts(sender_display_name="Me"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("pdu", "state", "expected"), STRIPPED_CASES)
+def test_stripped_room_facts(
+    pdu: dict[str, object], state: list[dict[str, object]], expected: RoomFacts
+) -> None:
+    assert stripped_room_facts(pdu, state) == expected

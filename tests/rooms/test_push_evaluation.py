@@ -102,6 +102,8 @@ async def test_counts_use_the_new_display_name(
     await _join(writer, room_id, CAROL, "Carol")
     # Bob is notified for messages only when they contain his display name.
     await rules.set_enabled(BOB, "underride", ".m.rule.message", False)
+    # ... not when they contain his localpart "bob" (the legacy content rule).
+    await rules.set_enabled(BOB, "content", ".m.rule.contains_user_name", False)
     await rules.put_rule(
         BOB,
         "override",
