@@ -1,0 +1,83 @@
+"""Joins of big rooms end to end (issue #11): the real server (a subprocess on
+127.0.0.2) joins a room of a few hundred members held by the big-room test peer
+(tests/federation/big_room_peer.py, 127.0.0.1), reads and sends at once, and ends up
+holding exactly the peer's state."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.federation.big_room_peer import BigRoomPeer, running_big_peer
+from tests.federation.conftest import pocket_tls_config
+from tests.federation.synapse_peer import TestCA
+from tests.harness import RunningServer, running_server
+
+pytestmark = pytest.mark.slow
+
+V3 = "/_matrix/client/v3"
+MEMBERS = 300
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[BigRoomPeer]:
+    with running_big_peer(tmp_path_factory.mktemp("big"), test_ca, MEMBERS, 400) as p:
+        yield p
+
+
+@pytest.fixture
+def pocket(tmp_path: Path, test_ca: TestCA) -> Iterator[RunningServer]:
+    with running_server(pocket_tls_config(tmp_path / "pocket", test_ca)) as server:
+        yield server
+    assert "Traceback" not in server.log_text(), server.log_text()[-5000:]
+
+
+def held_state(server: RunningServer, room_id: str) -> dict[tuple[str, str], str]:
+    database = server.config["database"]["args"]["database"]  # type: ignore[index]
+    path = server.config_path.parent / str(database)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,)
+        )
+        return {(t, k): e for t, k, e in rows}
+
+
+def join_and_use(pocket: RunningServer, peer: BigRoomPeer) -> tuple[str, dict[str, str]]:
+    """Join the peer's room, see it in /sync and send into it; the joiner's login."""
+    login = pocket.register("joiner")
+    room_id = peer.room.room_id
+    with pocket.client() as c:
+        c.headers["Authorization"] = f"Bearer {login['access_token']}"
+        r = c.post(f"{V3}/join/{quote(room_id)}", params={"server_name": peer.server_name}, json={})
+        assert r.status_code == 200, r.text
+        answer = c.get(f"{V3}/sync", params={"timeout": "0"}).json()
+        joined = answer["rooms"]["join"][room_id]
+        names = [e for e in joined["state"]["events"] if e["type"] == "m.room.name"]
+        assert names
+        assert names[0]["content"]["name"] == f"Big room of {MEMBERS}"
+        r = c.put(
+            f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t1",
+            json={"msgtype": "m.text", "body": "hello big room"},
+        )
+        assert r.status_code == 200, r.text
+        sent = r.json()["event_id"]
+    deadline = time.monotonic() + 30
+    while peer.room.event_text(sent) is None:  # our sender delivered it to the peer
+        assert time.monotonic() < deadline, "the message never reached the peer"
+        time.sleep(0.1)
+    return room_id, login
+
+
+def test_full_join_of_a_big_room_holds_the_peers_state(
+    pocket: RunningServer, peer: BigRoomPeer
+) -> None:
+    peer.room.extras.clear()
+    peer.honour_omit_members = False
+    room_id, _ = join_and_use(pocket, peer)
+    assert held_state(pocket, room_id) == peer.room.full_state()
+    assert len(peer.room.full_state()) == 400 + 1  # the generated state and our join
