@@ -768,12 +768,12 @@ class RoomWriter:
         self, delta: Mapping[StateKey, str | None], p: _Prepared
     ) -> dict[str, str]:
         member_ids = [eid for (t, _), eid in delta.items() if t == "m.room.member" and eid]
-        events = await self.store.get_events(e for e in member_ids if e != p.event_id)
-        pdus: dict[str, Mapping[str, object]] = {eid: ev.pdu for eid, ev in events.items()}
-        pdus[p.event_id] = p.pdu
+        # Read in SQL, not parsed: a big room's first state has tens of thousands.
+        others = [e for e in member_ids if e != p.event_id]
+        stored = await self.store.db.read(event_store.memberships_of, others) if others else {}
         result: dict[str, str] = {}
         for eid in member_ids:
-            membership = _content(pdus.get(eid, {})).get("membership")
+            membership = _content(p.pdu).get("membership") if eid == p.event_id else stored.get(eid)
             if isinstance(membership, str):
                 result[eid] = membership
         return result
@@ -1139,7 +1139,8 @@ class RoomWriter:
         if len(usable) == len(p.prev_ids) and usable:
             await self._state_after_all(p, usable)
         elif given_state is not None:
-            known = await self.store.get_events(given_state.values())
+            # Existence only: a big room's state is not read whole for this.
+            known = await self.store.db.read(event_store.stored_event_ids, given_state.values())
             gaps = [eid for eid in given_state.values() if eid not in known]
             if gaps:
                 raise MissingEventsError(gaps, "state")
