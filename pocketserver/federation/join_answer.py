@@ -52,7 +52,6 @@ VERIFY_BATCH = 500
 """Events whose signatures are checked (and staged) together."""
 STORE_PAGE = 1000
 """Events handed to the room writer at once."""
-ARRAYS = ("state", "auth_chain")
 
 
 class AnswerIncomplete(Exception):
@@ -72,8 +71,20 @@ class StagedAnswer:
     """One join attempt's answer: staged, verified, then stored. Use as a context
     manager (the scratch file is removed on exit)."""
 
-    def __init__(self, scratch: Path, keyring: Keyring, room_id: str, room_version: str):
+    def __init__(
+        self,
+        scratch: Path,
+        keyring: Keyring,
+        room_id: str,
+        room_version: str,
+        state_array: str = "state",
+    ) -> None:
+        """``state_array``: the answer's member listing the state (``state`` in a
+        ``send_join`` answer, ``pdus`` in a ``/state`` answer); ``auth_chain`` is
+        the other one."""
         self._path = scratch
+        self._state_array = state_array
+        self._arrays = (state_array, "auth_chain")
         self._keyring = keyring
         self.room_id = room_id
         self.room_version = room_version
@@ -85,11 +96,16 @@ class StagedAnswer:
 
     @classmethod
     def beside(
-        cls, database: Path, keyring: Keyring, room_id: str, room_version: str
+        cls,
+        database: Path,
+        keyring: Keyring,
+        room_id: str,
+        room_version: str,
+        state_array: str = "state",
     ) -> StagedAnswer:
         """A scratch file next to the database (not in /tmp: often RAM on a Pi)."""
         name = f"{database.name}.join-{secrets.token_hex(6)}.tmp"
-        return cls(database.with_name(name), keyring, room_id, room_version)
+        return cls(database.with_name(name), keyring, room_id, room_version, state_array)
 
     async def __aenter__(self) -> StagedAnswer:
         self._conn = await trio.to_thread.run_sync(staging.open_scratch, self._path)
@@ -114,7 +130,7 @@ class StagedAnswer:
         Raises:
             json_items.JsonStreamError: not a JSON object of that shape.
         """
-        reader = JsonItems(ARRAYS)
+        reader = JsonItems(self._arrays)
         async for chunk in chunks:
             await self._take(reader.feed(chunk))
         await self._take(reader.close())
@@ -125,7 +141,7 @@ class StagedAnswer:
         """The same for an answer already parsed (``v1/send_join``)."""
         parts: list[Item | Member] = []
         for key, value in answer.items():
-            if key in ARRAYS and isinstance(value, list):
+            if key in self._arrays and isinstance(value, list):
                 parts.extend(Item(key, v) for v in value)
             else:
                 parts.append(Member(key, value))
@@ -138,7 +154,7 @@ class StagedAnswer:
             if isinstance(part, Member):
                 self._member(part)
             elif isinstance(part.value, dict):
-                self._pending.append((part.value, part.key == "state"))
+                self._pending.append((part.value, part.key == self._state_array))
                 if len(self._pending) >= VERIFY_BATCH:
                     await self._flush()
 

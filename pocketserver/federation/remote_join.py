@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import trio
 from nacl.signing import SigningKey
 
 from pocketserver.core.crypto import SignatureError
@@ -67,8 +68,10 @@ from pocketserver.federation.event_keys import verify_and_collect
 from pocketserver.federation.join_answer import AnswerIncomplete, StagedAnswer
 from pocketserver.federation.json_items import JsonStreamError
 from pocketserver.federation.keyring import Keyring
+from pocketserver.federation.partial_state import PartialStateResync
 from pocketserver.federation.requests import StreamingRequests
 from pocketserver.rooms.building import finish_pdu
+from pocketserver.rooms.store import StateKey
 from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
 
 log = logging.getLogger(__name__)
@@ -134,7 +137,11 @@ class RemoteJoins:
         client: StreamingRequests,
         server_name: str,
         signing_key: SigningKey,
+        partial: PartialStateResync | None = None,
     ) -> None:
+        """``partial``: ask for partial-state joins (``omit_members``) and hand such
+        rooms to this resync; None: always ask for the full state."""
+        self.partial = partial
         self.writer = writer
         self.keyring = keyring
         self.client = client
@@ -199,6 +206,7 @@ class RemoteJoins:
                 "PUT",
                 server,
                 _path("v2", "send_join", room_id, event_id),
+                query={"omit_members": "true"} if self.partial is not None else None,
                 content=pdu,
                 timeout_s=LONG_TIMEOUT_S,
                 max_size=SEND_JOIN_MAX_BYTES,
@@ -333,6 +341,29 @@ class RemoteJoins:
             raise _TryNext(f"the send_join state does not hold together: {e}") from None
         if ("m.room.create", "") not in state:
             raise _TryNext("the send_join state has no valid m.room.create event")
+        # A resident that ignored omit_members answered in full: a full join.
+        partial = self.partial if answer.fields.members_omitted else None
+        if partial is not None:
+            servers = [server, *answer.fields.servers_in_room]
+            await partial.mark_partial(room_id, event_id, room_version, servers)
+        try:
+            persisted = await self._store_join(server, room_version, join, state)
+        except BaseException:
+            if partial is not None:
+                with trio.CancelScope(shield=True):
+                    await partial.unmark(room_id)
+            raise
+        if partial is not None:
+            partial.start(room_id)
+        return persisted
+
+    async def _store_join(
+        self,
+        server: str,
+        room_version: str,
+        join: dict[str, object],
+        state: dict[StateKey, str],
+    ) -> PersistedEvent:
         try:
             join_keys, join_errors = await verify_and_collect(self.keyring, [(join, room_version)])
             if join_errors[0] is not None:

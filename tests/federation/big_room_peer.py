@@ -366,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
                 omit = omit and peer.honour_omit_members
                 return self._send(200, peer.send_join(body, omit, v1=version == "v1"))
             if what in ("state_ids", "state") and method == "GET":
+                peer.state_gate.wait(120)
                 idx = room.index_of(query.get("event_id", [""])[0])
                 if idx is None:
                     return self._json(404, {"errcode": "M_NOT_FOUND", "error": "Unknown event"})
@@ -407,6 +408,9 @@ class BigRoomPeer:
         self.host, self.port = host, port
         self.stats = PeerStats()
         self.honour_omit_members = True
+        self.state_gate = threading.Event()
+        """``/state`` answers wait while this is clear (a resync held up)."""
+        self.state_gate.set()
         """False: answer every send_join in full, as a server without partial state."""
         cert, key = ca.issue(host, f"bigpeer-{host}-{port}")
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -6,6 +6,7 @@ holding exactly the peer's state."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,53 @@ def test_full_join_of_a_big_room_holds_the_peers_state(
     room_id, _ = join_and_use(pocket, peer)
     assert held_state(pocket, room_id) == peer.room.full_state()
     assert len(peer.room.full_state()) == 400 + 1  # the generated state and our join
+
+
+def wait_for_full_state(pocket: RunningServer, peer: BigRoomPeer, timeout_s: float = 60) -> None:
+    room_id = peer.room.room_id
+    deadline = time.monotonic() + timeout_s
+    while held_state(pocket, room_id) != peer.room.full_state():
+        assert time.monotonic() < deadline, "the resync never completed"
+        time.sleep(0.2)
+
+
+def test_partial_join_is_usable_at_once_and_resyncs_to_the_peers_state(
+    pocket: RunningServer, peer: BigRoomPeer
+) -> None:
+    peer.room.extras.clear()
+    peer.honour_omit_members = True
+    peer.stats.omit_members_asked = 0
+    peer.state_gate.clear()  # hold the resync until the room was used
+    try:
+        room_id, login = join_and_use(pocket, peer)
+        assert peer.stats.omit_members_asked == 1
+        held = held_state(pocket, room_id)
+        members = [k for k in held if k[0] == "m.room.member"]
+        assert members == [("m.room.member", login["user_id"])]  # partial: ours only
+    finally:
+        peer.state_gate.set()
+    wait_for_full_state(pocket, peer)
+    with pocket.client() as c:
+        c.headers["Authorization"] = f"Bearer {login['access_token']}"
+        r = c.get(f"{V3}/rooms/{quote(room_id)}/joined_members")
+        assert r.status_code == 200, r.text
+        assert len(r.json()["joined"]) == MEMBERS + 2  # the owner, the members, us
+
+
+def test_members_waits_for_the_resync(pocket: RunningServer, peer: BigRoomPeer) -> None:
+    peer.room.extras.clear()
+    peer.honour_omit_members = True
+    peer.state_gate.clear()
+    timer = threading.Timer(2.0, peer.state_gate.set)
+    timer.start()
+    try:
+        room_id, login = join_and_use(pocket, peer)
+        with pocket.client() as c:
+            c.headers["Authorization"] = f"Bearer {login['access_token']}"
+            c.timeout = 60
+            r = c.get(f"{V3}/rooms/{quote(room_id)}/members")
+        assert r.status_code == 200, r.text
+        assert len(r.json()["chunk"]) == MEMBERS + 2
+    finally:
+        timer.cancel()
+        peer.state_gate.set()
