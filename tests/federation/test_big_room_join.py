@@ -5,6 +5,7 @@ holding exactly the peer's state."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 from tests.federation.big_room_peer import BigRoomPeer, running_big_peer
 from tests.federation.conftest import pocket_tls_config
 from tests.federation.synapse_peer import TestCA
-from tests.harness import RunningServer, running_server
+from tests.harness import RunningServer, running_server, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +133,48 @@ def test_members_waits_for_the_resync(pocket: RunningServer, peer: BigRoomPeer) 
     finally:
         timer.cancel()
         peer.state_gate.set()
+
+
+def test_a_restart_in_the_middle_of_a_resync_resumes_it(
+    tmp_path: Path, test_ca: TestCA, peer: BigRoomPeer
+) -> None:
+    """The server is killed (SIGKILL: no clean shutdown) while the peer holds its
+    ``/state`` answer back; started again, it resyncs the room from the start and ends
+    with the peer's state: nothing lost, nothing twice."""
+    peer.room.extras.clear()
+    peer.honour_omit_members = True
+    config = pocket_tls_config(tmp_path / "pocket", test_ca)
+    peer.state_gate.clear()
+    peer.stats.requests.clear()
+    try:
+        server = start_server(config)
+        try:
+            room_id, login = join_and_use(server, peer)
+            deadline = time.monotonic() + 30
+            while not any("/v1/state/" in r for r in peer.stats.requests):
+                assert time.monotonic() < deadline, "no resync started"
+                time.sleep(0.1)
+        finally:
+            server.stop(signal.SIGKILL)
+    finally:
+        peer.state_gate.set()
+    assert len(held_state(server, room_id)) < len(peer.room.full_state())
+    with running_server(config) as again:
+        wait_for_full_state(again, peer)
+        database = again.config["database"]["args"]["database"]  # type: ignore[index]
+        with sqlite3.connect(again.config_path.parent / str(database)) as conn:
+            partial = conn.execute("SELECT count(*) FROM partial_state_rooms").fetchone()[0]
+            events = conn.execute(
+                "SELECT count(*), count(DISTINCT event_id) FROM events WHERE room_id = ?",
+                (room_id,),
+            ).fetchone()
+        assert partial == 0
+        assert events[0] == events[1]
+        # Every state event of the peer's, our join and our message, once each.
+        assert events[0] == len(peer.room.full_state()) + 1
+        with again.client() as c:
+            c.headers["Authorization"] = f"Bearer {login['access_token']}"
+            r = c.get(f"{V3}/rooms/{quote(room_id)}/joined_members")
+            assert r.status_code == 200, r.text
+            assert len(r.json()["joined"]) == MEMBERS + 2
+        assert "Traceback" not in again.log_text(), again.log_text()[-5000:]

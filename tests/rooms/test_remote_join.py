@@ -101,6 +101,11 @@ class FakeClient:
         self.queries: list[Any] = []
         self.truncate = False
         """Cut the streamed send_join answer in half."""
+        self.ignore_omit = False
+        """Answer in full whatever omit_members says (a resident without partial state)."""
+        self.state_gate = trio.Event()
+        """A resync's GET /state waits until this is set."""
+        self.state_gate.set()
         """Answer v2 send_join as an old server does (404, no errcode)."""
 
     def _check(self, destination: str, path: str) -> None:
@@ -156,9 +161,21 @@ class FakeClient:
     ) -> AsyncIterator[Any]:
         """``put_json``'s answer as JSON bytes in small chunks, as the real client
         streams a big answer."""
-        assert method == "PUT"
-        self.queries.append(kwargs.get("query") or {})
-        answer = await self.put_json(destination, path, kwargs["content"])
+        query = kwargs.get("query") or {}
+        self.queries.append(query)
+        if method == "GET":  # a partial-state room's resync: GET /v1/state
+            await self.state_gate.wait()
+            self._check(destination, path)
+            parts = [unquote(p) for p in path.split("/")]
+            assert parts[3:5] == ["v1", "state"], path
+            ids = await self.resident.history.state_ids(LOCAL, parts[5], query["event_id"])
+            answer: Any = {
+                "pdus": await self._pdus(ids.pdu_ids),
+                "auth_chain": await self._pdus(ids.auth_chain_ids),
+            }
+        else:
+            omit = query.get("omit_members") == "true" and not self.ignore_omit
+            answer = await self.put_json(destination, path, kwargs["content"], omit=omit)
         data = json.dumps(answer).encode()
         if self.truncate:
             data = data[: len(data) // 2]
@@ -171,7 +188,9 @@ class FakeClient:
 
         yield Body()
 
-    async def put_json(self, destination: str, path: str, content: Any, **kwargs: Any) -> Any:
+    async def put_json(
+        self, destination: str, path: str, content: Any, *, omit: bool = False, **kwargs: Any
+    ) -> Any:
         await trio.lowlevel.checkpoint()
         self._check(destination, path)
         parts = [unquote(p) for p in path.split("/")]
@@ -181,7 +200,7 @@ class FakeClient:
         assert parts[3] == ("v1" if self.v1_only else "v2"), path
         try:
             answer = await self.resident.joins.send_join(
-                LOCAL, parts[5], parts[6], copy.deepcopy(content), omit_members=False
+                LOCAL, parts[5], parts[6], copy.deepcopy(content), omit_members=omit
             )
         except MatrixError as e:
             raise FederationHttpError(destination, e.status, e.errcode, e.error, {}) from None
@@ -191,6 +210,9 @@ class FakeClient:
             "state": await self._pdus(answer.state_ids),
             "auth_chain": await self._pdus(answer.auth_chain_ids),
         }
+        if parts[3] == "v2":
+            body["members_omitted"] = answer.members_omitted
+            body["servers_in_room"] = answer.servers_in_room
         body = self.tamper(body) if self.tamper is not None else body
         return [200, body] if parts[3] == "v1" else body
 
