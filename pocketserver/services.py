@@ -477,6 +477,7 @@ async def build_services(
         keyring.verify_json,
     )
     partial_state = PartialStateResync(writer, keyring, federation_client, config.server_name)
+    sync.set_full_state_wait(partial_state.wait_full_state)
     membership = Membership(
         room_client,
         directory,

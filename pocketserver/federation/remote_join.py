@@ -206,7 +206,7 @@ class RemoteJoins:
                 "PUT",
                 server,
                 _path("v2", "send_join", room_id, event_id),
-                query={"omit_members": "true"} if self.partial is not None else None,
+                query={"omit_members": "true"} if await self._may_be_partial(room_id) else None,
                 content=pdu,
                 timeout_s=LONG_TIMEOUT_S,
                 max_size=SEND_JOIN_MAX_BYTES,
@@ -230,6 +230,13 @@ class RemoteJoins:
         if not isinstance(old[1], dict):
             raise _TryNext("the send_join answer is not an object")
         await answer.read_whole(old[1])
+
+    async def _may_be_partial(self, room_id: str) -> bool:
+        """Ask for a partial state only for a room we hold nothing of: a rejoin builds
+        on the state we hold (the resync completes groups made since the join only)."""
+        if self.partial is None:
+            return False
+        return await self.writer.store.room_version(room_id) is None
 
     async def _request(self, server: str, what: str, call: Any) -> Any:
         """Await one request; map its failure to "try the next server" or the

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -49,6 +50,13 @@ def held_state(server: RunningServer, room_id: str) -> dict[tuple[str, str], str
         return {(t, k): e for t, k, e in rows}
 
 
+def synced_members(answer: dict[str, Any], room_id: str) -> int:
+    """Members in a sync answer's state and timeline of the room."""
+    room = answer["rooms"]["join"][room_id]
+    events = room["state"]["events"] + room["timeline"]["events"]
+    return len({e["state_key"] for e in events if e["type"] == "m.room.member"})
+
+
 def join_and_use(pocket: RunningServer, peer: BigRoomPeer) -> tuple[str, dict[str, str]]:
     """Join the peer's room, see it in /sync and send into it; the joiner's login."""
     login = pocket.register("joiner")
@@ -57,7 +65,9 @@ def join_and_use(pocket: RunningServer, peer: BigRoomPeer) -> tuple[str, dict[st
         c.headers["Authorization"] = f"Bearer {login['access_token']}"
         r = c.post(f"{V3}/join/{quote(room_id)}", params={"server_name": peer.server_name}, json={})
         assert r.status_code == 200, r.text
-        answer = c.get(f"{V3}/sync", params={"timeout": "0"}).json()
+        # As Element syncs (lazy-loaded members): answered at once, even while partial.
+        lazy = '{"room": {"state": {"lazy_load_members": true}}}'
+        answer = c.get(f"{V3}/sync", params={"timeout": "0", "filter": lazy}).json()
         joined = answer["rooms"]["join"][room_id]
         names = [e for e in joined["state"]["events"] if e["type"] == "m.room.name"]
         assert names
@@ -111,22 +121,29 @@ def test_partial_join_is_usable_at_once_and_resyncs_to_the_peers_state(
     wait_for_full_state(pocket, peer)
     with pocket.client() as c:
         c.headers["Authorization"] = f"Bearer {login['access_token']}"
+        # A sync without lazy loading has every member.
+        answer = c.get(f"{V3}/sync", params={"timeout": "0"}).json()
+        assert synced_members(answer, room_id) == MEMBERS + 2
         r = c.get(f"{V3}/rooms/{quote(room_id)}/joined_members")
         assert r.status_code == 200, r.text
         assert len(r.json()["joined"]) == MEMBERS + 2  # the owner, the members, us
 
 
-def test_members_waits_for_the_resync(pocket: RunningServer, peer: BigRoomPeer) -> None:
+def test_members_and_a_sync_without_lazy_loading_wait_for_the_resync(
+    pocket: RunningServer, peer: BigRoomPeer
+) -> None:
     peer.room.extras.clear()
     peer.honour_omit_members = True
     peer.state_gate.clear()
-    timer = threading.Timer(2.0, peer.state_gate.set)
+    timer = threading.Timer(3.0, peer.state_gate.set)
     timer.start()
     try:
         room_id, login = join_and_use(pocket, peer)
         with pocket.client() as c:
             c.headers["Authorization"] = f"Bearer {login['access_token']}"
             c.timeout = 60
+            answer = c.get(f"{V3}/sync", params={"timeout": "0"}).json()
+            assert synced_members(answer, room_id) == MEMBERS + 2
             r = c.get(f"{V3}/rooms/{quote(room_id)}/members")
         assert r.status_code == 200, r.text
         assert len(r.json()["chunk"]) == MEMBERS + 2
