@@ -37,9 +37,15 @@ IncompatibleRoomVersionError (SyTest 30room-join.pl checks both).
 The ``v2/send_join`` answer is read as a stream, its events verified and stored in
 bounded batches (federation/join_answer.py, issue #11), up to
 :data:`SEND_JOIN_MAX_BYTES`; the rare ``v1`` answer is read whole, up to
-:data:`V1_SEND_JOIN_MAX_BYTES`. ``omit_members`` (partial state) is issue #11's next
-step. An attempt that fails after part of the answer was stored leaves those events
-as outliers: they are no room state, and a retry reuses them.
+:data:`V1_SEND_JOIN_MAX_BYTES`. An attempt that fails after part of the answer was
+stored leaves those events as outliers: they are no room state, and a retry reuses
+them.
+
+Partial state (joins-v2.yaml ``omit_members``, issue #11): for a room we hold nothing
+of, the join asks for the state without the members. An answer with
+``members_omitted: true`` is stored the same way and the room is handed to the
+background resync (federation/partial_state.py), which fills in the members; an
+answer in full (a resident that ignores the flag) is a full join.
 """
 
 from __future__ import annotations
