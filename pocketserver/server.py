@@ -174,6 +174,7 @@ async def serve(
                 await background.start(tls.run)
             await background.start(services.federation_sender.run)
             await background.start(services.staged_pdus.run)
+            await background.start(services.partial_state.run)
             async with trio.open_nursery() as listeners:
                 bound = await _start_listeners(listeners, config, services, shutdown, tls)
                 settle_memory()

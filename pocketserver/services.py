@@ -53,6 +53,7 @@ from pocketserver.federation.invites import InviteReceiver
 from pocketserver.federation.joins import ResidentMemberships
 from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
+from pocketserver.federation.partial_state import PartialStateResync
 from pocketserver.federation.policy_signing import SIGN_TIMEOUT_S, PolicySigning
 from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
@@ -203,6 +204,7 @@ class Services:
     invites: InviteReceiver
     transactions: TransactionReceiver
     staged_pdus: StagedPduWorker
+    partial_state: PartialStateResync
     remote_backfill: RemoteBackfill
     url_previews: UrlPreviewer | None = None
     device_list_publisher: DeviceListPublisher | None = None
@@ -481,6 +483,8 @@ async def build_services(
         forward=ThirdPartyForwarder(federation_client).forward,
         remote_sign=remote_memberships.sign_invite,
     )
+    partial_state = PartialStateResync(writer, keyring, federation_client, config.server_name)
+    sync.set_full_state_wait(partial_state.wait_full_state)
     membership = Membership(
         room_client,
         directory,
@@ -493,7 +497,7 @@ async def build_services(
         out_of_band,
         remote_alias=partial(query_remote_alias, federation_client),
         remote_joins=RemoteJoins(
-            writer, keyring, federation_client, config.server_name, signing_key
+            writer, keyring, federation_client, config.server_name, signing_key, partial_state
         ),
         after_remote_join=upgrade_follower.after_remote_join,
     )
@@ -596,5 +600,6 @@ async def build_services(
         invites=invites,
         transactions=transactions,
         staged_pdus=staged_pdus,
+        partial_state=partial_state,
         remote_backfill=RemoteBackfill(pipeline, federation_client, config.server_name),
     )

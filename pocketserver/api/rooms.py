@@ -331,9 +331,15 @@ async def joined_rooms() -> dict[str, object]:
     return {"joined_rooms": await services().room_client.joined_rooms(requester.user_id)}
 
 
+MEMBERS_WAIT_S = 300.0
+"""How long /members waits for a partial-state room's resync (then answers what is
+known), as Synapse waits for the full state there."""
+
+
 @client_route(bp, "/rooms/<room_id>/members", methods=["GET"])
 async def members(room_id: str) -> dict[str, object]:
     requester = await require_auth(allow_guest=True)
+    await services().partial_state.wait_full_state(_room_id(room_id), MEMBERS_WAIT_S)
     at = request.args.get("at")
     events = await services().room_client.members(
         requester.user_id,
@@ -349,6 +355,7 @@ async def members(room_id: str) -> dict[str, object]:
 @client_route(bp, "/rooms/<room_id>/joined_members", methods=["GET"])
 async def joined_members(room_id: str) -> dict[str, object]:
     requester = await require_auth()
+    await services().partial_state.wait_full_state(_room_id(room_id), MEMBERS_WAIT_S)
     events = await services().room_client.members(
         requester.user_id, _room_id(room_id), membership="join"
     )

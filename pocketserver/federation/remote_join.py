@@ -34,8 +34,18 @@ by the resident, or its make_join refusal for the versions we sent): 400
 ``M_INCOMPATIBLE_ROOM_VERSION`` with ``room_version``, as Synapse's
 IncompatibleRoomVersionError (SyTest 30room-join.pl checks both).
 
-The ``send_join`` answer is read whole, up to :data:`SEND_JOIN_MAX_BYTES` (a room of a
-few thousand members is a few MB); ``omit_members`` (partial state) is issue #11.
+The ``v2/send_join`` answer is read as a stream, its events verified and stored in
+bounded batches (federation/join_answer.py, issue #11), up to
+:data:`SEND_JOIN_MAX_BYTES`; the rare ``v1`` answer is read whole, up to
+:data:`V1_SEND_JOIN_MAX_BYTES`. An attempt that fails after part of the answer was
+stored leaves those events as outliers: they are no room state, and a retry reuses
+them.
+
+Partial state (joins-v2.yaml ``omit_members``, issue #11): for a room we hold nothing
+of, the join asks for the state without the members. An answer with
+``members_omitted: true`` is stored the same way and the room is handed to the
+background resync (federation/partial_state.py), which fills in the members; an
+answer in full (a resident that ignores the flag) is a full join.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import trio
 from nacl.signing import SigningKey
 
 from pocketserver.core.crypto import SignatureError
@@ -61,8 +72,11 @@ from pocketserver.federation.errors import (
     unknown_endpoint,
 )
 from pocketserver.federation.event_keys import verify_and_collect
+from pocketserver.federation.join_answer import AnswerIncomplete, StagedAnswer
+from pocketserver.federation.json_items import JsonStreamError
 from pocketserver.federation.keyring import Keyring
-from pocketserver.federation.requests import JsonRequests
+from pocketserver.federation.partial_state import PartialStateResync
+from pocketserver.federation.requests import StreamingRequests
 from pocketserver.rooms.building import finish_pdu
 from pocketserver.rooms.store import StateKey
 from pocketserver.rooms.writer import EventKind, MissingEventsError, PersistedEvent, RoomWriter
@@ -72,7 +86,9 @@ log = logging.getLogger(__name__)
 MEMBER = "m.room.member"
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
 MAKE_JOIN_TIMEOUT_S = 60.0
-SEND_JOIN_MAX_BYTES = 64 << 20
+SEND_JOIN_MAX_BYTES = 1 << 30
+"""A streamed answer is never held whole; this bounds the disk a join may use."""
+V1_SEND_JOIN_MAX_BYTES = 64 << 20
 MAX_CANDIDATES = 10
 """Servers tried for one join at most (a directory answer may list hundreds)."""
 _FAILOVER_ERRCODES = frozenset({"M_NOT_FOUND", "M_UNABLE_TO_AUTHORISE_JOIN"})
@@ -94,10 +110,6 @@ class _Template:
 
 def _path(version: str, *parts: str) -> str:
     return f"/_matrix/federation/{version}/" + "/".join(quote(p, safe="") for p in parts)
-
-
-def _dicts(value: object) -> list[dict[str, object]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _content(pdu: Mapping[str, object]) -> Mapping[str, object]:
@@ -122,10 +134,14 @@ class RemoteJoins:
         self,
         writer: RoomWriter,
         keyring: Keyring,
-        client: JsonRequests,
+        client: StreamingRequests,
         server_name: str,
         signing_key: SigningKey,
+        partial: PartialStateResync | None = None,
     ) -> None:
+        """``partial``: ask for partial-state joins (``omit_members``) and hand such
+        rooms to this resync; None: always ask for the full state."""
+        self.partial = partial
         self.writer = writer
         self.keyring = keyring
         self.client = client
@@ -165,40 +181,62 @@ class RemoteJoins:
     ) -> PersistedEvent:
         template = await self._make_join(server, user_id, room_id)
         event_id, pdu = self._fill(template, user_id, room_id, content)
-        answer = await self._request(
-            server, "send_join", self._send_join(server, room_id, event_id, pdu)
-        )
-        if not isinstance(answer, dict):
-            raise _TryNext("the send_join answer is not an object")
-        return await self._store(server, room_id, template.room_version, event_id, pdu, answer)
+        version = template.room_version
+        database = self.writer.store.db.path
+        async with StagedAnswer.beside(database, self.keyring, room_id, version) as answer:
+            await self._request(
+                server, "send_join", self._send_join(server, room_id, event_id, pdu, answer)
+            )
+            return await self._store(server, room_id, version, event_id, pdu, answer)
 
     async def _send_join(
-        self, server: str, room_id: str, event_id: str, pdu: Mapping[str, object]
-    ) -> Any:
-        """``v2/send_join``; a server that does not know it (404/405 without an
-        errcode or ``M_UNRECOGNIZED``) is asked ``v1/send_join``, whose answer comes in
-        ``[200, {...}]``, as Synapse falls back (``is_unknown_endpoint``)."""
+        self,
+        server: str,
+        room_id: str,
+        event_id: str,
+        pdu: Mapping[str, object],
+        answer: StagedAnswer,
+    ) -> None:
+        """``v2/send_join``, its answer streamed into ``answer``; a server that does
+        not know it (404/405 without an errcode or ``M_UNRECOGNIZED``) is asked
+        ``v1/send_join``, whose answer comes in ``[200, {...}]``, as Synapse falls back
+        (``is_unknown_endpoint``)."""
         try:
-            return await self.client.put_json(
+            async with self.client.stream(
+                "PUT",
                 server,
                 _path("v2", "send_join", room_id, event_id),
-                pdu,
+                query={"omit_members": "true"} if await self._may_be_partial(room_id) else None,
+                content=pdu,
                 timeout_s=LONG_TIMEOUT_S,
                 max_size=SEND_JOIN_MAX_BYTES,
-            )
+            ) as response:
+                await answer.read_stream(response.aiter_bytes())
+            return
         except FederationHttpError as e:
             if not unknown_endpoint(e):
                 raise
-        answer = await self.client.put_json(
+        except JsonStreamError as e:
+            raise _TryNext(f"the send_join answer: {e}") from None
+        old = await self.client.put_json(
             server,
             _path("v1", "send_join", room_id, event_id),
             pdu,
             timeout_s=LONG_TIMEOUT_S,
-            max_size=SEND_JOIN_MAX_BYTES,
+            max_size=V1_SEND_JOIN_MAX_BYTES,
         )
-        if isinstance(answer, list) and len(answer) == 2 and answer[0] == 200:
-            return answer[1]
-        return None  # not an object: the next server is tried
+        if not (isinstance(old, list) and len(old) == 2 and old[0] == 200):
+            raise _TryNext("the send_join answer is not an object")
+        if not isinstance(old[1], dict):
+            raise _TryNext("the send_join answer is not an object")
+        await answer.read_whole(old[1])
+
+    async def _may_be_partial(self, room_id: str) -> bool:
+        """Ask for a partial state only for a room we hold nothing of: a rejoin builds
+        on the state we hold (the resync completes groups made since the join only)."""
+        if self.partial is None:
+            return False
+        return await self.writer.store.room_version(room_id) is None
 
     async def _request(self, server: str, what: str, call: Any) -> Any:
         """Await one request; map its failure to "try the next server" or the
@@ -292,38 +330,47 @@ class RemoteJoins:
         room_version: str,
         event_id: str,
         pdu: dict[str, object],
-        answer: Mapping[str, object],
+        answer: StagedAnswer,
     ) -> PersistedEvent:
-        join = self._returned_join(answer.get("event"), room_version, event_id, pdu)
-        state_pdus = _dicts(answer.get("state"))
-        chain = _dicts(answer.get("auth_chain"))
-        if not state_pdus:
+        join = self._returned_join(answer.fields.event, room_version, event_id, pdu)
+        if await answer.state_count() == 0:
             raise _TryNext("the send_join answer has no state")
-        batch = [*chain, *state_pdus]
-        try:
-            keys, errors = await verify_and_collect(
-                self.keyring, [(p, room_version) for p in batch]
-            )
-        except FederationError as e:
-            raise _TryNext(f"signing keys: {e}") from None
-        good = [p for p, error in zip(batch, errors, strict=True) if error is None]
-        if len(good) < len(batch):
+        if answer.dropped:
             log.info(
                 "send_join answer of %s for %s: %d events with bad signatures dropped",
                 server,
                 room_id,
-                len(batch) - len(good),
+                answer.dropped,
             )
         try:
-            stored = await self.writer.receive_batch(
-                room_id, room_version, good, keys, kind=EventKind.OUTLIER, origin=server
-            )
-        except (MissingEventsError, EventFormatError) as e:
+            state = await answer.store(self.writer, server)
+        except (AnswerIncomplete, EventFormatError) as e:
             raise _TryNext(f"the send_join state does not hold together: {e}") from None
-        accepted = {p.event_id for p in stored if p.rejected is None}
-        state = self._state_map(state_pdus, room_version, accepted)
         if ("m.room.create", "") not in state:
             raise _TryNext("the send_join state has no valid m.room.create event")
+        # A resident that ignored omit_members answered in full: a full join.
+        partial = self.partial if answer.fields.members_omitted else None
+        if partial is not None:
+            servers = [server, *answer.fields.servers_in_room]
+            await partial.mark_partial(room_id, event_id, room_version, servers)
+        try:
+            persisted = await self._store_join(server, room_version, join, state)
+        except BaseException:
+            if partial is not None:
+                with trio.CancelScope(shield=True):
+                    await partial.unmark(room_id)
+            raise
+        if partial is not None:
+            partial.start(room_id)
+        return persisted
+
+    async def _store_join(
+        self,
+        server: str,
+        room_version: str,
+        join: dict[str, object],
+        state: dict[StateKey, str],
+    ) -> PersistedEvent:
         try:
             join_keys, join_errors = await verify_and_collect(self.keyring, [(join, room_version)])
             if join_errors[0] is not None:
@@ -360,22 +407,3 @@ class RemoteJoins:
             return ours
         merged = {**signatures, **own}  # never let the resident replace our signature
         return {**ours, "signatures": merged}
-
-    @staticmethod
-    def _state_map(
-        state_pdus: Sequence[Mapping[str, object]], room_version: str, accepted: set[str]
-    ) -> dict[StateKey, str]:
-        """``(type, state_key) -> event_id`` of the returned state events that were
-        stored and accepted (forged or rejected ones never become state)."""
-        state: dict[StateKey, str] = {}
-        for pdu in state_pdus:
-            etype, skey = pdu.get("type"), pdu.get("state_key")
-            if not isinstance(etype, str) or not isinstance(skey, str):
-                continue
-            try:
-                eid = compute_event_id(pdu, room_version)
-            except (EventFormatError, KeyError, TypeError, ValueError):
-                continue
-            if eid in accepted:
-                state[(etype, skey)] = eid
-        return state

@@ -4,7 +4,8 @@ fake without importing the HTTP stack."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 Query = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
@@ -46,3 +47,26 @@ class JsonRequests(Protocol):
         timeout_s: float = ...,
         max_size: int = ...,
     ) -> Any: ...
+
+
+class ByteStream(Protocol):
+    """A streamed answer's body (``FederationResponse``)."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+
+class StreamingRequests(JsonRequests, Protocol):
+    """:class:`JsonRequests` and ``stream``: a 2xx answer read as it arrives (an error
+    status raises ``FederationHttpError`` on entry)."""
+
+    def stream(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Query | None = ...,
+        content: object | None = ...,
+        timeout_s: float = ...,
+        max_size: int = ...,
+    ) -> AbstractAsyncContextManager[ByteStream]: ...

@@ -115,6 +115,9 @@ class RoomStore:
             "state_groups", 0.30, _state_size
         )
         self._versions: LruCache[str, str] = budget.cache("room_versions", 0.01)
+        self.partial_rooms: dict[str, tuple[str, ...]] = {}
+        """Rooms joined with a partial state -> the servers known to be in them
+        (federation/partial_state.py keeps it; the writer and the sender read it)."""
         self._extremities: LruCache[str, list[Extremity]] = budget.cache(
             "forward_extremities", 0.005, _extremities_size
         )
@@ -195,6 +198,10 @@ class RoomStore:
 
     def remember_group(self, group_id: int, state: dict[StateKey, str]) -> None:
         self._groups.set(group_id, state)
+
+    def forget_groups(self) -> None:
+        """Stored groups changed (a partial-state room was completed): read them again."""
+        self._groups.clear()
 
     async def auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
         return await self.db.read(event_store.get_auth_chain_ids, list(event_ids))

@@ -76,6 +76,7 @@ from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.policy import room_policy
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.storage import events as event_store
+from pocketserver.storage import partial_state as partial_store
 from pocketserver.storage import state as state_store
 from pocketserver.storage.events import StoredEvent
 from pocketserver.streams.notifier import Notifier
@@ -253,6 +254,25 @@ class RoomWriter:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` after every event is committed (accepted or not)."""
         self._listeners.append(listener)
+
+    async def complete_partial_state(
+        self,
+        room_id: str,
+        join_event_id: str,
+        missing: Mapping[StateKey, str],
+        memberships: Mapping[str, str],
+    ) -> int:
+        """A partial-state room's resync is done: add the ``missing`` state (stored
+        events) to its state groups since ``join_event_id`` and its current state, under
+        the room's lock, so that no event is placed on a stale state meanwhile.
+        Returns the entries added to the current state."""
+        async with self._locks(room_id):
+            added = await self.store.db.write(
+                partial_store.complete_room, room_id, join_event_id, missing, memberships
+            )
+            self.store.forget_groups()
+            self.store.partial_rooms.pop(room_id, None)
+        return added
 
     # --- local events ---------------------------------------------------------------
 
@@ -768,12 +788,12 @@ class RoomWriter:
         self, delta: Mapping[StateKey, str | None], p: _Prepared
     ) -> dict[str, str]:
         member_ids = [eid for (t, _), eid in delta.items() if t == "m.room.member" and eid]
-        events = await self.store.get_events(e for e in member_ids if e != p.event_id)
-        pdus: dict[str, Mapping[str, object]] = {eid: ev.pdu for eid, ev in events.items()}
-        pdus[p.event_id] = p.pdu
+        # Read in SQL, not parsed: a big room's first state has tens of thousands.
+        others = [e for e in member_ids if e != p.event_id]
+        stored = await self.store.db.read(event_store.memberships_of, others) if others else {}
         result: dict[str, str] = {}
         for eid in member_ids:
-            membership = _content(pdus.get(eid, {})).get("membership")
+            membership = _content(p.pdu).get("membership") if eid == p.event_id else stored.get(eid)
             if isinstance(membership, str):
                 result[eid] = membership
         return result
@@ -1082,12 +1102,21 @@ class RoomWriter:
         if outlier:
             return p
         keys = [*auth_types_for_event(room_version, pdu), CREATE_KEY]
+        partial = room_id in self.store.partial_rooms
         try:
-            check_auth_against_state(room_version, pdu, await self._with_create(p, keys))
+            before = await self._with_create(p, keys)
+            if partial:
+                # The room's state lacks most members until the resync ends: authorise
+                # against it plus the event's own auth events, and never soft-fail
+                # (as Synapse does for partial-state rooms; issue #11).
+                for key, auth_pdu in auth_map.items():
+                    if key in keys:
+                        before.setdefault(key, auth_pdu)
+            check_auth_against_state(room_version, pdu, before)
         except AuthError as e:
             p.rejected = f"state before: {e}"
             return p
-        if kind is EventKind.BACKFILL:
+        if kind is EventKind.BACKFILL or partial:
             return p  # old history: no soft failure against today's state (as Synapse)
         current = await self.store.current_state_ids(room_id)
         try:
@@ -1139,7 +1168,8 @@ class RoomWriter:
         if len(usable) == len(p.prev_ids) and usable:
             await self._state_after_all(p, usable)
         elif given_state is not None:
-            known = await self.store.get_events(given_state.values())
+            # Existence only: a big room's state is not read whole for this.
+            known = await self.store.db.read(event_store.stored_event_ids, given_state.values())
             gaps = [eid for eid in given_state.values() if eid not in known]
             if gaps:
                 raise MissingEventsError(gaps, "state")

@@ -195,6 +195,39 @@ def get_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, 
     return found
 
 
+def stored_event_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> set[str]:
+    """Which of ``event_ids`` are stored (without reading them: a join's state of tens
+    of thousands of events is checked this way)."""
+    ids = list(dict.fromkeys(event_ids))
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            r[0]
+            for r in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+        )
+    return found
+
+
+def memberships_of(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, str]:
+    """``event_id -> content.membership`` of the stored member events among
+    ``event_ids``, read in SQL (nothing parsed or cached: a big room's first state)."""
+    ids = list(dict.fromkeys(event_ids))
+    found: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for eid, membership in conn.execute(
+            "SELECT event_id, json_extract(json, '$.content.membership') FROM events"
+            f" WHERE event_id IN ({marks})",
+            chunk,
+        ):
+            if isinstance(membership, str):
+                found[eid] = membership
+    return found
+
+
 def get_create_event_id(conn: sqlite3.Connection, room_id: str) -> str | None:
     """The accepted ``m.room.create`` event of a room, if known (as an outlier or not)."""
     row = conn.execute(

@@ -18,6 +18,7 @@ from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.core.event_filter import SyncFilter
 from pocketserver.rooms.reading import EventReader
 from pocketserver.rooms.store import RoomStore
+from pocketserver.storage import state as state_store
 from pocketserver.storage import stream as stream_store
 from pocketserver.storage import transactions as txn_store
 from pocketserver.storage.stream import Membership, SyncSnapshot
@@ -37,6 +38,8 @@ from pocketserver.sync.rooms import (
 from pocketserver.sync.sources import SyncContext, SyncSource
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+PARTIAL_STATE_WAIT_S = 60.0
+"""How long a sync without lazy-loaded members waits for a partial-state room's resync."""
 FULL_SYNC_BUDGET_BYTES = 64 << 20
 """Initial (and full-state) syncs are built at most one per this much of the memory
 budget at once, and at least two: each holds every joined room's state and timeline
@@ -121,6 +124,12 @@ class SyncHandler:
         self._finishers: list[Callable[[SyncContext], Awaitable[None]]] = []
         self.ignored_users = ignored_users
         """From the account data feature: whose events and invites a user ignores."""
+        self._wait_full_state: Callable[[str, float], Awaitable[bool]] | None = None
+
+    def set_full_state_wait(self, wait: Callable[[str, float], Awaitable[bool]]) -> None:
+        """``wait(room_id, timeout_s)``: until a partial-state room's resync ends
+        (federation/partial_state.py ``wait_full_state``)."""
+        self._wait_full_state = wait
 
     def add_source(self, source: SyncSource) -> None:
         """Let another stream (account data, receipts, ...) add its part to responses."""
@@ -155,11 +164,31 @@ class SyncHandler:
                 rooms=listening,
             )
 
+    async def _wait_for_partial_rooms(self, request: SyncRequest) -> None:
+        """A client that does not lazy-load members must get a room's full state: while
+        a room of the user's is joined with a partial state (issue #11), its sync waits
+        for the resync, up to :data:`PARTIAL_STATE_WAIT_S` (then it gets what is known).
+        Lazy-loading clients (Element, ...) are answered at once from the known state.
+        Synapse instead leaves such a room out of their sync until it is complete."""
+        if (
+            self._wait_full_state is None
+            or not self.store.partial_rooms
+            or request.filter.state.lazy_load_members
+        ):
+            return
+        joined = await self.store.db.read(state_store.rooms_for_user, request.user_id)
+        deadline = trio.current_time() + PARTIAL_STATE_WAIT_S
+        for room_id in joined:
+            if room_id in self.store.partial_rooms:
+                left = max(0.0, deadline - trio.current_time())
+                await self._wait_full_state(room_id, left)
+
     async def _build(
         self, request: SyncRequest
     ) -> tuple[dict[str, object], bool, SyncToken, tuple[str, ...]]:
         """The response, whether it holds anything, its token and the rooms the user
         listens to (joined, invited to, knocking on) as far as the response knows."""
+        await self._wait_for_partial_rooms(request)
         # Other streams' positions first: whatever commits after this is sent next time.
         positions = {source.stream: source.position() for source in self._sources}
         quiet = self._quiet_rooms(request)

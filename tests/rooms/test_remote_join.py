@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -97,6 +98,14 @@ class FakeClient:
         self.tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.version_override: str | None = None
         self.v1_only = False
+        self.queries: list[Any] = []
+        self.truncate = False
+        """Cut the streamed send_join answer in half."""
+        self.ignore_omit = False
+        """Answer in full whatever omit_members says (a resident without partial state)."""
+        self.state_gate = trio.Event()
+        """A resync's GET /state waits until this is set."""
+        self.state_gate.set()
         """Answer v2 send_join as an old server does (404, no errcode)."""
         self.unserved: set[str] = set()
         """GET verbs answered 404 without an errcode (a server that does not serve them)."""
@@ -150,7 +159,42 @@ class FakeClient:
             raise FederationHttpError(destination, e.status, e.errcode, e.error, {}) from None
         raise AssertionError(path)
 
-    async def put_json(self, destination: str, path: str, content: Any, **kwargs: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, destination: str, path: str, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """``put_json``'s answer as JSON bytes in small chunks, as the real client
+        streams a big answer."""
+        query = kwargs.get("query") or {}
+        self.queries.append(query)
+        if method == "GET":  # a partial-state room's resync: GET /v1/state
+            await self.state_gate.wait()
+            self._check(destination, path)
+            parts = [unquote(p) for p in path.split("/")]
+            assert parts[3:5] == ["v1", "state"], path
+            ids = await self.resident.history.state_ids(LOCAL, parts[5], query["event_id"])
+            answer: Any = {
+                "pdus": await self._pdus(ids.pdu_ids),
+                "auth_chain": await self._pdus(ids.auth_chain_ids),
+            }
+        else:
+            omit = query.get("omit_members") == "true" and not self.ignore_omit
+            answer = await self.put_json(destination, path, kwargs["content"], omit=omit)
+        data = json.dumps(answer).encode()
+        if self.truncate:
+            data = data[: len(data) // 2]
+
+        class Body:
+            async def aiter_bytes(self) -> AsyncIterator[bytes]:
+                for i in range(0, len(data), 997):
+                    await trio.lowlevel.checkpoint()
+                    yield data[i : i + 997]
+
+        yield Body()
+
+    async def put_json(
+        self, destination: str, path: str, content: Any, *, omit: bool = False, **kwargs: Any
+    ) -> Any:
         await trio.lowlevel.checkpoint()
         self._check(destination, path)
         parts = [unquote(p) for p in path.split("/")]
@@ -160,7 +204,7 @@ class FakeClient:
         assert parts[3] == ("v1" if self.v1_only else "v2"), path
         try:
             answer = await self.resident.joins.send_join(
-                LOCAL, parts[5], parts[6], copy.deepcopy(content), omit_members=False
+                LOCAL, parts[5], parts[6], copy.deepcopy(content), omit_members=omit
             )
         except MatrixError as e:
             raise FederationHttpError(destination, e.status, e.errcode, e.error, {}) from None
@@ -170,6 +214,9 @@ class FakeClient:
             "state": await self._pdus(answer.state_ids),
             "auth_chain": await self._pdus(answer.auth_chain_ids),
         }
+        if parts[3] == "v2":
+            body["members_omitted"] = answer.members_omitted
+            body["servers_in_room"] = answer.servers_in_room
         body = self.tamper(body) if self.tamper is not None else body
         return [200, body] if parts[3] == "v1" else body
 
@@ -407,6 +454,83 @@ async def test_a_send_join_answer_with_another_join_event_fails_that_server(
     client.tamper = other_event
     await _refused(joins.join(ALICE, room_id, [REMOTE], {}), 502, "M_UNKNOWN")
     assert ("m.room.member", ALICE) not in current_state(db, room_id)
+
+
+async def test_an_answer_in_reverse_order_is_stored_in_auth_order(
+    joins: RemoteJoins, resident: Resident, client: FakeClient, db: Database, tmp_path: Path
+) -> None:
+    """The answer is read as a stream and staged: events that come before their auth
+    events (Synapse sends its state and chain unordered) are stored all the same, in
+    small pages, and the scratch file is gone afterwards."""
+    room_id = await resident.room()
+    for i in range(30):
+        user = f"@u{i}:{REMOTE}"
+        await resident.writer.send_event(room_id, user, "m.room.member", JOIN, state_key=user)
+    await resident.say(room_id, "hello")
+
+    def reverse(body: dict[str, Any]) -> dict[str, Any]:
+        every = [*body["auth_chain"], *body["state"]]
+        every.sort(key=lambda p: -int(p["depth"]))
+        state_ids = {id(p) for p in body["state"]}
+        body["state"] = [p for p in every if id(p) in state_ids]
+        body["auth_chain"] = [p for p in every if id(p) not in state_ids]
+        return {"state": body["state"], **{k: v for k, v in body.items() if k != "state"}}
+
+    client.tamper = reverse
+    with _small_pages():
+        persisted = await joins.join(ALICE, room_id, [REMOTE], {})
+    assert persisted.accepted
+    assert current_state(db, room_id) == {
+        **current_state(resident.db, room_id),
+        ("m.room.member", ALICE): persisted.event_id,
+    }
+    assert not list(db.path.parent.glob("*.join-*.tmp"))
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    from pocketserver.federation import join_answer
+
+    old = join_answer.VERIFY_BATCH, join_answer.STORE_PAGE
+    join_answer.VERIFY_BATCH, join_answer.STORE_PAGE = 7, 5
+    try:
+        yield
+    finally:
+        join_answer.VERIFY_BATCH, join_answer.STORE_PAGE = old
+
+
+async def test_an_answer_missing_auth_events_fails_that_server(
+    joins: RemoteJoins, resident: Resident, client: FakeClient, db: Database
+) -> None:
+    """The power levels event's auth events include the creator's join: an answer
+    without it does not hold together; nothing becomes room state, and the next
+    server is tried."""
+    room_id = await resident.room()
+    creator_join = current_state(resident.db, room_id)[("m.room.member", RALICE)]
+
+    def drop(body: dict[str, Any]) -> dict[str, Any]:
+        for key in ("state", "auth_chain"):
+            body[key] = [p for p in body[key] if p["state_key"] != RALICE]
+        return body
+
+    client.tamper = drop
+    with _small_pages():
+        await _refused(joins.join(ALICE, room_id, [REMOTE, OTHER], {}), 502, "M_UNKNOWN")
+    assert (OTHER, "make_join") in client.calls
+    assert current_state(db, room_id) == {}
+    assert not rows(db, "SELECT 1 FROM events WHERE event_id = ?", creator_join)
+    assert not list(db.path.parent.glob("*.join-*.tmp"))
+
+
+async def test_a_broken_json_answer_fails_that_server(
+    joins: RemoteJoins, resident: Resident, client: FakeClient, db: Database
+) -> None:
+    room_id = await resident.room()
+    client.truncate = True
+    await _refused(joins.join(ALICE, room_id, [REMOTE], {}), 502, "M_UNKNOWN")
+    assert current_state(db, room_id) == {}
+    client.truncate = False
+    assert (await joins.join(ALICE, room_id, [REMOTE], {})).accepted
 
 
 async def test_remote_alias_query(client: FakeClient) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pocketserver.cache import LruCache, MemoryBudget
 from pocketserver.rooms.store import RoomStore
+from pocketserver.storage import events as event_store
 from pocketserver.storage.federation_sender import LiveEvent
 
 SERVERS_CACHE_SHARE = 0.005
@@ -36,17 +37,24 @@ class RoomServers:
             else LruCache("federation_servers_at", 256 << 10, _servers_size)
         )
 
-    async def joined_at(self, group: int) -> frozenset[str]:
-        """The other servers (not ours) with a member joined at ``group``."""
-        cached = self._cache.get(group)
+    async def joined_at(self, group: int, room_id: str | None = None) -> frozenset[str]:
+        """The other servers (not ours) with a member joined at ``group``; in a room
+        joined with a partial state (``room_id`` given), also the servers the resident
+        named in it (Synapse's ``get_partial_state_servers_at``), and nothing cached:
+        the group gains its members when the resync ends."""
+        partial = self._store.partial_rooms.get(room_id) if room_id is not None else None
+        cached = self._cache.get(group) if partial is None else None
         if cached is not None:
             return cached
         state = await self._store.group_state(group)
         members = {eid: key[1] for key, eid in state.items() if key[0] == "m.room.member"}
-        events = await self._store.get_events(members)
+        # Memberships read in SQL: a big room has tens of thousands of members.
+        memberships = await self._store.db.read(event_store.memberships_of, members)
         servers = frozenset(
-            server_of(members[eid]) for eid, ev in events.items() if _membership(ev.pdu) == "join"
+            server_of(members[eid]) for eid, m in memberships.items() if m == "join"
         ) - {self._ours, ""}
+        if partial is not None:
+            return servers | (frozenset(partial) - {self._ours, ""})
         self._cache.set(group, servers)
         return servers
 
@@ -54,7 +62,7 @@ class RoomServers:
         """The destinations of our event ``ev`` (never our server)."""
         if ev.state_before is None:
             return frozenset()  # a create event: nobody else can be in the room yet
-        servers = await self.joined_at(ev.state_before)
+        servers = await self.joined_at(ev.state_before, ev.room_id)
         if ev.type != "m.room.member" or ev.state_key is None:
             return servers
         target = server_of(ev.state_key)
