@@ -193,8 +193,9 @@ class FederationSender:
         destinations: Sequence[str] | None = None,
     ) -> None:
         """Our user's presence (``m.presence`` push entry: ``user_id``, ``presence``,
-        ``last_active_ago``, optional ``status_msg`` and ``currently_active``), to the
-        servers sharing a room with them. Nothing when presence is off. Never blocks."""
+        ``last_active_ago``, optional ``status_msg`` and ``currently_active``), to
+        ``destinations``, by default the servers sharing a room with them. Nothing when
+        presence is off. Never blocks."""
         if self._presence_enabled:
             self._offer(
                 _Presence([dict(state)], None if destinations is None else frozenset(destinations))
