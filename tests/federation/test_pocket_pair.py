@@ -22,8 +22,10 @@ from PIL import Image
 
 from tests.federation.conftest import pocket_tls_config
 from tests.federation.synapse_peer import TestCA
-from tests.federation.test_synapse_rooms import (
+from tests.federation.test_synapse_rooms import (  # noqa: F401 (fixture)
     Client,
+    PresenceSeen,
+    _close_clients,
     _ephemeral,
     _has_message,
     _pocket_user,
@@ -187,26 +189,6 @@ def test_two_pocketservers_federate(server_a: RunningServer, server_b: RunningSe
     assert set(members) == {alice.user_id}
 
 
-class _PresenceSeen:
-    """Every ``m.presence`` a client's syncs carried: a presence may come in the very
-    response that first shows the joined room."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, dict[str, Any]] = {}
-
-    def __call__(self, found: Callable[[Any], bool]) -> Callable[[Any], bool]:
-        def check(answer: Any) -> bool:
-            for ev in answer.get("presence", {}).get("events", []):
-                if ev.get("type") == "m.presence":
-                    self.latest[ev["sender"]] = ev["content"]
-            return found(answer)
-
-        return check
-
-    def has(self, user_id: str, presence: str) -> Callable[[Any], bool]:
-        return lambda a: self.latest.get(user_id, {}).get("presence") == presence
-
-
 def test_presence_crosses_between_two_pocketservers(
     server_a: RunningServer, server_b: RunningServer
 ) -> None:
@@ -218,7 +200,7 @@ def test_presence_crosses_between_two_pocketservers(
     carol.wait_for(lambda a: True, "a first sync")  # syncing: online
     dave.wait_for(lambda a: True, "a first sync")
     room_id, alias = _public_room_with_alias(carol, server_a, "presence-on-a")
-    carol_saw, dave_saw = _PresenceSeen(), _PresenceSeen()
+    carol_saw, dave_saw = PresenceSeen(), PresenceSeen()
     assert dave.call("POST", f"/join/{quote(alias)}", {}) == {"room_id": room_id}
 
     # Nobody changed presence since: what each side sees came with the join.
