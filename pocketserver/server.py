@@ -163,6 +163,8 @@ async def serve(
                 await background.start(services.device_list_publisher.run)
             if services.device_lists_on_join is not None:
                 await background.start(services.device_lists_on_join.run)
+            if services.presence_out is not None:
+                await background.start(services.presence_out.run)
             await background.start(services.pushers.run)
             await background.start(services.media.run)
             await background.start(services.guests.run)

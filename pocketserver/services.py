@@ -55,6 +55,7 @@ from pocketserver.federation.keyring import Keyring
 from pocketserver.federation.outbound import LazyFederationClient
 from pocketserver.federation.partial_state import PartialStateResync
 from pocketserver.federation.policy_signing import SIGN_TIMEOUT_S, PolicySigning
+from pocketserver.federation.presence_out import PresenceOut
 from pocketserver.federation.remote_backfill import RemoteBackfill
 from pocketserver.federation.remote_directory import query_remote_alias
 from pocketserver.federation.remote_hierarchy import RemoteHierarchy
@@ -211,6 +212,8 @@ class Services:
     """Hands our users' device list changes to the federation sender (None: no sender)."""
     device_lists_on_join: DeviceListsOnJoin | None = None
     """Sends our user's device list to servers new to them when they join a room."""
+    presence_out: PresenceOut | None = None
+    """Sends our users' presence to the servers sharing a room (None: presence off)."""
 
 
 async def _user_active(db: Database, user_id: str) -> bool:
@@ -404,8 +407,12 @@ async def build_services(
         read_markers=account_data,
     )
     writer.add_listener(partial(_stop_typing_on_leave, typing))
+    presence_out = None
     if presence.enabled:
         writer.add_listener(partial(_bump_local_sender, presence, ":" + config.server_name))
+        presence_out = PresenceOut(presence, room_store, federation_sender, config.server_name)
+        presence.add_listener(presence_out.on_presence)
+        writer.add_listener(presence_out.on_persisted)
     for source in (typing, receipts, presence):
         sync.add_source(source)
     media, remote_media, url_previews = await build_media(db, config, budget, federation_client)
@@ -579,6 +586,7 @@ async def build_services(
         federation_e2e=federation_e2e,
         device_list_publisher=publisher,
         device_lists_on_join=on_join,
+        presence_out=presence_out,
         cross_signing=CrossSigning(db, device_lists),
         dehydrated=DehydratedDevices(e2e_keys, to_device, accounts),
         legacy_sync=legacy_sync,

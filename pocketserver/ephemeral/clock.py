@@ -65,5 +65,9 @@ class StreamClock:
             if pos <= upto:
                 yield key
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key``'s last change is still remembered."""
+        return key in self._changed
+
     def __len__(self) -> int:
         return len(self._changed)

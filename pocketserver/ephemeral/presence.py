@@ -13,7 +13,11 @@ What a user *is* comes lazily from a few timestamps, with no per-user timers:
 
 A change of what others see advances the ``presence`` stream (positions: see
 ``clock.py``). :meth:`PresenceService.run` looks at the users who are not offline
-every :data:`SWEEP_S` seconds, so that timeouts reach /sync. With presence disabled
+every :data:`SWEEP_S` seconds, so that timeouts reach /sync. Listeners
+(:meth:`PresenceService.add_listener`; the federation sender) hear of every change of
+what others see of one of *our* users, and again every :data:`ANNOUNCE_EVERY_MS`
+while the user is not offline (server-server-api.md "Presence": the servers sharing a
+room with them time them out otherwise, as Synapse does). With presence disabled
 in the config everything is a no-op: ``PUT`` is accepted and stores nothing, ``GET``
 answers offline and /sync carries no presence (as Synapse does).
 """
@@ -45,6 +49,9 @@ SWEEP_S = 10.0
 REMOTE_TIMEOUT_MS = 30 * 60 * 1000
 """A remote user is offline when their server said nothing of them for this long
 (Synapse's FEDERATION_TIMEOUT; its servers resend presence every 25 minutes)."""
+ANNOUNCE_EVERY_MS = 25 * 60 * 1000
+"""Our users who are not offline are announced again this often (Synapse's
+FEDERATION_PING_INTERVAL, below the other side's 30 minute timeout)."""
 MAX_USERS = 2_000
 MAX_STATUS_MSG = 1_024
 """Characters; a longer status message is refused (it is kept in memory)."""
@@ -63,6 +70,8 @@ class _UserPresence:
     """For a user of another server: what their server last said holds until then
     (then they are offline); 0 for our own users."""
     remote_active: bool = False
+    announced_ms: int = 0
+    """For our own users: when listeners last heard of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,11 @@ class PresenceView:
     last_active_ago: int | None = None
     currently_active: bool = False
     status_msg: str | None = None
+
+    def to_edu(self, user_id: str) -> dict[str, object]:
+        """One ``push`` entry of an ``m.presence`` EDU (server-server-api.md
+        "Presence"): the event content with ``user_id``."""
+        return {"user_id": user_id, **self.to_json()}
 
     def to_json(self) -> dict[str, object]:
         """The ``GET .../status`` body and the ``m.presence`` event content."""
@@ -82,6 +96,11 @@ class PresenceView:
         if self.status_msg is not None:
             body["status_msg"] = self.status_msg
         return body
+
+
+PresenceListener = Callable[[str, PresenceView], None]
+"""``(user_id, view)``: what others see of one of our users changed (or is announced
+again); never blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +148,15 @@ class PresenceService:
         self._users: OrderedDict[str, _UserPresence] = OrderedDict()
         self._live: set[str] = set()  # users others see as not offline
         self._clock = StreamClock(max_users, now_ms)
+        self._listeners: list[PresenceListener] = []
         if enabled:
             notifier.notify_stream(self.stream, self._clock.position)  # where it starts
+
+    def add_listener(self, listener: PresenceListener) -> None:
+        """Call ``listener`` whenever what others see of one of our users changes, and
+        every :data:`ANNOUNCE_EVERY_MS` while they are not offline. Other servers'
+        users are never passed on (their own server speaks for them)."""
+        self._listeners.append(listener)
 
     # --- state -------------------------------------------------------------------------
 
@@ -147,9 +173,12 @@ class PresenceService:
 
     def _refresh(self, user_id: str, st: _UserPresence) -> None:
         """Advance the stream if what others see of the user has changed."""
-        view = _view(st, self._now_ms())
+        now = self._now_ms()
+        view = _view(st, now)
         shown = (view.presence, view.currently_active, view.status_msg)
         if shown == st.shown:
+            if view.presence != OFFLINE and now - st.announced_ms >= ANNOUNCE_EVERY_MS:
+                self._announce(user_id, st, view, now)
             return
         st.shown = shown
         if view.presence == OFFLINE:
@@ -157,6 +186,14 @@ class PresenceService:
         else:
             self._live.add(user_id)
         self._notifier.notify_stream(self.stream, self._clock.advance((user_id,)))
+        self._announce(user_id, st, view, now)
+
+    def _announce(self, user_id: str, st: _UserPresence, view: PresenceView, now: int) -> None:
+        if st.remote_until_ms:
+            return  # another server's user: their server tells the others
+        st.announced_ms = now
+        for listener in self._listeners:
+            listener(user_id, view)
 
     def set_state(self, user_id: str, presence: str, status_msg: str | None) -> None:
         """``PUT /presence/{userId}/status``: ``presence`` is one of :data:`STATES`."""

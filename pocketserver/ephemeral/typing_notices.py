@@ -179,10 +179,16 @@ class TypingService:
 
     async def add_to_sync(self, ctx: SyncContext, since: int | None, upto: int) -> bool:
         """An ``m.typing`` event for each joined room whose typers changed in
-        ``(since, upto]``, and for rooms sent from scratch that have typers."""
+        ``(since, upto]``, and for rooms sent from scratch that have typers; an
+        initial sync also gets the rooms whose typers changed lately."""
         joined = set(ctx.joined_rooms)
         if since is None:
-            rooms = {r for r in joined if r in self._rooms}
+            # Also rooms where typing stopped (as far as the clock remembers), as
+            # Synapse sends every room with typing activity since it started: a client
+            # that syncs from scratch right after a "stopped typing" request learns of
+            # it (SyTest 30rooms/20typing "Typing can be explicitly stopped" waits for
+            # an empty ``user_ids`` starting from an initial sync).
+            rooms = {r for r in joined if r in self._rooms or r in self._clock}
         elif not self._clock.knows(since):
             rooms = joined  # a token from another process: reset every room
         else:

@@ -47,6 +47,7 @@ from pocketserver.federation.history import FederationHistory
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.rooms.writer import MissingEventsError, PersistedEvent, RoomWriter
 from pocketserver.storage import dag
+from pocketserver.storage import events as event_store
 
 MEMBER = "m.room.member"
 JOIN_AUTHORISED_VIA = "join_authorised_via_users_server"
@@ -322,14 +323,18 @@ class ResidentMemberships:
             kept = {k: v for k, v in state.items() if k[0] != MEMBER or k in heroes}
         state_ids = sorted(kept.values())
         chain = await self.store.auth_chain_ids([*state_ids, persisted.event_id])
+        # The state's events may be left out of the chain only when members are omitted
+        # (joins-v2.yaml "auth_chain"); a full answer repeats them. Oldest first: a
+        # joining server that takes the state from the chain in order (SyTest's fake
+        # server does) ends with the newest power levels, not whichever sorts last.
+        chain_ids = await self.store.db.read(
+            event_store.oldest_first,
+            chain - (set(state_ids) if omit_members else set()) - {persisted.event_id},
+        )
         return JoinAnswer(
             event=stored.pdu,
             state_ids=state_ids,
-            # The state's events may be left out of the chain only when members are
-            # omitted (joins-v2.yaml "auth_chain"); a full answer repeats them.
-            auth_chain_ids=sorted(
-                chain - (set(state_ids) if omit_members else set()) - {persisted.event_id}
-            ),
+            auth_chain_ids=chain_ids,
             members_omitted=omit_members,
             servers_in_room=sorted(servers),
         )

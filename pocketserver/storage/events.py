@@ -307,6 +307,23 @@ def get_auth_chain_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> se
     return chain
 
 
+def oldest_first(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[str]:
+    """``event_ids`` ordered by depth, then by when they were stored (unknown IDs last,
+    by ID): a room's older state comes before what replaced it."""
+    ids = list(dict.fromkeys(event_ids))
+    keys: dict[str, tuple[int, int]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for event_id, depth, ordering in conn.execute(
+            f"SELECT event_id, depth, stream_ordering FROM events WHERE event_id IN ({marks})",
+            chunk,
+        ):
+            keys[event_id] = (int(depth), int(ordering))
+    unknown = (2**62, 2**62)
+    return sorted(ids, key=lambda e: (keys.get(e, unknown), e))
+
+
 def insert_redaction(conn: sqlite3.Connection, event_id: str, redacts: str, now_ms: int) -> None:
     conn.execute(
         "INSERT OR IGNORE INTO redactions (event_id, redacts, received_ts) VALUES (?, ?, ?)",

@@ -93,6 +93,12 @@ def test_typing_reaches_the_other_member(server: RunningServer, trio_users) -> N
         assert _ephemeral(body, room, "m.typing")[0]["content"] == {"user_ids": []}
         quiet = http.get(f"{V3}/sync", headers=B, params={"since": body["next_batch"]}).json()
         assert _ephemeral(quiet, room, "m.typing") == []
+        # A client starting from scratch after "stopped" hears that nobody types (as
+        # Synapse says it; SyTest 20typing "Typing can be explicitly stopped").
+        fresh = http.get(f"{V3}/sync", headers=B).json()
+        assert _ephemeral(fresh, room, "m.typing") == [
+            {"type": "m.typing", "content": {"user_ids": []}}
+        ]
 
 
 def test_leaving_stops_typing_at_once(server: RunningServer, trio_users) -> None:

@@ -11,10 +11,12 @@ import trio
 
 from pocketserver.core.event_filter import SyncFilter
 from pocketserver.ephemeral.presence import (
+    ANNOUNCE_EVERY_MS,
     IDLE_MS,
     SWEEP_S,
     SYNC_TIMEOUT_MS,
     PresenceService,
+    PresenceView,
 )
 from pocketserver.storage.db import Database
 from pocketserver.storage.presence import users_sharing_a_room
@@ -199,3 +201,54 @@ async def test_disabled_is_a_no_op(db: Database) -> None:
     ctx = context(ALICE)
     assert not await presence.add_to_sync(ctx, None, pos)
     assert _presence(ctx) == {}
+
+
+async def test_listeners_hear_our_users_changes_and_periodic_announcements(
+    db: Database,
+) -> None:
+    """What the federation sender is given: each change of what others see of one of
+    our users, never another server's user, and our users who stay online again
+    every ANNOUNCE_EVERY_MS (else other servers time them out)."""
+    presence, wall, _ = _service(db)
+    heard: list[tuple[str, dict[str, object]]] = []
+
+    def listen(user_id: str, view: PresenceView) -> None:
+        heard.append((user_id, view.to_edu(user_id)))
+
+    presence.add_listener(listen)
+    presence.set_state(ALICE, "online", "here")
+    assert heard == [
+        (
+            ALICE,
+            {
+                "user_id": ALICE,
+                "presence": "online",
+                "last_active_ago": 0,
+                "currently_active": True,
+                "status_msg": "here",
+            },
+        )
+    ]
+    presence.set_state(ALICE, "online", "here")  # nothing others see changed
+    presence.bump_active(ALICE)
+    assert len(heard) == 1
+    presence.set_state(ALICE, "unavailable", None)
+    assert heard[-1][1]["presence"] == "unavailable"
+    presence.set_remote("@rob:remote.test", "online", None, 0, True)
+    wall.now += SYNC_TIMEOUT_MS + 1  # ALICE goes offline (no sync): also heard
+    presence.sweep()
+    assert [u for u, _ in heard] == [ALICE, ALICE, ALICE]
+    assert heard[-1][1]["presence"] == "offline"
+    # Online for a long time without a change: announced again, only when due.
+    heard.clear()
+    async with presence.syncing(BOB, "online"):
+        assert len(heard) == 1
+        elapsed = 0
+        while elapsed < ANNOUNCE_EVERY_MS:
+            wall.now += 4 * 60 * 1000
+            elapsed += 4 * 60 * 1000
+            presence.bump_active(BOB)
+            presence.sweep()
+        assert [u for u, _ in heard] == [BOB, BOB]
+        presence.sweep()
+        assert len(heard) == 2

@@ -172,6 +172,28 @@ async def test_new_rooms_get_current_typers_and_initial_sync() -> None:
     assert ephemeral(initial, OTHER) == []
 
 
+async def test_initial_sync_tells_of_typing_that_stopped() -> None:
+    """A client syncing from scratch right after a "stopped typing" request is told
+    that nobody types there (as Synapse does; SyTest 20typing "Typing can be
+    explicitly stopped"); a room without typing activity still gets nothing."""
+    typing, _ = _service()
+    await typing.set_typing(ALICE, ROOM, True, 10_000)
+    await typing.set_typing(ALICE, ROOM, False)
+    initial = context(user_id=BOB, joined=[ROOM, OTHER])
+    assert await typing.add_to_sync(initial, None, typing.position())
+    assert ephemeral(initial, ROOM) == [{"type": "m.typing", "content": {"user_ids": []}}]
+    assert ephemeral(initial, OTHER) == []
+    # The clock forgets old rooms (bounded): then nothing is said of them.
+    small, _ = _service(max_changed_rooms=1)
+    await small.set_typing(ALICE, ROOM, True, 10_000)
+    await small.set_typing(ALICE, ROOM, False)
+    await small.set_typing(ALICE, OTHER, True, 10_000)
+    forgotten = context(user_id=BOB, joined=[ROOM, OTHER])
+    assert await small.add_to_sync(forgotten, None, small.position())
+    assert ephemeral(forgotten, ROOM) == []
+    assert ephemeral(forgotten, OTHER)[0]["content"] == {"user_ids": [ALICE]}
+
+
 async def test_unknown_positions_reset_every_room() -> None:
     typing, _ = _service(max_changed_rooms=2)
     first = typing.position()

@@ -22,8 +22,10 @@ from PIL import Image
 
 from tests.federation.conftest import pocket_tls_config
 from tests.federation.synapse_peer import TestCA
-from tests.federation.test_synapse_rooms import (
+from tests.federation.test_synapse_rooms import (  # noqa: F401 (fixture)
     Client,
+    PresenceSeen,
+    _close_clients,
     _ephemeral,
     _has_message,
     _pocket_user,
@@ -185,3 +187,43 @@ def test_two_pocketservers_federate(server_a: RunningServer, server_b: RunningSe
     alice.send(room_a, "after bob left")
     members = alice.call("GET", f"/rooms/{quote(room_a)}/joined_members")["joined"]
     assert set(members) == {alice.user_id}
+
+
+def test_presence_crosses_between_two_pocketservers(
+    server_a: RunningServer, server_b: RunningServer
+) -> None:
+    """On a join each side learns the other's presence (the new server gets our
+    members'; our joining user's goes to the servers in the room), then every change
+    crosses to the servers sharing a room (server-server-api.md "Presence")."""
+    carol = _pocket_user(server_a, "carol")
+    dave = _pocket_user(server_b, "dave")
+    carol.wait_for(lambda a: True, "a first sync")  # syncing: online
+    dave.wait_for(lambda a: True, "a first sync")
+    room_id, alias = _public_room_with_alias(carol, server_a, "presence-on-a")
+    carol_saw, dave_saw = PresenceSeen(), PresenceSeen()
+    assert dave.call("POST", f"/join/{quote(alias)}", {}) == {"room_id": room_id}
+
+    # Nobody changed presence since: what each side sees came with the join.
+    dave.wait_for(dave_saw(dave_saw.has(carol.user_id, "online")), "carol online")
+    assert "last_active_ago" in dave_saw.latest[carol.user_id]
+    carol.wait_for(carol_saw(carol_saw.has(dave.user_id, "online")), "dave online")
+
+    # A change crosses, with its status message.
+    carol.call(
+        "PUT",
+        f"/presence/{quote(carol.user_id)}/status",
+        {"presence": "unavailable", "status_msg": "brb"},
+    )
+    dave.wait_for(dave_saw(dave_saw.has(carol.user_id, "unavailable")), "carol unavailable")
+    assert dave_saw.latest[carol.user_id]["status_msg"] == "brb"
+    status = dave.call("GET", f"/presence/{quote(carol.user_id)}/status")
+    assert (status["presence"], status.get("status_msg")) == ("unavailable", "brb")
+    # The deprecated room initialSync shows the remote member's presence too.
+    r = dave.http.get(f"/_matrix/client/v3/rooms/{quote(room_id)}/initialSync")
+    assert r.status_code == 200, r.text
+    members = {ev["content"]["user_id"]: ev["content"] for ev in r.json()["presence"]}
+    assert members[carol.user_id]["presence"] == "unavailable"
+    assert "last_active_ago" in members[carol.user_id]
+
+    dave.call("PUT", f"/presence/{quote(dave.user_id)}/status", {"presence": "unavailable"})
+    carol.wait_for(carol_saw(carol_saw.has(dave.user_id, "unavailable")), "dave unavailable")

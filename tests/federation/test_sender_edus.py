@@ -75,6 +75,28 @@ async def test_presence_goes_to_servers_sharing_a_room_and_nowhere_when_off(
     assert fed.sent[0].edus() == [{"edu_type": "m.presence", "content": {"push": [state]}}]
 
 
+async def test_presence_to_a_named_server_only(
+    harness: SenderHarness, writer: RoomWriter, remote: RemoteServer, fed: FakeFederation
+) -> None:
+    """A server that just joined a room gets our members' presence, and only it."""
+    other = RemoteServer("other.test")
+    await room_with(writer, remote, other)
+    sender = await harness.start()
+    states = [
+        {"user_id": ALICE, "presence": "online", "last_active_ago": 5},
+        {"user_id": "@zoe:local.test", "presence": "unavailable", "last_active_ago": 9},
+    ]
+    sender.send_presence_to(REMOTE, states)
+    sender.send_presence_to(REMOTE, [])  # nothing to say: nothing sent
+    await until(lambda: len(fed.sent) == 1)
+    await settle()
+    assert [s.destination for s in fed.sent] == [REMOTE]
+    assert fed.sent[0].edus() == [{"edu_type": "m.presence", "content": {"push": states}}]
+    sender.send_presence(states[0], ["other.test"])
+    await until(lambda: len(fed.sent) == 2)
+    assert fed.sent[1].destination == "other.test"
+
+
 async def test_to_device_messages_survive_a_restart(
     harness: SenderHarness,
     writer: RoomWriter,

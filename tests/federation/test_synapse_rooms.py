@@ -95,6 +95,26 @@ def _has_message(room_id: str, body: str) -> Callable[[dict[str, Any]], bool]:
     )
 
 
+class PresenceSeen:
+    """Every ``m.presence`` a client's syncs carried: a presence may come in the very
+    response that first shows the joined room."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, found: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        def check(answer: Any) -> bool:
+            for ev in answer.get("presence", {}).get("events", []):
+                if ev.get("type") == "m.presence":
+                    self.latest[ev["sender"]] = ev["content"]
+            return found(answer)
+
+        return check
+
+    def has(self, user_id: str, presence: str) -> Callable[[Any], bool]:
+        return lambda a: self.latest.get(user_id, {}).get("presence") == presence
+
+
 @pytest.fixture(scope="module")
 def pocket(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[RunningServer]:
     config = pocket_tls_config(tmp_path_factory.mktemp("pocket"), test_ca)
@@ -214,3 +234,31 @@ def test_a_synapse_user_joins_a_pocketserver_room_and_they_talk(
         ),
         "bob's leave",
     )
+
+
+def test_presence_crosses_with_synapse(pocket: RunningServer, synapse: SynapsePeer) -> None:
+    """Synapse learns our user's presence when its user joins our room (we send our
+    members' presence to a server new to the room) and every change after; ours
+    learns Synapse's user's the same way (Synapse sends it on the join)."""
+    dora = _pocket_user(pocket, "dora")
+    carl = _synapse_user(synapse, "carl")
+    dora.wait_for(lambda a: True, "a first sync")  # syncing: online
+    carl.wait_for(lambda a: True, "a first sync")
+    room_id = dora.call("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+    alias = f"#presence:{pocket.server_name}"
+    dora.call("PUT", f"/directory/room/{quote(alias)}", {"room_id": room_id})
+    dora_saw, carl_saw = PresenceSeen(), PresenceSeen()
+    assert carl.call("POST", f"/join/{quote(alias)}", {})["room_id"] == room_id
+
+    carl.wait_for(carl_saw(carl_saw.has(dora.user_id, "online")), "dora online")
+    dora.wait_for(dora_saw(dora_saw.has(carl.user_id, "online")), "carl online")
+
+    dora.call(
+        "PUT",
+        f"/presence/{quote(dora.user_id)}/status",
+        {"presence": "unavailable", "status_msg": "on the Pi"},
+    )
+    carl.wait_for(carl_saw(carl_saw.has(dora.user_id, "unavailable")), "dora unavailable")
+    assert carl_saw.latest[dora.user_id].get("status_msg") == "on the Pi"
+    carl.call("PUT", f"/presence/{quote(carl.user_id)}/status", {"presence": "unavailable"})
+    dora.wait_for(dora_saw(dora_saw.has(carl.user_id, "unavailable")), "carl unavailable")

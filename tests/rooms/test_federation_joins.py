@@ -120,6 +120,34 @@ async def test_remote_user_joins_through_make_and_send_join(
     assert again.state_ids == answer.state_ids
 
 
+async def test_the_auth_chain_comes_oldest_first(
+    writer: RoomWriter, resident: ResidentMemberships, remote: RemoteServer
+) -> None:
+    """Power levels changed several times: each version comes after the one it
+    replaced, whatever their IDs, so a joining server that takes the state from the
+    chain in order ends with the newest (SyTest 36state's fake server does)."""
+    room_id = await _room(writer, "1")
+    levels: list[str] = []
+    for n in range(6):
+        sent = await writer.send_event(
+            room_id,
+            ALICE,
+            "m.room.power_levels",
+            {"users": {ALICE: 100, f"@u{n}:{LOCAL}": n + 1}},
+            "",
+        )
+        levels.append(sent.event_id)
+    event_id, pdu = await _signed_from_template(resident, remote, room_id, RBOB)
+    answer = await resident.send_join(REMOTE, room_id, event_id, pdu, omit_members=False)
+    chain = answer.auth_chain_ids
+    in_chain = [e for e in chain if e in levels]
+    assert in_chain == [e for e in levels if e in in_chain]
+    assert in_chain[-1] == levels[-1]
+    create = await writer.store.get_event(chain[0])
+    assert create is not None
+    assert create.pdu["type"] == "m.room.create"
+
+
 async def test_omit_members_keeps_heroes_only_without_a_name(
     writer: RoomWriter, resident: ResidentMemberships, remote: RemoteServer
 ) -> None:

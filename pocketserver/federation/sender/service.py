@@ -93,7 +93,9 @@ class _Receipt:
 
 @dataclass(frozen=True, slots=True)
 class _Presence:
-    state: dict[str, object]
+    states: list[dict[str, object]]
+    destinations: frozenset[str] | None
+    """None: the servers sharing a room with the (one) user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +187,25 @@ class FederationSender:
             return
         self._offer(_Receipt(room_id, receipt_type, user_id, list(event_ids), dict(data)))
 
-    def send_presence(self, state: Mapping[str, object]) -> None:
+    def send_presence(
+        self,
+        state: Mapping[str, object],
+        destinations: Sequence[str] | None = None,
+    ) -> None:
         """Our user's presence (``m.presence`` push entry: ``user_id``, ``presence``,
-        ``last_active_ago``, optional ``status_msg`` and ``currently_active``), to the
-        servers sharing a room with them. Nothing when presence is off. Never blocks."""
+        ``last_active_ago``, optional ``status_msg`` and ``currently_active``), to
+        ``destinations``, by default the servers sharing a room with them. Nothing when
+        presence is off. Never blocks."""
         if self._presence_enabled:
-            self._offer(_Presence(dict(state)))
+            self._offer(
+                _Presence([dict(state)], None if destinations is None else frozenset(destinations))
+            )
+
+    def send_presence_to(self, destination: str, states: Sequence[Mapping[str, object]]) -> None:
+        """Several of our users' presence to one server (a server that just joined a
+        room with them). Nothing when presence is off. Never blocks."""
+        if self._presence_enabled and states:
+            self._offer(_Presence([dict(s) for s in states], frozenset((destination,))))
 
     def _offer(self, item: _Intake) -> None:
         try:
@@ -429,7 +444,11 @@ class FederationSender:
             return
         if isinstance(item, _Presence):
             servers = await self._due(
-                await self._db.read(store.servers_sharing_a_room, str(item.state["user_id"]))
+                set(item.destinations)
+                if item.destinations is not None
+                else await self._db.read(
+                    store.servers_sharing_a_room, str(item.states[0]["user_id"])
+                )
             )
         else:
             servers = await self._due(await self._db.read(store.joined_servers, item.room_id))
@@ -440,7 +459,8 @@ class FederationSender:
             if isinstance(item, _Typing):
                 dest.edus.add_typing(item.room_id, item.user_id, item.typing)
             elif isinstance(item, _Presence):
-                dest.edus.add_presence(item.state)
+                for state in item.states:
+                    dest.edus.add_presence(state)
             else:
                 dest.edus.add_receipt(
                     item.room_id, item.receipt_type, item.user_id, item.event_ids, item.data

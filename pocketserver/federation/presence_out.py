@@ -1,0 +1,143 @@
+"""Our users' presence to other servers (server-server-api.md "Presence").
+
+Two things send ``m.presence`` EDUs through the federation sender:
+
+- a change of what others see of one of our users (and the periodic re-announcement,
+  see :mod:`pocketserver.ephemeral.presence`) goes to the servers sharing a room with
+  them (:meth:`PresenceOut.on_presence`);
+- a join changes who shares a room (:meth:`PresenceOut.on_persisted`), as in Synapse's
+  presence handler: a server new to the room gets the presence of our users already
+  in it, and our user who joins has their presence sent to the other servers in it.
+  Without this a server would learn nothing of our users until they next change (the
+  spec is silent on joins; Synapse does this, and SyTest's "New federated private
+  chats get full presence information (SYN-115)" expects it).
+
+Our users who are offline and were not active for a week, with no status message, are
+left out of what a new server gets (what it would assume anyway; Synapse filters the
+same way). The writer listener only queues ``(user, room, state group before)``
+(bounded: :data:`QUEUE`; past it a join is skipped with a count, the presence then
+crosses with the next change). One task reads the room and hands the EDUs over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import trio
+
+from pocketserver.core.locality import server_of
+from pocketserver.ephemeral.presence import OFFLINE, PresenceService, PresenceView
+from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import PersistedEvent
+from pocketserver.storage import event_stream
+
+log = logging.getLogger(__name__)
+
+QUEUE = 256
+STALE_OFFLINE_MS = 7 * 24 * 60 * 60 * 1000
+"""An offline user last active longer ago than this is not sent to a new server."""
+
+
+class PresenceSender(Protocol):
+    def send_presence(
+        self, state: Mapping[str, object], destinations: Sequence[str] | None = None
+    ) -> None: ...
+
+    def send_presence_to(
+        self, destination: str, states: Sequence[Mapping[str, object]]
+    ) -> None: ...
+
+
+def worth_sending(view: PresenceView) -> bool:
+    """Whether a new server should be told of this presence (not the default)."""
+    return (
+        view.presence != OFFLINE
+        or (view.last_active_ago is not None and view.last_active_ago < STALE_OFFLINE_MS)
+        or view.status_msg is not None
+    )
+
+
+class PresenceOut:
+    """See the module docstring. Register :meth:`on_presence` with the presence service
+    and :meth:`on_persisted` with the room writer; start :meth:`run` in the server's
+    nursery."""
+
+    def __init__(
+        self,
+        presence: PresenceService,
+        room_store: RoomStore,
+        sender: PresenceSender,
+        server_name: str,
+    ) -> None:
+        self.presence = presence
+        self.store = room_store
+        self.sender = sender
+        self.server_name = server_name
+        self._in, self._out = trio.open_memory_channel[tuple[str, str, int | None]](QUEUE)
+        self.skipped = 0
+
+    def on_presence(self, user_id: str, view: PresenceView) -> None:
+        """Presence listener: our user's presence to the servers sharing a room."""
+        if server_of(user_id) == self.server_name:
+            self.sender.send_presence(view.to_edu(user_id))
+
+    def on_persisted(self, event: PersistedEvent) -> None:
+        """Writer listener (never blocks): note a live join (ours or another server's)."""
+        if not self.presence.enabled or not event.live:
+            return
+        pdu = event.pdu
+        content = pdu.get("content")
+        user = pdu.get("state_key")
+        if (
+            pdu.get("type") != "m.room.member"
+            or not isinstance(content, dict)
+            or content.get("membership") != "join"
+            or not isinstance(user, str)
+        ):
+            return
+        try:
+            self._in.send_nowait((user, event.room_id, event.state_before))
+        except trio.WouldBlock:
+            self.skipped += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for user_id, room_id, before in self._out:
+            try:
+                await self._joined(user_id, room_id, before)
+            except Exception:  # one failure must not stop the others
+                log.exception("presence for %s joining %s failed", user_id, room_id)
+
+    async def _was_joined(self, user_id: str, before: int | None) -> bool:
+        if before is None:
+            return False
+        state = await self.store.group_state(before)
+        prior_id = state.get(("m.room.member", user_id))
+        prior = await self.store.get_event(prior_id) if prior_id else None
+        content = prior.pdu.get("content") if prior is not None else None
+        return isinstance(content, dict) and content.get("membership") == "join"
+
+    async def _joined(self, user_id: str, room_id: str, before: int | None) -> None:
+        if await self._was_joined(user_id, before):
+            return  # a profile change, not a join
+        joiner_server = server_of(user_id)
+        if joiner_server is None:
+            return
+        members = await self.store.db.read(event_stream.joined_members, room_id)
+        if joiner_server == self.server_name:
+            servers = {s for m in members if (s := server_of(m)) and s != self.server_name}
+            if servers:
+                view = self.presence.get(user_id)
+                self.sender.send_presence(view.to_edu(user_id), sorted(servers))
+            return
+        if any(m != user_id and server_of(m) == joiner_server for m in members):
+            return  # that server was in the room already and knows our users' presence
+        states = []
+        for member in members:
+            if server_of(member) == self.server_name:
+                view = self.presence.get(member)
+                if worth_sending(view):
+                    states.append(view.to_edu(member))
+        self.sender.send_presence_to(joiner_server, states)
