@@ -128,6 +128,10 @@ class PresenceOut:
         members = await self.store.db.read(event_stream.joined_members, room_id)
         if joiner_server == self.server_name:
             servers = {s for m in members if (s := server_of(m)) and s != self.server_name}
+            # A room joined with partial state knows few members yet: the servers the
+            # resident named in its send_join answer are in it too (as the sender's
+            # RoomServers counts them).
+            servers |= set(self.store.partial_rooms.get(room_id, ())) - {self.server_name, ""}
             if servers:
                 view = self.presence.get(user_id)
                 self.sender.send_presence(view.to_edu(user_id), sorted(servers))

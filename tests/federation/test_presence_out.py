@@ -126,6 +126,23 @@ async def test_our_joining_user_is_announced_to_the_servers_in_the_room(
     assert len(rig.sender.to_sharing) == 1
 
 
+async def test_our_user_joining_a_partial_state_room_is_announced_to_its_servers(
+    rig: Rig, writer: RoomWriter, store: RoomStore
+) -> None:
+    """A room joined with partial state knows few members: the servers the resident
+    named (``servers_in_room``) hear of our joining user too."""
+    room_id = await room_with(writer)
+    store.partial_rooms[room_id] = (REMOTE, "other.example", LOCAL)
+    rig.presence.set_state(BOB, "online", None)
+    rig.sender.to_sharing.clear()
+    await writer.send_event(room_id, BOB, "m.room.member", JOIN, BOB)
+    await settle()
+    assert len(rig.sender.to_sharing) == 1
+    state, destinations = rig.sender.to_sharing[0]
+    assert state["user_id"] == BOB
+    assert destinations == sorted([REMOTE, "other.example"])
+
+
 async def test_changes_go_out_for_our_users_only(rig: Rig) -> None:
     rig.presence.set_state(ALICE, "online", None)
     rig.presence.set_remote(f"@rob:{REMOTE}", "online", None, 0, True)
