@@ -143,7 +143,10 @@ class CompactJSONProvider(DefaultJSONProvider):
 
 
 class PocketApp(QuartTrio):
-    """Matches routes on the raw path (api/rawpath.py): ``%2F`` never splits a segment."""
+    """Matches routes on the raw path (api/rawpath.py): ``%2F`` never splits a segment;
+    URL builders are compiled only if used (``rawpath.LazyBuildRule``)."""
+
+    url_rule_class = rawpath.LazyBuildRule  # type: ignore[assignment]  # as Quart sets its own
 
     def create_url_adapter(self, request: Any) -> MapAdapter | None:
         adapter = super().create_url_adapter(request)

@@ -56,3 +56,23 @@ async def test_views_get_decoded_segments() -> None:
         assert (await c.get("/one/%2F%2F/x%252F")).json() == {"a": "//", "b": "x%2F"}
         r = await c.get("/rest/a%2Fb/c/d%2Fe")
         assert r.json() == {"x": "a/b", "rest": "c/d/e"}
+
+
+async def test_url_building_still_works_compiled_on_first_use() -> None:
+    """Rules' URL builders are compiled lazily (issue #15: 0.2 s of every start)."""
+    app = PocketApp("t")
+    rawpath.install(app.url_map)
+
+    @app.route("/room/<room_id>/<path:rest>")
+    async def room(room_id: str, rest: str) -> dict[str, str]:
+        return {}
+
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == "room")
+    assert isinstance(rule, rawpath.LazyBuildRule)
+    adapter = app.url_map.bind("t")
+    assert adapter.build("room", {"room_id": "!a:b", "rest": "x/y"}) == "/room/!a:b/x/y"
+    assert adapter.build("room", {"room_id": "c", "rest": "d", "q": "1"}) == "/room/c/d?q=1"
+    # The app still routes on the same rules.
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/room/a/b/c")).status_code == 200
