@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.crypto import encode_canonical_json
+from pocketserver.storage import auth_chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,8 @@ def insert_event(
         "INSERT OR IGNORE INTO event_auth (event_id, auth_id) VALUES (?, ?)",
         [(event_id, a) for a in auth_ids],
     )
+    if isinstance(state_key, str):
+        auth_chains.index_event(conn, event_id, room_id, (str(pdu["type"]), state_key), auth_ids)
     return int(cur.lastrowid or 0)
 
 
@@ -255,23 +258,9 @@ def has_children(conn: sqlite3.Connection, event_id: str) -> bool:
 
 
 def get_auth_chain_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> set[str]:
-    """Every event reachable from ``event_ids`` through auth edges (not including them)."""
-    seeds = list(dict.fromkeys(event_ids))
-    chain: set[str] = set()
-    frontier = seeds
-    while frontier:
-        found: list[str] = []
-        for i in range(0, len(frontier), 500):
-            chunk = frontier[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for (auth_id,) in conn.execute(
-                f"SELECT DISTINCT auth_id FROM event_auth WHERE event_id IN ({marks})", chunk
-            ):
-                if auth_id not in chain:
-                    chain.add(auth_id)
-                    found.append(auth_id)
-        frontier = found
-    return chain
+    """Every event reachable from ``event_ids`` through auth edges (not including them),
+    answered from the auth-chain index (:mod:`pocketserver.storage.auth_chains`)."""
+    return auth_chains.get_auth_chain_ids(conn, event_ids)
 
 
 def insert_redaction(conn: sqlite3.Connection, event_id: str, redacts: str, now_ms: int) -> None:
