@@ -69,11 +69,11 @@ from pocketserver.core.events import (
 from pocketserver.core.policy_server import PolicyServer, is_exempt, needs_signature
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import get_room_version
-from pocketserver.core.state_res import resolve_state
 from pocketserver.errors import MatrixError
 from pocketserver.rooms import building
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.policy import room_policy
+from pocketserver.rooms.resolver import StateResolver, Unstored
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.storage import events as event_store
 from pocketserver.storage import state as state_store
@@ -230,6 +230,7 @@ class RoomWriter:
         self.server_name = server_name
         self._signing_key = signing_key
         self._notifier = notifier
+        self.resolver = StateResolver(store)
         self._locks = KeyedLocks()
         self._txn_hooks: list[TxnHook] = []
         self._listeners: list[Listener] = []
@@ -628,23 +629,11 @@ class RoomWriter:
         states: Sequence[Mapping[StateKey, str]],
         new: _Prepared | None = None,
     ) -> dict[StateKey, str]:
-        """Resolve state sets; ``new`` is an event not stored yet that they may hold."""
-        if len(states) == 1:
-            return dict(states[0])
-        ids = {eid for s in states for eid in s.values()}
-        seeds = set(ids)
-        pending = new if new is not None and new.event_id in ids else None
-        if pending is not None:
-            # Not in the database yet: its auth edges are only in its PDU.
-            seeds.discard(pending.event_id)
-            seeds.update(pending.auth_ids)
-        chain = await self.store.auth_chain_ids(seeds) | (seeds - ids)
-        wanted = (ids | chain) - ({pending.event_id} if pending is not None else set())
-        events = await self.store.get_events(wanted)
-        event_map = {eid: ev.pdu for eid, ev in events.items() if ev.rejected is None}
-        if pending is not None:
-            event_map[pending.event_id] = pending.pdu
-        return resolve_state(room_version, states, event_map)
+        """Resolve state sets; ``new`` is an event not stored yet that they may hold.
+
+        Delta resolution from the auth-chain index (``rooms/resolver.py``)."""
+        unstored = Unstored(new.event_id, new.pdu, new.auth_ids) if new is not None else None
+        return await self.resolver.resolve(room_version, states, unstored)
 
     async def _state_pdus(
         self, state: Mapping[StateKey, str], keys: Sequence[StateKey]
