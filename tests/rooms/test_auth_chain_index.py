@@ -132,3 +132,37 @@ def test_unstored_event_counts_with_its_auth_events() -> None:
     sets[0].discard(next(iter(sets[0] - {new})))
     ours = auth_chains.auth_difference(conn, sets, {new: auth_event_ids(room.events[new], "10")})
     assert ours == core_auth_difference(graph, sets)
+
+
+async def test_the_indexer_takes_a_pre_026_backlog(db) -> None:  # type: ignore[no-untyped-def]
+    """A database whose events predate the index: migration 026 lists every state
+    event as pending; the background indexer indexes them in bounded batches."""
+    from pocketserver.rooms.auth_index import AuthChainIndexer
+
+    room, forks = build("10", 5)
+    ids = list(room.events)
+
+    def setup(conn: sqlite3.Connection) -> None:
+        store(conn, room, ids)
+        # As the migration leaves an older database: nothing indexed, all pending.
+        conn.execute("DELETE FROM event_auth_chains")
+        conn.execute("DELETE FROM event_auth_chain_links")
+        conn.execute(
+            "INSERT INTO event_auth_chain_pending (event_id, room_id)"
+            " SELECT event_id, room_id FROM events WHERE state_key IS NOT NULL"
+        )
+
+    db.write_sync(setup)
+    before = db.read_sync(auth_chains.pending_count)
+    assert before == len(ids)
+    indexer = AuthChainIndexer(db, batch=4)
+    await indexer.index_all()
+    assert db.read_sync(auth_chains.pending_count) == 0
+    assert indexer.statistics().indexed_batches >= before // 4
+    graph = AuthGraph(get_room_version("10"), room.events)
+    for event_id in ids:
+        assert db.read_sync(event_store.get_auth_chain_ids, [event_id]) == true_chain(
+            graph, [event_id]
+        )
+    sets = [set(f.values()) for f in forks]
+    assert db.read_sync(auth_chains.auth_difference, sets) == core_auth_difference(graph, sets)
