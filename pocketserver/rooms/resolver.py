@@ -42,6 +42,11 @@ JOIN_RULES = ("m.room.join_rules", "")
 
 THREAD_THRESHOLD = 200
 """Events handed to the pure resolver above which it runs in a worker thread."""
+THREAD_STATE_ENTRIES = 2000
+"""State entries (all sets together) above which even splitting the sets into
+conflicted and unconflicted state (set operations on every entry) runs in a worker
+thread, and so does the pure resolver: a 20,000-member room's states take a second
+of CPU on a small board, which must not stall the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,12 @@ class StateResolver:
         version = get_room_version(room_version)
         if version.state_res is StateResAlgorithm.V1:
             return await self._resolve_full(room_version, states, unstored)
-        unconflicted, conflicted = separate(states, missing_key_conflicts=True)
+        big = sum(len(s) for s in states) > THREAD_STATE_ENTRIES
+        split = functools.partial(separate, states, missing_key_conflicts=True)
+        if big:
+            unconflicted, conflicted = await trio.to_thread.run_sync(split, limiter=self._limiter)
+        else:
+            unconflicted, conflicted = split()
         if not conflicted:
             return unconflicted
         self._delta += 1
@@ -105,7 +115,7 @@ class StateResolver:
         pending = unstored if unstored is not None and unstored.event_id in conflicted_ids else None
         extra = {pending.event_id: list(pending.auth_ids)} if pending is not None else {}
         difference = await self.store.db.read(
-            auth_chains.auth_difference, [set(s.values()) for s in states], extra
+            auth_chains.auth_difference, [s.values() for s in states], extra
         )
         full = conflicted_ids | difference
         loaded: dict[str, Pdu] = {}
@@ -132,7 +142,7 @@ class StateResolver:
         resolve = functools.partial(
             resolve_state, room_version, states, loaded, auth_difference=difference
         )
-        if len(loaded) > THREAD_THRESHOLD:
+        if big or len(loaded) > THREAD_THRESHOLD:
             return await trio.to_thread.run_sync(resolve, limiter=self._limiter)
         return resolve()
 
@@ -197,7 +207,7 @@ class StateResolver:
         await self._load(ids | chain, loaded)
         self._loaded += len(loaded)
         resolve = functools.partial(resolve_state, room_version, states, loaded)
-        if len(loaded) > THREAD_THRESHOLD:
+        if len(loaded) > THREAD_THRESHOLD or sum(len(s) for s in states) > THREAD_STATE_ENTRIES:
             return await trio.to_thread.run_sync(resolve, limiter=self._limiter)
         return resolve()
 

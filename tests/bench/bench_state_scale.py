@@ -1,0 +1,283 @@
+"""Big rooms (issue #11): state resolution, state storage and /members at scale.
+
+Run by hand: ``.venv/bin/python tests/bench/bench_state_scale.py [--members 20000]``
+(``--parts resolve,storage,members``). Each measurement runs in its own process, so
+its peak RSS is its own.
+
+1. **resolve**: a room of ``--members`` joins (room v10; built with the state res test
+   builder, stored as it arrives over federation, the auth-chain index kept on insert)
+   forked into ``--forks`` branches (topics, leaves, kicks, a ban, power changes).
+   The states at the fork are resolved *before* (every event of the state sets and of
+   their auth chains loaded, as the room writer did) and *after* (delta resolution:
+   the auth difference from the index, only what the algorithm reads loaded): time,
+   events loaded, peak RSS growth, and the longest stall of the trio event loop
+   while it runs (a task ticking every 1 ms).
+2. **storage**: ``--members`` joins through the room writer: state-group rows per
+   state change (target <= 2) and auth-chain index rows per state event.
+3. **members**: ``GET /members`` and ``/joined_members`` of that room through the
+   real app (in process): time and peak of traced Python allocations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pocketserver.cache import MemoryBudget  # noqa: E402
+from pocketserver.core.crypto import generate_signing_key  # noqa: E402
+from pocketserver.core.events import auth_event_ids  # noqa: E402
+from pocketserver.rooms.create import RoomSettings, create_room  # noqa: E402
+from pocketserver.rooms.resolver import StateResolver  # noqa: E402
+from pocketserver.rooms.store import RoomStore  # noqa: E402
+from pocketserver.rooms.writer import RoomWriter  # noqa: E402
+from pocketserver.storage import events as event_store  # noqa: E402
+from pocketserver.storage import state as state_store  # noqa: E402
+from pocketserver.storage.db import Database  # noqa: E402
+from pocketserver.streams.notifier import Notifier  # noqa: E402
+from tests.core.test_state_res_builder import ALICE, BOB, CAROL, Room  # noqa: E402
+
+VERSION = "10"
+MEMORY_BUDGET = 64 << 20
+STORAGE_TARGET = 2.0
+SERVER = "bench.test"
+
+
+def peak_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# --- building -----------------------------------------------------------------------------
+
+
+def build_forked_room(members: int, forks: int) -> tuple[Room, list[dict]]:
+    rng = random.Random(members)
+    room = Room(VERSION)
+    state = room.base(BOB, CAROL)
+    levels = room.pl({ALICE: 100, BOB: 50, CAROL: 50}, events={"m.room.topic": 0}, kick=50)
+    _, state = room.send(state, "m.room.power_levels", ALICE, levels, "")
+    users = [f"@user{i}:example.org" for i in range(members)]
+    for user in users:
+        _, state = room.send(state, "m.room.member", user, {"membership": "join"}, user)
+    branches = []
+    for n in range(forks):
+        fork = dict(state)
+        _, fork = room.send(fork, "m.room.topic", rng.choice(users), {"topic": f"fork {n}"}, "")
+        for user in rng.sample(users, 3):
+            _, fork = room.send(fork, "m.room.member", user, {"membership": "leave"}, user)
+        kicked = rng.choice(users)
+        _, fork = room.send(fork, "m.room.member", BOB, {"membership": "leave"}, kicked)
+        banned = rng.choice(users)
+        _, fork = room.send(fork, "m.room.member", ALICE, {"membership": "ban"}, banned)
+        if n % 2 == 0:
+            changed = room.pl({ALICE: 100, BOB: 50, CAROL: 50 + n}, kick=50)
+            _, fork = room.send(fork, "m.room.power_levels", ALICE, changed, "")
+        branches.append(fork)
+    return room, branches
+
+
+def store_room(db: Database, room: Room) -> None:
+    ids = list(room.events)
+
+    def txn(conn, chunk):  # type: ignore[no-untyped-def]
+        for event_id in chunk:
+            pdu = room.events[event_id]
+            event_store.insert_event(
+                conn,
+                event_id,
+                room.room_id,
+                dict(pdu),
+                depth=int(pdu.get("depth", 0)),  # type: ignore[call-overload]
+                prev_ids=[],
+                auth_ids=auth_event_ids(pdu, VERSION),
+                received_ms=0,
+                outlier=True,
+            )
+
+    for i in range(0, len(ids), 2000):
+        db.write_sync(txn, ids[i : i + 2000])
+
+
+def _encode_states(states: list[dict]) -> list[list[list[str]]]:
+    return [[[t, sk, eid] for (t, sk), eid in s.items()] for s in states]
+
+
+def _decode_states(raw: list[list[list[str]]]) -> list[dict]:
+    return [{(t, sk): eid for t, sk, eid in s} for s in raw]
+
+
+# --- children -----------------------------------------------------------------------------
+
+
+async def _watch_loop(stalls: list[float], stop: trio.Event) -> None:
+    last = time.perf_counter()
+    while not stop.is_set():
+        await trio.sleep(0.001)
+        now = time.perf_counter()
+        stalls.append(now - last)
+        last = now
+
+
+async def child_resolve(work: Path, mode: str) -> dict[str, object]:
+    states = _decode_states(json.loads((work / "states.json").read_text()))
+    budget = MemoryBudget(MEMORY_BUDGET)
+    db = Database(work / "room.db", memory_bytes=budget.sqlite_bytes, synchronous="normal")
+    store = RoomStore(db, budget)
+    resolver = StateResolver(store)
+    base_kb = peak_rss_kb()
+    stalls: list[float] = []
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_loop, stalls, stop)
+        await trio.sleep(0.01)
+        start = time.perf_counter()
+        if mode == "before":
+            result = await resolver._resolve_full(VERSION, states, None)
+        else:
+            result = await resolver.resolve(VERSION, states)
+        seconds = time.perf_counter() - start
+        stop.set()
+    db.close()
+    return {
+        "seconds": seconds,
+        "events_loaded": resolver.statistics().events_loaded,
+        "peak_rss_growth_mb": (peak_rss_kb() - base_kb) / 1024,
+        "peak_rss_mb": peak_rss_kb() / 1024,
+        "longest_loop_stall_ms": max(stalls, default=0.0) * 1000,
+        "result": sorted(f"{t}|{sk}|{e}" for (t, sk), e in result.items()),
+    }
+
+
+async def child_storage(work: Path, members: int) -> dict[str, object]:
+    budget = MemoryBudget(MEMORY_BUDGET)
+    db = Database(work / "joins.db", memory_bytes=budget.sqlite_bytes, synchronous="normal")
+    writer = RoomWriter(RoomStore(db, budget), SERVER, generate_signing_key("b_1"), Notifier())
+    owner = f"@owner:{SERVER}"
+    room_id = await create_room(
+        writer, owner, RoomSettings(room_version=VERSION, preset="public_chat")
+    )
+    start = time.perf_counter()
+    for i in range(members):
+        user = f"@user{i}:{SERVER}"
+        await writer.send_event(room_id, user, "m.room.member", {"membership": "join"}, user)
+    seconds = time.perf_counter() - start
+
+    def counts(conn):  # type: ignore[no-untyped-def]
+        changes = conn.execute(
+            "SELECT count(*) FROM events WHERE room_id = ? AND state_key IS NOT NULL", (room_id,)
+        ).fetchone()[0]
+        rows = state_store.state_storage_rows(conn, room_id)
+        chains = conn.execute("SELECT count(*) FROM event_auth_chains").fetchone()[0]
+        links = conn.execute("SELECT count(*) FROM event_auth_chain_links").fetchone()[0]
+        return changes, rows, chains, links
+
+    changes, rows, chains, links = db.read_sync(counts)
+    db.close()
+    (work / "room_id").write_text(room_id)
+    return {
+        "joins_per_s": members / seconds,
+        "state_changes": changes,
+        "state_rows": rows,
+        "rows_per_change": rows / changes,
+        "index_rows_per_state_event": (chains + links) / changes,
+    }
+
+
+async def child_members(work: Path) -> dict[str, object]:
+    from tests.bench._members_rig import measure_members
+
+    return await measure_members(work, SERVER)
+
+
+def run_child(args: list[str]) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=20000)
+    parser.add_argument("--forks", type=int, default=4)
+    parser.add_argument("--parts", default="resolve,storage")
+    parser.add_argument("--child")
+    parser.add_argument("--work", help="keep the built room here (and reuse it)")
+    args = parser.parse_args(argv)
+    if args.child:
+        work = Path(args.work)
+        if args.child in ("before", "after"):
+            result = trio.run(child_resolve, work, args.child)
+        elif args.child == "storage":
+            result = trio.run(child_storage, work, args.members)
+        else:
+            result = trio.run(child_members, work)
+        print(json.dumps(result))
+        return 0
+    parts = set(args.parts.split(","))
+    keep = args.work is not None
+    work = Path(args.work) if keep else Path(tempfile.mkdtemp(prefix="bench-state-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ok = True
+    try:
+        if "resolve" in parts and not (work / "states.json").exists():
+            start = time.perf_counter()
+            room, states = build_forked_room(args.members, args.forks)
+            built = time.perf_counter() - start
+            db = Database(work / "room.db", memory_bytes=16 << 20, synchronous="normal")
+            start = time.perf_counter()
+            store_room(db, room)
+            stored = time.perf_counter() - start
+            db.close()
+            (work / "states.json").write_text(json.dumps(_encode_states(states)))
+            print(
+                f"resolve: {args.members} members, {len(room.events)} events, {args.forks} forks"
+                f" (built in {built:.1f} s, stored with the index in {stored:.1f} s)"
+            )
+        if "resolve" in parts:
+            results = {}
+            for mode in ("before", "after"):
+                results[mode] = r = run_child(["--child", mode, "--work", str(work)])
+                print(
+                    f"  {mode:6}: {r['seconds']:.3f} s, {r['events_loaded']} events loaded,"
+                    f" peak RSS +{r['peak_rss_growth_mb']:.1f} MB ({r['peak_rss_mb']:.0f} MB),"
+                    f" longest event-loop stall {r['longest_loop_stall_ms']:.0f} ms"
+                )
+            same = results["before"]["result"] == results["after"]["result"]
+            print(f"  same resolved state: {same}")
+            ok &= same
+        if "storage" in parts or "members" in parts:
+            r = run_child(
+                ["--child", "storage", "--work", str(work), "--members", str(args.members)]
+            )
+            print(
+                f"storage: {args.members} joins through the writer ({r['joins_per_s']:.0f}/s):"
+                f" {r['state_rows']} state rows for {r['state_changes']} state changes ="
+                f" {r['rows_per_change']:.2f} per change (target <= {STORAGE_TARGET});"
+                f" auth-chain index {r['index_rows_per_state_event']:.2f} rows per state event"
+            )
+            ok &= float(r["rows_per_change"]) <= STORAGE_TARGET  # type: ignore[arg-type]
+        if "members" in parts:
+            r = run_child(["--child", "members", "--work", str(work)])
+            for name, figures in r.items():
+                print(f"members: {name}: {figures}")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
