@@ -20,8 +20,9 @@ event loop keeps serving other rooms while it works; every load before it is a
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import trio
 
@@ -42,6 +43,8 @@ JOIN_RULES = ("m.room.join_rules", "")
 
 THREAD_THRESHOLD = 200
 """Events handed to the pure resolver above which it runs in a worker thread."""
+STEP_BUDGET_S = 0.02
+"""How long one run of the auth difference's steps may hold a worker thread."""
 THREAD_STATE_ENTRIES = 2000
 """State entries (all sets together) above which even splitting the sets into
 conflicted and unconflicted state (set operations on every entry) runs in a worker
@@ -114,9 +117,7 @@ class StateResolver:
         conflicted_ids = {e for ids in conflicted.values() for e in ids}
         pending = unstored if unstored is not None and unstored.event_id in conflicted_ids else None
         extra = {pending.event_id: list(pending.auth_ids)} if pending is not None else {}
-        difference = await self.store.db.read(
-            auth_chains.auth_difference, [s.values() for s in states], extra
-        )
+        difference = await self._auth_difference([s.values() for s in states], extra)
         full = conflicted_ids | difference
         loaded: dict[str, Pdu] = {}
         if pending is not None:
@@ -145,6 +146,23 @@ class StateResolver:
         if big or len(loaded) > THREAD_THRESHOLD:
             return await trio.to_thread.run_sync(resolve, limiter=self._limiter)
         return resolve()
+
+    async def _auth_difference(
+        self, sets: Sequence[Collection[str]], unstored: Mapping[str, Sequence[str]]
+    ) -> set[str]:
+        """The index's auth difference, computed a time budget at a time: each run is
+        one ``db.read`` of at most :data:`STEP_BUDGET_S`, with a checkpoint between."""
+        holder = auth_chains.Conn()
+        steps = auth_chains.auth_difference_steps(holder, sets, unstored)
+        try:
+            while True:
+                done, value = await self.store.db.read(
+                    auth_chains.run_steps, holder, steps, STEP_BUDGET_S
+                )
+                if done:
+                    return cast("set[str]", value)
+        finally:
+            steps.close()
 
     async def _load(self, event_ids: Iterable[str], into: dict[str, Pdu]) -> None:
         """Load the accepted events among ``event_ids`` not in ``into`` yet (rejected
