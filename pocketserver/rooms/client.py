@@ -353,7 +353,10 @@ class RoomClient:
                 membership,
                 not_membership,
             )
-            events = await self.reader.get_events([event_id for _, event_id in page])
+            # Not cached: a 50,000-member list read once would push out the hot events.
+            events = await self.reader.get_events(
+                [event_id for _, event_id in page], remember=False
+            )
             for _, event_id in page:
                 event = events.get(event_id)
                 if event is not None:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import trio
@@ -196,9 +197,67 @@ async def child_storage(work: Path, members: int) -> dict[str, object]:
 
 
 async def child_members(work: Path) -> dict[str, object]:
-    from tests.bench._members_rig import measure_members
+    """The room of the storage part, served by the real app over its database."""
+    from pocketserver.api.json_stream import stream_object
+    from pocketserver.api.rooms import _client_events
+    from pocketserver.app import create_app
+    from pocketserver.config import load_config
+    from pocketserver.rooms.client_events import client_event
+    from pocketserver.services import build_services
+    from tests.harness import make_config
 
-    return await measure_members(work, SERVER)
+    room_id = (work / "room_id").read_text()
+    database = {"name": "sqlite3", "args": {"database": str(work / "joins.db")}}
+    (work / "srv").mkdir(exist_ok=True)
+    services = await build_services(
+        load_config(make_config(work / "srv", SERVER, database=database))
+    )
+    await services.accounts.register("owner", "a fine long password")
+    session = await services.accounts.create_session(f"@owner:{SERVER}", None, None)
+    client = create_app(services).test_client()
+    headers = {"Authorization": f"Bearer {session.access_token}"}
+    figures: dict[str, object] = {}
+    owner = f"@owner:{SERVER}"
+    path = f"/_matrix/client/v3/rooms/{room_id}/members"
+
+    async def before() -> int:
+        """What /members did before: every member event read, then one answer."""
+        events = await services.room_client.members(owner, room_id)
+        now = int(time.time() * 1000)
+        return len(json.dumps({"chunk": [client_event(ev, now) for ev in events]}))
+
+    async def after() -> int:
+        """What the route streams now, drained as the connection would send it."""
+        stream = await services.room_client.current_members(owner, room_id)
+        assert stream is not None
+        size = 0
+        async for chunk in stream_object({"chunk": _client_events(stream, 0)}):
+            size += len(chunk)
+        return size
+
+    for name, fn in (("before", before), ("after", after)):
+        start = time.perf_counter()
+        size = await fn()
+        seconds = time.perf_counter() - start
+        services.room_store._events.clear()  # the same (cold) cache for both
+        tracemalloc.start()
+        await fn()
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        services.room_store._events.clear()
+        figures[name] = (
+            f"{seconds:.2f} s, {size / 1e6:.1f} MB answer, traced Python peak"
+            f" {traced_peak / 1e6:.1f} MB"
+        )
+    start = time.perf_counter()
+    r = await client.get(path, headers=headers)
+    body = await r.get_data()
+    assert r.status_code == 200
+    figures["GET /members through the app"] = (
+        f"{time.perf_counter() - start:.2f} s, {len(json.loads(body)['chunk'])} members"
+    )
+    services.db.close()
+    return figures
 
 
 def run_child(args: list[str]) -> dict[str, object]:

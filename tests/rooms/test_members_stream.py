@@ -131,10 +131,10 @@ async def test_members_are_read_a_page_at_a_time(
     reads: list[int] = []
     real = services.events.get_events
 
-    async def counting(event_ids: Any) -> Any:
+    async def counting(event_ids: Any, **kwargs: Any) -> Any:
         ids = list(event_ids)
         reads.append(len(ids))
-        return await real(ids)
+        return await real(ids, **kwargs)
 
     monkeypatch.setattr(services.events, "get_events", counting)
     status, answer = await _get(client, f"/rooms/{room_id}/members", token)
