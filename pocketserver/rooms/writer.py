@@ -1128,17 +1128,29 @@ class RoomWriter:
         if len(usable) == len(p.prev_ids) and usable:
             await self._state_after_all(p, usable)
         elif given_state is not None:
-            known = await self.store.get_events(given_state.values())
-            gaps = [eid for eid in given_state.values() if eid not in known]
+            # Checked in SQL: a big room's state is not read just to see it is there.
+            gaps = await self.store.db.read(event_store.unknown_event_ids, given_state.values())
             if gaps:
                 raise MissingEventsError(gaps, "state")
             p.state_before = dict(given_state)
-            if usable:
-                any_prev = next(iter(usable.values()))
-                p.base_group = any_prev.state_after
-                p.base_state = await self.store.group_state(any_prev.state_after)
+            base = next(iter(usable.values())).state_after if usable else None
+            if base is None:
+                base = await self._latest_group(p.room_id)
+            if base is not None:
+                # Stored as a delta on what we hold of the room (e.g. a second join of
+                # a big room after a leave): rows for what changed, not a snapshot.
+                p.base_group = base
+                p.base_state = await self.store.group_state(base)
         else:
             raise MissingEventsError([e for e in p.prev_ids if e not in usable], "prev")
+
+    async def _latest_group(self, room_id: str) -> int | None:
+        """The state group after the room's deepest forward extremity, if any."""
+        for event_id, _ in await self.store.forward_extremities(room_id):
+            ev = await self.store.get_event(event_id)
+            if ev is not None and ev.state_after is not None:
+                return ev.state_after
+        return None
 
 
 def _server_of(user_id: object) -> str | None:

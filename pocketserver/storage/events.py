@@ -198,6 +198,20 @@ def get_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[str, 
     return found
 
 
+def unknown_event_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[str]:
+    """The IDs among ``event_ids`` of no stored event (checked without reading them)."""
+    ids = list(dict.fromkeys(event_ids))
+    known: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        known.update(
+            r[0]
+            for r in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+        )
+    return [e for e in ids if e not in known]
+
+
 def get_create_event_id(conn: sqlite3.Connection, room_id: str) -> str | None:
     """The accepted ``m.room.create`` event of a room, if known (as an outlier or not)."""
     row = conn.execute(
