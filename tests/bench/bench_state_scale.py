@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -256,8 +257,91 @@ async def child_members(work: Path) -> dict[str, object]:
     figures["GET /members through the app"] = (
         f"{time.perf_counter() - start:.2f} s, {len(json.loads(body)['chunk'])} members"
     )
+    from pocketserver.storage.user_directory import search_users
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    found = await services.db.read(search_users, f"@someone:{SERVER}", "user1234", 10)
+    seconds = time.perf_counter() - start
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    figures["user directory search (SQL, LIMIT 10)"] = (
+        f"{seconds:.2f} s, {len(found)} found, traced Python peak {traced_peak / 1e6:.2f} MB"
+    )
     services.db.close()
     return figures
+
+
+# "before" on an older checkout (``--main DIR``): that code's own room writer resolves the
+# same states over its own database (built by its own insert_event: no index).
+_BEFORE_ON_MAIN = """
+import json, resource, sys, time, trio
+from pathlib import Path
+from pocketserver.cache import MemoryBudget
+from pocketserver.core.crypto import generate_signing_key
+from pocketserver.core.events import auth_event_ids
+from pocketserver.rooms.store import RoomStore
+from pocketserver.rooms.writer import RoomWriter
+from pocketserver.storage import events as event_store
+from pocketserver.storage.db import Database
+from pocketserver.streams.notifier import Notifier
+
+work, version = Path(sys.argv[1]), sys.argv[2]
+raw = json.loads((work / "states.json").read_text())
+states = [{(t, sk): e for t, sk, e in s} for s in raw]
+path = work / "main.db"
+if not path.exists():
+    events = json.loads((work / "events.json").read_text())
+    db = Database(path, memory_bytes=16 << 20, synchronous="normal")
+    def txn(conn, chunk):
+        for event_id, room_id, pdu in chunk:
+            event_store.insert_event(conn, event_id, room_id, pdu, depth=pdu.get("depth", 0),
+                prev_ids=[], auth_ids=auth_event_ids(pdu, version), received_ms=0, outlier=True)
+    for i in range(0, len(events), 2000):
+        db.write_sync(txn, events[i : i + 2000])
+    db.close()
+
+async def main():
+    budget = MemoryBudget(64 << 20)
+    db = Database(path, memory_bytes=budget.sqlite_bytes, synchronous="normal")
+    key = generate_signing_key("b_1")
+    writer = RoomWriter(RoomStore(db, budget), "bench.test", key, Notifier())
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stalls, stop = [], trio.Event()
+    async def watch():
+        last = time.perf_counter()
+        while not stop.is_set():
+            await trio.sleep(0.001)
+            now = time.perf_counter()
+            stalls.append(now - last)
+            last = now
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.sleep(0.01)
+        start = time.perf_counter()
+        result = await writer._resolve(version, states)
+        seconds = time.perf_counter() - start
+        stop.set()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "events_loaded": -1,
+        "peak_rss_growth_mb": (peak - base) / 1024, "peak_rss_mb": peak / 1024,
+        "longest_loop_stall_ms": max(stalls) * 1000,
+        "result": sorted(f"{t}|{sk}|{e}" for (t, sk), e in result.items())}))
+
+trio.run(main)
+"""
+
+
+def run_before_on(main: Path, work: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _BEFORE_ON_MAIN, str(work), VERSION],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(main)},
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def run_child(args: list[str]) -> dict[str, object]:
@@ -274,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="resolve,storage")
     parser.add_argument("--child")
     parser.add_argument("--work", help="keep the built room here (and reuse it)")
+    parser.add_argument("--main", help="also resolve with the code of this checkout (before)")
     args = parser.parse_args(argv)
     if args.child:
         work = Path(args.work)
@@ -301,20 +386,28 @@ def main(argv: list[str] | None = None) -> int:
             stored = time.perf_counter() - start
             db.close()
             (work / "states.json").write_text(json.dumps(_encode_states(states)))
+            (work / "events.json").write_text(
+                json.dumps([[e, room.room_id, pdu] for e, pdu in room.events.items()])
+            )
             print(
                 f"resolve: {args.members} members, {len(room.events)} events, {args.forks} forks"
                 f" (built in {built:.1f} s, stored with the index in {stored:.1f} s)"
             )
         if "resolve" in parts:
             results = {}
-            for mode in ("before", "after"):
-                results[mode] = r = run_child(["--child", mode, "--work", str(work)])
+            modes = ["before", "after"] + (["before on --main"] if args.main else [])
+            for mode in modes:
+                if mode == "before on --main":
+                    results[mode] = r = run_before_on(Path(args.main), work)
+                else:
+                    results[mode] = r = run_child(["--child", mode, "--work", str(work)])
+                loaded = "" if r["events_loaded"] == -1 else f", {r['events_loaded']} events loaded"
                 print(
-                    f"  {mode:6}: {r['seconds']:.3f} s, {r['events_loaded']} events loaded,"
+                    f"  {mode:6}: {r['seconds']:.3f} s{loaded},"
                     f" peak RSS +{r['peak_rss_growth_mb']:.1f} MB ({r['peak_rss_mb']:.0f} MB),"
                     f" longest event-loop stall {r['longest_loop_stall_ms']:.0f} ms"
                 )
-            same = results["before"]["result"] == results["after"]["result"]
+            same = all(r["result"] == results["after"]["result"] for r in results.values())
             print(f"  same resolved state: {same}")
             ok &= same
         if "storage" in parts or "members" in parts:
