@@ -57,6 +57,8 @@ def index_event(
     room_id: str,
     key: tuple[str, str],
     auth_ids: Sequence[str],
+    *,
+    was_pending: bool = False,
 ) -> bool:
     """Index a stored state event, or put it in the pending table.
 
@@ -66,6 +68,7 @@ def index_event(
         room_id: Its room.
         key: Its ``(type, state_key)``.
         auth_ids: Its listed auth event IDs.
+        was_pending: It is in the pending table (:func:`index_pending`).
 
     Returns:
         True if it was indexed; False if it waits for an auth event.
@@ -88,7 +91,8 @@ def index_event(
         (event_id, chain, seq),
     )
     _add_links(conn, chain, seq, [pos for _, pos in placed.values()])
-    conn.execute("DELETE FROM event_auth_chain_pending WHERE event_id = ?", (event_id,))
+    if was_pending:
+        conn.execute("DELETE FROM event_auth_chain_pending WHERE event_id = ?", (event_id,))
     # Events that waited for this one may now be indexed: mark them ready. Looked up
     # from the (usually empty) blocked side, which the event_auth key serves.
     if conn.execute("SELECT 1 FROM event_auth_chain_pending WHERE blocked = 1 LIMIT 1").fetchone():
@@ -199,7 +203,7 @@ def index_pending(conn: sqlite3.Connection, limit: int = 500) -> int:
         conn.execute(
             "UPDATE event_auth_chain_pending SET blocked = 1 WHERE event_id = ?", (event_id,)
         )
-        index_event(conn, event_id, room_id, (etype, state_key or ""), auth_ids)
+        index_event(conn, event_id, room_id, (etype, state_key or ""), auth_ids, was_pending=True)
     # A pending row whose event is gone (purged) would never be ready.
     return len(rows)
 
