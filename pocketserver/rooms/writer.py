@@ -745,7 +745,7 @@ class RoomWriter:
             # own key changes. Saves reading the whole current state per event.
             if state_after is p.state_before:
                 return {}  # not a state event: nothing changes
-            return state_store.state_delta(p.state_before, state_after)
+            return _own_key_delta(p)
         old_current = await self.store.current_state_ids(p.room_id)
         others = await self.store.get_events(remaining)
         states = [] if state_after is None else [state_after]
@@ -1282,7 +1282,12 @@ def _persist_txn(
         after_group = before_group
         if state_after is not p.state_before:
             after_group = state_store.create_group(
-                conn, p.room_id, state_after, before_group, p.state_before if before_group else None
+                conn,
+                p.room_id,
+                state_after,
+                before_group,
+                p.state_before if before_group else None,
+                delta=_own_key_delta(p),
             )
     ordering = p.backfill_ordering if p.kind is EventKind.BACKFILL else None
     if p.existing_outlier:
@@ -1324,6 +1329,15 @@ def _persist_txn(
         for hook in hooks:
             hook(conn, persisted)
     return stream, before_group, after_group
+
+
+def _own_key_delta(p: _Prepared) -> dict[StateKey, str | None]:
+    """How the event's own state key changes the state before it (the state after a
+    state event differs only there): no walk over a big room's whole state."""
+    key = p.state_key
+    if key is None or p.state_before.get(key) == p.event_id:
+        return {}
+    return {key: p.event_id}
 
 
 def _persisted(

@@ -65,12 +65,17 @@ def create_group(
     state: StateMap,
     prev_group: int | None = None,
     prev_state: StateMap | None = None,
+    *,
+    delta: Mapping[StateKey, str | None] | None = None,
 ) -> int:
     """Store ``state`` as a new group: a delta on ``prev_group`` or, past the chain limit,
-    a snapshot. ``prev_state`` must be the full state of ``prev_group`` when given.
+    a snapshot. ``prev_state`` must be the full state of ``prev_group`` when given;
+    ``delta``, if the caller knows it, is ``state_delta(prev_state, state)`` (saves a
+    walk over both states).
     """
     if prev_group is not None and prev_state is not None:
-        delta = state_delta(prev_state, state)
+        if delta is None:
+            delta = state_delta(prev_state, state)
         chain, _ = group_info(conn, prev_group)
         if chain + len(delta) <= max(SNAPSHOT_MIN_CHAIN, len(state)):
             cur = conn.execute(
