@@ -14,13 +14,17 @@ its peak RSS is its own.
    while it runs (a task ticking every 1 ms).
 2. **storage**: ``--members`` joins through the room writer: state-group rows per
    state change (target <= 2) and auth-chain index rows per state event.
-3. **members**: ``GET /members`` and ``/joined_members`` of that room through the
-   real app (in process): time and peak of traced Python allocations.
+3. **members**: the members of that room as ``/members`` read them before (the whole
+   visible state, then one answer) and now (streamed a page at a time), in process:
+   time and peak of traced Python allocations; then ``GET /members`` and
+   ``/joined_members`` from the real server (a subprocess) over HTTP, with the
+   server's RSS; and a user directory search.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -201,25 +205,23 @@ async def child_members(work: Path) -> dict[str, object]:
     """The room of the storage part, served by the real app over its database."""
     from pocketserver.api.json_stream import stream_object
     from pocketserver.api.rooms import _client_events
-    from pocketserver.app import create_app
     from pocketserver.config import load_config
+    from pocketserver.errors import MatrixError
     from pocketserver.rooms.client_events import client_event
     from pocketserver.services import build_services
     from tests.harness import make_config
 
     room_id = (work / "room_id").read_text()
     database = {"name": "sqlite3", "args": {"database": str(work / "joins.db")}}
-    (work / "srv").mkdir(exist_ok=True)
+    shutil.rmtree(work / "srv", ignore_errors=True)
+    (work / "srv").mkdir()
     services = await build_services(
         load_config(make_config(work / "srv", SERVER, database=database))
     )
-    await services.accounts.register("owner", "a fine long password")
-    session = await services.accounts.create_session(f"@owner:{SERVER}", None, None)
-    client = create_app(services).test_client()
-    headers = {"Authorization": f"Bearer {session.access_token}"}
+    with contextlib.suppress(MatrixError):  # registered by an earlier run
+        await services.accounts.register("owner", "a fine long password")
     figures: dict[str, object] = {}
     owner = f"@owner:{SERVER}"
-    path = f"/_matrix/client/v3/rooms/{room_id}/members"
 
     async def before() -> int:
         """What /members did before: every member event read, then one answer."""
@@ -237,6 +239,7 @@ async def child_members(work: Path) -> dict[str, object]:
         return size
 
     for name, fn in (("before", before), ("after", after)):
+        print(f"members: {name}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         size = await fn()
         seconds = time.perf_counter() - start
@@ -250,15 +253,9 @@ async def child_members(work: Path) -> dict[str, object]:
             f"{seconds:.2f} s, {size / 1e6:.1f} MB answer, traced Python peak"
             f" {traced_peak / 1e6:.1f} MB"
         )
-    start = time.perf_counter()
-    r = await client.get(path, headers=headers)
-    body = await r.get_data()
-    assert r.status_code == 200
-    figures["GET /members through the app"] = (
-        f"{time.perf_counter() - start:.2f} s, {len(json.loads(body)['chunk'])} members"
-    )
     from pocketserver.storage.user_directory import search_users
 
+    print("members: user directory", file=sys.stderr, flush=True)
     tracemalloc.start()
     start = time.perf_counter()
     found = await services.db.read(search_users, f"@someone:{SERVER}", "user1234", 10)
@@ -269,6 +266,42 @@ async def child_members(work: Path) -> dict[str, object]:
         f"{seconds:.2f} s, {len(found)} found, traced Python peak {traced_peak / 1e6:.2f} MB"
     )
     services.db.close()
+    figures.update(_members_through_the_server(work, room_id))
+    return figures
+
+
+def _vm(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _members_through_the_server(work: Path, room_id: str) -> dict[str, object]:
+    """The real server on that database: GET /members over HTTP, its time and the
+    server's peak RSS (VmHWM) growth over its RSS before the request."""
+    import httpx
+
+    from tests.harness import running_server
+
+    figures: dict[str, object] = {}
+    with running_server(work / "srv" / "homeserver.yaml", timeout=120) as server:
+        login = server.login("owner", "a fine long password")
+        token = login.json()["access_token"]
+        with httpx.Client(base_url=server.base_url, timeout=300) as http:
+            http.headers["Authorization"] = f"Bearer {token}"
+            for name in ("members", "joined_members"):
+                before = _vm(server.proc.pid, "VmRSS")
+                start = time.perf_counter()
+                r = http.get(f"/_matrix/client/v3/rooms/{room_id}/{name}")
+                seconds = time.perf_counter() - start
+                assert r.status_code == 200, r.text
+                peak = _vm(server.proc.pid, "VmHWM")
+                count = len(r.json()["chunk" if name == "members" else "joined"])
+                figures[f"GET /{name} (real server)"] = (
+                    f"{seconds:.2f} s, {count} entries, {len(r.content) / 1e6:.1f} MB; server RSS"
+                    f" {before / 1024:.0f} MB before, peak {peak / 1024:.0f} MB"
+                )
     return figures
 
 
