@@ -7,7 +7,7 @@ State resolution v2 only *reads* a few of them (rooms/fragments/v2-state-res.md
 their auth events, the unconflicted events the authorisation rules look up while
 the conflicted events are checked, and the power levels events the mainline ordering
 walks through. So here the auth difference comes from the auth-chain index
-(:func:`pocketserver.storage.auth_chains.auth_difference`, integer rows) and only
+(:func:`pocketserver.storage.auth_chain_queries.auth_difference`, integer rows) and only
 those events are loaded; the pure resolver (``core.state_res``) gets them with the
 difference (its ``auth_difference`` argument). Room v1 (state res v1) keeps the
 full load: its algorithm sorts whole auth chains.
@@ -32,7 +32,7 @@ from pocketserver.core.room_versions import StateResAlgorithm, get_room_version
 from pocketserver.core.state_res import resolve_state
 from pocketserver.core.state_res_base import separate
 from pocketserver.rooms.store import RoomStore
-from pocketserver.storage import auth_chains
+from pocketserver.storage import auth_chain_queries, auth_chains
 
 StateKey = tuple[str, str]
 Pdu = Mapping[str, object]
@@ -152,12 +152,12 @@ class StateResolver:
     ) -> set[str]:
         """The index's auth difference, computed a time budget at a time: each run is
         one ``db.read`` of at most :data:`STEP_BUDGET_S`, with a checkpoint between."""
-        holder = auth_chains.Conn()
-        steps = auth_chains.auth_difference_steps(holder, sets, unstored)
+        holder = auth_chain_queries.Conn()
+        steps = auth_chain_queries.auth_difference_steps(holder, sets, unstored)
         try:
             while True:
                 done, value = await self.store.db.read(
-                    auth_chains.run_steps, holder, steps, STEP_BUDGET_S
+                    auth_chain_queries.run_steps, holder, steps, STEP_BUDGET_S
                 )
                 if done:
                     return cast("set[str]", value)

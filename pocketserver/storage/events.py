@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.crypto import encode_canonical_json
-from pocketserver.storage import auth_chains
+from pocketserver.storage import auth_chain_queries, auth_chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +273,8 @@ def has_children(conn: sqlite3.Connection, event_id: str) -> bool:
 
 def get_auth_chain_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> set[str]:
     """Every event reachable from ``event_ids`` through auth edges (not including them),
-    answered from the auth-chain index (:mod:`pocketserver.storage.auth_chains`)."""
-    return auth_chains.get_auth_chain_ids(conn, event_ids)
+    answered from the auth-chain index (:mod:`pocketserver.storage.auth_chain_queries`)."""
+    return auth_chain_queries.get_auth_chain_ids(conn, event_ids)
 
 
 def insert_redaction(conn: sqlite3.Connection, event_id: str, redacts: str, now_ms: int) -> None:

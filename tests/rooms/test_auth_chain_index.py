@@ -20,7 +20,7 @@ from pocketserver.core.events import auth_event_ids
 from pocketserver.core.room_versions import get_room_version
 from pocketserver.core.state_res_base import AuthGraph
 from pocketserver.core.state_res_graph import auth_difference as core_auth_difference
-from pocketserver.storage import auth_chains
+from pocketserver.storage import auth_chain_queries, auth_chains
 from pocketserver.storage import events as event_store
 from pocketserver.storage.migrations import apply_migrations
 from tests.core.test_state_res_builder import Room, random_forks
@@ -94,7 +94,7 @@ def test_index_answers_equal_the_walk(version: str, seed: int, shuffled: bool) -
         sample = rng.sample(ids, rng.randrange(1, 6))
         assert event_store.get_auth_chain_ids(conn, sample) == true_chain(graph, sample)
     sets = [set(f.values()) for f in forks]
-    ours = auth_chains.auth_difference(conn, sets)
+    ours = auth_chain_queries.auth_difference(conn, sets)
     assert ours == core_auth_difference(graph, sets)
 
 
@@ -113,11 +113,11 @@ def test_unindexed_events_are_walked(version: str) -> None:
     for event_id in order:
         assert event_store.get_auth_chain_ids(conn, [event_id]) == true_chain(graph, [event_id])
     sets = [set(f.values()) for f in forks]
-    assert auth_chains.auth_difference(conn, sets) == core_auth_difference(graph, sets)
+    assert auth_chain_queries.auth_difference(conn, sets) == core_auth_difference(graph, sets)
     while auth_chains.index_pending(conn, 5):
         pass
     assert auth_chains.pending_count(conn) == 0
-    assert auth_chains.auth_difference(conn, sets) == core_auth_difference(graph, sets)
+    assert auth_chain_queries.auth_difference(conn, sets) == core_auth_difference(graph, sets)
 
 
 def test_unstored_event_counts_with_its_auth_events() -> None:
@@ -130,7 +130,9 @@ def test_unstored_event_counts_with_its_auth_events() -> None:
     graph = AuthGraph(get_room_version("10"), room.events)
     sets = [set(f.values()) | ({new} if i == 0 else set()) for i, f in enumerate(forks)]
     sets[0].discard(next(iter(sets[0] - {new})))
-    ours = auth_chains.auth_difference(conn, sets, {new: auth_event_ids(room.events[new], "10")})
+    ours = auth_chain_queries.auth_difference(
+        conn, sets, {new: auth_event_ids(room.events[new], "10")}
+    )
     assert ours == core_auth_difference(graph, sets)
 
 
@@ -165,4 +167,6 @@ async def test_the_indexer_takes_a_pre_026_backlog(db) -> None:  # type: ignore[
             graph, [event_id]
         )
     sets = [set(f.values()) for f in forks]
-    assert db.read_sync(auth_chains.auth_difference, sets) == core_auth_difference(graph, sets)
+    assert db.read_sync(auth_chain_queries.auth_difference, sets) == core_auth_difference(
+        graph, sets
+    )
