@@ -693,10 +693,12 @@ class RoomWriter:
         stream_ordering, before_group, after_group = result
         added = (p.event_id, p.depth, stream_ordering) if joins_graph else None
         self.store.update_extremities(p.room_id, extremities_removed, added)
-        if after_group is not None:
-            self.store.remember_group(after_group, state_after)
+        # The state after last: the next event of the room reads it, so when a big
+        # room's states fill the cache it is the one kept.
         if before_group is not None and before_group != after_group:
             self.store.remember_group(before_group, p.state_before)
+        if after_group is not None:
+            self.store.remember_group(after_group, state_after)
         if p.new_room_creator is not None:
             self.store.remember_room_version(p.room_id, p.room_version)
         stored = StoredEvent(

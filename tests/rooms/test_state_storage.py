@@ -184,3 +184,34 @@ async def test_given_state_is_stored_as_a_delta_on_what_we_hold(
     assert state_after(db, y.event_id) == state
     # No row: the state is the latest group's (a snapshot would be 300+ rows).
     assert db.read_sync(st.state_storage_rows, room_id) - before <= 1
+
+
+async def test_the_state_after_the_newest_event_stays_cached(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """When a big room's states fill the state cache, the one kept is the state after
+    the newest event (the next event reads it), not the state before it: otherwise
+    every join of a big room reads its state back from SQLite."""
+    from pocketserver.cache import MemoryBudget
+    from pocketserver.core.crypto import generate_signing_key
+    from pocketserver.rooms.store import RoomStore
+    from pocketserver.streams.notifier import Notifier
+
+    store = RoomStore(db, MemoryBudget(400_000))  # the state cache holds one 300-state
+    writer = RoomWriter(store, "local.test", generate_signing_key("t_1"), Notifier())
+    room_id = await create_room(
+        writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+    )
+    reads = 0
+    real = st.get_group_state
+
+    def counting(conn: sqlite3.Connection, group_id: int) -> dict:
+        nonlocal reads
+        reads += 1
+        return real(conn, group_id)
+
+    monkeypatch.setattr(st, "get_group_state", counting)
+    for i in range(300):
+        user = f"@u{i}:local.test"
+        await writer.send_event(room_id, user, "m.room.member", {"membership": "join"}, user)
+    assert reads <= 5
