@@ -153,6 +153,7 @@ async def serve(
     try:
         async with trio.open_nursery() as background:
             await background.start(services.censor.run)
+            await background.start(services.auth_index.run)
             await background.start(services.typing.run)
             await background.start(services.presence.run)
             await background.start(services.account_api.devices.activity.run)

@@ -77,6 +77,7 @@ from pocketserver.preflight import startup_problems
 from pocketserver.push.pushers import PusherService
 from pocketserver.push.service import PushService
 from pocketserver.ratelimit import RateLimiter
+from pocketserver.rooms.auth_index import AuthChainIndexer
 from pocketserver.rooms.client import RoomClient
 from pocketserver.rooms.create import RoomCreator
 from pocketserver.rooms.directory import Directory
@@ -161,6 +162,7 @@ class Services:
     rooms: RoomWriter
     events: EventReader
     censor: RedactionCensor
+    auth_index: AuthChainIndexer
     room_client: RoomClient
     directory: Directory
     profiles: Profiles
@@ -558,6 +560,7 @@ async def build_services(
         rooms=writer,
         events=reader,
         censor=RedactionCensor(reader, config.redaction_retention_period_ms),
+        auth_index=AuthChainIndexer(db),
         room_client=room_client,
         directory=directory,
         profiles=profiles,

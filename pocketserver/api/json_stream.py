@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from quart import Response
 
@@ -25,6 +26,14 @@ def _dump(value: object) -> str:
     return _encoder.encode(value)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamedMembers:
+    """A value of :func:`stream_object` encoded as a JSON *object*, written a member at
+    a time from ``(key, value)`` pairs (e.g. ``/joined_members``' ``joined``)."""
+
+    items: AsyncIterable[tuple[str, object]]
+
+
 async def stream_object(fields: Mapping[str, object]) -> AsyncIterator[bytes]:
     """Encode ``fields`` as one JSON object; values that are async iterables become
     arrays written item by item."""
@@ -34,7 +43,19 @@ async def stream_object(fields: Mapping[str, object]) -> AsyncIterator[bytes]:
     for key, value in fields.items():
         head = ("" if first_field else ",") + _dump(key) + ":"
         first_field = False
-        if not isinstance(value, AsyncIterable):
+        if isinstance(value, StreamedMembers):
+            parts.append((head + "{").encode())
+            first_item = True
+            async for name, item in value.items:
+                data = (("" if first_item else ",") + _dump(name) + ":" + _dump(item)).encode()
+                first_item = False
+                parts.append(data)
+                size += len(data)
+                if size >= CHUNK_BYTES:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+            parts.append(b"}")
+        elif not isinstance(value, AsyncIterable):
             parts.append((head + _dump(value)).encode())
             size += len(parts[-1])
         else:

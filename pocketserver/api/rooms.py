@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
-from quart import Blueprint, request
+from quart import Blueprint, Response, request
 
 from pocketserver.api.history import ignored_users, serialise
 from pocketserver.api.http import (
@@ -21,6 +21,7 @@ from pocketserver.api.http import (
     require_auth,
     services,
 )
+from pocketserver.api.json_stream import StreamedMembers, streamed_json
 from pocketserver.api.routes import client_route
 from pocketserver.api.third_party_invites import invite_by_address, is_third_party_invite
 from pocketserver.core.identifiers import is_valid_room_id, is_valid_user_id
@@ -28,6 +29,7 @@ from pocketserver.errors import MatrixError, bad_json, not_found
 from pocketserver.rooms.client_events import client_event
 from pocketserver.rooms.create import PRESETS, CreateRoomRequest, RoomSettings
 from pocketserver.rooms.history import parse_position
+from pocketserver.rooms.reading import ReadEvent
 from pocketserver.rooms.third_party_invites import ThreePidInvite
 
 bp = Blueprint("rooms", __name__)
@@ -337,30 +339,54 @@ known), as Synapse waits for the full state there."""
 
 
 @client_route(bp, "/rooms/<room_id>/members", methods=["GET"])
-async def members(room_id: str) -> dict[str, object]:
+async def members(room_id: str) -> dict[str, object] | Response:
     requester = await require_auth(allow_guest=True)
     await services().partial_state.wait_full_state(_room_id(room_id), MEMBERS_WAIT_S)
     at = request.args.get("at")
+    membership = request.args.get("membership")
+    not_membership = request.args.get("not_membership")
+    now = _now_ms()
+    if at is None:
+        # The current members of a big room are streamed a page at a time.
+        stream = await services().room_client.current_members(
+            requester.user_id, _room_id(room_id), membership, not_membership
+        )
+        if stream is not None:
+            return streamed_json({"chunk": _client_events(stream, now)})
     events = await services().room_client.members(
         requester.user_id,
         _room_id(room_id),
-        membership=request.args.get("membership"),
-        not_membership=request.args.get("not_membership"),
+        membership=membership,
+        not_membership=not_membership,
         at_position=parse_position(at) if at else None,
     )
-    now = _now_ms()
     return {"chunk": [client_event(ev, now) for ev in events]}
 
 
+async def _client_events(events: AsyncIterator[ReadEvent], now: int) -> AsyncIterator[object]:
+    async for ev in events:
+        yield client_event(ev, now)
+
+
 @client_route(bp, "/rooms/<room_id>/joined_members", methods=["GET"])
-async def joined_members(room_id: str) -> dict[str, object]:
+async def joined_members(room_id: str) -> dict[str, object] | Response:
     requester = await require_auth()
     await services().partial_state.wait_full_state(_room_id(room_id), MEMBERS_WAIT_S)
-    events = await services().room_client.members(
-        requester.user_id, _room_id(room_id), membership="join"
-    )
-    joined: dict[str, object] = {}
+    client = services().room_client
+    stream = await client.current_members(requester.user_id, _room_id(room_id), "join")
+    if stream is None:
+        events = await client.members(requester.user_id, _room_id(room_id), membership="join")
+        return {"joined": {name: value async for name, value in _joined(_iterate(events))}}
+    return streamed_json({"joined": StreamedMembers(_joined(stream))})
+
+
+async def _iterate(events: list[ReadEvent]) -> AsyncIterator[ReadEvent]:
     for ev in events:
+        yield ev
+
+
+async def _joined(events: AsyncIterator[ReadEvent]) -> AsyncIterator[tuple[str, object]]:
+    async for ev in events:
         content = ev.pdu.get("content")
         content = content if isinstance(content, dict) else {}
         # Both keys always, null when unset: the spec types them as optional strings,
@@ -371,5 +397,4 @@ async def joined_members(room_id: str) -> dict[str, object]:
         for ours, theirs in (("display_name", "displayname"), ("avatar_url", "avatar_url")):
             value = content.get(theirs)
             member[ours] = value if isinstance(value, str) else None
-        joined[str(ev.pdu.get("state_key"))] = member
-    return {"joined": joined}
+        yield str(ev.pdu.get("state_key")), member

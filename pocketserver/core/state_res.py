@@ -12,7 +12,7 @@ and nothing recurses (auth chains can be tens of thousands of events long).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pocketserver.core.room_versions import StateResAlgorithm, get_room_version
 from pocketserver.core.state_res_base import Event, StateKey, StateMap
@@ -26,6 +26,8 @@ def resolve_state(
     room_version: str,
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Event],
+    *,
+    auth_difference: Collection[str] | None = None,
 ) -> dict[StateKey, str]:
     """Resolve a set of room states into one.
 
@@ -36,6 +38,13 @@ def resolve_state(
         event_map: Event ID -> PDU for exactly the events of the state sets and
             their full auth chains. For v3+ rooms the PDU has no ``event_id``, so the
             map key is the ID. Rejected events must not appear.
+        auth_difference: v2/v2.1 only: the auth difference of the state sets, computed
+            by the caller (e.g. from the database's auth-chain index). Then
+            ``event_map`` need only hold what the algorithm reads beyond it (delta
+            resolution, see ``rooms/resolver.py``): the conflicted events, the auth
+            difference, their auth events, the unconflicted events the auth rules
+            look up, the power levels events' auth events, transitively, and for v2.1
+            the auth chains of the conflicted events.
 
     Returns:
         The resolved state, ``(type, state_key) -> event_id``. With no state sets it
@@ -54,4 +63,4 @@ def resolve_state(
         return dict(state_sets[0])
     if version.state_res is StateResAlgorithm.V1:
         return resolve_v1(version, state_sets, event_map)
-    return resolve_v2(version, state_sets, event_map)
+    return resolve_v2(version, state_sets, event_map, auth_difference=auth_difference)

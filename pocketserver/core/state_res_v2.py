@@ -8,7 +8,7 @@ state map instead of the unconflicted state map).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from pocketserver.core.auth_rules import AuthError, auth_types_for_event, check_auth
 from pocketserver.core.room_versions import RoomVersion, StateResAlgorithm
@@ -94,11 +94,15 @@ def _full_conflicted_set(
     graph: AuthGraph,
     state_sets: Sequence[StateMap],
     conflicted: Mapping[StateKey, set[str]],
+    known_difference: Collection[str] | None,
 ) -> frozenset[str]:
     """Spec (v2-state-res.md / v12.md "Full conflicted set"): the conflicted state set,
-    the auth difference and, in v2.1, the conflicted state subgraph."""
+    the auth difference (``known_difference`` if the caller computed it) and, in v2.1,
+    the conflicted state subgraph."""
     conflicted_ids = {e for ids in conflicted.values() for e in ids}
-    full = conflicted_ids | auth_difference(graph, [s.values() for s in state_sets])
+    if known_difference is None:
+        known_difference = auth_difference(graph, [s.values() for s in state_sets])
+    full = conflicted_ids.union(known_difference)
     if graph.room_version.state_res is StateResAlgorithm.V2_1:
         full |= conflicted_subgraph(graph, conflicted_ids)
     return frozenset(e for e in full if e in graph.event_map)
@@ -108,13 +112,17 @@ def resolve_v2(
     room_version: RoomVersion,
     state_sets: Sequence[StateMap],
     event_map: Mapping[str, Event],
+    *,
+    auth_difference: Collection[str] | None = None,
 ) -> dict[StateKey, str]:
     """Resolve state sets with state resolution v2 or v2.1.
 
     Args:
         room_version: The room version (``state_res`` V2 or V2_1).
         state_sets: The state maps to resolve.
-        event_map: Every event of the state sets and of their auth chains.
+        event_map: Every event of the state sets and of their auth chains (or, with
+            ``auth_difference``, what ``state_res.resolve_state`` lists).
+        auth_difference: The auth difference, if the caller computed it.
 
     Returns:
         The resolved state map.
@@ -123,7 +131,7 @@ def resolve_v2(
     if not conflicted:
         return unconflicted
     graph = AuthGraph(room_version, event_map)
-    full_conflicted = _full_conflicted_set(graph, state_sets, conflicted)
+    full_conflicted = _full_conflicted_set(graph, state_sets, conflicted, auth_difference)
 
     # Step 1: the power events and their auth chains within the full conflicted set,
     # in reverse topological power ordering.

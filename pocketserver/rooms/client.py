@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import trio
 
@@ -38,6 +38,8 @@ from pocketserver.storage import transactions as txn_store
 log = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
+MEMBERS_PAGE = 500
+"""Member events read at a time when ``/members`` streams a room's current members."""
 
 
 def _now_ms() -> int:
@@ -294,21 +296,78 @@ class RoomClient:
             MatrixError: 403 ``M_FORBIDDEN`` if the user was never in the room or is
                 banned from it (and it is not world-readable).
         """
+        current, group = await self._visible_state(user_id, room_id)
+        if current:
+            return await self.store.current_state_ids(room_id)
+        return dict(await self.store.group_state(group))
+
+    async def _visible_state(self, user_id: str, room_id: str) -> tuple[bool, int | None]:
+        """Which state :meth:`visible_state_ids` gives: ``(True, None)`` the current
+        state, ``(False, group)`` the state group after the user left.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN``, as :meth:`visible_state_ids`.
+        """
         if await self.store.room_version(room_id) is None:
             raise forbidden("you are not in this room")
         membership, event_id = await self.membership_of(room_id, user_id)
         if membership == "join":
-            return await self.store.current_state_ids(room_id)
+            return True, None
         if membership == "leave" and event_id is not None:
             event = await self.store.get_event(event_id)
             if event is not None:
                 before = await self.store.group_state(event.state_before)
                 was = before.get((MEMBER, user_id))
                 if was is not None:  # they had been in the room
-                    return dict(await self.store.group_state(event.state_after))
+                    return False, event.state_after
         if await self.is_world_readable(room_id):
-            return await self.store.current_state_ids(room_id)
+            return True, None
         raise forbidden("you are not in this room")
+
+    async def current_members(
+        self,
+        user_id: str,
+        room_id: str,
+        membership: str | None = None,
+        not_membership: str | None = None,
+    ) -> AsyncIterator[ReadEvent] | None:
+        """The member events of the room's current state, read a page at a time, if
+        that is the state the user may read (None: use :meth:`members`). A big room's
+        members are never held whole: ``/members`` streams them out.
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN``, as :meth:`visible_state_ids` (before
+                anything is read).
+        """
+        current, _ = await self._visible_state(user_id, room_id)
+        if not current:
+            return None
+        return self._member_pages(room_id, membership, not_membership)
+
+    async def _member_pages(
+        self, room_id: str, membership: str | None, not_membership: str | None
+    ) -> AsyncIterator[ReadEvent]:
+        after = ""
+        while True:
+            page = await self.store.db.read(
+                state_store.current_members_page,
+                room_id,
+                after,
+                MEMBERS_PAGE,
+                membership,
+                not_membership,
+            )
+            # Not cached: a 50,000-member list read once would push out the hot events.
+            events = await self.reader.get_events(
+                [event_id for _, event_id in page], remember=False
+            )
+            for _, event_id in page:
+                event = events.get(event_id)
+                if event is not None:
+                    yield event
+            if len(page) < MEMBERS_PAGE:
+                return
+            after = page[-1][0]
 
     async def visible_state_events(self, user_id: str, room_id: str) -> list[ReadEvent]:
         ids = await self.visible_state_ids(user_id, room_id)

@@ -71,10 +71,13 @@ class EventReader:
                     cache.set(eid, (generation, ids))
         return result
 
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, ReadEvent]:
+    async def get_events(
+        self, event_ids: Iterable[str], *, remember: bool = True
+    ) -> dict[str, ReadEvent]:
         """The accepted events among ``event_ids`` (rejected and soft-failed ones are
-        left out), each with any applicable redaction applied."""
-        stored = await self.store.get_events(event_ids, keep_parsed=True)
+        left out), each with any applicable redaction applied. ``remember=False``: do
+        not cache them (see :meth:`RoomStore.get_events`)."""
+        stored = await self.store.get_events(event_ids, keep_parsed=True, remember=remember)
         visible = {
             eid: ev for eid, ev in stored.items() if ev.rejected is None and not ev.soft_failed
         }

@@ -146,13 +146,15 @@ class RoomStore:
         return ev
 
     async def get_events(
-        self, event_ids: Iterable[str], *, keep_parsed: bool = False
+        self, event_ids: Iterable[str], *, keep_parsed: bool = False, remember: bool = True
     ) -> dict[str, StoredEvent]:
         """The known events among ``event_ids``.
 
         ``keep_parsed``: the events are being read for clients (/sync, history), which
         read the same recent events many times: a message cached compact is kept parsed
-        from now on. The room writer's reads (prev events) leave it compact."""
+        from now on. The room writer's reads (prev events) leave it compact.
+        ``remember=False``: a one-off read of many events (a big room's members,
+        streamed): those not cached are not added, so they do not push out the rest."""
         hits: list[_Cached] = []
         missing: list[str] = []
         for event_id in event_ids:
@@ -168,14 +170,15 @@ class RoomStore:
         for c in hits:
             if isinstance(c, _CompactEvent):
                 ev = found[c.event_id] = c.stored(next(pdus))
-                if keep_parsed:
+                if keep_parsed and remember:
                     self._events.set(c.event_id, ev, c.parsed_size())
             else:
                 found[c.event_id] = c
         if missing:
             loaded = await self.db.read(event_store.get_events, missing)
-            for event_id, ev in loaded.items():
-                self._events.set(event_id, _compact(ev))
+            if remember:
+                for event_id, ev in loaded.items():
+                    self._events.set(event_id, _compact(ev))
             found.update(loaded)
         return found
 

@@ -69,11 +69,11 @@ from pocketserver.core.events import (
 from pocketserver.core.policy_server import PolicyServer, is_exempt, needs_signature
 from pocketserver.core.redaction import redact
 from pocketserver.core.room_versions import get_room_version
-from pocketserver.core.state_res import resolve_state
 from pocketserver.errors import MatrixError
 from pocketserver.rooms import building
 from pocketserver.rooms.locks import KeyedLocks
 from pocketserver.rooms.policy import room_policy
+from pocketserver.rooms.resolver import StateResolver, Unstored
 from pocketserver.rooms.store import RoomStore, StateKey
 from pocketserver.storage import events as event_store
 from pocketserver.storage import partial_state as partial_store
@@ -231,6 +231,7 @@ class RoomWriter:
         self.server_name = server_name
         self._signing_key = signing_key
         self._notifier = notifier
+        self.resolver = StateResolver(store)
         self._locks = KeyedLocks()
         self._txn_hooks: list[TxnHook] = []
         self._listeners: list[Listener] = []
@@ -648,23 +649,11 @@ class RoomWriter:
         states: Sequence[Mapping[StateKey, str]],
         new: _Prepared | None = None,
     ) -> dict[StateKey, str]:
-        """Resolve state sets; ``new`` is an event not stored yet that they may hold."""
-        if len(states) == 1:
-            return dict(states[0])
-        ids = {eid for s in states for eid in s.values()}
-        seeds = set(ids)
-        pending = new if new is not None and new.event_id in ids else None
-        if pending is not None:
-            # Not in the database yet: its auth edges are only in its PDU.
-            seeds.discard(pending.event_id)
-            seeds.update(pending.auth_ids)
-        chain = await self.store.auth_chain_ids(seeds) | (seeds - ids)
-        wanted = (ids | chain) - ({pending.event_id} if pending is not None else set())
-        events = await self.store.get_events(wanted)
-        event_map = {eid: ev.pdu for eid, ev in events.items() if ev.rejected is None}
-        if pending is not None:
-            event_map[pending.event_id] = pending.pdu
-        return resolve_state(room_version, states, event_map)
+        """Resolve state sets; ``new`` is an event not stored yet that they may hold.
+
+        Delta resolution from the auth-chain index (``rooms/resolver.py``)."""
+        unstored = Unstored(new.event_id, new.pdu, new.auth_ids) if new is not None else None
+        return await self.resolver.resolve(room_version, states, unstored)
 
     async def _state_pdus(
         self, state: Mapping[StateKey, str], keys: Sequence[StateKey]
@@ -724,10 +713,12 @@ class RoomWriter:
         stream_ordering, before_group, after_group = result
         added = (p.event_id, p.depth, stream_ordering) if joins_graph else None
         self.store.update_extremities(p.room_id, extremities_removed, added)
-        if after_group is not None:
-            self.store.remember_group(after_group, state_after)
+        # The state after last: the next event of the room reads it, so when a big
+        # room's states fill the cache it is the one kept.
         if before_group is not None and before_group != after_group:
             self.store.remember_group(before_group, p.state_before)
+        if after_group is not None:
+            self.store.remember_group(after_group, state_after)
         if p.new_room_creator is not None:
             self.store.remember_room_version(p.room_id, p.room_version)
         stored = StoredEvent(
@@ -776,7 +767,7 @@ class RoomWriter:
             # own key changes. Saves reading the whole current state per event.
             if state_after is p.state_before:
                 return {}  # not a state event: nothing changes
-            return state_store.state_delta(p.state_before, state_after)
+            return _own_key_delta(p)
         old_current = await self.store.current_state_ids(p.room_id)
         others = await self.store.get_events(remaining)
         states = [] if state_after is None else [state_after]
@@ -1168,18 +1159,29 @@ class RoomWriter:
         if len(usable) == len(p.prev_ids) and usable:
             await self._state_after_all(p, usable)
         elif given_state is not None:
-            # Existence only: a big room's state is not read whole for this.
-            known = await self.store.db.read(event_store.stored_event_ids, given_state.values())
-            gaps = [eid for eid in given_state.values() if eid not in known]
+            # Checked in SQL: a big room's state is not read just to see it is there.
+            gaps = await self.store.db.read(event_store.unknown_event_ids, given_state.values())
             if gaps:
                 raise MissingEventsError(gaps, "state")
             p.state_before = dict(given_state)
-            if usable:
-                any_prev = next(iter(usable.values()))
-                p.base_group = any_prev.state_after
-                p.base_state = await self.store.group_state(any_prev.state_after)
+            base = next(iter(usable.values())).state_after if usable else None
+            if base is None:
+                base = await self._latest_group(p.room_id)
+            if base is not None:
+                # Stored as a delta on what we hold of the room (e.g. a second join of
+                # a big room after a leave): rows for what changed, not a snapshot.
+                p.base_group = base
+                p.base_state = await self.store.group_state(base)
         else:
             raise MissingEventsError([e for e in p.prev_ids if e not in usable], "prev")
+
+    async def _latest_group(self, room_id: str) -> int | None:
+        """The state group after the room's deepest forward extremity, if any."""
+        for event_id, _ in await self.store.forward_extremities(room_id):
+            ev = await self.store.get_event(event_id)
+            if ev is not None and ev.state_after is not None:
+                return ev.state_after
+        return None
 
 
 def _server_of(user_id: object) -> str | None:
@@ -1311,7 +1313,12 @@ def _persist_txn(
         after_group = before_group
         if state_after is not p.state_before:
             after_group = state_store.create_group(
-                conn, p.room_id, state_after, before_group, p.state_before if before_group else None
+                conn,
+                p.room_id,
+                state_after,
+                before_group,
+                p.state_before if before_group else None,
+                delta=_own_key_delta(p),
             )
     ordering = p.backfill_ordering if p.kind is EventKind.BACKFILL else None
     if p.existing_outlier:
@@ -1353,6 +1360,15 @@ def _persist_txn(
         for hook in hooks:
             hook(conn, persisted)
     return stream, before_group, after_group
+
+
+def _own_key_delta(p: _Prepared) -> dict[StateKey, str | None]:
+    """How the event's own state key changes the state before it (the state after a
+    state event differs only there): no walk over a big room's whole state."""
+    key = p.state_key
+    if key is None or p.state_before.get(key) == p.event_id:
+        return {}
+    return {key: p.event_id}
 
 
 def _persisted(

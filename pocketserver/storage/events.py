@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pocketserver.core.crypto import encode_canonical_json
+from pocketserver.storage import auth_chain_queries, auth_chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,8 @@ def insert_event(
         "INSERT OR IGNORE INTO event_auth (event_id, auth_id) VALUES (?, ?)",
         [(event_id, a) for a in auth_ids],
     )
+    if isinstance(state_key, str):
+        auth_chains.index_event(conn, event_id, room_id, (str(pdu["type"]), state_key), auth_ids)
     return int(cur.lastrowid or 0)
 
 
@@ -228,6 +231,20 @@ def memberships_of(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[s
     return found
 
 
+def unknown_event_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[str]:
+    """The IDs among ``event_ids`` of no stored event (checked without reading them)."""
+    ids = list(dict.fromkeys(event_ids))
+    known: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        known.update(
+            r[0]
+            for r in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+        )
+    return [e for e in ids if e not in known]
+
+
 def get_create_event_id(conn: sqlite3.Connection, room_id: str) -> str | None:
     """The accepted ``m.room.create`` event of a room, if known (as an outlier or not)."""
     row = conn.execute(
@@ -288,23 +305,9 @@ def has_children(conn: sqlite3.Connection, event_id: str) -> bool:
 
 
 def get_auth_chain_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> set[str]:
-    """Every event reachable from ``event_ids`` through auth edges (not including them)."""
-    seeds = list(dict.fromkeys(event_ids))
-    chain: set[str] = set()
-    frontier = seeds
-    while frontier:
-        found: list[str] = []
-        for i in range(0, len(frontier), 500):
-            chunk = frontier[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for (auth_id,) in conn.execute(
-                f"SELECT DISTINCT auth_id FROM event_auth WHERE event_id IN ({marks})", chunk
-            ):
-                if auth_id not in chain:
-                    chain.add(auth_id)
-                    found.append(auth_id)
-        frontier = found
-    return chain
+    """Every event reachable from ``event_ids`` through auth edges (not including them),
+    answered from the auth-chain index (:mod:`pocketserver.storage.auth_chain_queries`)."""
+    return auth_chain_queries.get_auth_chain_ids(conn, event_ids)
 
 
 def oldest_first(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[str]:

@@ -11,7 +11,7 @@ from pocketserver.rooms.writer import RoomWriter
 from pocketserver.storage import state as st
 from pocketserver.storage.db import Database
 
-from .conftest import ALICE, current_state, rows, state_after
+from .conftest import ALICE, RBOB, RemoteServer, current_state, rows, state_after, state_before
 
 ROOM = "!r:local.test"
 
@@ -156,3 +156,62 @@ async def test_2000_membership_changes_stay_within_twice_the_minimum(
         db, "SELECT id, chain_length, size FROM state_groups WHERE room_id = ?", room_id
     ):
         assert chain <= max(st.SNAPSHOT_MIN_CHAIN, size), group_id
+
+
+async def test_given_state_is_stored_as_a_delta_on_what_we_hold(
+    writer: RoomWriter, db: Database, remote: RemoteServer
+):
+    """An event whose prev events we lack comes with its state (a join's send_join,
+    a second join after a leave, /state_ids): that state is stored as a delta on the
+    room's latest state group, not as another snapshot of every member."""
+    room_id = await create_room(
+        writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+    )
+    for i in range(300):
+        user = f"@u{i}:local.test"
+        await writer.send_event(room_id, user, "m.room.member", {"membership": "join"}, user)
+    joined = await remote.send(writer, room_id, RBOB, "m.room.member", {"membership": "join"}, RBOB)
+    assert joined.accepted
+    state = current_state(db, room_id)
+    x_id, _ = await remote.event(writer, room_id, RBOB, "m.room.message", {"body": "x"})
+    _, y_pdu = await remote.event(
+        writer, room_id, RBOB, "m.room.message", {"body": "y"}, prev=[x_id], state=state
+    )
+    before = db.read_sync(st.state_storage_rows, room_id)
+    y = await writer.receive_pdu(y_pdu, "10", remote.keys, state_before=state)
+    assert y.accepted
+    assert state_before(db, y.event_id) == state
+    assert state_after(db, y.event_id) == state
+    # No row: the state is the latest group's (a snapshot would be 300+ rows).
+    assert db.read_sync(st.state_storage_rows, room_id) - before <= 1
+
+
+async def test_the_state_after_the_newest_event_stays_cached(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """When a big room's states fill the state cache, the one kept is the state after
+    the newest event (the next event reads it), not the state before it: otherwise
+    every join of a big room reads its state back from SQLite."""
+    from pocketserver.cache import MemoryBudget
+    from pocketserver.core.crypto import generate_signing_key
+    from pocketserver.rooms.store import RoomStore
+    from pocketserver.streams.notifier import Notifier
+
+    store = RoomStore(db, MemoryBudget(400_000))  # the state cache holds one 300-state
+    writer = RoomWriter(store, "local.test", generate_signing_key("t_1"), Notifier())
+    room_id = await create_room(
+        writer, ALICE, RoomSettings(room_version="10", preset="public_chat")
+    )
+    reads = 0
+    real = st.get_group_state
+
+    def counting(conn: sqlite3.Connection, group_id: int) -> dict:
+        nonlocal reads
+        reads += 1
+        return real(conn, group_id)
+
+    monkeypatch.setattr(st, "get_group_state", counting)
+    for i in range(300):
+        user = f"@u{i}:local.test"
+        await writer.send_event(room_id, user, "m.room.member", {"membership": "join"}, user)
+    assert reads <= 5
