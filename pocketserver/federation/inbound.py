@@ -326,6 +326,21 @@ class PduPipeline:
         return state
 
 
+def _check_shape(body: Mapping[str, object]) -> tuple[list[object], list[object]]:
+    """The transaction's PDUs and EDUs: lists of at most 50 and 100 (server-server API
+    "Transactions").
+
+    Raises:
+        MatrixError: 400 ``M_BAD_JSON`` otherwise.
+    """
+    pdus, edus = body.get("pdus", []), body.get("edus", [])
+    if not isinstance(pdus, list) or not isinstance(edus, list):
+        raise bad_json("pdus and edus must be lists")
+    if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+        raise bad_json(f"at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction")
+    return pdus, edus
+
+
 class TransactionReceiver:
     """``PUT /send/{txnId}`` (see the module docstring)."""
 
@@ -349,6 +364,10 @@ class TransactionReceiver:
     async def receive(
         self, origin: str, txn_id: str, body: Mapping[str, object]
     ) -> dict[str, object]:
+        # The shape and size first, as Synapse (federation_server.py checks the counts
+        # before its one-transaction-per-origin rule): an oversized transaction is a
+        # 400 even while another from the same server is in progress.
+        _check_shape(body)
         if origin in self._busy:
             raise MatrixError(
                 429,
@@ -369,11 +388,7 @@ class TransactionReceiver:
         before = await self.db.read(store.txn_response, origin, txn_id)
         if before is not None:
             return before
-        pdus, edus = body.get("pdus", []), body.get("edus", [])
-        if not isinstance(pdus, list) or not isinstance(edus, list):
-            raise bad_json("pdus and edus must be lists")
-        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
-            raise bad_json(f"at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction")
+        pdus, edus = _check_shape(body)
         for edu in edus:
             await self._edu(origin, edu)
         results: dict[str, dict[str, object]] = {}

@@ -187,6 +187,11 @@ async def test_one_transaction_per_origin_at_a_time(env: Env) -> None:
         with pytest.raises(MatrixError) as caught:
             await env.receiver.receive(REMOTE, "t2", {"edus": [edu]})
         assert (caught.value.status, caught.value.errcode) == (429, "M_LIMIT_EXCEEDED")
+        # An oversized transaction is refused for its size even now (as Synapse:
+        # SyTest 51transactions "... break edu limits" expects the 400).
+        with pytest.raises(MatrixError) as caught:
+            await env.receiver.receive(REMOTE, "t3", {"edus": [edu] * 101})
+        assert (caught.value.status, caught.value.errcode) == (400, "M_BAD_JSON")
         # Another origin is not held up.
         assert await env.receiver.receive("other.test", "t1", {}) == {"pdus": {}}
         env.gate.set()
