@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from pocketserver.app import create_app
+from pocketserver.config.log_settings import LogSettings
 from pocketserver.server import settle_memory
 from tests.harness import make_config
 
@@ -65,6 +66,7 @@ def test_a_started_server_has_not_imported_the_optional_modules(tmp_path: Path) 
 
 class _Config:
     max_request_body_size = 1_000_000
+    logs = LogSettings()
 
 
 class _Services:

@@ -13,6 +13,7 @@ from pocketserver.cli import main as run
 from pocketserver.config.dump import config_as_yaml_keys
 from pocketserver.config.generate import generate
 from pocketserver.config.loader import ConfigError, parse_config
+from pocketserver.config.log_settings import LogSettings
 from pocketserver.preflight import federation_ca_problems
 
 BASE = Path("/srv/pocket")
@@ -110,6 +111,7 @@ def test_generated_config_serves_the_well_known_and_keeps_8448_commented(tmp_pat
 
 class _Config:
     max_request_body_size = 1_000_000
+    logs = LogSettings()
 
 
 class _Services:
