@@ -29,6 +29,7 @@ __all__ = [
     "check_canonical_json",
     "compute_event_id",
     "compute_room_id_v12",
+    "joined_user",
     "prev_event_ids",
     "validate_pdu",
 ]
@@ -89,6 +90,21 @@ class EventFormatError(ValueError):
 
 def _urlsafe(b64: str) -> str:
     return b64.replace("+", "-").replace("/", "_")
+
+
+def joined_user(pdu: Mapping[str, object]) -> str | None:
+    """The user an ``m.room.member`` event with ``membership: join`` is about (its
+    ``state_key``), or None for any other event (client-server API "m.room.member")."""
+    content = pdu.get("content")
+    user = pdu.get("state_key")
+    if (
+        pdu.get("type") != "m.room.member"
+        or not isinstance(content, Mapping)
+        or content.get("membership") != "join"
+        or not isinstance(user, str)
+    ):
+        return None
+    return user
 
 
 def compute_event_id(pdu: Mapping[str, object], room_version: str) -> str:

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import trio
 
+from pocketserver.core.events import joined_user
 from pocketserver.core.locality import server_of
 from pocketserver.ephemeral.presence import OFFLINE, PresenceService, PresenceView
 from pocketserver.rooms.store import RoomStore
@@ -87,15 +88,8 @@ class PresenceOut:
         """Writer listener (never blocks): note a live join (ours or another server's)."""
         if not self.presence.enabled or not event.live:
             return
-        pdu = event.pdu
-        content = pdu.get("content")
-        user = pdu.get("state_key")
-        if (
-            pdu.get("type") != "m.room.member"
-            or not isinstance(content, dict)
-            or content.get("membership") != "join"
-            or not isinstance(user, str)
-        ):
+        user = joined_user(event.pdu)
+        if user is None:
             return
         try:
             self._in.send_nowait((user, event.room_id, event.state_before))

@@ -234,14 +234,7 @@ def memberships_of(conn: sqlite3.Connection, event_ids: Iterable[str]) -> dict[s
 def unknown_event_ids(conn: sqlite3.Connection, event_ids: Iterable[str]) -> list[str]:
     """The IDs among ``event_ids`` of no stored event (checked without reading them)."""
     ids = list(dict.fromkeys(event_ids))
-    known: set[str] = set()
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        known.update(
-            r[0]
-            for r in conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
-        )
+    known = stored_event_ids(conn, ids)
     return [e for e in ids if e not in known]
 
 

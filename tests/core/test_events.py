@@ -460,3 +460,14 @@ def test_event_ids_match_synapse(
     assert compute_event_id(pdu, version) == theirs.event_id
     if is_v12_create:
         assert compute_room_id_v12(pdu) == theirs.room_id
+
+
+def test_joined_user_only_for_joins() -> None:
+    from pocketserver.core.events import joined_user
+
+    join = {"type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join"}}
+    assert joined_user(join) == "@a:x"
+    assert joined_user({**join, "content": {"membership": "leave"}}) is None
+    assert joined_user({**join, "content": "join"}) is None
+    assert joined_user({**join, "state_key": None}) is None
+    assert joined_user({**join, "type": "m.room.name"}) is None

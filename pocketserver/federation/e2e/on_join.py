@@ -26,6 +26,7 @@ from typing import Protocol
 
 import trio
 
+from pocketserver.core.events import joined_user
 from pocketserver.federation.e2e.outbound import _device_update
 from pocketserver.rooms.store import RoomStore
 from pocketserver.rooms.writer import PersistedEvent
@@ -115,17 +116,8 @@ class DeviceListsOnJoin:
 
     def on_persisted(self, event: PersistedEvent) -> None:
         """Writer listener (never blocks): note a live join of one of our users."""
-        pdu = event.pdu
-        content = pdu.get("content")
-        user = pdu.get("state_key")
-        if (
-            not event.live
-            or pdu.get("type") != "m.room.member"
-            or not isinstance(content, dict)
-            or content.get("membership") != "join"
-            or not isinstance(user, str)
-            or _domain(user) != self.server_name
-        ):
+        user = joined_user(event.pdu) if event.live else None
+        if user is None or _domain(user) != self.server_name:
             return
         try:
             self._in.send_nowait((user, event.room_id, event.state_before))
