@@ -25,13 +25,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import trio
-
-from pocketserver.core.events import joined_user
 from pocketserver.core.locality import server_of
 from pocketserver.ephemeral.presence import OFFLINE, PresenceService, PresenceView
+from pocketserver.rooms.join_queue import JoinQueue
 from pocketserver.rooms.store import RoomStore
-from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import event_stream
 
 log = logging.getLogger(__name__)
@@ -60,7 +57,7 @@ def worth_sending(view: PresenceView) -> bool:
     )
 
 
-class PresenceOut:
+class PresenceOut(JoinQueue):
     """See the module docstring. Register :meth:`on_presence` with the presence service
     and :meth:`on_persisted` with the room writer; start :meth:`run` in the server's
     nursery."""
@@ -76,33 +73,17 @@ class PresenceOut:
         self.store = room_store
         self.sender = sender
         self.server_name = server_name
-        self._in, self._out = trio.open_memory_channel[tuple[str, str, int | None]](QUEUE)
-        self.skipped = 0
+        super().__init__(QUEUE)
 
     def on_presence(self, user_id: str, view: PresenceView) -> None:
         """Presence listener: our user's presence to the servers sharing a room."""
         if server_of(user_id) == self.server_name:
             self.sender.send_presence(view.to_edu(user_id))
 
-    def on_persisted(self, event: PersistedEvent) -> None:
-        """Writer listener (never blocks): note a live join (ours or another server's)."""
-        if not self.presence.enabled or not event.live:
-            return
-        user = joined_user(event.pdu)
-        if user is None:
-            return
-        try:
-            self._in.send_nowait((user, event.room_id, event.state_before))
-        except trio.WouldBlock:
-            self.skipped += 1
+    what = "presence"
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async for user_id, room_id, before in self._out:
-            try:
-                await self._joined(user_id, room_id, before)
-            except Exception:  # one failure must not stop the others
-                log.exception("presence for %s joining %s failed", user_id, room_id)
+    def wants(self, user_id: str) -> bool:
+        return self.presence.enabled  # any live join: ours or another server's
 
     async def _was_joined(self, user_id: str, before: int | None) -> bool:
         if before is None:
@@ -113,7 +94,7 @@ class PresenceOut:
         content = prior.pdu.get("content") if prior is not None else None
         return isinstance(content, dict) and content.get("membership") == "join"
 
-    async def _joined(self, user_id: str, room_id: str, before: int | None) -> None:
+    async def handle(self, user_id: str, room_id: str, before: int | None) -> None:
         if await self._was_joined(user_id, before):
             return  # a profile change, not a join
         joiner_server = server_of(user_id)

@@ -24,12 +24,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import trio
-
-from pocketserver.core.events import joined_user
 from pocketserver.federation.e2e.outbound import _device_update
+from pocketserver.rooms.join_queue import JoinQueue
 from pocketserver.rooms.store import RoomStore
-from pocketserver.rooms.writer import PersistedEvent
 from pocketserver.storage import e2e_keys as store
 
 log = logging.getLogger(__name__)
@@ -94,7 +91,7 @@ def latest_update(
     return _device_update(conn, user_id, str(row[0]), stream_id, display_names)
 
 
-class DeviceListsOnJoin:
+class DeviceListsOnJoin(JoinQueue):
     """See the module docstring. Register :meth:`on_persisted` with the room writer and
     start :meth:`run` in the server's nursery."""
 
@@ -111,28 +108,14 @@ class DeviceListsOnJoin:
         self.sender = sender
         self.server_name = server_name
         self.display_names = display_names
-        self._in, self._out = trio.open_memory_channel[tuple[str, str, int | None]](QUEUE)
-        self.skipped = 0
+        super().__init__(QUEUE)
 
-    def on_persisted(self, event: PersistedEvent) -> None:
-        """Writer listener (never blocks): note a live join of one of our users."""
-        user = joined_user(event.pdu) if event.live else None
-        if user is None or _domain(user) != self.server_name:
-            return
-        try:
-            self._in.send_nowait((user, event.room_id, event.state_before))
-        except trio.WouldBlock:
-            self.skipped += 1
+    what = "device list update"
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async for user_id, room_id, before in self._out:
-            try:
-                await self._handle(user_id, room_id, before)
-            except Exception:  # one failure must not stop the others
-                log.exception("device list update for %s joining %s failed", user_id, room_id)
+    def wants(self, user_id: str) -> bool:
+        return _domain(user_id) == self.server_name  # a join of one of our users
 
-    async def _handle(self, user_id: str, room_id: str, before: int | None) -> None:
+    async def handle(self, user_id: str, room_id: str, before: int | None) -> None:
         if before is not None:
             state = await self.store.group_state(before)
             prior_id = state.get(("m.room.member", user_id))
